@@ -1,0 +1,37 @@
+"""Routing targets: where a model name resolves to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Target", "UpstreamSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A resolved route: which provider instance serves a request, and under which name.
+
+    ``alias`` is what the client asked for (or the prefixed name); ``upstream_model`` is the
+    name the upstream knows. ``provider`` is the configured provider's name (a key of the
+    provider registry built at start), ``provider_type`` its kind (``openai``, ``ollama``).
+    """
+
+    alias: str
+    provider: str
+    provider_type: str
+    upstream_model: str
+    timeout: float
+    max_concurrent: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    """A configured provider instance, with its credential resolved."""
+
+    name: str
+    type: str
+    base_url: str
+    api_key: str | None = None
+    timeout: float = 600.0
+    prefix_routing: bool = False
+    max_concurrent: int | None = None

@@ -1,0 +1,71 @@
+"""The Protocols the gateway pipeline depends on. Implementations are injected by app.py."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from switchyard.core.chat import ChatRequest, ChatResult, StreamPiece
+from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
+from switchyard.core.keys import ApiKey
+from switchyard.core.models import Target
+from switchyard.core.usage import UsageRecord
+
+__all__ = ["KeyStore", "Provider", "UsageStore"]
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One upstream (or local engine). Errors are raised as ``switchyard.errors`` types."""
+
+    async def chat(self, request: ChatRequest, target: Target) -> ChatResult: ...
+
+    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
+        """OpenAI SSE events, ending with ``data: [DONE]``. Raises mid-stream on failure."""
+        ...
+
+    async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult: ...
+
+    async def list_models(self) -> Sequence[str]:
+        """The upstream's model names; also the readiness probe."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class KeyStore(Protocol):
+    async def add(self, key: ApiKey) -> None: ...
+
+    async def get(self, key_id: str) -> ApiKey | None: ...
+
+    async def find_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    async def list(self, *, include_revoked: bool = False) -> list[ApiKey]: ...
+
+    async def revoke(self, key_id: str, at: datetime) -> bool: ...
+
+    async def replace_secret(self, key_id: str, prefix: str, key_hash: str, at: datetime) -> bool: ...
+
+    async def changed_since(self, since: datetime) -> builtins.list[ApiKey]:
+        """Keys created, revoked or rotated after ``since`` (for cache refresh)."""
+        ...
+
+    async def count(self) -> int: ...
+
+    async def touch(self, uses: dict[str, tuple[int, datetime]]) -> None:
+        """Add use counts and set last-used times, in one batch: {key_id: (count, last)}."""
+        ...
+
+
+class UsageStore(Protocol):
+    async def write(self, records: Sequence[UsageRecord]) -> None: ...
+
+    async def summary(self, since: datetime | None = None) -> list[dict[str, object]]:
+        """Per key and model: requests, prompt/completion tokens, errors."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the store is unreachable (readiness)."""
+        ...

@@ -1,0 +1,1 @@
+"""The ASGI edge: authenticate, parse, make one service call, render."""

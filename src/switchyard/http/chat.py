@@ -1,0 +1,37 @@
+"""POST /v1/chat/completions and POST /v1/completions."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.core.chat import ChatRequest
+from switchyard.http.auth import authenticate
+from switchyard.http.body import read_json
+from switchyard.http.sse import open_stream
+from switchyard.http.state import services
+from switchyard.protocol.openai import parse_chat_request, parse_completion_request
+
+__all__ = ["chat_completions", "completions"]
+
+
+async def _generate(request: Request, chat: ChatRequest) -> Response:
+    svc = services(request)
+    principal = request.scope["state"]["principal"]
+    request_id = request.scope["state"]["request_id"]
+    if chat.stream:
+        return await open_stream(svc.gateway.stream(principal, chat, request_id))  # type: ignore[return-value]
+    result = await svc.gateway.chat(principal, chat, request_id)
+    return Response(result.body, media_type="application/json")
+
+
+async def chat_completions(request: Request) -> Response:
+    request.scope["state"]["principal"] = await authenticate(request)
+    body = await read_json(request, services(request).settings.max_body_bytes)
+    return await _generate(request, parse_chat_request(body))
+
+
+async def completions(request: Request) -> Response:
+    request.scope["state"]["principal"] = await authenticate(request)
+    body = await read_json(request, services(request).settings.max_body_bytes)
+    return await _generate(request, parse_completion_request(body))

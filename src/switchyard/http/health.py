@@ -1,0 +1,48 @@
+"""GET /health (liveness, public), GET /ready (readiness, public), GET /metrics (admin)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard import __version__
+from switchyard.http.auth import require_admin
+from switchyard.http.state import services
+from switchyard.observability.metrics import CONTENT_TYPE
+
+__all__ = ["health", "metrics", "ready"]
+
+_READY_TIMEOUT = 3.0
+
+
+async def health(request: Request) -> Response:
+    return Response(orjson.dumps({"status": "healthy", "version": __version__}), media_type="application/json")
+
+
+async def ready(request: Request) -> Response:
+    svc = services(request)
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(svc.ping_store(), _READY_TIMEOUT)
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = f"unreachable ({type(exc).__name__})"
+    try:
+        upstreams = await asyncio.wait_for(svc.gateway.check_upstreams(), _READY_TIMEOUT)
+        for name, problem in upstreams.items():
+            checks[f"upstream:{name}"] = problem or "ok"
+    except TimeoutError:
+        checks["upstreams"] = "timed out"
+    ok = all(v == "ok" for v in checks.values())
+    body = {"status": "ready" if ok else "not_ready", "checks": checks}
+    return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type="application/json")
+
+
+async def metrics(request: Request) -> Response:
+    svc = services(request)
+    if not svc.settings.metrics_public:
+        await require_admin(request)
+    return Response(svc.metrics.render(), media_type=CONTENT_TYPE)

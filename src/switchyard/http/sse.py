@@ -1,0 +1,72 @@
+"""An SSE response that relays chunk by chunk and notices a client leaving at once.
+
+Starlette's StreamingResponse (ASGI spec >= 2.4) only sees a disconnect when its next send
+fails, so a silent upstream would be kept busy. This one listens for ``http.disconnect`` the
+whole time and cancels the relay, which closes the upstream connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+from starlette.types import Receive, Scope, Send
+
+from switchyard.errors import GatewayError
+from switchyard.http.errors import error_event
+
+__all__ = ["SSEResponse", "open_stream"]
+
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+async def open_stream(chunks: AsyncIterator[bytes]) -> SSEResponse:
+    """Advance to the first chunk, so errors before any byte become a normal HTTP error."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+    except BaseException:
+        await chunks.aclose()  # type: ignore[attr-defined]
+        raise
+    return SSEResponse(first, chunks)
+
+
+class SSEResponse:
+    def __init__(self, first: bytes, chunks: AsyncIterator[bytes]) -> None:
+        self._first = first
+        self._chunks = chunks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch)
+                try:
+                    await self._relay(send)
+                except OSError:  # the client went away between our checks
+                    pass
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._chunks.aclose()  # type: ignore[attr-defined]
+
+    async def _relay(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        try:
+            if self._first:
+                await send({"type": "http.response.body", "body": self._first, "more_body": True})
+            async for chunk in self._chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except GatewayError as exc:
+            await send({"type": "http.response.body", "body": error_event(exc), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,0 +1,90 @@
+"""The thin client for Ollama's native API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import orjson
+
+from switchyard.core.chat import ChatRequest, ChatResult, StreamPiece
+from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
+from switchyard.core.models import Target, UpstreamSpec
+from switchyard.core.usage import Usage
+from switchyard.errors import UpstreamError
+from switchyard.providers._http import UpstreamClient
+from switchyard.providers.ollama import translate
+
+__all__ = ["OllamaProvider"]
+
+
+class OllamaProvider:
+    def __init__(self, spec: UpstreamSpec) -> None:
+        base = spec.base_url.rstrip("/")
+        if base.endswith("/v1"):  # the seed's OLLAMA_BASE_URL pointed at the /v1 shim
+            base = base[:-3]
+        headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+        self._secret = spec.api_key
+        self._http = UpstreamClient(base, headers, spec.timeout)
+
+    async def _post_json(self, path: str, body: dict[str, object], timeout: float) -> dict[str, object]:
+        async with self._http.request("POST", path, json=body, timeout=timeout) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError("The upstream sent a response that is not JSON.") from exc
+        if not isinstance(payload, dict):
+            raise UpstreamError("The upstream sent an unexpected response.")
+        return payload
+
+    async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
+        path, body = translate.chat_body(request, target)
+        payload = await self._post_json(path, body, target.timeout)
+        result = translate.chat_result(payload, request, target)
+        return ChatResult(body=orjson.dumps(result), usage=translate.usage_of(payload))
+
+    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
+        path, body = translate.chat_body(request, target)
+        writer = translate.ChunkWriter(request, target)
+        done = False
+        async with self._http.request("POST", path, json=body, timeout=target.timeout, stream=True) as resp:
+            if resp.status >= 400:
+                raw = await resp.read()
+                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                try:
+                    payload = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise UpstreamError("The upstream sent a malformed stream line.") from exc
+                data, events = writer.feed(payload)
+                done = bool(payload.get("done"))
+                if data:
+                    yield StreamPiece(data=data, events=events, usage=writer.usage if done else None, done=done)
+        if not done:
+            raise UpstreamError("The upstream stream ended before it was complete.")
+
+    async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
+        body = translate.embed_body(request.inputs, target, request.keep_alive)
+        payload = await self._post_json("/api/embed", body, target.timeout)
+        vectors = payload.get("embeddings")
+        if not isinstance(vectors, list):
+            raise UpstreamError("The upstream sent a malformed embeddings response.")
+        usage = Usage(prompt_tokens=int(payload.get("prompt_eval_count") or 0))  # type: ignore[call-overload]
+        return EmbeddingResult(vectors=vectors, usage=usage, model=target.alias)
+
+    async def list_models(self) -> Sequence[str]:
+        async with self._http.request("GET", "/api/tags", timeout=10.0) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+        try:
+            return [str(m["name"]) for m in orjson.loads(raw)["models"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UpstreamError("The upstream sent a malformed model list.") from exc
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

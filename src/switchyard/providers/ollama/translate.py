@@ -1,0 +1,271 @@
+"""OpenAI shapes <-> Ollama's native API (/api/chat, /api/generate, /api/embed). Pure: no I/O."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from switchyard.core.chat import ChatRequest, GenerationKind
+from switchyard.core.models import Target
+from switchyard.core.usage import Usage
+from switchyard.errors import BadRequestError, GatewayError, UpstreamError
+from switchyard.providers._http import redact
+from switchyard.providers.errors import error_for_status
+
+__all__ = [
+    "ChunkWriter",
+    "chat_body",
+    "chat_result",
+    "embed_body",
+    "error_from_response",
+    "finish_reason",
+    "usage_of",
+]
+
+_OPTION_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+}
+
+
+def _text_and_images(content: Any, index: int) -> tuple[str, list[str]]:
+    if content is None or isinstance(content, str):
+        return content or "", []
+    texts: list[str] = []
+    images: list[str] = []
+    for part in content:
+        if part.get("type") == "text":
+            texts.append(str(part.get("text", "")))
+        elif part.get("type") == "image_url":
+            url = str((part.get("image_url") or {}).get("url", ""))
+            if not url.startswith("data:") or ";base64," not in url:
+                raise BadRequestError(
+                    "Ollama models take images as base64 data URLs only.", param=f"messages[{index}].content"
+                )
+            images.append(url.split(";base64,", 1)[1])
+    return "".join(texts), images
+
+
+def _message(msg: Mapping[str, Any], index: int) -> dict[str, Any]:
+    text, images = _text_and_images(msg.get("content"), index)
+    role = "system" if msg.get("role") == "developer" else msg.get("role")
+    out: dict[str, Any] = {"role": role, "content": text}
+    if images:
+        out["images"] = images
+    calls = msg.get("tool_calls")
+    if calls:
+        out["tool_calls"] = [
+            {"function": {"name": c["function"]["name"], "arguments": _arguments(c["function"], index)}}
+            for c in calls
+        ]
+    return out
+
+
+def _arguments(function: Mapping[str, Any], index: int) -> Any:
+    raw = function.get("arguments") or "{}"
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError("tool call arguments must be JSON", param=f"messages[{index}].tool_calls") from exc
+
+
+def chat_body(request: ChatRequest, target: Target) -> tuple[str, dict[str, Any]]:
+    """The Ollama path and body for a chat or legacy completion request."""
+    src = request.body
+    if (src.get("n") or 1) > 1:
+        raise BadRequestError("This model's provider (ollama) supports only n=1.", param="n")
+    options = {dst: src[key] for key, dst in _OPTION_FIELDS.items() if src.get(key) is not None}
+    if request.max_tokens is not None:
+        options["num_predict"] = request.max_tokens
+    stop = src.get("stop")
+    if stop:
+        options["stop"] = [stop] if isinstance(stop, str) else list(stop)
+    body: dict[str, Any] = {"model": target.upstream_model, "stream": request.stream, "options": options}
+    if request.keep_alive is not None:
+        body["keep_alive"] = request.keep_alive
+    fmt = src.get("response_format") or {}
+    if fmt.get("type") == "json_object":
+        body["format"] = "json"
+    elif fmt.get("type") == "json_schema":
+        body["format"] = (fmt.get("json_schema") or {}).get("schema", "json")
+    if request.kind is GenerationKind.COMPLETION:
+        prompt = src.get("prompt", "")
+        if not isinstance(prompt, str):
+            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+                prompt = prompt[0]
+            else:
+                raise BadRequestError("ollama takes a single string prompt", param="prompt")
+        body["prompt"] = prompt
+        body["raw"] = False
+        return "/api/generate", body
+    body["messages"] = [_message(m, i) for i, m in enumerate(src.get("messages", []))]
+    if src.get("tools") and src.get("tool_choice") != "none":
+        body["tools"] = src["tools"]
+    return "/api/chat", body
+
+
+def embed_body(inputs: Sequence[Any], target: Target, keep_alive: str | int | None) -> dict[str, Any]:
+    if any(not isinstance(item, str) for item in inputs):
+        raise BadRequestError("This model's provider (ollama) takes text input, not token arrays.", param="input")
+    body: dict[str, Any] = {"model": target.upstream_model, "input": list(inputs)}
+    if keep_alive is not None:
+        body["keep_alive"] = keep_alive
+    return body
+
+
+def usage_of(payload: Mapping[str, Any]) -> Usage:
+    return Usage(
+        prompt_tokens=int(payload.get("prompt_eval_count") or 0),
+        completion_tokens=int(payload.get("eval_count") or 0),
+    )
+
+
+def finish_reason(payload: Mapping[str, Any], has_tool_calls: bool) -> str:
+    if has_tool_calls:
+        return "tool_calls"
+    return "length" if payload.get("done_reason") == "length" else "stop"
+
+
+def _tool_calls(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    calls = []
+    for i, call in enumerate(message.get("tool_calls") or []):
+        fn = call.get("function", {})
+        args = fn.get("arguments", {})
+        calls.append(
+            {
+                "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {
+                    "name": fn.get("name", ""),
+                    "arguments": args if isinstance(args, str) else orjson.dumps(args).decode(),
+                },
+                "index": i,
+            }
+        )
+    return calls
+
+
+def chat_result(payload: Mapping[str, Any], request: ChatRequest, target: Target) -> dict[str, Any]:
+    usage = usage_of(payload)
+    usage_json = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    created = int(time.time())
+    if request.kind is GenerationKind.COMPLETION:
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": created,
+            "model": target.alias,
+            "choices": [
+                {"index": 0, "text": payload.get("response", ""), "logprobs": None,
+                 "finish_reason": finish_reason(payload, False)}
+            ],
+            "usage": usage_json,
+        }
+    message = payload.get("message") or {}
+    calls = _tool_calls(message)
+    for call in calls:
+        call.pop("index")
+    out_msg: dict[str, Any] = {"role": "assistant", "content": message.get("content") or None, "refusal": None}
+    if calls:
+        out_msg["tool_calls"] = calls
+    elif out_msg["content"] is None:
+        out_msg["content"] = ""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": created,
+        "model": target.alias,
+        "choices": [
+            {"index": 0, "message": out_msg, "logprobs": None, "finish_reason": finish_reason(payload, bool(calls))}
+        ],
+        "usage": usage_json,
+    }
+
+
+class ChunkWriter:
+    """Turns Ollama's NDJSON stream objects into OpenAI SSE chunk events."""
+
+    def __init__(self, request: ChatRequest, target: Target) -> None:
+        self._chat = request.kind is GenerationKind.CHAT
+        self._wants_usage = request.include_usage
+        self._id = f"{'chatcmpl' if self._chat else 'cmpl'}-{uuid.uuid4().hex}"
+        self._created = int(time.time())
+        self._model = target.alias
+        self._first = True
+        self._saw_tools = False
+        self.usage: Usage | None = None
+
+    def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk" if self._chat else "text_completion",
+            "created": self._created,
+            "model": self._model,
+            "choices": choices,
+        }
+        if self._wants_usage:
+            chunk["usage"] = usage
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def feed(self, payload: Mapping[str, Any]) -> tuple[bytes, int]:
+        """SSE bytes for one NDJSON object, and how many content events they hold."""
+        if "error" in payload:
+            raise UpstreamError(f"The upstream failed mid-stream: {payload['error']}")
+        out = b""
+        events = 0
+        if self._chat:
+            message = payload.get("message") or {}
+            delta: dict[str, Any] = {}
+            if self._first:
+                delta["role"] = "assistant"
+                self._first = False
+            if message.get("content"):
+                delta["content"] = message["content"]
+            calls = _tool_calls(message)
+            if calls:
+                self._saw_tools = True
+                delta["tool_calls"] = calls
+            if delta:
+                out += self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+                events += 1
+        elif payload.get("response"):
+            out += self._event([{"index": 0, "text": payload["response"], "logprobs": None, "finish_reason": None}])
+            events += 1
+        if payload.get("done"):
+            self.usage = usage_of(payload)
+            reason = finish_reason(payload, self._saw_tools)
+            last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": reason}
+            last["delta" if self._chat else "text"] = {} if self._chat else ""
+            out += self._event([last])
+            if self._wants_usage:
+                u = self.usage
+                out += self._event(
+                    [], {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                         "total_tokens": u.total_tokens}
+                )
+            out += b"data: [DONE]\n\n"
+        return out, events
+
+
+def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], secret: str | None) -> GatewayError:
+    message: str | None = None
+    try:
+        payload = orjson.loads(raw)
+        if isinstance(payload, dict) and payload.get("error"):
+            message = redact(str(payload["error"])[:500], secret)
+    except orjson.JSONDecodeError:
+        message = None
+    return error_for_status(status, message, None, headers)

@@ -1,0 +1,79 @@
+"""The thin client for OpenAI and any OpenAI-compatible server (vLLM, llama.cpp, LM Studio)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import orjson
+
+from switchyard.core.chat import ChatRequest, ChatResult, StreamPiece
+from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
+from switchyard.core.models import Target, UpstreamSpec
+from switchyard.errors import UpstreamError
+from switchyard.providers._http import UpstreamClient
+from switchyard.providers.openai import translate
+
+__all__ = ["OpenAIProvider"]
+
+
+class OpenAIProvider:
+    def __init__(self, spec: UpstreamSpec) -> None:
+        headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+        self._secret = spec.api_key
+        self._http = UpstreamClient(spec.base_url, headers, spec.timeout)
+
+    async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
+        body = translate.chat_body(request, target)
+        async with self._http.request(
+            "POST", translate.chat_path(request), json=body, timeout=target.timeout
+        ) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError("The upstream sent a response that is not JSON.") from exc
+        return ChatResult(body=raw, usage=translate.usage_from(payload))
+
+    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
+        body = translate.chat_body(request, target)
+        relay = translate.StreamRelay(client_wants_usage=request.include_usage)
+        async with self._http.request(
+            "POST", translate.chat_path(request), json=body, timeout=target.timeout, stream=True
+        ) as resp:
+            if resp.status >= 400:
+                raw = await resp.read()
+                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+            async for data in resp.content.iter_any():
+                piece = relay.feed(data)
+                if piece is not None:
+                    yield piece
+        relay.finish()
+
+    async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
+        body = translate.embedding_body(request, target)
+        async with self._http.request("POST", "/embeddings", json=body, timeout=target.timeout) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+        try:
+            payload = orjson.loads(raw)
+            vectors = [item["embedding"] for item in sorted(payload["data"], key=lambda d: d["index"])]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UpstreamError("The upstream sent a malformed embeddings response.") from exc
+        usage = translate.usage_from(payload)
+        return EmbeddingResult(vectors=vectors, usage=usage, model=str(payload.get("model", target.alias)))
+
+    async def list_models(self) -> Sequence[str]:
+        async with self._http.request("GET", "/models", timeout=10.0) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+        try:
+            return [str(m["id"]) for m in orjson.loads(raw)["data"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UpstreamError("The upstream sent a malformed model list.") from exc
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,153 @@
+"""OpenAI wire format <-> core types. Pure: no I/O, table-testable.
+
+OpenAI-compatible upstreams already speak the gateway's canonical shape, so translation is a
+pass-through with three jobs: swap in the upstream's model name, ask for usage on streams,
+and find the usage report (dropping it when the client did not ask for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from switchyard.core.chat import ChatRequest, GenerationKind, StreamPiece
+from switchyard.core.embeddings import EmbeddingRequest
+from switchyard.core.models import Target
+from switchyard.core.usage import Usage
+from switchyard.errors import GatewayError, UpstreamError
+from switchyard.providers._http import redact
+from switchyard.providers.errors import error_for_status
+
+__all__ = [
+    "StreamRelay",
+    "chat_body",
+    "chat_path",
+    "embedding_body",
+    "error_from_response",
+    "usage_from",
+]
+
+_USAGE_MARKERS = (b'"usage":{', b'"usage": {')
+_DONE = b"data: [DONE]"
+# Fields that are the gateway's own and never go upstream.
+_GATEWAY_FIELDS = ("keep_alive",)
+
+
+def chat_path(request: ChatRequest) -> str:
+    return "/chat/completions" if request.kind is GenerationKind.CHAT else "/completions"
+
+
+def chat_body(request: ChatRequest, target: Target) -> dict[str, Any]:
+    body = {k: v for k, v in request.body.items() if k not in _GATEWAY_FIELDS}
+    body["model"] = target.upstream_model
+    if request.stream:
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True  # always, so streamed tokens are counted exactly
+        body["stream_options"] = options
+    return body
+
+
+def embedding_body(request: EmbeddingRequest, target: Target) -> dict[str, Any]:
+    body = {k: v for k, v in (request.body or {}).items() if k not in _GATEWAY_FIELDS}
+    body["model"] = target.upstream_model
+    body["input"] = list(request.inputs)
+    body["encoding_format"] = "float"  # every compatible server has float; we re-encode
+    return body
+
+
+def usage_from(payload: Mapping[str, Any] | None, estimate: Usage | None = None) -> Usage:
+    usage = payload.get("usage") if payload else None
+    if isinstance(usage, Mapping):
+        return Usage(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+    return estimate or Usage(estimated=True)
+
+
+def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], secret: str | None) -> GatewayError:
+    message: str | None = None
+    param: str | None = None
+    try:
+        payload = orjson.loads(raw)
+        err = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(err, dict):
+            message = str(err.get("message") or "") or None
+            param = err.get("param") if isinstance(err.get("param"), str) else None
+        elif isinstance(err, str):
+            message = err
+    except orjson.JSONDecodeError:
+        message = None
+    if message is not None:
+        message = redact(message[:500], secret)
+    return error_for_status(status, message, param, headers)
+
+
+class StreamRelay:
+    """Splits an upstream SSE byte stream into complete events and relays them unchanged.
+
+    Only events that carry a usage report are parsed; everything else is forwarded as the
+    bytes that arrived, so relaying costs a split and a count per network read.
+    """
+
+    def __init__(self, client_wants_usage: bool) -> None:
+        self._wants_usage = client_wants_usage
+        self._buffer = b""
+        self.done = False
+        self.usage: Usage | None = None
+
+    def feed(self, data: bytes) -> StreamPiece | None:
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        buffer = self._buffer + data
+        cut = buffer.rfind(b"\n\n")
+        if cut < 0:
+            self._buffer = buffer
+            return None
+        complete, self._buffer = buffer[: cut + 2], buffer[cut + 2 :]
+        usage = None
+        if any(marker in complete for marker in _USAGE_MARKERS) or b'"error"' in complete:
+            complete, usage = self._inspect(complete)
+        if _DONE in complete:
+            self.done = True
+        events = complete.count(b"data: {")
+        return StreamPiece(data=complete, events=events, usage=usage, done=self.done)
+
+    def _inspect(self, complete: bytes) -> tuple[bytes, Usage | None]:
+        kept: list[bytes] = []
+        usage: Usage | None = None
+        for event in complete.split(b"\n\n"):
+            if not event:
+                continue
+            payload = _event_json(event)
+            if payload is not None and isinstance(payload.get("error"), Mapping):
+                raise UpstreamError(f"The upstream failed mid-stream: {payload['error'].get('message', '')}")
+            if payload is not None and isinstance(payload.get("usage"), Mapping):
+                usage = usage_from(payload)
+                self.usage = usage
+                if not self._wants_usage:
+                    if not payload.get("choices"):
+                        continue  # the usage-only chunk the client never asked for
+                    payload["usage"] = None
+                    event = b"data: " + orjson.dumps(payload)
+            kept.append(event)
+        return b"".join(e + b"\n\n" for e in kept), usage
+
+    def finish(self) -> None:
+        if not self.done:
+            raise UpstreamError("The upstream stream ended before it was complete.")
+
+
+def _event_json(event: bytes) -> dict[str, Any] | None:
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            data = line[5:].strip()
+            if data and data != b"[DONE]":
+                try:
+                    value = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    return None
+                return value if isinstance(value, dict) else None
+    return None

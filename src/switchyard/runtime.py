@@ -1,0 +1,71 @@
+"""Opening the stores and the key service: shared by the server and the CLI.
+
+The CLI's ``keys`` and ``usage`` commands work on the store directly, with the server down,
+so they need exactly what the server uses: the same database URL and the same HMAC secret.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from switchyard.service.keys import KeyService
+from switchyard.settings import ConfigError, Settings
+from switchyard.store import Database, SqlKeyStore, SqlUsageStore, ensure_schema
+
+__all__ = ["Runtime", "open_runtime", "server_secret"]
+
+SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
+
+
+def server_secret(settings: Settings) -> bytes:
+    """The HMAC secret: from settings, else generated once into the data dir (mode 0600)."""
+    if settings.secret_key is not None:
+        value = settings.secret_key.get_secret_value()
+        if len(value) < 32:
+            raise ConfigError("secret_key must be at least 32 characters")
+        return value.encode()
+    path = Path(settings.data_dir) / SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, "x", encoding="ascii", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
+                fh.write(secrets.token_hex(32))
+        except FileExistsError:
+            pass
+    value = path.read_text(encoding="ascii").strip()
+    if len(value) < 32:
+        raise ConfigError(f"{path} is damaged: the secret is shorter than 32 characters")
+    return value.encode()
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    keys: KeyService
+    usage: SqlUsageStore
+
+    async def aclose(self) -> None:
+        await self.database.dispose()
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    """Apply migrations if needed and open the stores."""
+    if settings.database_url is None:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
+    database = Database.create(settings.resolved_database_url)
+    try:
+        await ensure_schema(database.engine)
+    except BaseException:
+        await database.dispose()
+        raise
+    keys = KeyService(
+        SqlKeyStore(database.engine),
+        server_secret(settings),
+        static_keys=[k.get_secret_value() for k in settings.api_keys],
+        refresh_interval=settings.key_refresh_interval,
+    )
+    return Runtime(settings=settings, database=database, keys=keys, usage=SqlUsageStore(database.engine))

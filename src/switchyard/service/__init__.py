@@ -1,0 +1,1 @@
+"""The gateway pipeline: authorize, route, call the provider, relay, account."""

@@ -1,0 +1,210 @@
+"""The gateway pipeline for one request: scope check, route, admit, call, relay, account."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from switchyard.core.chat import ChatRequest, ChatResult, GenerationKind
+from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
+from switchyard.core.keys import Principal
+from switchyard.core.models import Target
+from switchyard.core.ports import Provider
+from switchyard.core.usage import Usage, UsageRecord
+from switchyard.errors import GatewayError, ModelNotFoundError
+from switchyard.observability.metrics import Metrics
+from switchyard.service.accounting import UsageRecorder
+from switchyard.service.concurrency import ConcurrencyGate
+from switchyard.service.routing import RoutingTable
+
+__all__ = ["CLIENT_CLOSED", "Gateway", "estimate_prompt_tokens"]
+
+CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
+
+
+def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """About four characters a token, for upstreams that report no usage."""
+    chars = 0
+    for msg in body.get("messages") or ():
+        content = msg.get("content") if isinstance(msg, Mapping) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, Mapping))
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        chars += len(prompt)
+    return max(1, chars // 4)
+
+
+class Gateway:
+    def __init__(
+        self,
+        routing: RoutingTable,
+        providers: Mapping[str, Provider],
+        recorder: UsageRecorder,
+        metrics: Metrics,
+    ) -> None:
+        self._routing = routing
+        self._providers = providers
+        self._recorder = recorder
+        self._metrics = metrics
+        self._gates: dict[str, ConcurrencyGate] = {}
+
+    # -- routing and scope -------------------------------------------------------------
+    def target_for(self, principal: Principal, model: str) -> Target:
+        """Resolve a model the key may use. Out of scope looks exactly like unknown."""
+        target = self._routing.resolve(model)
+        if not principal.may_use(target.alias):
+            raise ModelNotFoundError(model)
+        return target
+
+    def models_for(self, principal: Principal) -> list[Target]:
+        return [t for t in self._routing.listed() if principal.may_use(t.alias)]
+
+    def _gate(self, target: Target) -> ConcurrencyGate | None:
+        if target.max_concurrent is None:
+            return None
+        gate = self._gates.get(target.alias)
+        if gate is None:
+            gate = self._gates[target.alias] = ConcurrencyGate(target.alias, target.max_concurrent)
+        return gate
+
+    # -- accounting --------------------------------------------------------------------
+    def _account(
+        self,
+        principal: Principal,
+        target: Target,
+        endpoint: str,
+        request_id: str,
+        started: float,
+        status: int,
+        usage: Usage,
+        streamed: bool,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        self._recorder.record(
+            UsageRecord(
+                created_at=datetime.now(UTC),
+                request_id=request_id,
+                key_id=principal.key_id,
+                model=target.alias,
+                provider=target.provider,
+                endpoint=endpoint,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                latency_ms=seconds * 1000.0,
+                status=status,
+                streamed=streamed,
+                estimated=usage.estimated,
+            )
+        )
+        self._metrics.observe(
+            target.alias, target.provider, endpoint, status, seconds, usage.prompt_tokens, usage.completion_tokens
+        )
+
+    # -- calls -------------------------------------------------------------------------
+    async def chat(self, principal: Principal, request: ChatRequest, request_id: str) -> ChatResult:
+        target = self.target_for(principal, request.model)
+        endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
+        gate = self._gate(target)
+        if gate is not None:
+            gate.acquire()
+        started = time.perf_counter()
+        status, usage = 200, Usage()
+        in_flight = self._metrics.in_flight.labels(target.alias)
+        in_flight.inc()
+        try:
+            result = await self._providers[target.provider].chat(request, target)
+            usage = result.usage
+            if usage.estimated:
+                usage = Usage(estimate_prompt_tokens(request.body), usage.completion_tokens, estimated=True)
+            return result
+        except GatewayError as exc:
+            status = exc.status_code
+            raise
+        except BaseException:
+            status = 500
+            raise
+        finally:
+            in_flight.dec()
+            if gate is not None:
+                gate.release()
+            self._account(principal, target, endpoint, request_id, started, status, usage, False)
+
+    async def stream(self, principal: Principal, request: ChatRequest, request_id: str) -> AsyncIterator[bytes]:
+        """Relay the provider's SSE bytes; account for them however the stream ends.
+
+        Routing and admission happen before the first yield, so errors there are raised
+        when the caller first advances the iterator, before any byte is sent.
+        """
+        target = self.target_for(principal, request.model)
+        endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
+        gate = self._gate(target)
+        if gate is not None:
+            gate.acquire()
+        started = time.perf_counter()
+        status, usage, events = CLIENT_CLOSED, None, 0
+        in_flight = self._metrics.in_flight.labels(target.alias)
+        in_flight.inc()
+        pieces = self._providers[target.provider].stream(request, target)
+        try:
+            async for piece in pieces:
+                events += piece.events
+                if piece.usage is not None:
+                    usage = piece.usage
+                yield piece.data
+            status = 200
+        except GatewayError as exc:
+            status = exc.status_code
+            raise
+        except Exception:
+            status = 500
+            raise
+        finally:
+            in_flight.dec()
+            if gate is not None:
+                gate.release()
+            if usage is None:  # cut, aborted, or an upstream that reports none: count what was relayed
+                usage = Usage(estimate_prompt_tokens(request.body), events, estimated=True)
+            self._account(principal, target, endpoint, request_id, started, status, usage, True)
+            await pieces.aclose()  # type: ignore[attr-defined]
+
+    async def embed(self, principal: Principal, request: EmbeddingRequest, request_id: str) -> EmbeddingResult:
+        target = self.target_for(principal, request.model)
+        gate = self._gate(target)
+        if gate is not None:
+            gate.acquire()
+        started = time.perf_counter()
+        status, usage = 200, Usage()
+        try:
+            result = await self._providers[target.provider].embed(request, target)
+            usage = result.usage
+            return result
+        except GatewayError as exc:
+            status = exc.status_code
+            raise
+        except BaseException:
+            status = 500
+            raise
+        finally:
+            if gate is not None:
+                gate.release()
+            self._account(principal, target, "embeddings", request_id, started, status, usage, False)
+
+    async def check_upstreams(self) -> dict[str, str | None]:
+        """Readiness: each enabled upstream that serves a listed or routable model."""
+
+        async def probe(provider: Provider) -> str | None:
+            try:
+                await provider.list_models()
+                return None
+            except GatewayError as exc:
+                return exc.message
+
+        names = list(self._providers)
+        results = await asyncio.gather(*(probe(self._providers[n]) for n in names))
+        return dict(zip(names, results, strict=True))

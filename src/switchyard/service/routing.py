@@ -1,0 +1,103 @@
+"""Model name -> Target: exact alias, then ``provider/model`` prefix, then the default provider."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from switchyard.core.models import Target, UpstreamSpec
+from switchyard.errors import ModelNotFoundError
+from switchyard.settings import ConfigError, ModelConfig, Settings
+
+__all__ = ["RouteEntry", "RoutingTable"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    target: Target
+    spec: UpstreamSpec
+
+
+class RoutingTable:
+    """Built once from Settings; lookups are dict hits on the hot path."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.upstreams: dict[str, UpstreamSpec] = {}
+        for name, cfg in settings.providers.items():
+            if cfg.enabled:
+                self.upstreams[name] = UpstreamSpec(
+                    name=name,
+                    type=cfg.type,
+                    base_url=cfg.base_url,
+                    api_key=settings.resolve_secret(cfg.api_key),
+                    timeout=cfg.timeout,
+                    prefix_routing=cfg.prefix_routing,
+                    max_concurrent=cfg.max_concurrent,
+                )
+        self.aliases: dict[str, Target] = {}
+        for model in settings.models:
+            if model.enabled:
+                spec = self._spec_for(model, settings)
+                if spec is not None:
+                    self.aliases[model.alias] = self._target(model.alias, model.upstream_model, spec, model)
+        self.default = settings.default_provider if settings.default_provider in self.upstreams else None
+
+    def _spec_for(self, model: ModelConfig, settings: Settings) -> UpstreamSpec | None:
+        base = self.upstreams.get(model.provider)
+        if base is None and model.provider in settings.providers:
+            return None  # the provider is disabled
+        if base is None:
+            if model.base_url is None:
+                raise ConfigError(f"model '{model.alias}': base_url is required")
+            name = f"{model.provider}@{model.base_url}"
+            base = UpstreamSpec(name=name, type=model.provider, base_url=model.base_url)
+        if model.base_url or model.api_key:
+            name = base.name if model.base_url is None else f"{base.type}@{model.base_url}"
+            base = UpstreamSpec(
+                name=name if model.api_key is None else f"{name}#{model.alias}",
+                type=base.type,
+                base_url=model.base_url or base.base_url,
+                api_key=settings.resolve_secret(model.api_key) if model.api_key else base.api_key,
+                timeout=base.timeout,
+            )
+        self.upstreams.setdefault(base.name, base)
+        return base
+
+    @staticmethod
+    def _target(alias: str, upstream: str, spec: UpstreamSpec, model: ModelConfig | None = None) -> Target:
+        timeout = model.timeout if model is not None and model.timeout is not None else spec.timeout
+        cap = model.max_concurrent if model is not None and model.max_concurrent else spec.max_concurrent
+        return Target(
+            alias=alias,
+            provider=spec.name,
+            provider_type=spec.type,
+            upstream_model=upstream,
+            timeout=timeout,
+            max_concurrent=cap,
+        )
+
+    def resolve(self, name: str) -> Target:
+        target = self.aliases.get(name)
+        if target is not None:
+            return target
+        prefix, sep, rest = name.partition("/")
+        if sep and rest:
+            spec = self.upstreams.get(prefix)
+            if spec is not None and spec.prefix_routing:
+                return self._target(name, rest, spec)
+        if self.default is not None:
+            return self._target(name, name, self.upstreams[self.default])
+        raise ModelNotFoundError(name)
+
+    def listed(self) -> Iterable[Target]:
+        return self.aliases.values()
+
+    def describe(self) -> list[tuple[str, str, str, str]]:
+        """Rows of (model, provider, upstream model, base URL) for `config check`."""
+        rows = [(t.alias, t.provider, t.upstream_model, self.upstreams[t.provider].base_url) for t in self.listed()]
+        for spec in self.upstreams.values():
+            if spec.prefix_routing:
+                rows.append((f"{spec.name}/*", spec.name, "*", spec.base_url))
+        if self.default is not None:
+            rows.append(("* (default)", self.default, "*", self.upstreams[self.default].base_url))
+        return rows

@@ -1,0 +1,289 @@
+"""The one typed Settings object: the only reader of the environment.
+
+Sources, highest priority first: CLI flags (passed as overrides), ``SWITCHYARD_*`` environment
+variables, a ``.env`` file, the YAML config file, then the defaults below. Nested fields use
+``__`` in environment names (``SWITCHYARD_PROVIDERS__OLLAMA__BASE_URL``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ConfigError", "ModelConfig", "ProviderConfig", "Settings", "load_settings"]
+
+ProviderType = Literal["openai", "ollama"]
+ENV_REF = "os.environ/"
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the line or field it came from."""
+
+
+def _reveal(value: SecretStr | None, info: SerializationInfo) -> str | None:
+    """Secrets stay masked in dumps, except when handing settings to worker processes."""
+    if value is None:
+        return None
+    ctx = info.context or {}
+    return value.get_secret_value() if ctx.get("reveal") else "**********"
+
+
+class ProviderConfig(BaseModel):
+    """A named upstream server. Models refer to it by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: ProviderType = Field(description="Wire format the upstream speaks.")
+    base_url: str = Field(description="Upstream base URL (for openai, including /v1).")
+    api_key: SecretStr | None = Field(
+        default=None, description="Credential: a literal, or an env reference 'os.environ/NAME'."
+    )
+    prefix_routing: bool = Field(
+        default=False, description="Route 'NAME/model' requests to this provider (e.g. ollama/qwen2.5:3b)."
+    )
+    timeout: float = Field(default=600.0, gt=0, description="Seconds before an upstream call times out.")
+    max_concurrent: int | None = Field(default=None, gt=0, description="Cap on in-flight requests.")
+    enabled: bool = Field(default=True, description="Disabled providers serve nothing.")
+
+    @field_serializer("api_key", when_used="json")
+    def _ser_key(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        return _reveal(value, info)
+
+
+class ModelConfig(BaseModel):
+    """An alias that clients use, mapped to a provider and the upstream's model name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alias: str = Field(min_length=1, description="The model name clients send.")
+    provider: str = Field(description="A name under 'providers', or a provider type with base_url set.")
+    model: str | None = Field(default=None, description="Upstream model name; defaults to the alias.")
+    base_url: str | None = Field(default=None, description="Overrides the provider's base URL.")
+    api_key: SecretStr | None = Field(default=None, description="Overrides the provider's credential.")
+    timeout: float | None = Field(default=None, gt=0, description="Overrides the provider's timeout.")
+    max_concurrent: int | None = Field(default=None, gt=0, description="Cap on in-flight requests.")
+    enabled: bool = Field(default=True, description="Disabled models are neither listed nor served.")
+
+    @field_serializer("api_key", when_used="json")
+    def _ser_key(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        return _reveal(value, info)
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.alias
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "switchyard"
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob Switchyard has. Each field has a default and a description."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHYARD_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    host: str = Field(default="127.0.0.1", description="Address to bind.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port to bind.")
+    workers: int = Field(default=1, ge=1, description="Worker processes.")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="SQLite file, secret key, pid file.")
+    config_file: Path | None = Field(default=None, description="The YAML file this was loaded from.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default SQLite in data_dir. PostgreSQL: postgresql+asyncpg://"
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC secret for API key hashes. Default: generated once into data_dir/secret.key. "
+        "Set it (the same on every replica) when several share one database.",
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("api_keys", "SWITCHYARD_API_KEY", "SWITCHYARD_API_KEYS"),
+        description="Static keys (comma-separated in SWITCHYARD_API_KEY). They are admin keys.",
+    )
+    auth: bool = Field(default=True, description="Require API keys. Off is allowed on loopback only.")
+    drain_timeout: float = Field(default=30.0, ge=0, description="Seconds SIGTERM waits for in-flight work.")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Largest request body (413 above).")
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="CORS allow-list (comma-separated); empty disables CORS."
+    )
+    metrics_public: bool = Field(default=False, description="Serve /metrics without the admin key.")
+    log_level: str = Field(default="info", description="debug, info, warning, error.")
+    log_json: bool = Field(default=True, description="JSON log lines (with request ids).")
+    usage_flush_interval: float = Field(default=0.5, gt=0, description="Seconds between usage batch writes.")
+    key_refresh_interval: float = Field(default=1.0, gt=0, description="Seconds between key-cache refreshes.")
+    default_provider: str | None = Field(
+        default=None, description="Provider for model names that match no alias or prefix."
+    )
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict, description="Named upstreams.")
+    models: list[ModelConfig] = Field(default_factory=list, description="Model aliases.")
+
+    @field_validator("api_keys", "cors_allow_origins", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_serializer("secret_key", when_used="json")
+    def _ser_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        return _reveal(value, info)
+
+    @field_serializer("api_keys", when_used="json")
+    def _ser_keys(self, value: list[SecretStr], info: SerializationInfo) -> list[str | None]:
+        return [_reveal(v, info) for v in value]
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'switchyard.db'}"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in {"127.0.0.1", "localhost", "::1"} or self.host.startswith("127.")
+
+    def resolve_secret(self, value: SecretStr | None) -> str | None:
+        """Resolve a credential: a literal, or 'os.environ/NAME' read from the environment."""
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if raw.startswith(ENV_REF):
+            name = raw[len(ENV_REF) :]
+            if name not in os.environ:
+                raise ConfigError(f"credential refers to environment variable {name}, which is not set")
+            return os.environ[name]
+        return raw
+
+    def export_for_workers(self) -> None:
+        """Hand these resolved settings to ``--workers`` processes, which rebuild them."""
+        os.environ["SWITCHYARD_SETTINGS_JSON"] = self.model_dump_json(context={"reveal": True})
+
+    @classmethod
+    def from_worker_environ(cls) -> Settings:
+        raw = os.environ.pop("SWITCHYARD_SETTINGS_JSON", None)
+        if raw is None:
+            return load_settings()
+        return cls.model_validate_json(raw)
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or its nearest ancestor)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None if node is None else node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [v for k, v in node.value if k.value == part]
+            if not match:
+                key = [k for k, _ in node.value if k.value == part]
+                return key[0].start_mark.line + 1 if key else line
+            node = match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "?"
+        raise ConfigError(f"{path}: {where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: line 1: the top level must be a mapping")
+    return data, text
+
+
+def _format_errors(exc: ValidationError, path: Path | None, text: str | None) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or "(root)"
+        where = ""
+        if path is not None and text is not None:
+            line = _line_of(text, loc)
+            if line is not None:
+                where = f"{path}: line {line}: "
+        lines.append(f"{where}{field}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build Settings from defaults < YAML file < .env < environment < overrides (CLI flags)."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        from_env = Settings()
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, None, None)) from exc
+    path = Path(config_file) if config_file is not None else from_env.config_file
+    data: dict[str, Any] = {}
+    text = None
+    if path is not None:
+        data, text = _read_yaml(path)
+        data["config_file"] = path
+    merged = {**data, **from_env.model_dump(include=from_env.model_fields_set), **overrides}
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, path, text)) from exc
+    _check_references(settings, path, text)
+    return settings
+
+
+def _check_references(settings: Settings, path: Path | None, text: str | None) -> None:
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    seen: set[str] = set()
+    for i, model in enumerate(settings.models):
+        loc: tuple[int | str, ...] = ("models", i, "provider")
+        if model.alias in seen:
+            problems.append((("models", i, "alias"), f"duplicate alias '{model.alias}'"))
+        seen.add(model.alias)
+        if model.provider not in settings.providers:
+            if model.provider not in ("openai", "ollama"):
+                problems.append((loc, f"unknown provider '{model.provider}'"))
+            elif model.base_url is None:
+                problems.append((("models", i), "base_url is required when provider is a type"))
+    if settings.default_provider and settings.default_provider not in settings.providers:
+        problems.append((("default_provider",), f"unknown provider '{settings.default_provider}'"))
+    if problems:
+        out = []
+        for loc, msg in problems:
+            line = _line_of(text, loc) if text is not None else None
+            prefix = f"{path}: line {line}: " if line is not None else ""
+            out.append(f"{prefix}{'.'.join(map(str, loc))}: {msg}")
+        raise ConfigError("\n".join(out))

@@ -1,0 +1,104 @@
+"""Schema migrations (Alembic, shipped inside the package; no alembic.ini needed).
+
+Alembic is imported only when the schema is behind: :func:`ensure_schema` on an up-to-date
+database reads ``alembic_version`` with plain SQLAlchemy, so a normal server start pays
+neither Alembic's import time nor its memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from switchyard.store.database import Database
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = [
+    "HEAD_REVISION",
+    "MIGRATIONS_DIR",
+    "alembic_config",
+    "current_revision",
+    "ensure_schema",
+    "upgrade",
+]
+
+HEAD_REVISION = "0001"
+"""The newest revision in ``migrations/versions``. Bump it with every new migration."""
+
+MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
+
+# Serialises concurrent upgrades of one PostgreSQL database (several replicas starting).
+_PG_MIGRATION_LOCK = 0x5357_5944  # "SWYD"
+
+
+def alembic_config() -> Config:
+    """An Alembic ``Config`` pointing at the packaged migrations (imports Alembic)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def _upgrade_sync(connection: Connection, revision: str) -> None:
+    from alembic import command
+
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def _upgrade_engine(engine: AsyncEngine, revision: str) -> None:
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        await conn.run_sync(_upgrade_sync, revision)
+
+
+async def upgrade(url: str | URL | AsyncEngine, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``. A SQLite file's folder is created if missing."""
+    if isinstance(url, AsyncEngine):
+        await _upgrade_engine(url, revision)
+        return
+    database = Database.create(url)
+    try:
+        await _upgrade_engine(database.engine, revision)
+    finally:
+        await database.dispose()
+
+
+def _read_revision(connection: Connection) -> str | None:
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    rows = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+    if not rows:
+        return None
+    if len(rows) > 1:
+        raise RuntimeError(f"several alembic heads in the database: {sorted(rows)}")
+    return str(rows[0])
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The database's Alembic revision, or None for an empty database."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_read_revision)
+
+
+async def ensure_schema(url_or_engine: str | URL | AsyncEngine) -> None:
+    """Upgrade to :data:`HEAD_REVISION` if needed; imports Alembic only in that case."""
+    if isinstance(url_or_engine, AsyncEngine):
+        if await current_revision(url_or_engine) != HEAD_REVISION:
+            await _upgrade_engine(url_or_engine, "head")
+        return
+    database = Database.create(url_or_engine)
+    try:
+        if await current_revision(database.engine) != HEAD_REVISION:
+            await _upgrade_engine(database.engine, "head")
+    finally:
+        await database.dispose()

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from switchyard.core.usage import UsageRecord
+from switchyard.store import Database, SqlUsageStore
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def record(
+    key_id: str | None, model: str, *, at: datetime = T0, status: int = 200, estimated: bool = False
+) -> UsageRecord:
+    return UsageRecord(
+        created_at=at,
+        request_id=f"req-{model}-{at.timestamp()}",
+        key_id=key_id,
+        model=model,
+        provider="openai",
+        endpoint="/v1/chat/completions",
+        prompt_tokens=10,
+        completion_tokens=5,
+        latency_ms=12.5,
+        status=status,
+        streamed=True,
+        estimated=estimated,
+    )
+
+
+def row(
+    key_id: str | None, model: str, requests: int, errors: int = 0, estimated: int = 0
+) -> dict[str, object]:
+    return {
+        "key_id": key_id,
+        "model": model,
+        "requests": requests,
+        "prompt_tokens": 10 * requests,
+        "completion_tokens": 5 * requests,
+        "errors": errors,
+        "estimated": estimated,
+    }
+
+
+def test_write_and_summary(url: str) -> None:
+    later = T0 + timedelta(hours=1)
+    records = [
+        record("key_a", "gpt-4o"),
+        record("key_a", "gpt-4o", status=429),
+        record("key_a", "gpt-4o", at=later, status=500, estimated=True),
+        record("key_a", "llama3", at=later, estimated=True),
+        record("key_b", "gpt-4o", at=later, status=399),
+        record(None, "gpt-4o", at=later, status=400),
+    ]
+
+    async def body() -> None:
+        async with Database.create(url) as db:
+            store = SqlUsageStore(db.engine)
+            await store.ping()
+            await store.write([])
+            assert await store.summary() == []
+            await store.write(records[:3])
+            await store.write(records[3:])
+            assert await store.summary() == [
+                row(None, "gpt-4o", 1, errors=1),
+                row("key_a", "gpt-4o", 3, errors=2, estimated=1),
+                row("key_a", "llama3", 1, estimated=1),
+                row("key_b", "gpt-4o", 1),
+            ]
+            assert await store.summary(since=later) == [
+                row(None, "gpt-4o", 1, errors=1),
+                row("key_a", "gpt-4o", 1, errors=1, estimated=1),
+                row("key_a", "llama3", 1, estimated=1),
+                row("key_b", "gpt-4o", 1),
+            ]
+            assert await store.summary(since=later + timedelta(microseconds=1)) == []
+            async with db.engine.connect() as conn:
+                stored = (await conn.execute(sa.text("SELECT latency_ms, streamed FROM usage_records"))).all()
+            assert len(stored) == 6 and all(r.latency_ms == 12.5 and r.streamed for r in stored)
+
+    asyncio.run(body())
