@@ -6,7 +6,8 @@ keep-alive, so the upstream is never the bottleneck when a gateway is measured.
 Routes:
   POST /v1/chat/completions   non-stream: a chat.completion with usage;
                               ``stream: true``: SSE chat.completion.chunk events,
-                              one content chunk per ``max_tokens`` (default 20),
+                              one content chunk per ``max_tokens`` (default 20;
+                              chunk i carries the text "t<i> "),
                               then a usage chunk (``choices: []``) when
                               ``stream_options.include_usage`` is true, then
                               ``data: [DONE]``; chunked transfer encoding.
@@ -28,7 +29,7 @@ import itertools
 import json
 import signal
 import time
-from typing import Any
+from typing import Any, cast
 
 import httptools
 
@@ -54,6 +55,7 @@ DEFAULT_MODEL = "bench-model"
 DEFAULT_MAX_TOKENS = 20
 PROMPT_TOKENS = 9
 TOKEN_TEXT = "tok "
+_TOKEN_SLOT = "@@TOKEN@@"
 
 _ids = itertools.count(1)
 
@@ -113,6 +115,7 @@ class UpstreamProtocol(asyncio.Protocol):
         "_drain",
         "_parser",
         "_pending",
+        "_task",
         "_transport",
         "_url",
     )
@@ -127,11 +130,12 @@ class UpstreamProtocol(asyncio.Protocol):
         self._pending: list[tuple[bytes, bytes, bytes, bool]] = []
         self._busy = False
         self._drain: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports don't subclass asyncio.Transport; cast, don't check.
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -243,29 +247,31 @@ class UpstreamProtocol(asyncio.Protocol):
                 transport.close()
             return
         self._busy = True
-        asyncio.get_running_loop().create_task(
+        # Keep a reference so the task is not garbage-collected mid-stream.
+        self._task = asyncio.get_running_loop().create_task(
             self._stream(rid, created, model, n, include_usage, keep_alive)
         )
 
-    async def _stream(
-        self, rid: str, created: int, model: str, n: int, include_usage: bool, keep_alive: bool
-    ) -> None:
-        def event(delta: dict[str, Any], finish: str | None) -> bytes:
-            return _chunk(
-                _sse(
-                    {
-                        "id": rid,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-                    }
-                )
+    async def _stream(self, rid: str, created: int, model: str, n: int, include_usage: bool, keep_alive: bool) -> None:
+        def template(delta: dict[str, Any], finish: str | None) -> tuple[bytes, bytes]:
+            """An SSE event split around the token number, so each chunk's text differs
+            (LiteLLM rejects a stream that repeats the same chunk 100 times)."""
+            ev = _sse(
+                {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                }
             )
+            head, tail = ev.split(_TOKEN_SLOT.encode(), 1)
+            return head, tail
 
-        first = event({"role": "assistant", "content": TOKEN_TEXT}, None if n > 1 else "length")
-        middle = event({"content": TOKEN_TEXT}, None)
-        last = event({"content": TOKEN_TEXT}, "length")
+        tok = f"t{_TOKEN_SLOT} "
+        first = template({"role": "assistant", "content": tok}, None if n > 1 else "length")
+        middle = template({"content": tok}, None)
+        last = template({"content": tok}, "length")
         delay = self._chunk_delay
         try:
             transport = self._transport
@@ -276,16 +282,17 @@ class UpstreamProtocol(asyncio.Protocol):
                 transport = self._transport
                 if transport is None or transport.is_closing():
                     return
-                transport.write(first if i == 0 else last if i == n - 1 else middle)
+                pre, post = first if i == 0 else last if i == n - 1 else middle
+                transport.write(_chunk(pre + str(i).encode() + post))
                 if self._drain is not None and not self._drain.done():
                     await self._drain
                 await asyncio.sleep(delay)
             transport = self._transport
             if transport is None or transport.is_closing():
                 return
-            tail = []
+            end: list[bytes] = []
             if include_usage:
-                tail.append(
+                end.append(
                     _chunk(
                         _sse(
                             {
@@ -303,9 +310,9 @@ class UpstreamProtocol(asyncio.Protocol):
                         )
                     )
                 )
-            tail.append(_chunk(_DONE_EVENT))
-            tail.append(_CHUNKED_END)
-            transport.write(b"".join(tail))
+            end.append(_chunk(_DONE_EVENT))
+            end.append(_CHUNKED_END)
+            transport.write(b"".join(end))
             if not keep_alive:
                 transport.close()
                 return
@@ -320,9 +327,14 @@ async def serve(host: str, port: int, chunk_delay: float) -> None:
     server = await loop.create_server(
         lambda: UpstreamProtocol(chunk_delay), host, port, reuse_address=True, backlog=2048
     )
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def _stop() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, _stop)
     print(f"fake upstream listening on http://{host}:{port}", flush=True)
     async with server:
         await stop

@@ -26,8 +26,9 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -148,8 +149,8 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports don't subclass asyncio.Transport; cast, don't check.
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -264,39 +265,42 @@ async def _worker(
                         stats.error(f"connect: {e!r}")
                     await asyncio.sleep(0.05)
                     continue
+            c = conn
+            assert c is not None
             t0 = time.perf_counter_ns()
             try:
-                await conn.request(raw, cfg.timeout)
+                await c.request(raw, cfg.timeout)
             except (ConnectionError, TimeoutError) as e:
                 if stats is not None:
                     stats.error(f"request: {e!r}")
-                if conn.transport is not None:
-                    conn.transport.close()
+                if c.transport is not None:
+                    c.transport.close()
                 conn = None
                 continue
             t1 = time.perf_counter_ns()
             if stats is not None:
-                stats.status[str(conn.status)] += 1
-                if conn.status != 200:
-                    stats.error(f"HTTP {conn.status}: {b''.join(conn.body)[:300]!r}")
-                elif cfg.stream and conn.done_events == 0:
+                stats.status[str(c.status)] += 1
+                if c.status != 200:
+                    stats.error(f"HTTP {c.status}: {b''.join(c.body)[:300]!r}")
+                elif cfg.stream and c.done_events == 0:
                     stats.error("stream ended without data: [DONE]")
                 else:
                     stats.ok += 1
                     stats.lat.append(t1 - t0)
                     if cfg.stream:
-                        stats.ttfc.append(conn.first_body_ns - t0)
-                        stats.chunks += conn.data_events - conn.done_events
-            if not conn.keep_alive:
-                if conn.transport is not None:
-                    conn.transport.close()
+                        stats.ttfc.append(c.first_body_ns - t0)
+                        stats.chunks += c.data_events - c.done_events
+            if not c.keep_alive:
+                if c.transport is not None:
+                    c.transport.close()
                 conn = None
     finally:
         if conn is not None and conn.transport is not None:
             conn.transport.close()
 
 
-async def run_load(cfg: LoadConfig) -> LoadResult:
+async def run_load(cfg: LoadConfig, on_start: Callable[[], None] | None = None) -> LoadResult:
+    """Run one workload. ``on_start`` is called after the warm-up, just before measuring."""
     if cfg.duration is None and cfg.requests is None:
         raise ValueError("set duration or requests")
     host, port, raw = build_request(cfg)
@@ -308,6 +312,8 @@ async def run_load(cfg: LoadConfig) -> LoadResult:
     deadline = time.perf_counter() + cfg.duration if cfg.requests is None and cfg.duration else None
     budget = [cfg.requests] if cfg.requests is not None else None
     gc.collect()
+    if on_start is not None:
+        on_start()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     t0 = time.perf_counter()
@@ -346,9 +352,9 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def run_load_sync(cfg: LoadConfig) -> LoadResult:
+def run_load_sync(cfg: LoadConfig, on_start: Callable[[], None] | None = None) -> LoadResult:
     with asyncio.Runner(loop_factory=new_loop) as runner:
-        return runner.run(run_load(cfg))
+        return runner.run(run_load(cfg, on_start))
 
 
 async def _fetch_one(url: str, raw: bytes, timeout: float) -> tuple[int, bytes]:

@@ -99,6 +99,18 @@ class RunningServer:
             time.sleep(0.1)
 
 
+    def usage_row(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The usage row of one request, waiting for the batch writer to flush it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = [r for r in self.usage_rows(wait_for=0) if r["request_id"] == request_id]
+            if rows:
+                return rows[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no usage row for request {request_id}")
+            time.sleep(0.05)
+
+
 @contextmanager
 def run_server(data_dir: Path, **settings: Any) -> Iterator[RunningServer]:
     base = {"data_dir": data_dir, "port": free_port(), "usage_flush_interval": 0.05, "key_refresh_interval": 0.2}

@@ -68,7 +68,7 @@ def _fix_nullable(node: Any) -> Any:
 def _parse_yaml(path: Path) -> dict[str, Any]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with path.open("rb") as fh:
-        data = yaml.load(fh, Loader=loader)  # noqa: S506 - safe loader
+        data = yaml.load(fh, Loader=loader)
     # Round-trip through JSON so YAML-only values (int keys such as response codes,
     # dates) look exactly like what the JSON cache gives back.
     return json.loads(json.dumps(data, default=str))
@@ -99,6 +99,7 @@ def load_spec() -> dict[str, Any]:
         fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=cache.name, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(spec, fh, separators=(",", ":"))
+        os.chmod(tmp, 0o644)
         os.replace(tmp, cache)
     except OSError:  # a read-only temp dir only costs speed
         pass

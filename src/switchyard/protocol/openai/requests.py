@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from switchyard.core.chat import ChatRequest, GenerationKind
 from switchyard.core.embeddings import EmbeddingRequest
@@ -92,16 +92,16 @@ class ChatCompletionRequest(_Generation):
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
 
-    @model_validator(mode="after")
-    def _formats(self) -> ChatCompletionRequest:
-        fmt = self.response_format
+    @field_validator("response_format")
+    @classmethod
+    def _formats(cls, fmt: dict[str, Any] | None) -> dict[str, Any] | None:
         if fmt is not None:
             kind = fmt.get("type")
             if kind not in ("text", "json_object", "json_schema"):
                 raise ValueError("response_format.type must be text, json_object or json_schema")
             if kind == "json_schema" and not isinstance(fmt.get("json_schema"), dict):
                 raise ValueError("response_format.json_schema is required for type json_schema")
-        return self
+        return fmt
 
 
 class CompletionRequest(_Generation):

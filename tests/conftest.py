@@ -1,0 +1,65 @@
+"""Shared fixtures: fake upstreams on loopback, and a real Switchyard server in front of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.fakes import FakeOllama, FakeOpenAI
+from tests.harness import RunningServer, free_port, run_server
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
+FAKE_MODELS = [
+    "gpt-4o-mini", "slow-stream", "fail-mid-stream", "no-usage", "slow",
+    "error-400", "error-401", "error-429", "error-500", "error-503",
+]
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=UPSTREAM_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def fake_ollama() -> Iterator[FakeOllama]:
+    with FakeOllama() as fake:
+        yield fake
+
+
+def gateway_config(fake_openai: FakeOpenAI, fake_ollama: FakeOllama) -> dict[str, Any]:
+    models: list[dict[str, Any]] = [{"alias": m, "provider": "fake"} for m in FAKE_MODELS]
+    models += [
+        {"alias": "embed", "provider": "fake", "model": "text-embedding-3-small"},
+        {"alias": "capped", "provider": "fake", "model": "slow-stream", "max_concurrent": 1},
+        {"alias": "impatient", "provider": "fake", "model": "slow", "timeout": 0.5},
+        {"alias": "dead", "provider": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1"},
+        {"alias": "disabled", "provider": "fake", "enabled": False},
+        {"alias": "llama", "provider": "ollama", "model": "llama3.2:1b"},
+        {"alias": "ollama-embed", "provider": "ollama", "model": "nomic-embed-text"},
+    ]
+    return {
+        "providers": {
+            "fake": {"type": "openai", "base_url": fake_openai.base_url, "api_key": UPSTREAM_KEY},
+            "ollama": {"type": "ollama", "base_url": fake_ollama.base_url, "prefix_routing": True},
+        },
+        "models": models,
+    }
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI, fake_ollama: FakeOllama
+) -> Iterator[RunningServer]:
+    data_dir: Path = tmp_path_factory.mktemp("gateway")
+    with run_server(data_dir, **gateway_config(fake_openai, fake_ollama)) as server:
+        yield server
+
+
+@pytest.fixture
+def client(gateway: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.v1, api_key=gateway.admin_key, max_retries=0, timeout=30)
