@@ -225,6 +225,7 @@ class _Stats:
         self.lat: list[int] = []
         self.ttfc: list[int] = []
         self.ok = 0
+        self.in_window = 0  # ok responses completed before the deadline (duration mode)
         self.errors = 0
         self.chunks = 0
         self.status: Counter[str] = Counter()
@@ -286,6 +287,8 @@ async def _worker(
                     stats.error("stream ended without data: [DONE]")
                 else:
                     stats.ok += 1
+                    if deadline is not None and t1 <= deadline * 1e9:
+                        stats.in_window += 1
                     stats.lat.append(t1 - t0)
                     if cfg.stream:
                         stats.ttfc.append(c.first_body_ns - t0)
@@ -324,6 +327,12 @@ async def run_load(cfg: LoadConfig, on_start: Callable[[], None] | None = None) 
             gc.enable()
     elapsed = time.perf_counter() - t0
     total = stats.ok + stats.errors
+    if deadline is not None and cfg.duration:
+        # Closed loop: after the deadline no new request starts and the in-flight ones drain,
+        # so count only responses completed within the measured window (like wrk).
+        rps = stats.in_window / cfg.duration
+    else:
+        rps = stats.ok / elapsed if elapsed > 0 else 0.0
     return LoadResult(
         url=cfg.url,
         concurrency=conc,
@@ -333,7 +342,7 @@ async def run_load(cfg: LoadConfig, on_start: Callable[[], None] | None = None) 
         ok=stats.ok,
         errors=stats.errors,
         elapsed_s=round(elapsed, 4),
-        rps=round(stats.ok / elapsed, 2) if elapsed > 0 else 0.0,
+        rps=round(rps, 2),
         latency_ms=_summary(stats.lat),
         ttfc_ms=_summary(stats.ttfc) if cfg.stream else None,
         chunks_total=stats.chunks,

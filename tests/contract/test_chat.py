@@ -101,8 +101,10 @@ def test_tools_round_trip(client: openai.OpenAI) -> None:
     # the assistant turn carries tool_calls and no content; then the tool's answer
     messages: list[Any] = [
         *HELLO,
-        {"role": "assistant", "tool_calls": [{"id": call.id, "type": "function",
-                                              "function": {"name": "get_weather", "arguments": call.function.arguments}}]},
+        {"role": "assistant", "tool_calls": [
+            {"id": call.id, "type": "function",
+             "function": {"name": "get_weather", "arguments": call.function.arguments}},
+        ]},
         {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
     ]
     second = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=[WEATHER_TOOL])

@@ -56,7 +56,7 @@ class FakeServer:
     Usable as ``with Fake() as up:`` or via :meth:`start` / :meth:`stop`.
     """
 
-    shutdown_timeout = 1.0
+    shutdown_timeout = 0.25  # how long stop() lets in-flight responses run before cancelling them
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
@@ -87,7 +87,10 @@ class FakeServer:
         self._stopping = False
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        try:  # after a stop(), come back on the same port so a saved base_url stays valid
+            sock.bind(("127.0.0.1", self.port or 0))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         loop = asyncio.new_event_loop()
         ready = threading.Event()

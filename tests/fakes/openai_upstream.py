@@ -132,6 +132,10 @@ class FakeOpenAI(FakeServer):
             if body.get(name) is None:
                 raise _Bad(error_response(400, f"Missing required parameter: '{name}'.", param=name,
                                           code="missing_required_parameter"))
+        messages = body.get("messages", [{}])
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise _Bad(error_response(400, f"Invalid 'messages': expected a non-empty array of objects, got "
+                                      f"{json.dumps(messages)[:100]}.", param="messages", code="invalid_value"))
         if body["model"] in ERRORS:
             status, err, headers = ERRORS[body["model"]]
             raise _Bad(web.json_response({"error": err}, status=status, headers=headers))
@@ -155,10 +159,9 @@ class FakeOpenAI(FakeServer):
                                               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
 
     async def _send(self, request: web.Request, body: dict[str, Any], events: Iterator[dict[str, Any]],
-                    usage: dict[str, Any] | None) -> web.StreamResponse:
+                    usage: dict[str, Any] | None, *, legacy: bool = False) -> web.StreamResponse:
         """Stream *events* (partial chunks holding ``choices``) as SSE, then usage and ``[DONE]``."""
         include = (body.get("stream_options") or {}).get("include_usage") is True and usage is not None
-        legacy = "prompt" in body
         head = self._head(body, "cmpl" if legacy else "chatcmpl",
                           "text_completion" if legacy else "chat.completion.chunk")
         if not legacy:
@@ -174,8 +177,9 @@ class FakeOpenAI(FakeServer):
         """('tool', (name, arguments)) or ('text', text)."""
         messages = body["messages"]
         model = body["model"]
-        last = messages[-1] if isinstance(messages, list) and messages else {}
-        tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+        last = messages[-1]
+        tools = [t for t in body.get("tools") or []
+                 if isinstance(t, dict) and t.get("type") == "function" and (t.get("function") or {}).get("name")]
         choice = body.get("tool_choice")
         if tools and choice != "none" and last.get("role") != "tool":
             name = tools[0]["function"]["name"]
@@ -274,7 +278,7 @@ class FakeOpenAI(FakeServer):
         prompt_tokens = max(sum(len(p.split()) if isinstance(p, str) else len(p) for p in prompts), 1)
         usage = self._usage(body, prompt_tokens, completion_tokens)
         if body.get("stream") is True:
-            return await self._send(request, body, iter(events), usage)
+            return await self._send(request, body, iter(events), usage, legacy=True)
         resp = {**self._head(body, "cmpl", "text_completion"), "choices": choices}
         if usage is not None:
             resp["usage"] = usage

@@ -315,3 +315,23 @@ def test_slow_model_and_client_timeout(up: FakeOpenAI) -> None:
     ):
         quick.chat.completions.create(model="slow", messages=HELLO)
     assert up.wait_for_disconnects(1, timeout=2.0)
+
+
+def test_stop_is_quick_with_a_stream_in_flight_and_restart_keeps_the_port() -> None:
+    fake = FakeOpenAI().start()
+    url = fake.base_url
+    with httpx.stream("POST", f"{url}/chat/completions", timeout=10,
+                      json={"model": "slow-stream", "messages": HELLO, "stream": True}) as resp:
+        lines = resp.iter_lines()
+        next(lines)
+        started = time.monotonic()
+        fake.stop()
+        assert time.monotonic() - started < 2
+        with pytest.raises(httpx.RemoteProtocolError):
+            list(lines)
+    assert fake.disconnects == 0  # our own shutdown is not a client disconnect
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/models")
+    with fake:
+        assert fake.base_url == url
+        assert httpx.get(f"{url}/models").status_code == 200

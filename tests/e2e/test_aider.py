@@ -1,0 +1,76 @@
+"""aider, the first seed's client, editing a file through Switchyard.
+
+The route is aider -> Switchyard (real server, real key) -> a fake OpenAI-compatible upstream
+that answers with an edit in aider's "whole file" format. aider is installed once into a
+cached virtual environment of its own (its pinned dependencies must not meet ours).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeOpenAI
+from tests.harness import run_server
+
+AIDER_VERSION = "0.86.2"
+NEW_SOURCE = 'def greet():\n    return "hello from switchyard"\n'
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "switchyard-tests"
+
+
+@pytest.fixture(scope="session")
+def aider_bin() -> Path:
+    venv = _cache_dir() / f"aider-{AIDER_VERSION}"
+    binary = venv / "bin" / "aider"
+    if not binary.exists():
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"aider-chat=={AIDER_VERSION}"],
+                       check=True, timeout=900)
+    return binary
+
+
+def whole_file_edit(body: dict[str, Any]) -> str:
+    return f"greet.py\n```python\n{NEW_SOURCE}```\n"
+
+
+@pytest.mark.timeout(900)
+def test_aider_applies_an_edit_through_switchyard(tmp_path: Path, aider_bin: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    target = project / "greet.py"
+    target.write_text('def greet():\n    return "hi"\n')
+    with FakeOpenAI(responder=whole_file_edit, models=["coder-upstream"]) as upstream, run_server(
+        tmp_path / "data",
+        providers={"vllm": {"type": "openai", "base_url": upstream.base_url}},
+        models=[{"alias": "coder", "provider": "vllm", "model": "coder-upstream"}],
+    ) as server:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(tmp_path),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "AIDER_ANALYTICS": "false",
+        }
+        result = subprocess.run(
+            [str(aider_bin), "--model", "openai/coder", "--openai-api-base", server.v1,
+             "--openai-api-key", server.admin_key, "--message", "make greet say hello from switchyard",
+             "--edit-format", "whole", "--yes-always", "--no-git", "--no-check-update", "--no-show-model-warnings",
+             "--no-analytics", "--no-pretty", "--no-fancy-input", "--map-tokens", "0", "--no-show-release-notes",
+             "greet.py"],
+            cwd=project, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert target.read_text() == NEW_SOURCE, result.stdout[-3000:]
+        chats = [r for r in upstream.requests if r.path == "/v1/chat/completions"]
+        assert chats and all(r.body["model"] == "coder-upstream" for r in chats)
+        rows = server.usage_rows(wait_for=len(chats))
+        assert any(r["model"] == "coder" and r["status"] == 200 for r in rows)
