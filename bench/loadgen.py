@@ -245,16 +245,17 @@ async def _worker(
     stats: _Stats | None,
     deadline: float | None,
     budget: list[int] | None,
-) -> None:
+    conn: _Conn | None = None,
+) -> _Conn | None:
+    """Closed-loop worker; returns its open keep-alive connection for the next phase."""
     loop = asyncio.get_running_loop()
-    conn: _Conn | None = None
     try:
         while True:
             if deadline is not None and time.perf_counter() >= deadline:
-                return
+                return conn
             if budget is not None:
                 if budget[0] <= 0:
-                    return
+                    return conn
                 budget[0] -= 1
             if conn is None or conn.closed:
                 try:
@@ -297,9 +298,10 @@ async def _worker(
                 if c.transport is not None:
                     c.transport.close()
                 conn = None
-    finally:
+    except BaseException:
         if conn is not None and conn.transport is not None:
             conn.transport.close()
+        raise
 
 
 async def run_load(cfg: LoadConfig, on_start: Callable[[], None] | None = None) -> LoadResult:
@@ -308,23 +310,28 @@ async def run_load(cfg: LoadConfig, on_start: Callable[[], None] | None = None) 
         raise ValueError("set duration or requests")
     host, port, raw = build_request(cfg)
     conc = max(1, cfg.concurrency)
-    if cfg.warmup > 0:
-        wdl = time.perf_counter() + cfg.warmup
-        await asyncio.gather(*(_worker(host, port, raw, cfg, None, wdl, None) for _ in range(conc)))
+    conns: list[_Conn | None] = [None] * conc
     stats = _Stats()
-    deadline = time.perf_counter() + cfg.duration if cfg.requests is None and cfg.duration else None
     budget = [cfg.requests] if cfg.requests is not None else None
-    gc.collect()
-    if on_start is not None:
-        on_start()
     gc_was_enabled = gc.isenabled()
-    gc.disable()
-    t0 = time.perf_counter()
     try:
-        await asyncio.gather(*(_worker(host, port, raw, cfg, stats, deadline, budget) for _ in range(conc)))
+        if cfg.warmup > 0:
+            # Warm-up connections stay open and carry on into the measured phase.
+            wdl = time.perf_counter() + cfg.warmup
+            conns = list(await asyncio.gather(*(_worker(host, port, raw, cfg, None, wdl, None) for _ in range(conc))))
+        gc.collect()
+        if on_start is not None:
+            on_start()
+        gc.disable()
+        t0 = time.perf_counter()
+        deadline = t0 + cfg.duration if cfg.requests is None and cfg.duration else None
+        conns = list(await asyncio.gather(*(_worker(host, port, raw, cfg, stats, deadline, budget, c) for c in conns)))
     finally:
         if gc_was_enabled:
             gc.enable()
+        for c in conns:
+            if c is not None and c.transport is not None:
+                c.transport.close()
     elapsed = time.perf_counter() - t0
     total = stats.ok + stats.errors
     if deadline is not None and cfg.duration:

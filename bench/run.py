@@ -638,9 +638,9 @@ def summarize(results: dict[str, TargetResult]) -> list[dict[str, str]]:
         {
             "figure": "Added p50 latency over direct, non-stream, c=1 (ms)",
             "direct": f"p50 {_f(p50['d'], '{:.3f}')}",
-            "switchyard": f"+{_f(add_sy, '{:.3f}')}" if add_sy is not None else "—",
-            "litellm": f"+{_f(add_ll, '{:.3f}')}" if add_ll is not None else "—",
-            "value": f"Switchyard +{_f(add_sy, '{:.3f}')} ms; LiteLLM / Switchyard = "
+            "switchyard": _f(add_sy, "{:+.3f}"),
+            "litellm": _f(add_ll, "{:+.3f}"),
+            "value": f"Switchyard {_f(add_sy, '{:+.3f} ms')}; LiteLLM / Switchyard = "
             f"{_f(_ratio(add_ll, add_sy), '{:.1f}x')}",
             "target": f"≤ {TARGET_ADDED_P50_MS} ms",
             "result": _verdict(None if add_sy is None else add_sy <= TARGET_ADDED_P50_MS),
@@ -668,7 +668,7 @@ def summarize(results: dict[str, TargetResult]) -> list[dict[str, str]]:
             "direct": f"upstream {_f(rss['d'], '{:.1f}')}",
             "switchyard": _f(rss["sy"], "{:.1f}"),
             "litellm": _f(rss["ll"], "{:.1f}"),
-            "value": f"Switchyard {_f(rss['sy'], '{:.1f}')} MB; LiteLLM / Switchyard = "
+            "value": f"Switchyard {_f(rss['sy'], '{:.1f} MB')}; LiteLLM / Switchyard = "
             f"{_f(_ratio(rss['ll'], rss['sy']), '{:.1f}x')}",
             "target": f"≤ {TARGET_IDLE_RSS_MB:.0f} MB",
             "result": _verdict(None if rss["sy"] is None else rss["sy"] <= TARGET_IDLE_RSS_MB),
@@ -682,7 +682,7 @@ def summarize(results: dict[str, TargetResult]) -> list[dict[str, str]]:
             "direct": f"upstream {_f(cs['d'], '{:.3f}')}",
             "switchyard": _f(cs["sy"], "{:.3f}"),
             "litellm": _f(cs["ll"], "{:.3f}"),
-            "value": f"Switchyard {_f(cs['sy'], '{:.3f}')} s; LiteLLM / Switchyard = "
+            "value": f"Switchyard {_f(cs['sy'], '{:.3f} s')}; LiteLLM / Switchyard = "
             f"{_f(_ratio(cs['ll'], cs['sy']), '{:.1f}x')}",
             "target": f"≤ {TARGET_COLD_START_S} s",
             "result": _verdict(None if cs["sy"] is None else cs["sy"] <= TARGET_COLD_START_S),

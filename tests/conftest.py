@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.fakes import FakeOllama, FakeOpenAI
 from tests.harness import RunningServer, free_port, run_server
 
+PG_ADMIN_URL = os.environ.get("SWITCHYARD_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
 FAKE_MODELS = [
     "gpt-4o-mini", "slow-stream", "fail-mid-stream", "no-usage", "slow",
@@ -63,3 +70,34 @@ def gateway(
 @pytest.fixture
 def client(gateway: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.v1, api_key=gateway.admin_key, max_retries=0, timeout=30)
+
+
+async def _pg_admin(*statements: str) -> None:
+    engine = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.execute(sa.text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database for this test session."""
+    name = f"sy_test_{uuid.uuid4().hex[:12]}"
+    problem = None
+    try:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, sa.exc.DBAPIError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:  # failed outside the except block, so no chained traceback
+        pytest.fail(
+            f"PostgreSQL is required for the store tests and is not usable at {PG_ADMIN_URL!r} "
+            f"({problem}). Start it (CI does), or set SWITCHYARD_TEST_PG_URL.",
+            pytrace=False,
+        )
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

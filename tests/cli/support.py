@@ -29,6 +29,8 @@ __all__ = [
     "KEY_RE",
     "CliResult",
     "ServeProcess",
+    "alive",
+    "chat",
     "child_pids",
     "clean_env",
     "db_rows",
@@ -147,7 +149,6 @@ class ServeProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.stdout_path = workdir / f"{name}.stdout"
         self.stderr_path = workdir / f"{name}.stderr"
-        self._n = 0
         cmd = [*SWITCHYARD, "serve", "--port", str(self.port), "--data-dir", str(data_dir)]
         if config is not None:
             cmd += ["--config", str(config)]

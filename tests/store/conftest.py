@@ -11,30 +11,15 @@ to an event loop, so each test creates and disposes its own ``Database`` inside 
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from switchyard.store import upgrade
 
-PG_ADMIN_URL = os.environ.get("SWITCHYARD_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
-
-
-async def _pg_admin(*statements: str) -> None:
-    engine = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            for statement in statements:
-                await conn.execute(sa.text(statement))
-    finally:
-        await engine.dispose()
 
 
 async def _reset_pg_schema(url: str) -> None:
@@ -45,27 +30,6 @@ async def _reset_pg_schema(url: str) -> None:
             await conn.execute(sa.text("CREATE SCHEMA public"))
     finally:
         await engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh, uniquely named PostgreSQL database for this test session."""
-    name = f"sy_test_{uuid.uuid4().hex[:12]}"
-    problem = None
-    try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, sa.exc.DBAPIError) as exc:
-        problem = f"{type(exc).__name__}: {exc}"
-    if problem is not None:  # failed outside the except block, so no chained traceback
-        pytest.fail(
-            f"PostgreSQL is required for the store tests and is not usable at {PG_ADMIN_URL!r} "
-            f"({problem}). Start it (CI does), or set SWITCHYARD_TEST_PG_URL.",
-            pytrace=False,
-        )
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=BACKENDS)
