@@ -217,7 +217,9 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve(workdir: Path, data_dir: Path, *args: str | Path, ready: bool = True, **kwargs: Any) -> Iterator[ServeProcess]:
+def serve(
+    workdir: Path, data_dir: Path, *args: str | Path, ready: bool = True, **kwargs: Any
+) -> Iterator[ServeProcess]:
     server = ServeProcess(workdir, data_dir, *args, **kwargs)
     try:
         if ready:

@@ -65,7 +65,7 @@ def test_first_start_prints_admin_key_once_and_stores_only_its_hash(tmp_path: Pa
 
         # While running (the WAL is still there): no file holds the secret.
         files = _data_files(data_dir)
-        assert "switchyard.db" in files
+        assert {"switchyard.db", "switchyard.db-wal", "secret.key"} <= set(files), sorted(files)
         for name, content in files.items():
             assert admin.encode() not in content, f"{name} holds the admin key in clear"
             assert admin[6:].encode() not in content, f"{name} holds the admin key's body in clear"
@@ -146,7 +146,7 @@ def test_no_auth_refused_off_loopback(tmp_path: Path, config: Path, args: list[s
         server.close()
     # It never bound the port, and touched nothing on disk.
     with socket.socket() as s:
-        s.bind(("0.0.0.0", server.port))  # noqa: S104 - checking that the port is free
+        s.bind(("0.0.0.0", server.port))  # is the port still free?
     assert not data_dir.exists()
 
 
@@ -198,8 +198,8 @@ def test_sigterm_drains_in_flight_stream_then_exits(tmp_path: Path, config: Path
     key = "drain-key-0123456789abcdef"
     drain = 20.0
     with serve(tmp_path, data_dir, "--api-key", key, "--drain-timeout", str(drain), config=config) as server:
-        # 12 words of slow-stream: ~14 events 0.2 s apart, so ~2.8 s in all.
-        stream = _Stream(server.url, key, max_tokens=12)
+        # 20 words of slow-stream: ~22 events 0.2 s apart, so ~4.4 s in all.
+        stream = _Stream(server.url, key, max_tokens=20)
         stream.start()
         wait_until(lambda: stream.content_chunks() >= 2 or stream.error, 15, what="the first chunks")
         assert stream.error is None, stream.error
@@ -215,7 +215,7 @@ def test_sigterm_drains_in_flight_stream_then_exits(tmp_path: Path, config: Path
         assert stream.error is None, f"stream cut: {stream.error!r}"
         assert stream.status == 200
         assert stream.lines[-1] == "data: [DONE]"
-        assert stream.content_chunks() == 12
+        assert stream.content_chunks() == 20
 
         rc = server.wait(drain + 10)
         assert time.monotonic() - signalled < drain
@@ -226,7 +226,7 @@ def test_sigterm_drains_in_flight_stream_then_exits(tmp_path: Path, config: Path
     assert len(rows) == 1, db_rows(data_dir, "SELECT * FROM usage_records")
     row = rows[0]
     assert (row["status"], row["streamed"], row["model"], row["endpoint"]) == (200, 1, "slow", "chat")
-    assert row["completion_tokens"] == 12 and row["estimated"] == 0
+    assert row["completion_tokens"] == 20 and row["estimated"] == 0
     _assert_clean_exit(rc)
 
 

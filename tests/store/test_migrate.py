@@ -65,16 +65,16 @@ def test_migrations_produce_the_tables_module_schema(url: str) -> None:
 _PROBE = textwrap.dedent(
     """
     import asyncio, sys
-    from switchyard.store import ensure_schema
-    asyncio.run(ensure_schema(sys.argv[1]))
+    from switchyard.store import ensure_schema, upgrade
+    asyncio.run((upgrade if sys.argv[2] == "upgrade" else ensure_schema)(sys.argv[1]))
     print(sorted(m for m in sys.modules if m == "alembic" or m.startswith("alembic.")))
     """
 )
 
 
-def _alembic_modules_after_ensure_schema(url: str) -> str:
+def _alembic_modules_after_ensure_schema(url: str, how: str = "ensure") -> str:
     done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", _PROBE, url], capture_output=True, text=True, timeout=60
+        [sys.executable, "-W", "error", "-c", _PROBE, url, how], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -84,9 +84,21 @@ def test_ensure_schema_does_not_import_alembic_when_up_to_date(url: str) -> None
     assert _alembic_modules_after_ensure_schema(url) == "[]"
 
 
-def test_ensure_schema_imports_alembic_when_behind(empty_url: str) -> None:
-    # The control for the test above: the probe does see Alembic when it is used.
-    assert "'alembic'" in _alembic_modules_after_ensure_schema(empty_url)
+def test_ensure_schema_creates_an_empty_database_without_alembic(empty_url: str) -> None:
+    assert _alembic_modules_after_ensure_schema(empty_url) == "[]"
+
+    async def body() -> None:
+        async with Database.create(empty_url) as db:
+            assert await current_revision(db.engine) == HEAD_REVISION
+            async with db.engine.connect() as conn:  # create_all + stamp equals what the migrations build
+                assert await conn.run_sync(_diff) == []
+
+    asyncio.run(body())
+
+
+def test_the_probe_sees_alembic_when_migrations_run(empty_url: str) -> None:
+    # The control for the two tests above: the probe does see Alembic when it is used.
+    assert "'alembic'" in _alembic_modules_after_ensure_schema(empty_url, "upgrade")
 
 
 def test_importing_the_store_touches_nothing() -> None:

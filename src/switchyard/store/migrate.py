@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.store.database import Database
+from switchyard.store.tables import metadata
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -90,15 +91,43 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await conn.run_sync(_read_revision)
 
 
+def _create_fresh_sync(connection: Connection) -> bool:
+    """On an empty database: create the tables and stamp the head revision, as Alembic's
+    cookbook recommends for new databases. Returns False when the database is not empty."""
+    inspector = sa.inspect(connection)
+    if inspector.has_table("alembic_version") or any(inspector.has_table(t) for t in metadata.tables):
+        return False
+    metadata.create_all(connection)
+    version = sa.Table("alembic_version", sa.MetaData(),
+                       sa.Column("version_num", sa.String(32), primary_key=True, nullable=False))
+    version.create(connection)
+    connection.execute(version.insert().values(version_num=HEAD_REVISION))
+    return True
+
+
+async def _ensure(engine: AsyncEngine) -> None:
+    if await current_revision(engine) == HEAD_REVISION:
+        return
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # replicas starting together: one creates, the rest wait
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        created = await conn.run_sync(_create_fresh_sync)
+    if not created and await current_revision(engine) != HEAD_REVISION:
+        await _upgrade_engine(engine, "head")  # an older schema: migrate with Alembic
+
+
 async def ensure_schema(url_or_engine: str | URL | AsyncEngine) -> None:
-    """Upgrade to :data:`HEAD_REVISION` if needed; imports Alembic only in that case."""
+    """Bring the schema to :data:`HEAD_REVISION`.
+
+    An up-to-date database costs one query. An empty one gets ``create_all`` plus a head stamp.
+    Only an older schema imports Alembic and runs the migrations, so a normal start never pays
+    Alembic's import time and memory.
+    """
     if isinstance(url_or_engine, AsyncEngine):
-        if await current_revision(url_or_engine) != HEAD_REVISION:
-            await _upgrade_engine(url_or_engine, "head")
+        await _ensure(url_or_engine)
         return
     database = Database.create(url_or_engine)
     try:
-        if await current_revision(database.engine) != HEAD_REVISION:
-            await _upgrade_engine(database.engine, "head")
+        await _ensure(database.engine)
     finally:
         await database.dispose()
