@@ -7,6 +7,8 @@ little CPU as possible on a 2-core machine it shares with the system under test.
 Measures: requests/s, latency p50/p90/p99 (request written -> response complete),
 time to first body chunk for streams, SSE chunks per response (``data:`` events
 other than ``[DONE]``; includes the usage chunk), status codes and errors.
+The warm-up runs the same load and the measured window opens while it is running
+(no drain in between); requests/s counts responses completed inside the window.
 Prints one JSON object.
 
 CLI:
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -35,6 +38,7 @@ import httptools
 
 _DATA = b"data:"
 _DONE = b"[DONE]"
+_INF_NS = 1 << 62
 
 
 @dataclass
@@ -54,6 +58,16 @@ class LoadConfig:
 
 @dataclass
 class LoadResult:
+    """One workload's numbers.
+
+    The window is ``duration`` s long and opens after ``warmup`` s of the same load.
+    ``ok``, ``rps``, latencies, TTFC and ``chunks_per_response`` cover the 200s completed
+    inside the window; ``errors``/``status_codes`` everything completed from its start on.
+    ``responses_total`` and ``chunks_total`` (SSE ``data:`` events other than ``[DONE]``,
+    counted as bytes arrive) run from the window's start until the in-flight requests
+    drained after it: the span a caller measuring server CPU around ``run_load`` sees.
+    """
+
     url: str
     concurrency: int
     stream: bool
@@ -65,6 +79,7 @@ class LoadResult:
     rps: float
     latency_ms: dict[str, float]
     ttfc_ms: dict[str, float] | None
+    responses_total: int
     chunks_total: int
     chunks_per_response: float | None
     status_codes: dict[str, int]
@@ -126,13 +141,15 @@ class _Conn(asyncio.Protocol):
         "first_body_ns",
         "keep_alive",
         "keep_body",
+        "stats",
         "status",
         "transport",
         "waiter",
     )
 
-    def __init__(self, keep_body: bool) -> None:
+    def __init__(self, keep_body: bool, stats: _Stats | None = None) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        self.stats = stats
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.keep_body = keep_body
@@ -177,9 +194,15 @@ class _Conn(asyncio.Protocol):
         # Count SSE events across body-piece boundaries: a match never lies
         # wholly inside the carried tail, so none is counted twice.
         buf = self.carry + body if self.carry else body
-        self.data_events += buf.count(_DATA)
-        self.done_events += buf.count(_DONE)
+        n_data = buf.count(_DATA)
+        n_done = buf.count(_DONE)
+        self.data_events += n_data
+        self.done_events += n_done
         self.carry = buf[-5:]
+        st = self.stats
+        if st is not None:
+            st.live_data += n_data
+            st.live_done += n_done
         if self.keep_body or self.status != 200:
             self.body.append(body)
 
@@ -203,7 +226,7 @@ class _Conn(asyncio.Protocol):
 def _pct(sorted_vals: list[float], p: float) -> float:
     if not sorted_vals:
         return float("nan")
-    k = max(0, min(len(sorted_vals) - 1, round(p / 100.0 * len(sorted_vals) + 0.5) - 1))
+    k = max(0, min(len(sorted_vals) - 1, math.ceil(p / 100.0 * len(sorted_vals)) - 1))  # nearest rank
     return sorted_vals[k]
 
 
@@ -221,15 +244,35 @@ def _summary(vals_ns: list[int]) -> dict[str, float]:
 
 
 class _Stats:
-    def __init__(self) -> None:
+    """Shared by the workers of one run.
+
+    The measured window opens ``warmup`` seconds into the run, while the load keeps
+    going (no drain between warm-up and measurement), and closes ``duration`` seconds
+    later; then no new request starts and the in-flight ones drain.
+    """
+
+    def __init__(self, budget: int | None) -> None:
         self.lat: list[int] = []
         self.ttfc: list[int] = []
-        self.ok = 0
-        self.in_window = 0  # ok responses completed before the deadline (duration mode)
+        self.ok = 0  # 200s completed inside the window
         self.errors = 0
-        self.chunks = 0
+        self.resp_chunks = 0  # SSE chunks of the responses counted in ``ok``
+        self.after_start = 0  # 200s completed from the window's start through the drain
         self.status: Counter[str] = Counter()
         self.samples: list[str] = []
+        # Live SSE event counters, bumped by every connection as bytes arrive.
+        self.live_data = 0
+        self.live_done = 0
+        self.mark_chunks = 0
+        self.start_ns = _INF_NS  # window start
+        self.end_ns = _INF_NS  # window end (duration mode)
+        self.stop_at = float("inf")  # perf_counter() after which no request starts
+        self.budget = budget  # requests mode: requests left to start in the window
+        self.last_ns = 0
+
+    @property
+    def started(self) -> bool:
+        return self.start_ns != _INF_NS
 
     def error(self, msg: str) -> None:
         self.errors += 1
@@ -237,33 +280,24 @@ class _Stats:
             self.samples.append(msg[:500])
 
 
-async def _worker(
-    host: str,
-    port: int,
-    raw: bytes,
-    cfg: LoadConfig,
-    stats: _Stats | None,
-    deadline: float | None,
-    budget: list[int] | None,
-    conn: _Conn | None = None,
-) -> _Conn | None:
-    """Closed-loop worker; returns its open keep-alive connection for the next phase."""
+async def _worker(host: str, port: int, raw: bytes, cfg: LoadConfig, stats: _Stats) -> None:
     loop = asyncio.get_running_loop()
+    conn: _Conn | None = None
     try:
         while True:
-            if deadline is not None and time.perf_counter() >= deadline:
-                return conn
-            if budget is not None:
-                if budget[0] <= 0:
-                    return conn
-                budget[0] -= 1
+            if time.perf_counter() >= stats.stop_at:
+                return
+            if stats.budget is not None and stats.started:
+                if stats.budget <= 0:
+                    return
+                stats.budget -= 1
             if conn is None or conn.closed:
                 try:
                     _, conn = await asyncio.wait_for(
-                        loop.create_connection(lambda: _Conn(False), host, port), cfg.timeout
+                        loop.create_connection(lambda: _Conn(False, stats), host, port), cfg.timeout
                     )
                 except (OSError, TimeoutError) as e:
-                    if stats is not None:
+                    if stats.started:
                         stats.error(f"connect: {e!r}")
                     await asyncio.sleep(0.05)
                     continue
@@ -273,73 +307,78 @@ async def _worker(
             try:
                 await c.request(raw, cfg.timeout)
             except (ConnectionError, TimeoutError) as e:
-                if stats is not None:
+                if time.perf_counter_ns() >= stats.start_ns:
                     stats.error(f"request: {e!r}")
                 if c.transport is not None:
                     c.transport.close()
                 conn = None
                 continue
             t1 = time.perf_counter_ns()
-            if stats is not None:
+            if t1 >= stats.start_ns:
                 stats.status[str(c.status)] += 1
                 if c.status != 200:
                     stats.error(f"HTTP {c.status}: {b''.join(c.body)[:300]!r}")
                 elif cfg.stream and c.done_events == 0:
                     stats.error("stream ended without data: [DONE]")
                 else:
-                    stats.ok += 1
-                    if deadline is not None and t1 <= deadline * 1e9:
-                        stats.in_window += 1
-                    stats.lat.append(t1 - t0)
-                    if cfg.stream:
-                        stats.ttfc.append(c.first_body_ns - t0)
-                        stats.chunks += c.data_events - c.done_events
+                    stats.after_start += 1
+                    stats.last_ns = t1
+                    if t1 <= stats.end_ns:
+                        stats.ok += 1
+                        stats.lat.append(t1 - t0)
+                        if cfg.stream:
+                            stats.ttfc.append(c.first_body_ns - t0)
+                            stats.resp_chunks += c.data_events - c.done_events
             if not c.keep_alive:
                 if c.transport is not None:
                     c.transport.close()
                 conn = None
-    except BaseException:
+    finally:
         if conn is not None and conn.transport is not None:
             conn.transport.close()
-        raise
 
 
 async def run_load(cfg: LoadConfig, on_start: Callable[[], None] | None = None) -> LoadResult:
-    """Run one workload. ``on_start`` is called after the warm-up, just before measuring."""
+    """Run one workload. ``on_start`` is called when the measured window opens (after the
+    warm-up, with the load still running); the call returns once in-flight requests drained."""
     if cfg.duration is None and cfg.requests is None:
         raise ValueError("set duration or requests")
     host, port, raw = build_request(cfg)
     conc = max(1, cfg.concurrency)
-    conns: list[_Conn | None] = [None] * conc
-    stats = _Stats()
-    budget = [cfg.requests] if cfg.requests is not None else None
-    gc_was_enabled = gc.isenabled()
-    try:
-        if cfg.warmup > 0:
-            # Warm-up connections stay open and carry on into the measured phase.
-            wdl = time.perf_counter() + cfg.warmup
-            conns = list(await asyncio.gather(*(_worker(host, port, raw, cfg, None, wdl, None) for _ in range(conc))))
-        gc.collect()
+    stats = _Stats(cfg.requests)
+    duration = cfg.duration if cfg.requests is None else None
+
+    def open_window() -> None:
         if on_start is not None:
             on_start()
-        gc.disable()
-        t0 = time.perf_counter()
-        deadline = t0 + cfg.duration if cfg.requests is None and cfg.duration else None
-        conns = list(await asyncio.gather(*(_worker(host, port, raw, cfg, stats, deadline, budget, c) for c in conns)))
+        stats.mark_chunks = stats.live_data - stats.live_done
+        stats.start_ns = time.perf_counter_ns()
+        if duration:
+            stats.end_ns = stats.start_ns + int(duration * 1e9)
+            stats.stop_at = stats.start_ns / 1e9 + duration
+
+    loop = asyncio.get_running_loop()
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    timer: asyncio.TimerHandle | None = None
+    try:
+        if cfg.warmup > 0:
+            timer = loop.call_later(cfg.warmup, open_window)
+        else:
+            open_window()
+        await asyncio.gather(*(_worker(host, port, raw, cfg, stats) for _ in range(conc)))
     finally:
+        if timer is not None:
+            timer.cancel()
         if gc_was_enabled:
             gc.enable()
-        for c in conns:
-            if c is not None and c.transport is not None:
-                c.transport.close()
-    elapsed = time.perf_counter() - t0
-    total = stats.ok + stats.errors
-    if deadline is not None and cfg.duration:
-        # Closed loop: after the deadline no new request starts and the in-flight ones drain,
-        # so count only responses completed within the measured window (like wrk).
-        rps = stats.in_window / cfg.duration
+    drained_ns = time.perf_counter_ns()
+    if duration:
+        window_s = duration
     else:
-        rps = stats.ok / elapsed if elapsed > 0 else 0.0
+        window_s = max(stats.last_ns - stats.start_ns, 1) / 1e9
+    total = stats.ok + stats.errors
     return LoadResult(
         url=cfg.url,
         concurrency=conc,
@@ -348,12 +387,13 @@ async def run_load(cfg: LoadConfig, on_start: Callable[[], None] | None = None) 
         requests=total,
         ok=stats.ok,
         errors=stats.errors,
-        elapsed_s=round(elapsed, 4),
-        rps=round(rps, 2),
+        elapsed_s=round((drained_ns - stats.start_ns) / 1e9, 4) if stats.started else 0.0,
+        rps=round(stats.ok / window_s, 2) if stats.started else 0.0,
         latency_ms=_summary(stats.lat),
         ttfc_ms=_summary(stats.ttfc) if cfg.stream else None,
-        chunks_total=stats.chunks,
-        chunks_per_response=round(stats.chunks / stats.ok, 3) if cfg.stream and stats.ok else None,
+        responses_total=stats.after_start,
+        chunks_total=stats.live_data - stats.live_done - stats.mark_chunks,
+        chunks_per_response=round(stats.resp_chunks / stats.ok, 3) if cfg.stream and stats.ok else None,
         status_codes=dict(stats.status),
         error_samples=stats.samples,
     )

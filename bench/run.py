@@ -94,6 +94,11 @@ class WorkloadResult:
     def ok(self) -> int:
         return int(self.load.get("ok") or 0)
 
+    @property
+    def responses(self) -> int:
+        """200s completed in the CPU-sampling span (window start through drain)."""
+        return int(self.load.get("responses_total") or 0)
+
 
 @dataclass
 class TargetResult:
@@ -785,7 +790,7 @@ def write_report(
         for w in r.workloads.values():
             ld = w.load
             ttfc = ld["ttfc_ms"]["p50"] if ld.get("ttfc_ms") else None
-            per_req = w.cpu_s / w.ok * 1000 if w.cpu_s is not None and w.ok else None
+            per_req = w.cpu_s / w.responses * 1000 if w.cpu_s is not None and w.responses else None
             per_chunk = w.cpu_s / w.chunks * 1000 if w.cpu_s is not None and w.chunks else None
             L.append(
                 f"| {n} | {w.label} | {ld['rps']:,.1f} | {ld['latency_ms']['p50']:.3f} | "
@@ -806,16 +811,17 @@ def write_report(
         "  SSE event per write, yielding to the event loop between events; 20 or 200 content chunks, then a",
         "  usage chunk, then `data: [DONE]`, with chunked transfer encoding.",
         "- Load: `bench/loadgen.py`, in the orchestrator process: one keep-alive HTTP/1.1 connection per",
-        "  concurrency slot, closed loop. Streams ask for `stream_options.include_usage`. req/s counts the",
-        "  responses completed inside the measured window; latencies include the requests that drain after it.",
+        "  concurrency slot, closed loop. Streams ask for `stream_options.include_usage`. The measured window",
+        "  opens after the warm-up while the load keeps running; req/s and latencies cover the responses",
+        "  completed inside it. After it no request starts and the in-flight ones drain.",
         "- Gateways run 1 worker with auth on (Bearer key); Switchyard also records usage (its data dir is a",
         "  fresh temp dir). LiteLLM runs with its master key, no database, callbacks off, local cost map, and",
         "  `LITELLM_LOG=ERROR`; its health path is `/health/liveliness` (its `/health` calls the models).",
         "- Added latency: gateway p50 - direct p50, both non-stream at c=1.",
         "- CPU: user+sys of the gateway's process tree from `/proc/<pid>/stat` (utime+stime of each live process",
-        "  plus cutime+cstime of reaped children), sampled after the warm-up and 0.25 s after the load ends.",
-        "  CPU per chunk = CPU over all three stream workloads / SSE `data:` events the client received",
-        "  (`[DONE]` excluded, the usage chunk included).",
+        "  plus cutime+cstime of reaped children), sampled when the window opens and 0.25 s after the drain.",
+        "  CPU per chunk = CPU over all three stream workloads / SSE `data:` events the client received over",
+        "  the same span (`[DONE]` excluded, the usage chunk included); CPU per request likewise.",
         "- Idle RSS: sum of RSS over the process tree, read after start + one non-stream request + settle.",
         "- Cold start: from `Popen` of the gateway command to the first 200 on its health path (polled every 10 ms).",
         "- The machine has 2 cores shared by the load generator, the fake upstream and the gateway, so",

@@ -19,6 +19,7 @@ from switchyard.http.errors import exception_handlers
 from switchyard.http.middleware import EdgeMiddleware
 from switchyard.http.routes import routes
 from switchyard.http.state import Services
+from switchyard.observability.logging import configure_logging
 from switchyard.observability.metrics import Metrics
 from switchyard.providers import load_provider
 from switchyard.runtime import open_runtime
@@ -79,4 +80,6 @@ def create_app(settings: Settings) -> Starlette:
 
 def worker_app() -> Starlette:
     """Factory for ``--workers N``: each worker rebuilds the settings its parent resolved."""
-    return create_app(Settings.from_worker_environ())
+    settings = Settings.from_worker_environ()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)

@@ -49,7 +49,8 @@ def test_metrics_need_admin_and_count_requests_tokens_latency(gateway: RunningSe
     assert 'switchyard_requests_total{endpoint="chat",model="gpt-4o-mini",provider="fake",status="200"}' in text
     assert 'status="429"' in text
     assert 'switchyard_tokens_total{model="gpt-4o-mini",provider="fake",type="completion"}' in text
-    assert "switchyard_request_duration_seconds_bucket" in text
+    assert 'switchyard_request_duration_seconds_bucket{endpoint="chat",le="0.005",model="error-429",provider="fake",' \
+           'status="429"}' in text
     assert "switchyard_requests_in_flight" in text
     assert UPSTREAM_KEY not in text and gateway.admin_key not in text
 

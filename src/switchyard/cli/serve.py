@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 
 import click
@@ -73,6 +75,11 @@ def serve(
     _run(settings)
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    """uvicorn re-raises the signal it drained on; after a clean drain that means exit 0."""
+    sys.exit(0)
+
+
 def _run(settings: object) -> None:
     import uvicorn
 
@@ -98,4 +105,6 @@ def _run(settings: object) -> None:
         uvicorn.run("switchyard.app:worker_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
         return
     config = uvicorn.Config(create_app(settings), **common)  # type: ignore[arg-type]
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     uvicorn.Server(config).run()

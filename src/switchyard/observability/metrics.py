@@ -2,7 +2,7 @@
 
 Names:
 - ``switchyard_requests_total{model,provider,endpoint,status}``
-- ``switchyard_request_duration_seconds{model,provider,endpoint}`` (histogram, whole request)
+- ``switchyard_request_duration_seconds{model,provider,endpoint,status}`` (histogram, whole request)
 - ``switchyard_tokens_total{model,provider,type}`` (type: prompt | completion)
 - ``switchyard_requests_in_flight{model}``
 """
@@ -30,7 +30,7 @@ class Metrics:
         self.latency = Histogram(
             "switchyard_request_duration_seconds",
             "Whole-request latency (streams: until the last byte).",
-            ["model", "provider", "endpoint"],
+            ["model", "provider", "endpoint", "status"],
             buckets=_BUCKETS,
             registry=self.registry,
         )
@@ -47,8 +47,9 @@ class Metrics:
     def observe(
         self, model: str, provider: str, endpoint: str, status: int, seconds: float, prompt: int, completion: int
     ) -> None:
-        self.requests.labels(model, provider, endpoint, str(status)).inc()
-        self.latency.labels(model, provider, endpoint).observe(seconds)
+        code = str(status)
+        self.requests.labels(model, provider, endpoint, code).inc()
+        self.latency.labels(model, provider, endpoint, code).observe(seconds)
         if prompt:
             self.tokens.labels(model, provider, "prompt").inc(prompt)
         if completion:
