@@ -6,7 +6,6 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.core.models import Target
 from switchyard.errors import ModelNotFoundError
 from switchyard.http.auth import authenticate
 from switchyard.http.state import services
@@ -14,23 +13,26 @@ from switchyard.http.state import services
 __all__ = ["get_model", "list_models"]
 
 
-def _model(target: Target, created: int) -> dict[str, object]:
-    return {"id": target.alias, "object": "model", "created": created, "owned_by": target.provider_type}
+def _model(model_id: str, owner: str, created: int) -> dict[str, object]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
 
 
-async def list_models(request: Request) -> Response:
+async def _visible(request: Request) -> list[dict[str, object]]:
     svc = services(request)
     principal = await authenticate(request)
     created = request.app.state.started_at
-    data = [_model(t, created) for t in svc.gateway.models_for(principal)]
-    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+    data = [_model(t.alias, t.provider_type, created) for t in svc.gateway.models_for(principal)]
+    data += [_model(m, owner, created) for m, owner in await svc.gateway.discovered_for(principal)]
+    return data
+
+
+async def list_models(request: Request) -> Response:
+    return Response(orjson.dumps({"object": "list", "data": await _visible(request)}), media_type="application/json")
 
 
 async def get_model(request: Request) -> Response:
-    svc = services(request)
-    principal = await authenticate(request)
     model_id = request.path_params["model_id"]
-    for target in svc.gateway.models_for(principal):
-        if target.alias == model_id:
-            return Response(orjson.dumps(_model(target, request.app.state.started_at)), media_type="application/json")
+    for model in await _visible(request):
+        if model["id"] == model_id:
+            return Response(orjson.dumps(model), media_type="application/json")
     raise ModelNotFoundError(model_id)

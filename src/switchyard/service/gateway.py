@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,8 @@ from switchyard.service.routing import RoutingTable
 __all__ = ["CLIENT_CLOSED", "Gateway", "estimate_prompt_tokens"]
 
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
+_DISCOVERY_TTL = 30.0
+_DISCOVERY_TIMEOUT = 3.0
 
 
 def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
@@ -53,6 +55,7 @@ class Gateway:
         self._recorder = recorder
         self._metrics = metrics
         self._gates: dict[str, ConcurrencyGate] = {}
+        self._discovered: dict[str, tuple[float, Sequence[str]]] = {}
 
     # -- routing and scope -------------------------------------------------------------
     def target_for(self, principal: Principal, model: str) -> Target:
@@ -63,7 +66,33 @@ class Gateway:
         return target
 
     def models_for(self, principal: Principal) -> list[Target]:
+        """The configured aliases this key may use."""
         return [t for t in self._routing.listed() if principal.may_use(t.alias)]
+
+    async def discovered_for(self, principal: Principal) -> list[tuple[str, str]]:
+        """(model id, provider type) the upstreams report, under the names that route to them:
+        bare names for the default provider, ``provider/name`` for prefix-routed providers.
+        Cached for ``_DISCOVERY_TTL`` seconds; an unreachable upstream lists nothing."""
+        out: list[tuple[str, str]] = []
+        for spec in self._routing.discoverable():
+            prefix = "" if spec.name == self._routing.default else f"{spec.name}/"
+            for name in await self._upstream_models(spec.name):
+                model_id = prefix + name
+                if model_id not in self._routing.aliases and principal.may_use(model_id):
+                    out.append((model_id, spec.type))
+        return out
+
+    async def _upstream_models(self, provider: str) -> Sequence[str]:
+        now = time.monotonic()
+        cached = self._discovered.get(provider)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            names = await asyncio.wait_for(self._providers[provider].list_models(), _DISCOVERY_TIMEOUT)
+        except (GatewayError, TimeoutError):
+            names = []
+        self._discovered[provider] = (now + _DISCOVERY_TTL, names)
+        return names
 
     def _gate(self, target: Target) -> ConcurrencyGate | None:
         if target.max_concurrent is None:

@@ -92,6 +92,10 @@ class RoutingTable:
     def listed(self) -> Iterable[Target]:
         return self.aliases.values()
 
+    def discoverable(self) -> list[UpstreamSpec]:
+        """Upstreams whose own models are routable by name: prefix-routed ones and the default."""
+        return [s for s in self.upstreams.values() if s.prefix_routing or s.name == self.default]
+
     def describe(self) -> list[tuple[str, str, str, str]]:
         """Rows of (model, provider, upstream model, base URL) for `config check`."""
         rows = [(t.alias, t.provider, t.upstream_model, self.upstreams[t.provider].base_url) for t in self.listed()]
