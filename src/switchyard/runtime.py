@@ -29,7 +29,7 @@ def server_secret(settings: Settings) -> bytes:
         return value.encode()
     path = Path(settings.data_dir) / SECRET_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             with open(path, "x", encoding="ascii", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
                 fh.write(secrets.token_hex(32))
@@ -55,7 +55,7 @@ class Runtime:
 async def open_runtime(settings: Settings) -> Runtime:
     """Apply migrations if needed and open the stores."""
     if settings.database_url is None:
-        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
+        Path(settings.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
     database = Database.create(settings.resolved_database_url)
     try:
         await ensure_schema(database.engine)

@@ -173,3 +173,19 @@ def test_models_lists_what_ollama_serves_under_routable_names(tmp_path: Path) ->
     with run_server(tmp_path / "down", default_provider="gone",
                     providers={"gone": {"type": "ollama", "base_url": "http://127.0.0.1:9"}}) as server:
         assert openai.OpenAI(base_url=server.v1, api_key=server.admin_key).models.list().data == []
+
+
+def test_admin_upstreams_reports_models_and_what_ollama_has_loaded(gateway: RunningServer,
+                                                                    fake_ollama: FakeOllama) -> None:
+    with gateway.http(gateway.admin_key) as http:
+        http.post("/v1/chat/completions", json={"model": "llama", "messages": HELLO, "keep_alive": "5m"})
+        data = {u["name"]: u for u in http.get("/admin/upstreams").json()["data"]}
+        plain = http.post("/admin/keys", json={"name": "not-admin"}).json()["key"]
+    with gateway.http(plain) as http:
+        assert http.get("/admin/upstreams").status_code == 403
+    ollama = data["ollama"]
+    assert ollama["reachable"] is True and ollama["type"] == "ollama" and ollama["prefix_routing"] is True
+    assert "llama3.2:1b" in [m["name"] for m in ollama["running"]]
+    assert data["fake"]["reachable"] is True and "running" not in data["fake"]
+    dead = next(u for name, u in data.items() if name.startswith("openai@"))
+    assert dead["reachable"] is False and dead["error"]

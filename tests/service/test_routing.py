@@ -62,3 +62,17 @@ def test_disabled_provider_serves_nothing() -> None:
     with pytest.raises(ModelNotFoundError):
         t.resolve("a")
     assert "vllm" not in t.upstreams
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:pw@host:11434/v1", "http://host:11434/v1"),
+        ("https://api.openai.com/v1", "https://api.openai.com/v1"),
+        ("http://tok@10.0.0.2:8000", "http://10.0.0.2:8000"),
+    ],
+)
+def test_display_url_drops_credentials(url: str, shown: str) -> None:
+    from switchyard.service.routing import display_url
+
+    assert display_url(url) == shown

@@ -13,7 +13,7 @@ from switchyard.core.keys import ApiKey
 from switchyard.core.models import Target
 from switchyard.core.usage import UsageRecord
 
-__all__ = ["KeyStore", "Provider", "UsageStore"]
+__all__ = ["KeyStore", "Provider", "ReportsRunningModels", "UsageStore"]
 
 
 @runtime_checkable
@@ -33,6 +33,13 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsRunningModels(Protocol):
+    """Optional: providers that know which models are loaded in memory (Ollama's /api/ps)."""
+
+    async def running_models(self) -> Sequence[dict[str, object]]: ...
 
 
 class KeyStore(Protocol):

@@ -16,7 +16,7 @@ from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
 
-__all__ = ["create_key", "get_key", "key_json", "list_keys", "revoke_key", "rotate_key"]
+__all__ = ["create_key", "get_key", "key_json", "list_keys", "revoke_key", "rotate_key", "upstreams"]
 
 
 class CreateKey(BaseModel):
@@ -89,3 +89,9 @@ async def rotate_key(request: Request) -> Response:
     await require_admin(request)
     new = await services(request).keys.rotate(request.path_params["key_id"])
     return _json(_secret_json(new))
+
+
+async def upstreams(request: Request) -> Response:
+    """GET /admin/upstreams: reachability, models and (Ollama) loaded models of each upstream."""
+    await require_admin(request)
+    return _json({"object": "list", "data": await services(request).gateway.upstream_status()})

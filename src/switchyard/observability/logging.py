@@ -11,7 +11,9 @@ import orjson
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "asctime", "taskName", "color_message",  # uvicorn's ANSI twin of msg
+}
 
 
 class JsonFormatter(logging.Formatter):

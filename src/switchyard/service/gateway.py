@@ -12,13 +12,13 @@ from switchyard.core.chat import ChatRequest, ChatResult, GenerationKind
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.keys import Principal
 from switchyard.core.models import Target
-from switchyard.core.ports import Provider
+from switchyard.core.ports import Provider, ReportsRunningModels
 from switchyard.core.usage import Usage, UsageRecord
 from switchyard.errors import GatewayError, ModelNotFoundError
 from switchyard.observability.metrics import Metrics
 from switchyard.service.accounting import UsageRecorder
 from switchyard.service.concurrency import ConcurrencyGate
-from switchyard.service.routing import RoutingTable
+from switchyard.service.routing import RoutingTable, display_url
 
 __all__ = ["CLIENT_CLOSED", "Gateway", "estimate_prompt_tokens"]
 
@@ -223,6 +223,26 @@ class Gateway:
             if gate is not None:
                 gate.release()
             self._account(principal, target, "embeddings", request_id, started, status, usage, False)
+
+    async def upstream_status(self) -> list[dict[str, object]]:
+        """For operators: each upstream's kind, reachability, models and loaded models."""
+
+        async def one(name: str) -> dict[str, object]:
+            spec = self._routing.upstreams[name]
+            provider = self._providers[name]
+            entry: dict[str, object] = {"name": name, "type": spec.type, "base_url": display_url(spec.base_url),
+                                        "prefix_routing": spec.prefix_routing, "default": name == self._routing.default}
+            try:
+                entry["models"] = list(await asyncio.wait_for(provider.list_models(), _DISCOVERY_TIMEOUT))
+                if isinstance(provider, ReportsRunningModels):
+                    entry["running"] = list(await asyncio.wait_for(provider.running_models(), _DISCOVERY_TIMEOUT))
+                entry["reachable"] = True
+            except (GatewayError, TimeoutError) as exc:
+                entry["reachable"] = False
+                entry["error"] = exc.message if isinstance(exc, GatewayError) else "timed out"
+            return entry
+
+        return list(await asyncio.gather(*(one(n) for n in self._providers)))
 
     async def check_upstreams(self) -> dict[str, str | None]:
         """Readiness: each enabled upstream that serves a listed or routable model."""

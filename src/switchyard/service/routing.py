@@ -9,7 +9,14 @@ from switchyard.core.models import Target, UpstreamSpec
 from switchyard.errors import ModelNotFoundError
 from switchyard.settings import ConfigError, ModelConfig, Settings
 
-__all__ = ["RouteEntry", "RoutingTable"]
+__all__ = ["RouteEntry", "RoutingTable", "display_url"]
+
+
+def display_url(url: str) -> str:
+    """A base URL fit to show: any user:password@ part removed."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else url
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,5 +86,20 @@ class OllamaProvider:
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise UpstreamError("The upstream sent a malformed model list.") from exc
 
+    async def running_models(self) -> Sequence[dict[str, object]]:
+        """Models loaded in memory now (/api/ps): name, size, VRAM and when keep-alive expires."""
+        async with self._http.request("GET", "/api/ps", timeout=10.0) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+        try:
+            return [
+                {"name": m["name"], "size": m.get("size"), "size_vram": m.get("size_vram"),
+                 "expires_at": m.get("expires_at")}
+                for m in orjson.loads(raw)["models"]
+            ]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UpstreamError("The upstream sent a malformed process list.") from exc
+
     async def aclose(self) -> None:
         await self._http.aclose()
