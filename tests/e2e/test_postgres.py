@@ -7,27 +7,15 @@ from pathlib import Path
 
 import openai
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import UPSTREAM_KEY, reset_pg_schema
 from tests.contract.test_chat import HELLO
 from tests.fakes import FakeOpenAI
 from tests.harness import run_server
 
 
-async def _reset(url: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            await conn.execute(sa.text("CREATE SCHEMA public"))
-    finally:
-        await engine.dispose()
-
-
 def test_gateway_on_postgresql(tmp_path: Path, pg_url: str, fake_openai: FakeOpenAI) -> None:
-    asyncio.run(_reset(pg_url))
+    asyncio.run(reset_pg_schema(pg_url))
     with run_server(
         tmp_path, database_url=pg_url, secret_key="s" * 40,
         providers={"fake": {"type": "openai", "base_url": fake_openai.base_url, "api_key": UPSTREAM_KEY}},

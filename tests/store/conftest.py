@@ -14,22 +14,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
+from tests.conftest import reset_pg_schema
 
 from switchyard.store import upgrade
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-async def _reset_pg_schema(url: str) -> None:
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            await conn.execute(sa.text("CREATE SCHEMA public"))
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -43,7 +32,7 @@ def empty_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
     if backend == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'switchyard.db'}"
     url: str = request.getfixturevalue("pg_url")
-    asyncio.run(_reset_pg_schema(url))
+    asyncio.run(reset_pg_schema(url))
     return url
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +16,9 @@ from switchyard.errors import (
     UpstreamTimeoutError,
 )
 
-__all__ = ["UpstreamClient", "redact"]
+__all__ = ["ErrorMapper", "UpstreamClient", "redact"]
+
+ErrorMapper = Callable[[int, bytes, Mapping[str, str]], GatewayError]
 
 
 def redact(message: str, secret: str | None) -> str:
@@ -84,6 +86,25 @@ class UpstreamClient:
             raise UpstreamError("The upstream closed the connection early.") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"Upstream request failed: {type(exc).__name__}.") from exc
+
+    async def call(
+        self, method: str, path: str, on_error: ErrorMapper, *, json: Any = None, timeout: float | None = None
+    ) -> bytes:
+        """A whole request: the body on success, the provider's mapped error otherwise."""
+        async with self.request(method, path, json=json, timeout=timeout) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise on_error(resp.status, raw, resp.headers)
+        return raw
+
+    async def call_json(
+        self, method: str, path: str, on_error: ErrorMapper, *, json: Any = None, timeout: float | None = None
+    ) -> Any:
+        raw = await self.call(method, path, on_error, json=json, timeout=timeout)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError("The upstream sent a response that is not JSON.") from exc
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:

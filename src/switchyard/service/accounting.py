@@ -7,6 +7,7 @@ import logging
 
 from switchyard.core.ports import UsageStore
 from switchyard.core.usage import UsageRecord
+from switchyard.service.background import stop_task
 
 __all__ = ["UsageRecorder"]
 
@@ -70,13 +71,8 @@ class UsageRecorder:
             self.written += len(batch)
 
     async def aclose(self, attempts: int = 5) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         for attempt in range(attempts):
             try:
                 await self.flush()

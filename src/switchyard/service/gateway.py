@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +42,13 @@ def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
     if isinstance(prompt, str):
         chars += len(prompt)
     return max(1, chars // 4)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    status: int = CLIENT_CLOSED
+    usage: Usage | None = None
+    events: int = 0
 
 
 class Gateway:
@@ -136,33 +145,50 @@ class Gateway:
         )
 
     # -- calls -------------------------------------------------------------------------
-    async def chat(self, principal: Principal, request: ChatRequest, request_id: str) -> ChatResult:
-        target = self.target_for(principal, request.model)
-        endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
+    @asynccontextmanager
+    async def _admitted(
+        self, principal: Principal, target: Target, endpoint: str, request_id: str, *, streamed: bool,
+        body: Mapping[str, Any],
+    ) -> AsyncIterator[_Outcome]:
+        """Admission and accounting around one upstream call, however it ends.
+
+        The caller sets ``status`` (200) and ``usage`` on success; a gateway error sets its
+        status; a cancellation (the client left) stays 499. A stream without a usage report is
+        accounted from what was relayed, marked estimated.
+        """
         gate = self._gate(target)
         if gate is not None:
             gate.acquire()
+        outcome = _Outcome()
         started = time.perf_counter()
-        status, usage = 200, Usage()
         in_flight = self._metrics.in_flight.labels(target.alias)
         in_flight.inc()
         try:
-            result = await self._providers[target.provider].chat(request, target)
-            usage = result.usage
-            if usage.estimated:
-                usage = Usage(estimate_prompt_tokens(request.body), usage.completion_tokens, estimated=True)
-            return result
+            yield outcome
         except GatewayError as exc:
-            status = exc.status_code
+            outcome.status = exc.status_code
             raise
-        except BaseException:
-            status = 500
+        except Exception:
+            outcome.status = 500
             raise
         finally:
             in_flight.dec()
             if gate is not None:
                 gate.release()
-            self._account(principal, target, endpoint, request_id, started, status, usage, False)
+            usage = outcome.usage
+            if usage is None:
+                usage = Usage(estimate_prompt_tokens(body), outcome.events, estimated=True) if streamed else Usage()
+            self._account(principal, target, endpoint, request_id, started, outcome.status, usage, streamed)
+
+    async def chat(self, principal: Principal, request: ChatRequest, request_id: str) -> ChatResult:
+        target = self.target_for(principal, request.model)
+        endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
+        async with self._admitted(principal, target, endpoint, request_id, streamed=False, body=request.body) as out:
+            result = await self._providers[target.provider].chat(request, target)
+            out.status, out.usage = 200, result.usage
+            if result.usage.estimated:
+                out.usage = Usage(estimate_prompt_tokens(request.body), result.usage.completion_tokens, estimated=True)
+            return result
 
     async def stream(self, principal: Principal, request: ChatRequest, request_id: str) -> AsyncIterator[bytes]:
         """Relay the provider's SSE bytes; account for them however the stream ends.
@@ -172,57 +198,25 @@ class Gateway:
         """
         target = self.target_for(principal, request.model)
         endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
-        gate = self._gate(target)
-        if gate is not None:
-            gate.acquire()
-        started = time.perf_counter()
-        status, usage, events = CLIENT_CLOSED, None, 0
-        in_flight = self._metrics.in_flight.labels(target.alias)
-        in_flight.inc()
         pieces = self._providers[target.provider].stream(request, target)
         try:
-            async for piece in pieces:
-                events += piece.events
-                if piece.usage is not None:
-                    usage = piece.usage
-                yield piece.data
-            status = 200
-        except GatewayError as exc:
-            status = exc.status_code
-            raise
-        except Exception:
-            status = 500
-            raise
+            async with self._admitted(principal, target, endpoint, request_id, streamed=True, body=request.body) as out:
+                async for piece in pieces:
+                    out.events += piece.events
+                    if piece.usage is not None:
+                        out.usage = piece.usage
+                    yield piece.data
+                out.status = 200
         finally:
-            in_flight.dec()
-            if gate is not None:
-                gate.release()
-            if usage is None:  # cut, aborted, or an upstream that reports none: count what was relayed
-                usage = Usage(estimate_prompt_tokens(request.body), events, estimated=True)
-            self._account(principal, target, endpoint, request_id, started, status, usage, True)
             await pieces.aclose()  # type: ignore[attr-defined]
 
     async def embed(self, principal: Principal, request: EmbeddingRequest, request_id: str) -> EmbeddingResult:
         target = self.target_for(principal, request.model)
-        gate = self._gate(target)
-        if gate is not None:
-            gate.acquire()
-        started = time.perf_counter()
-        status, usage = 200, Usage()
-        try:
+        body = request.body or {}
+        async with self._admitted(principal, target, "embeddings", request_id, streamed=False, body=body) as out:
             result = await self._providers[target.provider].embed(request, target)
-            usage = result.usage
+            out.status, out.usage = 200, result.usage
             return result
-        except GatewayError as exc:
-            status = exc.status_code
-            raise
-        except BaseException:
-            status = 500
-            raise
-        finally:
-            if gate is not None:
-                gate.release()
-            self._account(principal, target, "embeddings", request_id, started, status, usage, False)
 
     async def upstream_status(self) -> list[dict[str, object]]:
         """For operators: each upstream's kind, reachability, models and loaded models."""

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from switchyard.core.keys import ApiKey, NewKey, Principal
 from switchyard.core.ports import KeyStore
 from switchyard.errors import AuthenticationError, NotFoundError
+from switchyard.service.background import stop_task
 
 __all__ = ["KEY_PREFIX", "KeyService", "hash_key"]
 
@@ -72,13 +73,8 @@ class KeyService:
         self._task = asyncio.create_task(self._refresh_loop(), name="switchyard-key-refresh")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         await self.flush_uses()
 
     async def _refresh_loop(self) -> None:

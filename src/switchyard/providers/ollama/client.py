@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -10,7 +11,7 @@ from switchyard.core.chat import ChatRequest, ChatResult, StreamPiece
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.models import Target, UpstreamSpec
 from switchyard.core.usage import Usage
-from switchyard.errors import UpstreamError
+from switchyard.errors import GatewayError, UpstreamError
 from switchyard.providers._http import UpstreamClient
 from switchyard.providers.ollama import translate
 
@@ -26,22 +27,18 @@ class OllamaProvider:
         self._secret = spec.api_key
         self._http = UpstreamClient(base, headers, spec.timeout)
 
-    async def _post_json(self, path: str, body: dict[str, object], timeout: float) -> dict[str, object]:
-        async with self._http.request("POST", path, json=body, timeout=timeout) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError("The upstream sent a response that is not JSON.") from exc
+    def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
+        return translate.error_from_response(status, raw, headers, self._secret)
+
+    async def _json(self, method: str, path: str, body: dict[str, object] | None, timeout: float) -> dict[str, Any]:
+        payload = await self._http.call_json(method, path, self._error, json=body, timeout=timeout)
         if not isinstance(payload, dict):
             raise UpstreamError("The upstream sent an unexpected response.")
         return payload
 
     async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
         path, body = translate.chat_body(request, target)
-        payload = await self._post_json(path, body, target.timeout)
+        payload = await self._json("POST", path, body, target.timeout)
         result = translate.chat_result(payload, request, target)
         return ChatResult(body=orjson.dumps(result), usage=translate.usage_of(payload))
 
@@ -51,8 +48,7 @@ class OllamaProvider:
         done = False
         async with self._http.request("POST", path, json=body, timeout=target.timeout, stream=True) as resp:
             if resp.status >= 400:
-                raw = await resp.read()
-                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+                raise self._error(resp.status, await resp.read(), resp.headers)
             async for line in resp.content:
                 if not line.strip():
                     continue
@@ -69,36 +65,30 @@ class OllamaProvider:
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
         body = translate.embed_body(request.inputs, target, request.keep_alive)
-        payload = await self._post_json("/api/embed", body, target.timeout)
+        payload = await self._json("POST", "/api/embed", body, target.timeout)
         vectors = payload.get("embeddings")
         if not isinstance(vectors, list):
             raise UpstreamError("The upstream sent a malformed embeddings response.")
-        usage = Usage(prompt_tokens=int(payload.get("prompt_eval_count") or 0))  # type: ignore[call-overload]
+        usage = Usage(prompt_tokens=int(payload.get("prompt_eval_count") or 0))
         return EmbeddingResult(vectors=vectors, usage=usage, model=target.alias)
 
     async def list_models(self) -> Sequence[str]:
-        async with self._http.request("GET", "/api/tags", timeout=10.0) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+        payload = await self._json("GET", "/api/tags", None, 10.0)
         try:
-            return [str(m["name"]) for m in orjson.loads(raw)["models"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            return [str(m["name"]) for m in payload["models"]]
+        except (KeyError, TypeError) as exc:
             raise UpstreamError("The upstream sent a malformed model list.") from exc
 
     async def running_models(self) -> Sequence[dict[str, object]]:
         """Models loaded in memory now (/api/ps): name, size, VRAM and when keep-alive expires."""
-        async with self._http.request("GET", "/api/ps", timeout=10.0) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+        payload = await self._json("GET", "/api/ps", None, 10.0)
         try:
             return [
                 {"name": m["name"], "size": m.get("size"), "size_vram": m.get("size_vram"),
                  "expires_at": m.get("expires_at")}
-                for m in orjson.loads(raw)["models"]
+                for m in payload["models"]
             ]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise UpstreamError("The upstream sent a malformed process list.") from exc
 
     async def aclose(self) -> None:

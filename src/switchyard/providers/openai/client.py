@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import orjson
 
 from switchyard.core.chat import ChatRequest, ChatResult, StreamPiece
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.models import Target, UpstreamSpec
-from switchyard.errors import UpstreamError
+from switchyard.errors import GatewayError, UpstreamError
 from switchyard.providers._http import UpstreamClient
 from switchyard.providers.openai import translate
 
@@ -22,14 +22,13 @@ class OpenAIProvider:
         self._secret = spec.api_key
         self._http = UpstreamClient(spec.base_url, headers, spec.timeout)
 
+    def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
+        return translate.error_from_response(status, raw, headers, self._secret)
+
     async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
         body = translate.chat_body(request, target)
-        async with self._http.request(
-            "POST", translate.chat_path(request), json=body, timeout=target.timeout
-        ) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+        raw = await self._http.call("POST", translate.chat_path(request), self._error, json=body,
+                                    timeout=target.timeout)
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -43,8 +42,7 @@ class OpenAIProvider:
             "POST", translate.chat_path(request), json=body, timeout=target.timeout, stream=True
         ) as resp:
             if resp.status >= 400:
-                raw = await resp.read()
-                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+                raise self._error(resp.status, await resp.read(), resp.headers)
             async for data in resp.content.iter_any():
                 piece = relay.feed(data)
                 if piece is not None:
@@ -53,26 +51,19 @@ class OpenAIProvider:
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
         body = translate.embedding_body(request, target)
-        async with self._http.request("POST", "/embeddings", json=body, timeout=target.timeout) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+        payload = await self._http.call_json("POST", "/embeddings", self._error, json=body, timeout=target.timeout)
         try:
-            payload = orjson.loads(raw)
             vectors = [item["embedding"] for item in sorted(payload["data"], key=lambda d: d["index"])]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise UpstreamError("The upstream sent a malformed embeddings response.") from exc
         usage = translate.usage_from(payload)
         return EmbeddingResult(vectors=vectors, usage=usage, model=str(payload.get("model", target.alias)))
 
     async def list_models(self) -> Sequence[str]:
-        async with self._http.request("GET", "/models", timeout=10.0) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                raise translate.error_from_response(resp.status, raw, resp.headers, self._secret)
+        payload = await self._http.call_json("GET", "/models", self._error, timeout=10.0)
         try:
-            return [str(m["id"]) for m in orjson.loads(raw)["data"]]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            return [str(m["id"]) for m in payload["data"]]
+        except (KeyError, TypeError) as exc:
             raise UpstreamError("The upstream sent a malformed model list.") from exc
 
     async def aclose(self) -> None:
