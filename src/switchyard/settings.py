@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         description="Static keys (comma-separated in SWITCHYARD_API_KEY). They are admin keys.",
     )
     auth: bool = Field(default=True, description="Require API keys. Off is allowed on loopback only.")
+    ssl_certfile: Path | None = Field(default=None, description="Serve HTTPS with this certificate (PEM).")
+    ssl_keyfile: Path | None = Field(default=None, description="The certificate's private key (PEM).")
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Proxies whose X-Forwarded-For/-Proto are trusted (comma-separated IPs or CIDRs; '*' for any).",
+    )
     drain_timeout: float = Field(default=30.0, ge=0, description="Seconds SIGTERM waits for in-flight work.")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Largest request body (413 above).")
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
@@ -146,7 +152,7 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict, description="Named upstreams.")
     models: list[ModelConfig] = Field(default_factory=list, description="Model aliases.")
 
-    @field_validator("api_keys", "cors_allow_origins", mode="before")
+    @field_validator("api_keys", "cors_allow_origins", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
@@ -158,6 +164,10 @@ class Settings(BaseSettings):
     @field_serializer("api_keys", when_used="json")
     def _ser_keys(self, value: list[SecretStr], info: SerializationInfo) -> list[str | None]:
         return [_reveal(v, info) for v in value]
+
+    @property
+    def pid_file(self) -> Path:
+        return Path(self.data_dir) / "switchyard.pid"
 
     @property
     def resolved_database_url(self) -> str:

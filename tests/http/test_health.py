@@ -70,3 +70,16 @@ def test_cors_is_off_by_default_and_follows_the_allow_list(tmp_path: Path, gatew
         other = http.options("/v1/chat/completions", headers={**preflight, "Origin": "https://evil.example"})
     assert ok.headers["access-control-allow-origin"] == "https://app.example"
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_admin_status_reports_in_flight_models_upstreams_and_recent_errors(gateway: RunningServer) -> None:
+    with gateway.http(gateway.admin_key) as http:
+        http.post("/v1/chat/completions", json={"model": "error-500", "messages": HELLO},
+                  headers={"x-request-id": "status-err-1"})
+        status = http.get("/admin/status").json()
+    assert status["object"] == "status" and status["in_flight"] == 0 and status["uptime_s"] >= 0
+    assert "gpt-4o-mini" in status["models"] and "disabled" not in status["models"]
+    assert {u["name"] for u in status["upstreams"]} >= {"fake", "ollama"}
+    newest = status["recent_errors"][0]
+    assert (newest["request_id"], newest["status"], newest["model"]) == ("status-err-1", 502, "error-500")
+    assert UPSTREAM_KEY not in str(status)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import click
@@ -30,6 +33,12 @@ __all__ = ["serve"]
 @click.option("--no-auth", is_flag=True, default=False, help="Serve without keys (loopback addresses only).")
 @click.option("--database-url", default=None, help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db.")
 @click.option("--drain-timeout", type=float, default=None, help="Seconds SIGTERM waits for in-flight work.")
+@click.option("--ssl-certfile", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Serve HTTPS with this certificate (PEM); needs --ssl-keyfile.")
+@click.option("--ssl-keyfile", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="The certificate's private key (PEM).")
+@click.option("--forwarded-allow-ips", default=None,
+              help="Proxies trusted for X-Forwarded-For/-Proto (comma-separated; default 127.0.0.1).")
 @click.option("--log-level", default=None, help="debug, info, warning, error.")
 def serve(
     host: str | None,
@@ -41,6 +50,9 @@ def serve(
     no_auth: bool,
     database_url: str | None,
     drain_timeout: float | None,
+    ssl_certfile: Path | None,
+    ssl_keyfile: Path | None,
+    forwarded_allow_ips: str | None,
     log_level: str | None,
 ) -> None:
     """Run the gateway (OpenAI API under /v1)."""
@@ -48,7 +60,10 @@ def serve(
         config_file, host=host, port=port, data_dir=data_dir, workers=workers,
         api_keys=list(api_keys) or None, auth=False if no_auth else None,
         database_url=database_url, drain_timeout=drain_timeout, log_level=log_level,
+        ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, forwarded_allow_ips=forwarded_allow_ips,
     )
+    if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
+        raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
     if not settings.auth and not settings.is_loopback:
         raise click.UsageError(
             f"refusing to bind {settings.host} with authentication off: anyone who can reach it could use "
@@ -98,13 +113,32 @@ def _run(settings: object) -> None:
         "server_header": False,
         "timeout_graceful_shutdown": settings.drain_timeout,
         "timeout_keep_alive": 30,
+        "proxy_headers": True,
+        "forwarded_allow_ips": ",".join(settings.forwarded_allow_ips),
+        "ssl_certfile": str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        "ssl_keyfile": str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     }
-    click.echo(f"Switchyard listening on http://{settings.host}:{settings.port}/v1", err=True)
-    if settings.workers > 1:
-        settings.export_for_workers()
-        uvicorn.run("switchyard.app:worker_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
-        return
-    config = uvicorn.Config(create_app(settings), **common)  # type: ignore[arg-type]
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _exit_cleanly)
-    uvicorn.Server(config).run()
+    scheme = "https" if settings.ssl_certfile else "http"
+    click.echo(f"Switchyard listening on {scheme}://{settings.host}:{settings.port}/v1", err=True)
+    with _pid_file(settings.pid_file):
+        if settings.workers > 1:
+            settings.export_for_workers()
+            uvicorn.run("switchyard.app:worker_app", factory=True, workers=settings.workers,
+                        **common)  # type: ignore[arg-type]
+            return
+        config = uvicorn.Config(create_app(settings), **common)  # type: ignore[arg-type]
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _exit_cleanly)
+        uvicorn.Server(config).run()
+
+
+@contextmanager
+def _pid_file(path: Path) -> Iterator[None]:
+    """data_dir/switchyard.pid while serving, for `switchyard stop` and `switchyard status`."""
+    path.write_text(f"{os.getpid()}\n", encoding="ascii")
+    try:
+        yield
+    finally:
+        with suppress(OSError):
+            if path.read_text(encoding="ascii").strip() == str(os.getpid()):
+                path.unlink()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import datetime
 from typing import Any
 
@@ -10,13 +12,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.core.keys import ApiKey, NewKey
+from switchyard import __version__
+from switchyard.core.keys import ApiKey, NewKey, Principal
 from switchyard.errors import BadRequestError
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
 
-__all__ = ["create_key", "get_key", "key_json", "list_keys", "revoke_key", "rotate_key", "upstreams"]
+__all__ = ["create_key", "get_key", "key_json", "list_keys", "revoke_key", "rotate_key", "status", "upstreams"]
+
+
+_EVERYONE = Principal(key_id=None, name="status", is_admin=True)
 
 
 class CreateKey(BaseModel):
@@ -95,3 +101,21 @@ async def upstreams(request: Request) -> Response:
     """GET /admin/upstreams: reachability, models and (Ollama) loaded models of each upstream."""
     await require_admin(request)
     return _json({"object": "list", "data": await services(request).gateway.upstream_status()})
+
+
+async def status(request: Request) -> Response:
+    """GET /admin/status: what `switchyard status` shows about a running server."""
+    await require_admin(request)
+    svc = services(request)
+    started = request.app.state.started_at
+    return _json({
+        "object": "status",
+        "version": __version__,
+        "pid": os.getpid(),
+        "started_at": started,
+        "uptime_s": round(time.time() - started, 1),
+        "in_flight": svc.gateway.in_flight,
+        "models": [t.alias for t in svc.gateway.models_for(_EVERYONE)],
+        "upstreams": await svc.gateway.upstream_status(),
+        "recent_errors": list(svc.gateway.recent_errors)[::-1],
+    })

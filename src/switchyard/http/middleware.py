@@ -56,5 +56,6 @@ class EdgeMiddleware:
                         "status": status,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                         "key_id": state.get("key_id"),
+                        "client": scope["client"][0] if scope.get("client") else None,
                     },
                 )

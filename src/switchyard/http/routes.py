@@ -28,4 +28,5 @@ def routes() -> list[Route]:
         Route("/admin/keys/{key_id}/revoke", admin.revoke_key, methods=["POST"]),
         Route("/admin/keys/{key_id}/rotate", admin.rotate_key, methods=["POST"]),
         Route("/admin/upstreams", admin.upstreams, methods=["GET"]),
+        Route("/admin/status", admin.status, methods=["GET"]),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ __all__ = ["CLIENT_CLOSED", "Gateway", "estimate_prompt_tokens"]
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
 _DISCOVERY_TTL = 30.0
 _DISCOVERY_TIMEOUT = 3.0
+_RECENT_ERRORS = 50
 
 
 def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
@@ -49,6 +51,7 @@ class _Outcome:
     status: int = CLIENT_CLOSED
     usage: Usage | None = None
     events: int = 0
+    error: str | None = None
 
 
 class Gateway:
@@ -65,6 +68,8 @@ class Gateway:
         self._metrics = metrics
         self._gates: dict[str, ConcurrencyGate] = {}
         self._discovered: dict[str, tuple[float, Sequence[str]]] = {}
+        self.in_flight = 0
+        self.recent_errors: deque[dict[str, object]] = deque(maxlen=_RECENT_ERRORS)
 
     # -- routing and scope -------------------------------------------------------------
     def target_for(self, principal: Principal, model: str) -> Target:
@@ -163,18 +168,26 @@ class Gateway:
         started = time.perf_counter()
         in_flight = self._metrics.in_flight.labels(target.alias)
         in_flight.inc()
+        self.in_flight += 1
         try:
             yield outcome
         except GatewayError as exc:
-            outcome.status = exc.status_code
+            outcome.status, outcome.error = exc.status_code, exc.message
             raise
         except Exception:
             outcome.status = 500
             raise
         finally:
             in_flight.dec()
+            self.in_flight -= 1
             if gate is not None:
                 gate.release()
+            if outcome.status >= 400 and outcome.status != CLIENT_CLOSED:
+                self.recent_errors.append({
+                    "at": datetime.now(UTC).isoformat(), "request_id": request_id, "model": target.alias,
+                    "provider": target.provider, "status": outcome.status,
+                    "message": outcome.error or "internal error",
+                })
             usage = outcome.usage
             if usage is None:
                 usage = Usage(estimate_prompt_tokens(body), outcome.events, estimated=True) if streamed else Usage()
