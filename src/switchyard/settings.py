@@ -78,6 +78,8 @@ class ModelConfig(BaseModel):
     timeout: float | None = Field(default=None, gt=0, description="Overrides the provider's timeout.")
     max_concurrent: int | None = Field(default=None, gt=0, description="Cap on in-flight requests.")
     enabled: bool = Field(default=True, description="Disabled models are neither listed nor served.")
+    input_cost_per_1m: float | None = Field(default=None, ge=0, description="USD per 1M prompt tokens (metrics).")
+    output_cost_per_1m: float | None = Field(default=None, ge=0, description="USD per 1M completion tokens.")
 
     @field_serializer("api_key", when_used="json")
     def _ser_key(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

@@ -22,6 +22,12 @@ class Target:
     upstream_model: str
     timeout: float
     max_concurrent: int | None = None
+    input_cost_per_1m: float = 0.0
+    output_cost_per_1m: float = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for this many tokens at the configured prices (0 when none are set)."""
+        return (prompt_tokens * self.input_cost_per_1m + completion_tokens * self.output_cost_per_1m) / 1e6
 
 
 @dataclass(frozen=True, slots=True)

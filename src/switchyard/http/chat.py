@@ -9,7 +9,7 @@ from switchyard.core.chat import ChatRequest
 from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
 from switchyard.http.sse import open_stream
-from switchyard.http.state import services
+from switchyard.http.state import call_context, services
 from switchyard.protocol.openai import parse_chat_request, parse_completion_request
 
 __all__ = ["chat_completions", "completions"]
@@ -18,10 +18,10 @@ __all__ = ["chat_completions", "completions"]
 async def _generate(request: Request, chat: ChatRequest) -> Response:
     svc = services(request)
     principal = request.scope["state"]["principal"]
-    request_id = request.scope["state"]["request_id"]
+    ctx = call_context(request)
     if chat.stream:
-        return await open_stream(svc.gateway.stream(principal, chat, request_id))  # type: ignore[return-value]
-    result = await svc.gateway.chat(principal, chat, request_id)
+        return await open_stream(svc.gateway.stream(principal, chat, ctx))  # type: ignore[return-value]
+    result = await svc.gateway.chat(principal, chat, ctx)
     return Response(result.body, media_type="application/json")
 
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
-from switchyard.http.state import services
+from switchyard.http.state import call_context, services
 from switchyard.protocol.openai import parse_embedding_request
 
 __all__ = ["embeddings"]
@@ -32,7 +32,7 @@ async def embeddings(request: Request) -> Response:
     svc = services(request)
     principal = await authenticate(request)
     req = parse_embedding_request(await read_json(request, svc.settings.max_body_bytes))
-    result = await svc.gateway.embed(principal, req, request.scope["state"]["request_id"])
+    result = await svc.gateway.embed(principal, req, call_context(request))
     payload = {
         "object": "list",
         "data": [

@@ -1,4 +1,5 @@
-"""The edge, as pure ASGI (safe for streams): request id, security headers, access log."""
+"""The edge, as pure ASGI (safe for streams): request id, security headers, the
+``x-switchyard-overhead-ms`` header and metric, and the access log."""
 
 from __future__ import annotations
 
@@ -40,7 +41,19 @@ class EdgeMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", header), *_SECURITY_HEADERS]
+                call = state.get("call")
+                overhead = time.perf_counter() - started - (call.upstream_s if call is not None else 0.0)
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", header),
+                    (b"x-switchyard-overhead-ms", f"{max(overhead, 0.0) * 1000:.3f}".encode()),
+                    *_SECURITY_HEADERS,
+                ]
+                if call is not None:
+                    app_state = getattr(scope.get("app"), "state", None)
+                    services = getattr(app_state, "services", None)
+                    if services is not None:
+                        services.metrics.overhead.observe(max(overhead, 0.0))
             await send(message)
 
         try:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from switchyard.observability.metrics import Metrics
-from switchyard.service.gateway import Gateway
+from switchyard.service.gateway import CallContext, Gateway
 from switchyard.service.keys import KeyService
 from switchyard.settings import Settings
 
-__all__ = ["Services", "services"]
+__all__ = ["Services", "call_context", "services"]
 
 
 @dataclass
@@ -27,3 +27,11 @@ class Services:
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
+
+
+def call_context(request: Request) -> CallContext:
+    """This request's CallContext, left in the scope for the edge middleware's overhead figure."""
+    state = request.scope["state"]
+    ctx = CallContext(state["request_id"])
+    state["call"] = ctx
+    return ctx

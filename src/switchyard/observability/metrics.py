@@ -1,10 +1,7 @@
 """Prometheus metrics, on a registry owned by the app (no module globals).
 
-Names:
-- ``switchyard_requests_total{model,provider,endpoint,status}``
-- ``switchyard_request_duration_seconds{model,provider,endpoint,status}`` (histogram, whole request)
-- ``switchyard_tokens_total{model,provider,type}`` (type: prompt | completion)
-- ``switchyard_requests_in_flight{model}``
+The names, labels and meaning of every metric are listed in ``docs/metrics.md``; a test
+scrapes ``/metrics`` and checks the two agree.
 """
 
 from __future__ import annotations
@@ -16,6 +13,7 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 
 class Metrics:
@@ -43,9 +41,48 @@ class Metrics:
         self.in_flight = Gauge(
             "switchyard_requests_in_flight", "Requests being served now.", ["model"], registry=self.registry
         )
+        self.upstream_latency = Histogram(
+            "switchyard_upstream_duration_seconds",
+            "Time spent on the upstream call (streams: until its last byte).",
+            ["model", "provider", "endpoint"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "switchyard_time_to_first_token_seconds",
+            "Streams: from the upstream call until its first chunk.",
+            ["model", "provider"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.overhead = Histogram(
+            "switchyard_gateway_overhead_seconds",
+            "Time the gateway itself added before the response started (total minus upstream wait).",
+            buckets=_OVERHEAD_BUCKETS,
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "switchyard_cost_usd",
+            "Spend at the configured per-model prices.",
+            ["model", "provider"],
+            registry=self.registry,
+        )
+        self.rejections = Counter(
+            "switchyard_limiter_rejections",
+            "Requests refused by a limiter (reason: max_concurrent).",
+            ["model", "reason"],
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "switchyard_upstream_errors",
+            "Failed upstream calls, by provider and error code.",
+            ["provider", "code"],
+            registry=self.registry,
+        )
 
     def observe(
-        self, model: str, provider: str, endpoint: str, status: int, seconds: float, prompt: int, completion: int
+        self, model: str, provider: str, endpoint: str, status: int, seconds: float, prompt: int, completion: int,
+        cost: float = 0.0,
     ) -> None:
         code = str(status)
         self.requests.labels(model, provider, endpoint, code).inc()
@@ -54,6 +91,8 @@ class Metrics:
             self.tokens.labels(model, provider, "prompt").inc(prompt)
         if completion:
             self.tokens.labels(model, provider, "completion").inc(completion)
+        if cost:
+            self.cost.labels(model, provider).inc(cost)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

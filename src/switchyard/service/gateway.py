@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from switchyard.core.chat import ChatRequest, ChatResult, GenerationKind
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
@@ -17,14 +17,15 @@ from switchyard.core.keys import Principal
 from switchyard.core.models import Target
 from switchyard.core.ports import Provider, ReportsRunningModels
 from switchyard.core.usage import Usage, UsageRecord
-from switchyard.errors import GatewayError, ModelNotFoundError
+from switchyard.errors import GatewayError, ModelNotFoundError, ServiceUnavailableError, UpstreamError
 from switchyard.observability.metrics import Metrics
 from switchyard.service.accounting import UsageRecorder
 from switchyard.service.concurrency import ConcurrencyGate
 from switchyard.service.routing import RoutingTable, display_url
 
-__all__ = ["CLIENT_CLOSED", "Gateway", "estimate_prompt_tokens"]
+__all__ = ["CLIENT_CLOSED", "CallContext", "Gateway", "estimate_prompt_tokens"]
 
+_T = TypeVar("_T")
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
 _DISCOVERY_TTL = 30.0
 _DISCOVERY_TIMEOUT = 3.0
@@ -44,6 +45,19 @@ def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
     if isinstance(prompt, str):
         chars += len(prompt)
     return max(1, chars // 4)
+
+
+@dataclass(slots=True)
+class CallContext:
+    """One request's identity and timings, shared with the HTTP edge.
+
+    ``upstream_s`` is how long the response waited on the upstream before it could start
+    (non-stream: the whole call; stream: until the first chunk). The edge subtracts it from
+    the elapsed time to report the gateway's own overhead.
+    """
+
+    request_id: str
+    upstream_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -129,6 +143,7 @@ class Gateway:
         streamed: bool,
     ) -> None:
         seconds = time.perf_counter() - started
+        cost = target.cost(usage.prompt_tokens, usage.completion_tokens)
         self._recorder.record(
             UsageRecord(
                 created_at=datetime.now(UTC),
@@ -146,13 +161,13 @@ class Gateway:
             )
         )
         self._metrics.observe(
-            target.alias, target.provider, endpoint, status, seconds, usage.prompt_tokens, usage.completion_tokens
+            target.alias, target.provider, endpoint, status, seconds, usage.prompt_tokens, usage.completion_tokens, cost
         )
 
     # -- calls -------------------------------------------------------------------------
     @asynccontextmanager
     async def _admitted(
-        self, principal: Principal, target: Target, endpoint: str, request_id: str, *, streamed: bool,
+        self, principal: Principal, target: Target, endpoint: str, ctx: CallContext, *, streamed: bool,
         body: Mapping[str, Any],
     ) -> AsyncIterator[_Outcome]:
         """Admission and accounting around one upstream call, however it ends.
@@ -163,7 +178,11 @@ class Gateway:
         """
         gate = self._gate(target)
         if gate is not None:
-            gate.acquire()
+            try:
+                gate.acquire()
+            except GatewayError:
+                self._metrics.rejections.labels(target.alias, "max_concurrent").inc()
+                raise
         outcome = _Outcome()
         started = time.perf_counter()
         in_flight = self._metrics.in_flight.labels(target.alias)
@@ -173,6 +192,8 @@ class Gateway:
             yield outcome
         except GatewayError as exc:
             outcome.status, outcome.error = exc.status_code, exc.message
+            if isinstance(exc, UpstreamError | ServiceUnavailableError) or exc.status_code >= 500:
+                self._metrics.upstream_errors.labels(target.provider, exc.code or str(exc.status_code)).inc()
             raise
         except Exception:
             outcome.status = 500
@@ -184,26 +205,26 @@ class Gateway:
                 gate.release()
             if outcome.status >= 400 and outcome.status != CLIENT_CLOSED:
                 self.recent_errors.append({
-                    "at": datetime.now(UTC).isoformat(), "request_id": request_id, "model": target.alias,
+                    "at": datetime.now(UTC).isoformat(), "request_id": ctx.request_id, "model": target.alias,
                     "provider": target.provider, "status": outcome.status,
                     "message": outcome.error or "internal error",
                 })
             usage = outcome.usage
             if usage is None:
                 usage = Usage(estimate_prompt_tokens(body), outcome.events, estimated=True) if streamed else Usage()
-            self._account(principal, target, endpoint, request_id, started, outcome.status, usage, streamed)
+            self._account(principal, target, endpoint, ctx.request_id, started, outcome.status, usage, streamed)
 
-    async def chat(self, principal: Principal, request: ChatRequest, request_id: str) -> ChatResult:
+    async def chat(self, principal: Principal, request: ChatRequest, ctx: CallContext) -> ChatResult:
         target = self.target_for(principal, request.model)
         endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
-        async with self._admitted(principal, target, endpoint, request_id, streamed=False, body=request.body) as out:
-            result = await self._providers[target.provider].chat(request, target)
+        async with self._admitted(principal, target, endpoint, ctx, streamed=False, body=request.body) as out:
+            result = await self._timed(ctx, target, endpoint, self._providers[target.provider].chat(request, target))
             out.status, out.usage = 200, result.usage
             if result.usage.estimated:
                 out.usage = Usage(estimate_prompt_tokens(request.body), result.usage.completion_tokens, estimated=True)
             return result
 
-    async def stream(self, principal: Principal, request: ChatRequest, request_id: str) -> AsyncIterator[bytes]:
+    async def stream(self, principal: Principal, request: ChatRequest, ctx: CallContext) -> AsyncIterator[bytes]:
         """Relay the provider's SSE bytes; account for them however the stream ends.
 
         Routing and admission happen before the first yield, so errors there are raised
@@ -213,23 +234,39 @@ class Gateway:
         endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
         pieces = self._providers[target.provider].stream(request, target)
         try:
-            async with self._admitted(principal, target, endpoint, request_id, streamed=True, body=request.body) as out:
+            async with self._admitted(principal, target, endpoint, ctx, streamed=True, body=request.body) as out:
+                started = time.perf_counter()
                 async for piece in pieces:
+                    if not ctx.upstream_s:
+                        ctx.upstream_s = time.perf_counter() - started
+                        self._metrics.ttft.labels(target.alias, target.provider).observe(ctx.upstream_s)
                     out.events += piece.events
                     if piece.usage is not None:
                         out.usage = piece.usage
                     yield piece.data
                 out.status = 200
+                self._metrics.upstream_latency.labels(target.alias, target.provider, endpoint).observe(
+                    time.perf_counter() - started)
         finally:
             await pieces.aclose()  # type: ignore[attr-defined]
 
-    async def embed(self, principal: Principal, request: EmbeddingRequest, request_id: str) -> EmbeddingResult:
+    async def embed(self, principal: Principal, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
         target = self.target_for(principal, request.model)
         body = request.body or {}
-        async with self._admitted(principal, target, "embeddings", request_id, streamed=False, body=body) as out:
-            result = await self._providers[target.provider].embed(request, target)
+        async with self._admitted(principal, target, "embeddings", ctx, streamed=False, body=body) as out:
+            call = self._providers[target.provider].embed(request, target)
+            result = await self._timed(ctx, target, "embeddings", call)
             out.status, out.usage = 200, result.usage
             return result
+
+    async def _timed(self, ctx: CallContext, target: Target, endpoint: str, call: Awaitable[_T]) -> _T:
+        """Await a whole upstream call, noting how long it took."""
+        started = time.perf_counter()
+        try:
+            return await call
+        finally:
+            ctx.upstream_s = time.perf_counter() - started
+            self._metrics.upstream_latency.labels(target.alias, target.provider, endpoint).observe(ctx.upstream_s)
 
     async def upstream_status(self) -> list[dict[str, object]]:
         """For operators: each upstream's kind, reachability, models and loaded models."""

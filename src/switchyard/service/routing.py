@@ -81,6 +81,8 @@ class RoutingTable:
             upstream_model=upstream,
             timeout=timeout,
             max_concurrent=cap,
+            input_cost_per_1m=(model.input_cost_per_1m or 0.0) if model is not None else 0.0,
+            output_cost_per_1m=(model.output_cost_per_1m or 0.0) if model is not None else 0.0,
         )
 
     def resolve(self, name: str) -> Target:
