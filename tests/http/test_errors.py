@@ -208,3 +208,19 @@ def test_every_response_has_request_id_and_security_headers(gateway: RunningServ
         forged = http.get("/health", headers={"x-request-id": "bad id <script>"}).headers["x-request-id"]
         assert forged.startswith("req_")
 
+
+
+@pytest.mark.parametrize("field", ["api_base", "base_url", "extra_headers", "api_key", "litellm_params"])
+def test_clients_cannot_choose_where_the_gateway_connects(
+    gateway: RunningServer, fake_openai: FakeOpenAI, field: str
+) -> None:
+    before = len(fake_openai.requests)
+    body = {"model": "gpt-4o-mini", "messages": HELLO, field: "http://169.254.169.254/"}
+    with gateway.http(gateway.admin_key) as http:
+        for path, extra in (("/v1/chat/completions", {}), ("/v1/completions", {"prompt": "x"}),
+                            ("/v1/embeddings", {"input": "x"})):
+            resp = http.post(path, json={**body, **extra})
+            assert resp.status_code == 400
+            err = error_of(resp)
+            assert (err["param"], err["code"]) == (field, "field_not_allowed")
+    assert len(fake_openai.requests) == before  # nothing reached the upstream

@@ -19,6 +19,14 @@ __all__ = ["parse_chat_request", "parse_completion_request", "parse_embedding_re
 
 KeepAlive = str | int | float | None
 
+# Fields some upstreams (LiteLLM, SDK wrappers) read as "connect here / send these headers".
+# Clients never choose where the gateway connects, so a request carrying one is refused.
+STEERING_FIELDS = frozenset({
+    "api_base", "base_url", "api_key", "api_version", "azure_endpoint", "azure_ad_token", "organization",
+    "extra_headers", "headers", "custom_llm_provider", "litellm_params", "aws_access_key_id",
+    "aws_secret_access_key", "aws_region_name", "vertex_project", "vertex_credentials",
+})
+
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="allow", strict=False)
@@ -131,6 +139,12 @@ def _param(loc: tuple[int | str, ...]) -> str:
 def _validate(model: type[_Wire], body: Any) -> Any:
     if not isinstance(body, dict):
         raise BadRequestError("The request body must be a JSON object.")
+    steering = sorted(STEERING_FIELDS.intersection(body))
+    if steering:
+        raise BadRequestError(
+            f"Invalid request: {steering[0]}: not accepted; the gateway decides where requests go.",
+            param=steering[0], code="field_not_allowed",
+        )
     try:
         return model.model_validate(body)
     except ValidationError as exc:
