@@ -71,3 +71,12 @@ def test_env_reference_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         s.resolve_secret(s.providers["o"].api_key)
     monkeypatch.setenv("UPSTREAM_TOKEN", "tok-123")
     assert s.resolve_secret(s.providers["o"].api_key) == "tok-123"
+
+
+def test_a_dotenv_with_other_tools_variables_does_not_break_start(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("POSTGRES_PASSWORD=x\nCOMPOSE_PROJECT_NAME=sy\nSWITCHYARD_PORT=9191\n")
+    assert load_settings().port == 9191
+    with pytest.raises(ConfigError, match="portt"):  # the YAML file is still strict
+        load_settings(write(tmp_path, "portt: 1\n"))

@@ -255,11 +255,19 @@ def _format_errors(exc: ValidationError, path: Path | None, text: str | None) ->
     return "\n".join(lines)
 
 
+class _EnvSettings(Settings):
+    """Reads only the environment and ``.env``. A ``.env`` often holds other tools' variables
+    (Docker Compose's, say), so keys that are not ours are ignored there; the YAML file and
+    flags are still validated strictly by Settings itself."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+
 def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
     """Build Settings from defaults < YAML file < .env < environment < overrides (CLI flags)."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     try:
-        from_env = Settings()
+        from_env = _EnvSettings()
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, None, None)) from exc
     path = Path(config_file) if config_file is not None else from_env.config_file
@@ -270,7 +278,8 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         data["config_file"] = path
     merged = {**data, **from_env.model_dump(include=from_env.model_fields_set), **overrides}
     try:
-        settings = Settings.model_validate(merged)
+        # .env values are already in `merged`; don't let the strict pass read that file again
+        settings = Settings(_env_file=None, **merged)  # type: ignore[call-arg]  # pydantic-settings init option
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, path, text)) from exc
     _check_references(settings, path, text)

@@ -135,6 +135,7 @@ def _run(settings: object) -> None:
 @contextmanager
 def _pid_file(path: Path) -> Iterator[None]:
     """data_dir/switchyard.pid while serving, for `switchyard stop` and `switchyard status`."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.write_text(f"{os.getpid()}\n", encoding="ascii")
     try:
         yield
