@@ -42,7 +42,10 @@ def gateway_config(fake_openai: FakeOpenAI, fake_ollama: FakeOllama) -> dict[str
     models: list[dict[str, Any]] = [{"alias": m, "provider": "fake"} for m in FAKE_MODELS]
     models += [
         {"alias": "embed", "provider": "fake", "model": "text-embedding-3-small"},
-        {"alias": "capped", "provider": "fake", "model": "slow-stream", "max_concurrent": 1},
+        {"alias": "capped", "provider": "fake", "model": "slow-stream", "max_concurrent": 1, "max_queue": 0},
+        {"alias": "queued", "provider": "fake", "model": "slow-stream", "max_concurrent": 1, "max_queue": 1,
+         "queue_timeout": 0.5},
+        {"alias": "orderly", "provider": "fake", "model": "gpt-4o-mini", "max_concurrent": 1, "max_queue": 16},
         {"alias": "impatient", "provider": "fake", "model": "slow", "timeout": 0.5},
         {"alias": "dead", "provider": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1"},
         {"alias": "disabled", "provider": "fake", "enabled": False},

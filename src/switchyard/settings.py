@@ -57,7 +57,11 @@ class ProviderConfig(BaseModel):
         default=False, description="Route 'NAME/model' requests to this provider (e.g. ollama/qwen2.5:3b)."
     )
     timeout: float = Field(default=600.0, gt=0, description="Seconds before an upstream call times out.")
-    max_concurrent: int | None = Field(default=None, gt=0, description="Cap on in-flight requests.")
+    max_concurrent: int | None = Field(
+        default=None, gt=0, description="Cap on in-flight requests, shared by every model on this provider."
+    )
+    max_queue: int = Field(default=32, ge=0, description="Requests that may wait for a slot; beyond: 429.")
+    queue_timeout: float = Field(default=30.0, gt=0, description="Seconds a request may wait; then 503.")
     enabled: bool = Field(default=True, description="Disabled providers serve nothing.")
 
     @field_serializer("api_key", when_used="json")
@@ -76,7 +80,9 @@ class ModelConfig(BaseModel):
     base_url: str | None = Field(default=None, description="Overrides the provider's base URL.")
     api_key: SecretStr | None = Field(default=None, description="Overrides the provider's credential.")
     timeout: float | None = Field(default=None, gt=0, description="Overrides the provider's timeout.")
-    max_concurrent: int | None = Field(default=None, gt=0, description="Cap on in-flight requests.")
+    max_concurrent: int | None = Field(default=None, gt=0, description="Cap on in-flight requests for this alias.")
+    max_queue: int | None = Field(default=None, ge=0, description="Requests that may wait (default: provider's).")
+    queue_timeout: float | None = Field(default=None, gt=0, description="Seconds a request may wait for a slot.")
     enabled: bool = Field(default=True, description="Disabled models are neither listed nor served.")
     input_cost_per_1m: float | None = Field(default=None, ge=0, description="USD per 1M prompt tokens (metrics).")
     output_cost_per_1m: float | None = Field(default=None, ge=0, description="USD per 1M completion tokens.")
@@ -146,6 +152,13 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(default=False, description="Serve /metrics without the admin key.")
     log_level: str = Field(default="info", description="debug, info, warning, error.")
     log_json: bool = Field(default=True, description="JSON log lines (with request ids).")
+    otel_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="OpenTelemetry: OTLP/HTTP collector base URL for traces (e.g. http://127.0.0.1:4318; "
+        "'/v1/traces' is added). Needs pip install 'switchyard[otel]'. Unset: no tracing.",
+    )
+    otel_service_name: str = Field(default="switchyard", min_length=1, description="service.name on traces.")
     usage_flush_interval: float = Field(default=0.5, gt=0, description="Seconds between usage batch writes.")
     key_refresh_interval: float = Field(default=1.0, gt=0, description="Seconds between key-cache refreshes.")
     default_provider: str | None = Field(

@@ -224,3 +224,52 @@ def test_clients_cannot_choose_where_the_gateway_connects(
             err = error_of(resp)
             assert (err["param"], err["code"]) == (field, "field_not_allowed")
     assert len(fake_openai.requests) == before  # nothing reached the upstream
+
+
+def test_requests_over_the_cap_wait_in_order_and_all_succeed(gateway: RunningServer) -> None:
+    import concurrent.futures
+
+    def one(i: int) -> int:
+        with gateway.http(gateway.admin_key) as http:
+            return http.post("/v1/chat/completions", json={"model": "orderly", "messages": HELLO}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(one, range(8))) == [200] * 8
+
+
+def test_a_full_queue_is_429_and_a_missed_deadline_is_503(gateway: RunningServer) -> None:
+    import concurrent.futures
+
+    opened = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with gateway.http(gateway.admin_key) as http, http.stream(
+            "POST", "/v1/chat/completions", json={"model": "queued", "messages": HELLO, "stream": True}
+        ) as resp:
+            for i, _ in enumerate(resp.iter_lines()):
+                if i == 2:
+                    opened.set()
+                if release.is_set() or i > 40:
+                    break
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert opened.wait(5)
+
+        def post() -> httpx.Response:
+            with gateway.http(gateway.admin_key) as http:
+                return http.post("/v1/chat/completions", json={"model": "queued", "messages": HELLO})
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            waiting = pool.submit(post)  # takes the one queue place, then misses its 0.5 s deadline
+            time.sleep(0.2)
+            full = post()  # the queue is full: refused at once
+            late = waiting.result(timeout=10)
+        assert full.status_code == 429 and full.headers["retry-after"] == "1"
+        assert late.status_code == 503 and late.headers["retry-after"] == "1"
+        assert error_of(late)["code"] == "queue_timeout"
+    finally:
+        release.set()
+        holder.join(15)

@@ -48,7 +48,8 @@ def test_every_documented_metric_is_exported_with_its_labels(tmp_path: Path, fak
     missing = {n for n in docs if n not in exported}
     # some families only appear once they have a sample; the rest must be there already
     assert missing <= {"switchyard_time_to_first_token_seconds", "switchyard_limiter_rejections_total",
-                       "switchyard_cost_usd_total", "switchyard_gateway_overhead_seconds"}, missing
+                       "switchyard_cost_usd_total", "switchyard_gateway_overhead_seconds",
+                       "switchyard_queue_depth"}, missing
     undocumented = {n for n in exported if n.startswith("switchyard_") and n not in docs}
     assert not undocumented, undocumented
     compared = 0
@@ -80,7 +81,8 @@ def test_cost_and_rejections_are_counted(tmp_path: Path, fake_openai: object) ->
     with run_server(tmp_path, providers={"f": {"type": "openai", "base_url": base, "api_key": UPSTREAM_KEY}},
                     models=[{"alias": "m", "provider": "f", "model": "gpt-4o-mini",
                              "input_cost_per_1m": 1_000_000, "output_cost_per_1m": 2_000_000},
-                            {"alias": "one", "provider": "f", "model": "slow-stream", "max_concurrent": 1}]) as server:
+                            {"alias": "one", "provider": "f", "model": "slow-stream", "max_concurrent": 1,
+                             "max_queue": 0}]) as server:
         with server.http(server.admin_key) as http:
             usage = http.post("/v1/chat/completions", json={"model": "m", "messages": HELLO}).json()["usage"]
             started = threading.Event()
@@ -102,7 +104,7 @@ def test_cost_and_rejections_are_counted(tmp_path: Path, fake_openai: object) ->
             text = http.get("/metrics").text
     expected = usage["prompt_tokens"] * 1 + usage["completion_tokens"] * 2
     assert f'switchyard_cost_usd_total{{model="m",provider="f"}} {float(expected)}' in text
-    assert 'switchyard_limiter_rejections_total{model="one",reason="max_concurrent"} 1.0' in text
+    assert 'switchyard_limiter_rejections_total{model="one",reason="queue_full"} 1.0' in text
 
 
 def test_dashboard_queries_use_only_exported_metrics() -> None:

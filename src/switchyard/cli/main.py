@@ -6,8 +6,12 @@ import click
 
 from switchyard import __version__
 from switchyard.cli.admin import config, db, usage
+from switchyard.cli.doctor import doctor
+from switchyard.cli.init import init
 from switchyard.cli.keys import keys
+from switchyard.cli.ops import stop
 from switchyard.cli.serve import serve
+from switchyard.cli.status import status
 
 __all__ = ["cli", "main"]
 
@@ -23,6 +27,10 @@ cli.add_command(keys)
 cli.add_command(config)
 cli.add_command(db)
 cli.add_command(usage)
+cli.add_command(status)
+cli.add_command(stop)
+cli.add_command(doctor)
+cli.add_command(init)
 
 
 def main() -> None:

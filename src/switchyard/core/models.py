@@ -22,6 +22,9 @@ class Target:
     upstream_model: str
     timeout: float
     max_concurrent: int | None = None
+    max_queue: int = 0
+    queue_timeout: float = 30.0
+    gate: str = ""  # which concurrency cap applies: the alias's own, or its provider's (shared)
     input_cost_per_1m: float = 0.0
     output_cost_per_1m: float = 0.0
 
@@ -41,3 +44,5 @@ class UpstreamSpec:
     timeout: float = 600.0
     prefix_routing: bool = False
     max_concurrent: int | None = None
+    max_queue: int = 32
+    queue_timeout: float = 30.0

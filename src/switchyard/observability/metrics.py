@@ -67,9 +67,15 @@ class Metrics:
             ["model", "provider"],
             registry=self.registry,
         )
+        self.queue_depth = Gauge(
+            "switchyard_queue_depth",
+            "Requests waiting for a concurrency slot, by gate (an alias, or a provider whose cap is shared).",
+            ["gate"],
+            registry=self.registry,
+        )
         self.rejections = Counter(
             "switchyard_limiter_rejections",
-            "Requests refused by a limiter (reason: max_concurrent).",
+            "Requests refused by a limiter (reason: queue_full, queue_timeout).",
             ["model", "reason"],
             registry=self.registry,
         )

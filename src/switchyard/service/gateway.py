@@ -125,9 +125,12 @@ class Gateway:
     def _gate(self, target: Target) -> ConcurrencyGate | None:
         if target.max_concurrent is None:
             return None
-        gate = self._gates.get(target.alias)
+        gate = self._gates.get(target.gate)
         if gate is None:
-            gate = self._gates[target.alias] = ConcurrencyGate(target.alias, target.max_concurrent)
+            name = target.gate.partition(":")[2]
+            gate = ConcurrencyGate(name, target.max_concurrent, target.max_queue, target.queue_timeout)
+            self._gates[target.gate] = gate
+            self._metrics.queue_depth.labels(name).set_function(lambda: gate.waiting)
         return gate
 
     # -- accounting --------------------------------------------------------------------
@@ -179,9 +182,10 @@ class Gateway:
         gate = self._gate(target)
         if gate is not None:
             try:
-                gate.acquire()
-            except GatewayError:
-                self._metrics.rejections.labels(target.alias, "max_concurrent").inc()
+                await gate.acquire()
+            except GatewayError as exc:
+                reason = "queue_timeout" if exc.status_code == 503 else "queue_full"
+                self._metrics.rejections.labels(target.alias, reason).inc()
                 raise
         outcome = _Outcome()
         started = time.perf_counter()

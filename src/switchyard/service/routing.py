@@ -40,6 +40,8 @@ class RoutingTable:
                     timeout=cfg.timeout,
                     prefix_routing=cfg.prefix_routing,
                     max_concurrent=cfg.max_concurrent,
+                    max_queue=cfg.max_queue,
+                    queue_timeout=cfg.queue_timeout,
                 )
         self.aliases: dict[str, Target] = {}
         for model in settings.models:
@@ -73,7 +75,10 @@ class RoutingTable:
     @staticmethod
     def _target(alias: str, upstream: str, spec: UpstreamSpec, model: ModelConfig | None = None) -> Target:
         timeout = model.timeout if model is not None and model.timeout is not None else spec.timeout
-        cap = model.max_concurrent if model is not None and model.max_concurrent else spec.max_concurrent
+        own_cap = model is not None and model.max_concurrent is not None
+        cap = model.max_concurrent if own_cap and model is not None else spec.max_concurrent
+        queue = model.max_queue if model is not None and model.max_queue is not None else spec.max_queue
+        wait = model.queue_timeout if model is not None and model.queue_timeout else spec.queue_timeout
         return Target(
             alias=alias,
             provider=spec.name,
@@ -81,6 +86,9 @@ class RoutingTable:
             upstream_model=upstream,
             timeout=timeout,
             max_concurrent=cap,
+            max_queue=queue,
+            queue_timeout=wait,
+            gate=f"model:{alias}" if own_cap else f"provider:{spec.name}",
             input_cost_per_1m=(model.input_cost_per_1m or 0.0) if model is not None else 0.0,
             output_cost_per_1m=(model.output_cost_per_1m or 0.0) if model is not None else 0.0,
         )
