@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     otel_service_name: str = Field(default="switchyard", min_length=1, description="service.name on traces.")
     usage_flush_interval: float = Field(default=0.5, gt=0, description="Seconds between usage batch writes.")
     key_refresh_interval: float = Field(default=1.0, gt=0, description="Seconds between key-cache refreshes.")
+    loaded_models_poll_interval: float = Field(
+        default=15.0, ge=0, description="Seconds between reads of upstreams' loaded models (Ollama /api/ps); 0: off."
+    )
     default_provider: str | None = Field(
         default=None, description="Provider for model names that match no alias or prefix."
     )

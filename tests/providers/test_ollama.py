@@ -189,3 +189,27 @@ def test_admin_upstreams_reports_models_and_what_ollama_has_loaded(gateway: Runn
     assert data["fake"]["reachable"] is True and "running" not in data["fake"]
     dead = next(u for name, u in data.items() if name.startswith("openai@"))
     assert dead["reachable"] is False and dead["error"]
+
+
+def test_loaded_ollama_models_and_their_memory_are_metrics(tmp_path: Path) -> None:
+    import time
+
+    with FakeOllama() as ollama, run_server(
+        tmp_path, loaded_models_poll_interval=0.1,
+        providers={"box": {"type": "ollama", "base_url": ollama.base_url}},
+        models=[{"alias": "m", "provider": "box", "model": "llama3.2:1b"}],
+    ) as server, server.http(server.admin_key) as http:
+        assert http.post("/v1/chat/completions", json={"model": "m", "messages": HELLO, "keep_alive": "5m"}
+                         ).status_code == 200
+        line = 'switchyard_loaded_model_bytes{model="llama3.2:1b",provider="box"} 3.2e+09'
+        deadline = time.monotonic() + 5
+        while line not in http.get("/metrics").text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = http.get("/metrics").text
+        assert line in text and 'switchyard_loaded_model_vram_bytes{model="llama3.2:1b",provider="box"}' in text
+        http.post("/v1/chat/completions", json={"model": "m", "messages": HELLO, "keep_alive": 0})  # unloads after
+        ollama_unloaded = 'model="llama3.2:1b"'
+        deadline = time.monotonic() + 5
+        while ollama_unloaded in http.get("/metrics").text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ollama_unloaded not in http.get("/metrics").text.split("switchyard_loaded_model_bytes")[-1]

@@ -73,6 +73,18 @@ class Metrics:
             ["gate"],
             registry=self.registry,
         )
+        self.loaded_bytes = Gauge(
+            "switchyard_loaded_model_bytes",
+            "Memory of each model an upstream has loaded now (Ollama /api/ps), in bytes.",
+            ["provider", "model"],
+            registry=self.registry,
+        )
+        self.loaded_vram_bytes = Gauge(
+            "switchyard_loaded_model_vram_bytes",
+            "The part of that memory on the GPU, in bytes.",
+            ["provider", "model"],
+            registry=self.registry,
+        )
         self.rejections = Counter(
             "switchyard_limiter_rejections",
             "Requests refused by a limiter (reason: queue_full, queue_timeout).",
