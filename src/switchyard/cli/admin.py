@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from switchyard.cli.common import load, run_with_runtime, store_options
+from switchyard.cli.store_options import load, run_with_runtime, store_options
 from switchyard.runtime import Runtime
 from switchyard.service.routing import RoutingTable
 from switchyard.settings import ConfigError

@@ -23,15 +23,15 @@ import yaml
 from pydantic import SecretStr, ValidationError
 
 import switchyard
-from switchyard.cli.common import store_options
 from switchyard.cli.ops import live_server_pid
+from switchyard.cli.store_options import store_options
 from switchyard.runtime import SECRET_FILE
 from switchyard.service.routing import RoutingTable, display_url
-from switchyard.settings import ConfigError, Settings, load_settings
+from switchyard.settings import ENV_REF, ConfigError, Settings, load_settings
 
 __all__ = ["doctor"]
 
-ENV_REF = "os.environ/"
+
 CLOCK_SKEW_LIMIT_S = 5.0
 UPSTREAM_TIMEOUT_S = 10.0
 STORE_TIMEOUT_S = 10.0

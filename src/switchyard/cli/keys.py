@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from switchyard.cli.common import load, run_with_runtime, store_options
+from switchyard.cli.store_options import load, run_with_runtime, store_options
 from switchyard.core.keys import ApiKey, NewKey
 from switchyard.errors import GatewayError
 from switchyard.runtime import Runtime

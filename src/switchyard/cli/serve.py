@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from switchyard.cli.common import load, run_with_runtime
+from switchyard.cli.store_options import load, run_with_runtime
 from switchyard.core.keys import NewKey
 from switchyard.observability.logging import configure_logging
 from switchyard.runtime import Runtime
