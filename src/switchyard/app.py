@@ -21,18 +21,26 @@ from switchyard.http.routes import routes
 from switchyard.http.state import Services
 from switchyard.observability.logging import configure_logging
 from switchyard.observability.metrics import Metrics
+from switchyard.observability.tracing import Tracing, TracingMiddleware, TracingUnavailableError
 from switchyard.providers import load_provider
 from switchyard.runtime import open_runtime
 from switchyard.service.accounting import UsageRecorder
+from switchyard.service.fleet import FleetWatcher
 from switchyard.service.gateway import Gateway
 from switchyard.service.routing import RoutingTable
-from switchyard.settings import Settings
+from switchyard.settings import ConfigError, Settings
 
 __all__ = ["create_app", "worker_app"]
 
 
 def create_app(settings: Settings) -> Starlette:
     routing = RoutingTable(settings)  # config errors surface before serving
+    tracing = None
+    if settings.otel_endpoint:  # off: OpenTelemetry is never imported and no middleware is added
+        try:
+            tracing = Tracing(settings.otel_endpoint, settings.otel_service_name)
+        except TracingUnavailableError as exc:
+            raise ConfigError(str(exc)) from None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -40,9 +48,13 @@ def create_app(settings: Settings) -> Starlette:
         providers: dict[str, Provider] = {name: load_provider(spec) for name, spec in routing.upstreams.items()}
         metrics = Metrics()
         recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval)
+        fleet = FleetWatcher(providers, metrics, settings.loaded_models_poll_interval)
         try:
+            if tracing is not None:
+                tracing.start()
             await runtime.keys.start()
             recorder.start()
+            fleet.start()
             app.state.services = Services(
                 settings=settings,
                 gateway=Gateway(routing, providers, recorder, metrics),
@@ -54,12 +66,17 @@ def create_app(settings: Settings) -> Starlette:
             app.state.started_at = int(time.time())
             yield
         finally:
+            await fleet.aclose()
             await recorder.aclose()
             await runtime.keys.aclose()
             await asyncio.gather(*(p.aclose() for p in providers.values()), return_exceptions=True)
             await runtime.aclose()
+            if tracing is not None:  # last: usage matters more than spans if a collector is slow
+                await asyncio.to_thread(tracing.shutdown)  # sends the queued spans
 
     middleware = [Middleware(EdgeMiddleware)]
+    if tracing is not None:
+        middleware.append(Middleware(TracingMiddleware, tracing=tracing))
     if settings.cors_allow_origins:
         middleware.append(
             Middleware(

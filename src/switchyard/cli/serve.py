@@ -15,7 +15,6 @@ from switchyard.cli.store_options import load, run_with_runtime
 from switchyard.core.keys import NewKey
 from switchyard.observability.logging import configure_logging
 from switchyard.runtime import Runtime
-from switchyard.service.routing import RoutingTable
 from switchyard.settings import ConfigError
 
 __all__ = ["serve"]
@@ -69,8 +68,10 @@ def serve(
             f"refusing to bind {settings.host} with authentication off: anyone who can reach it could use "
             "every model. Bind 127.0.0.1, or drop --no-auth and use API keys."
         )
+    from switchyard.app import create_app  # here, so other commands don't load the server
+
     try:
-        RoutingTable(settings)
+        create_app(settings)  # no I/O: checks routing, credentials and optional extras up front
     except ConfigError as exc:
         raise click.ClickException(f"configuration error:\n{exc}") from None
     configure_logging(settings.log_level, settings.log_json)

@@ -58,6 +58,7 @@ class CallContext:
 
     request_id: str
     upstream_s: float = 0.0
+    model: str | None = None  # the alias the request was routed as
 
 
 @dataclass(slots=True)
@@ -179,6 +180,7 @@ class Gateway:
         status; a cancellation (the client left) stays 499. A stream without a usage report is
         accounted from what was relayed, marked estimated.
         """
+        ctx.model = target.alias
         gate = self._gate(target)
         if gate is not None:
             try:
