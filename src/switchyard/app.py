@@ -19,7 +19,7 @@ from switchyard.http.errors import exception_handlers
 from switchyard.http.middleware import EdgeMiddleware
 from switchyard.http.routes import routes
 from switchyard.http.state import Services
-from switchyard.observability.logging import configure_logging
+from switchyard.observability.logging import AccessLog, configure_logging
 from switchyard.observability.metrics import Metrics
 from switchyard.observability.tracing import Tracing, TracingMiddleware, TracingUnavailableError
 from switchyard.providers import load_provider
@@ -71,10 +71,12 @@ def create_app(settings: Settings) -> Starlette:
             await runtime.keys.aclose()
             await asyncio.gather(*(p.aclose() for p in providers.values()), return_exceptions=True)
             await runtime.aclose()
+            access_log.flush()
             if tracing is not None:  # last: usage matters more than spans if a collector is slow
                 await asyncio.to_thread(tracing.shutdown)  # sends the queued spans
 
-    middleware = [Middleware(EdgeMiddleware)]
+    access_log = AccessLog(json=settings.log_json)
+    middleware = [Middleware(EdgeMiddleware, access_log=access_log)]
     if tracing is not None:
         middleware.append(Middleware(TracingMiddleware, tracing=tracing))
     if settings.cors_allow_origins:

@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from switchyard.observability.logging import AccessLog
+
 __all__ = ["EdgeMiddleware"]
 
-log = logging.getLogger("switchyard.access")
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,128}$")
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -22,8 +22,9 @@ _SECURITY_HEADERS = [
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, access_log: AccessLog | None = None) -> None:
         self.app = app
+        self.access_log = access_log or AccessLog(json=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,16 +60,13 @@ class EdgeMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "request",
-                    extra={
-                        "request_id": rid,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                        "key_id": state.get("key_id"),
-                        "client": scope["client"][0] if scope.get("client") else None,
-                    },
-                )
+            if self.access_log.enabled():
+                self.access_log.write({
+                    "request_id": rid,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "key_id": state.get("key_id"),
+                    "client": scope["client"][0] if scope.get("client") else None,
+                })

@@ -6,6 +6,8 @@ scrapes ``/metrics`` and checks the two agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -18,6 +20,7 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "switchyard_requests",
@@ -102,15 +105,26 @@ class Metrics:
         self, model: str, provider: str, endpoint: str, status: int, seconds: float, prompt: int, completion: int,
         cost: float = 0.0,
     ) -> None:
-        code = str(status)
-        self.requests.labels(model, provider, endpoint, code).inc()
-        self.latency.labels(model, provider, endpoint, code).observe(seconds)
+        key = (model, provider, endpoint, status)
+        kids = self._children.get(key)
+        if kids is None:  # labels() takes a lock and builds a key; resolve each label set once
+            code = str(status)
+            kids = self._children[key] = (
+                self.requests.labels(model, provider, endpoint, code),
+                self.latency.labels(model, provider, endpoint, code),
+                self.tokens.labels(model, provider, "prompt"),
+                self.tokens.labels(model, provider, "completion"),
+                self.cost.labels(model, provider),
+            )
+        requests, latency, prompt_tokens, completion_tokens, spend = kids
+        requests.inc()
+        latency.observe(seconds)
         if prompt:
-            self.tokens.labels(model, provider, "prompt").inc(prompt)
+            prompt_tokens.inc(prompt)
         if completion:
-            self.tokens.labels(model, provider, "completion").inc(completion)
+            completion_tokens.inc(completion)
         if cost:
-            self.cost.labels(model, provider).inc(cost)
+            spend.inc(cost)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -21,6 +21,9 @@ def _count_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
     return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
 
 
+_FIELDS = tuple(f.name for f in fields(UsageRecord))
+
+
 class SqlUsageStore:
     """``UsageStore`` over SQLAlchemy Core; one code path for SQLite and PostgreSQL."""
 
@@ -32,7 +35,8 @@ class SqlUsageStore:
         if not records:
             return
         async with self._engine.begin() as conn:
-            await conn.execute(sa.insert(_u), [asdict(record) for record in records])
+            # a plain field read: dataclasses.asdict deep-copies and costs ~20x more per row
+            await conn.execute(sa.insert(_u), [{f: getattr(r, f) for f in _FIELDS} for r in records])
 
     async def summary(self, since: datetime | None = None) -> list[dict[str, object]]:
         """Per key and model: requests, prompt/completion tokens, errors and estimated rows.
