@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from tests.fakes import FakeOllama, FakeOpenAI
 from tests.harness import RunningServer, free_port, run_server
 
 PG_ADMIN_URL = os.environ.get("SWITCHYARD_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+SdkFactory = Callable[..., openai.OpenAI]
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
 FAKE_MODELS = [
     "gpt-4o-mini", "slow-stream", "fail-mid-stream", "no-usage", "slow",
@@ -71,8 +72,23 @@ def gateway(
 
 
 @pytest.fixture
-def client(gateway: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.v1, api_key=gateway.admin_key, max_retries=0, timeout=30)
+def client(gateway: RunningServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.v1, api_key=gateway.admin_key, max_retries=0, timeout=30) as sdk_client:
+        yield sdk_client
+
+
+@pytest.fixture
+def sdk() -> Iterator[Callable[..., openai.OpenAI]]:
+    """Makes openai SDK clients (no retries) and closes them all when the test ends."""
+    made: list[openai.OpenAI] = []
+
+    def make(base_url: str, api_key: str, **kwargs: Any) -> openai.OpenAI:
+        made.append(openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, **kwargs))
+        return made[-1]
+
+    yield make
+    for sdk_client in made:
+        sdk_client.close()
 
 
 async def _pg_admin(*statements: str) -> None:

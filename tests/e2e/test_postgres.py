@@ -8,13 +8,13 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, reset_pg_schema
+from tests.conftest import UPSTREAM_KEY, SdkFactory, reset_pg_schema
 from tests.contract.test_chat import HELLO
 from tests.fakes import FakeOpenAI
 from tests.harness import run_server
 
 
-def test_gateway_on_postgresql(tmp_path: Path, pg_url: str, fake_openai: FakeOpenAI) -> None:
+def test_gateway_on_postgresql(sdk: SdkFactory, tmp_path: Path, pg_url: str, fake_openai: FakeOpenAI) -> None:
     asyncio.run(reset_pg_schema(pg_url))
     with run_server(
         tmp_path, database_url=pg_url, secret_key="s" * 40,
@@ -24,7 +24,7 @@ def test_gateway_on_postgresql(tmp_path: Path, pg_url: str, fake_openai: FakeOpe
         assert not (tmp_path / "secret.key").exists()  # the configured secret is used, nothing generated
         with server.http(server.admin_key) as http:
             made = http.post("/admin/keys", json={"name": "pg-user", "models": ["m"]}).json()
-        user = openai.OpenAI(base_url=server.v1, api_key=made["key"], max_retries=0)
+        user = sdk(server.v1, made["key"])
         assert user.chat.completions.create(model="m", messages=HELLO).choices[0].message.content
         chunks = list(user.chat.completions.create(model="m", messages=HELLO, stream=True))
         assert chunks

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import UPSTREAM_KEY, SdkFactory
 from tests.contract.openapi import validate
 from tests.contract.test_chat import HELLO, sse_events
 from tests.fakes import FakeOpenAI
@@ -40,8 +40,8 @@ def test_missing_wrong_and_malformed_keys_get_one_constant_401(gateway: RunningS
     assert error_of(answers[0])["code"] == "invalid_api_key"
 
 
-def test_sdk_raises_authentication_error(gateway: RunningServer) -> None:
-    bad = openai.OpenAI(base_url=gateway.v1, api_key="sk-sy-nope", max_retries=0)
+def test_sdk_raises_authentication_error(sdk: SdkFactory, gateway: RunningServer) -> None:
+    bad = sdk(gateway.v1, "sk-sy-nope")
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
 

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.conftest import SdkFactory
 from tests.contract.test_chat import HELLO
 from tests.harness import RunningServer
 
@@ -59,9 +60,9 @@ def test_bearer_and_x_api_key_are_checked_identically(gateway: RunningServer) ->
     assert a.status_code == b.status_code == 200 and a.json() == b.json()
 
 
-def test_scoped_key_sees_and_uses_only_its_models(gateway: RunningServer) -> None:
+def test_scoped_key_sees_and_uses_only_its_models(sdk: SdkFactory, gateway: RunningServer) -> None:
     secret = str(create(gateway, name="scoped", models=["gpt-4o-mini", "ollama/*"])["key"])
-    scoped = openai.OpenAI(base_url=gateway.v1, api_key=secret, max_retries=0)
+    scoped = sdk(gateway.v1, secret)
     assert [m.id for m in scoped.models.list()] == ["gpt-4o-mini"]
     assert scoped.chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices
     with pytest.raises(openai.NotFoundError) as out_of_scope:
@@ -84,9 +85,9 @@ def test_non_admin_keys_cannot_administer(gateway: RunningServer) -> None:
         assert http.get("/metrics").status_code == 403
 
 
-def test_revocation_takes_effect_on_the_next_request(gateway: RunningServer) -> None:
+def test_revocation_takes_effect_on_the_next_request(sdk: SdkFactory, gateway: RunningServer) -> None:
     made = create(gateway, name="to-revoke")
-    key = openai.OpenAI(base_url=gateway.v1, api_key=str(made["key"]), max_retries=0)
+    key = sdk(gateway.v1, str(made["key"]))
     assert key.models.list().data
     with gateway.http(gateway.admin_key) as http:
         assert http.delete(f"/admin/keys/{made['id']}").status_code == 200

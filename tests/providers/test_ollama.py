@@ -8,6 +8,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.conftest import SdkFactory
 from tests.contract.openapi import validate
 from tests.contract.test_chat import HELLO, WEATHER_TOOL, sse_events
 from tests.fakes import FakeOllama
@@ -100,10 +101,10 @@ def test_prefix_routing_sends_the_name_after_the_slash(client: openai.OpenAI, fa
     assert sent_to(fake_ollama, "/api/chat")["model"] == "qwen2.5:3b"
 
 
-def test_default_provider_takes_unmatched_names(tmp_path: Path, fake_ollama: FakeOllama) -> None:
+def test_default_provider_takes_unmatched_names(sdk: SdkFactory, tmp_path: Path, fake_ollama: FakeOllama) -> None:
     with run_server(tmp_path, default_provider="home",
                     providers={"home": {"type": "ollama", "base_url": fake_ollama.base_url + "/v1"}}) as server:
-        client = openai.OpenAI(base_url=server.v1, api_key=server.admin_key, max_retries=0)
+        client = sdk(server.v1, server.admin_key)
         reply = client.chat.completions.create(model="qwen2.5:3b", messages=HELLO)
     assert reply.choices[0].message.content == "echo: hello there"
     assert sent_to(fake_ollama, "/api/chat")["model"] == "qwen2.5:3b"
@@ -150,14 +151,14 @@ def test_disconnect_closes_the_ollama_stream(gateway: RunningServer, fake_ollama
     assert fake_ollama.wait_for_disconnects(before + 1, timeout=3.0)
 
 
-def test_models_lists_what_ollama_serves_under_routable_names(tmp_path: Path) -> None:
+def test_models_lists_what_ollama_serves_under_routable_names(sdk: SdkFactory, tmp_path: Path) -> None:
     with FakeOllama(models=["qwen2.5:3b", "nomic-embed-text"]) as home, FakeOllama(models=["phi3"]) as lab, run_server(
         tmp_path, default_provider="home",
         providers={"home": {"type": "ollama", "base_url": home.base_url},
                    "lab": {"type": "ollama", "base_url": lab.base_url, "prefix_routing": True}},
         models=[{"alias": "chat", "provider": "home", "model": "qwen2.5:3b"}],
     ) as server:
-        client = openai.OpenAI(base_url=server.v1, api_key=server.admin_key, max_retries=0)
+        client = sdk(server.v1, server.admin_key)
         ids = [m.id for m in client.models.list()]
         assert ids == ["chat", "qwen2.5:3b", "nomic-embed-text:latest", "lab/phi3:latest"]  # as /api/tags names them
         validate(client.models.with_raw_response.list().http_response.json(), "ListModelsResponse")
@@ -165,14 +166,14 @@ def test_models_lists_what_ollama_serves_under_routable_names(tmp_path: Path) ->
         assert client.chat.completions.create(model="lab/phi3", messages=HELLO).choices
         with server.http(server.admin_key) as http:
             scoped = http.post("/admin/keys", json={"name": "s", "models": ["lab/*"]}).json()["key"]
-        assert [m.id for m in openai.OpenAI(base_url=server.v1, api_key=scoped).models.list()] == ["lab/phi3:latest"]
+        assert [m.id for m in sdk(server.v1, scoped).models.list()] == ["lab/phi3:latest"]
         tags_calls = len([r for r in home.requests if r.path == "/api/tags"])
         client.models.list()
         assert len([r for r in home.requests if r.path == "/api/tags"]) == tags_calls  # cached
     # an unreachable upstream lists nothing, and listing still answers
     with run_server(tmp_path / "down", default_provider="gone",
                     providers={"gone": {"type": "ollama", "base_url": "http://127.0.0.1:9"}}) as server:
-        assert openai.OpenAI(base_url=server.v1, api_key=server.admin_key).models.list().data == []
+        assert sdk(server.v1, server.admin_key).models.list().data == []
 
 
 def test_admin_upstreams_reports_models_and_what_ollama_has_loaded(gateway: RunningServer,
