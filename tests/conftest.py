@@ -55,8 +55,11 @@ def gateway_config(fake_openai: FakeOpenAI, fake_ollama: FakeOllama) -> dict[str
     ]
     return {
         "providers": {
-            "fake": {"type": "openai", "base_url": fake_openai.base_url, "api_key": UPSTREAM_KEY},
-            "ollama": {"type": "ollama", "base_url": fake_ollama.base_url, "prefix_routing": True},
+            # these upstreams fail on purpose in many tests: no cooldowns here (tests/http/test_cooldown.py)
+            "fake": {"type": "openai", "base_url": fake_openai.base_url, "api_key": UPSTREAM_KEY,
+                     "cooldown_failures": 0},
+            "ollama": {"type": "ollama", "base_url": fake_ollama.base_url, "prefix_routing": True,
+                       "cooldown_failures": 0},
         },
         "models": models,
     }

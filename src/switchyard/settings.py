@@ -62,6 +62,12 @@ class ProviderConfig(BaseModel):
     )
     max_queue: int = Field(default=32, ge=0, description="Requests that may wait for a slot; beyond: 429.")
     queue_timeout: float = Field(default=30.0, gt=0, description="Seconds a request may wait; then 503.")
+    cooldown_failures: int = Field(
+        default=5, ge=0, description="Failures (no connection, timeout, 5xx) within cooldown_window that make "
+        "this upstream cool down; 0: never.",
+    )
+    cooldown_window: float = Field(default=30.0, gt=0, description="Seconds in which those failures count.")
+    cooldown_seconds: float = Field(default=30.0, gt=0, description="Seconds of fast 503s before one probe.")
     enabled: bool = Field(default=True, description="Disabled providers serve nothing.")
 
     @field_serializer("api_key", when_used="json")

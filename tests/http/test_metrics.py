@@ -50,7 +50,8 @@ def test_every_documented_metric_is_exported_with_its_labels(tmp_path: Path, fak
     assert missing <= {"switchyard_time_to_first_token_seconds", "switchyard_limiter_rejections_total",
                        "switchyard_cost_usd_total", "switchyard_gateway_overhead_seconds",
                        "switchyard_queue_depth", "switchyard_loaded_model_bytes",
-                       "switchyard_loaded_model_vram_bytes"}, missing
+                       "switchyard_loaded_model_vram_bytes", "switchyard_upstream_cooldowns_total",
+                       "switchyard_upstream_cooling_down"}, missing
     undocumented = {n for n in exported if n.startswith("switchyard_") and n not in docs}
     assert not undocumented, undocumented
     compared = 0

@@ -46,3 +46,6 @@ class UpstreamSpec:
     max_concurrent: int | None = None
     max_queue: int = 32
     queue_timeout: float = 30.0
+    cooldown_failures: int = 5
+    cooldown_window: float = 30.0
+    cooldown_seconds: float = 30.0

@@ -88,6 +88,18 @@ class Metrics:
             ["provider", "model"],
             registry=self.registry,
         )
+        self.cooldowns = Counter(
+            "switchyard_upstream_cooldowns",
+            "Times an upstream started cooling down after repeated failures.",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.cooling_down = Gauge(
+            "switchyard_upstream_cooling_down",
+            "1 while an upstream is cooling down (requests to it get 503), else 0.",
+            ["provider"],
+            registry=self.registry,
+        )
         self.rejections = Counter(
             "switchyard_limiter_rejections",
             "Requests refused by a limiter (reason: queue_full, queue_timeout).",

@@ -21,6 +21,7 @@ from switchyard.errors import GatewayError, ModelNotFoundError, ServiceUnavailab
 from switchyard.observability.metrics import Metrics
 from switchyard.service.accounting import UsageRecorder
 from switchyard.service.concurrency import ConcurrencyGate
+from switchyard.service.cooldown import CooldownPolicy, Cooldowns
 from switchyard.service.routing import RoutingTable, display_url
 
 __all__ = ["CLIENT_CLOSED", "CallContext", "Gateway", "estimate_prompt_tokens"]
@@ -30,6 +31,7 @@ CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
 _DISCOVERY_TTL = 30.0
 _DISCOVERY_TIMEOUT = 3.0
 _RECENT_ERRORS = 50
+_UPSTREAM_FAILURES = frozenset({502, 503, 504})  # no connection, upstream 5xx/overloaded, timeout
 
 
 def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
@@ -83,6 +85,13 @@ class Gateway:
         self._metrics = metrics
         self._gates: dict[str, ConcurrencyGate] = {}
         self._discovered: dict[str, tuple[float, Sequence[str]]] = {}
+        self.cooldowns = Cooldowns(
+            {
+                name: CooldownPolicy(spec.cooldown_failures, spec.cooldown_window, spec.cooldown_seconds)
+                for name, spec in routing.upstreams.items()
+            },
+            on_change=self._cooldown_changed,
+        )
         self.in_flight = 0
         self.recent_errors: deque[dict[str, object]] = deque(maxlen=_RECENT_ERRORS)
 
@@ -134,6 +143,11 @@ class Gateway:
             self._metrics.queue_depth.labels(name).set_function(lambda: gate.waiting)
         return gate
 
+    def _cooldown_changed(self, upstream: str, cooling: bool) -> None:
+        self._metrics.cooling_down.labels(upstream).set(1 if cooling else 0)
+        if cooling:
+            self._metrics.cooldowns.labels(upstream).inc()
+
     # -- accounting --------------------------------------------------------------------
     def _account(
         self,
@@ -181,6 +195,7 @@ class Gateway:
         accounted from what was relayed, marked estimated.
         """
         ctx.model = target.alias
+        probe = self.cooldowns.admit(target.provider)
         gate = self._gate(target)
         if gate is not None:
             try:
@@ -209,6 +224,10 @@ class Gateway:
             self.in_flight -= 1
             if gate is not None:
                 gate.release()
+            if outcome.status == 200 or outcome.status in _UPSTREAM_FAILURES:
+                self.cooldowns.record(target.provider, ok=outcome.status == 200, probe=probe)
+            elif probe:
+                self.cooldowns.record(target.provider, ok=True, probe=True)  # no verdict: don't stay stuck
             if outcome.status >= 400 and outcome.status != CLIENT_CLOSED:
                 self.recent_errors.append({
                     "at": datetime.now(UTC).isoformat(), "request_id": ctx.request_id, "model": target.alias,
@@ -281,7 +300,8 @@ class Gateway:
             spec = self._routing.upstreams[name]
             provider = self._providers[name]
             entry: dict[str, object] = {"name": name, "type": spec.type, "base_url": display_url(spec.base_url),
-                                        "prefix_routing": spec.prefix_routing, "default": name == self._routing.default}
+                                        "prefix_routing": spec.prefix_routing, "default": name == self._routing.default,
+                                        "cooldown_s": round(self.cooldowns.remaining(name), 1)}
             try:
                 entry["models"] = list(await asyncio.wait_for(provider.list_models(), _DISCOVERY_TIMEOUT))
                 if isinstance(provider, ReportsRunningModels):

@@ -42,6 +42,9 @@ class RoutingTable:
                     max_concurrent=cfg.max_concurrent,
                     max_queue=cfg.max_queue,
                     queue_timeout=cfg.queue_timeout,
+                    cooldown_failures=cfg.cooldown_failures,
+                    cooldown_window=cfg.cooldown_window,
+                    cooldown_seconds=cfg.cooldown_seconds,
                 )
         self.aliases: dict[str, Target] = {}
         for model in settings.models:
