@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         description="HMAC secret for API key hashes. Default: generated once into data_dir/secret.key. "
         "Set it (the same on every replica) when several share one database.",
     )
+    master_key: SecretStr | None = Field(
+        default=None, min_length=32,
+        description="Master key for the encrypted credential vault (at least 32 characters; `switchyard init` "
+        "generates one). Keep it apart from the database.",
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         validation_alias=AliasChoices("api_keys", "SWITCHYARD_API_KEY", "SWITCHYARD_API_KEYS"),
@@ -181,7 +186,7 @@ class Settings(BaseSettings):
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_serializer("secret_key", when_used="json")
+    @field_serializer("secret_key", "master_key", when_used="json")
     def _ser_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
         return _reveal(value, info)
 

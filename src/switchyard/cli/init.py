@@ -17,8 +17,6 @@ from pathlib import Path
 
 import click
 
-from switchyard.settings import Settings
-
 __all__ = ["init"]
 
 DEFAULT_BASE_URLS = {"ollama": "http://127.0.0.1:11434", "openai": "https://api.openai.com/v1"}
@@ -77,10 +75,8 @@ def _write(path: Path, text: str, mode: int) -> None:
 
 def _env_file(config: Path, provider: str, upstream_key: str | None, with_upstream_key: bool) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    master = f"SWITCHYARD_MASTER_KEY={secrets.token_urlsafe(32)}"
-    if "master_key" not in Settings.model_fields:  # an unknown SWITCHYARD_ name breaks a .env file
-        master = ("# Master key for the credential vault (a later version); uncomment when it reads it:\n"
-                  f"# {master}")
+    master = ("# Master key for the encrypted credential vault. Losing it loses the stored credentials.\n"
+              f"SWITCHYARD_MASTER_KEY={secrets.token_urlsafe(32)}")
     lines = [
         f"# Switchyard secrets, written by `switchyard init` on {now}. Keep it mode 0600.",
         "# systemd reads it (EnvironmentFile=); in a shell: set -a; . ./switchyard.env; set +a",
