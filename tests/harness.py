@@ -99,6 +99,32 @@ class RunningServer:
             time.sleep(0.1)
 
 
+    @contextmanager
+    def holding_stream(self, model: str) -> Iterator[None]:
+        """Keep one streaming request to ``model`` open (its first chunks have arrived) for the block."""
+        opened, done = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with self.http(self.admin_key) as http, http.stream(
+                "POST", "/v1/chat/completions",
+                json={"model": model, "messages": [{"role": "user", "content": "hold"}], "stream": True},
+            ) as resp:
+                for i, _ in enumerate(resp.iter_lines()):
+                    if i == 2:
+                        opened.set()
+                    if done.is_set() or i > 60:
+                        break
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            if not opened.wait(5):
+                raise AssertionError(f"the stream to {model} did not start")
+            yield
+        finally:
+            done.set()
+            holder.join(15)
+
     def usage_row(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
         """The usage row of one request, waiting for the batch writer to flush it."""
         deadline = time.monotonic() + timeout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -168,24 +167,8 @@ def test_client_disconnect_cancels_the_upstream_and_is_accounted(
 
 
 def test_max_concurrent_cap_answers_429_with_retry_after(gateway: RunningServer) -> None:
-    opened = threading.Event()
-
-    def hold() -> None:
-        with gateway.http(gateway.admin_key) as http, http.stream(
-            "POST", "/v1/chat/completions", json={"model": "capped", "messages": HELLO, "stream": True}
-        ) as resp:
-            for i, _ in enumerate(resp.iter_lines()):
-                if i == 2:
-                    opened.set()
-                if i > 6:
-                    break
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert opened.wait(5)
-    with gateway.http(gateway.admin_key) as http:
+    with gateway.holding_stream("capped"), gateway.http(gateway.admin_key) as http:
         resp = http.post("/v1/chat/completions", json={"model": "capped", "messages": HELLO})
-    holder.join(10)
     assert resp.status_code == 429 and resp.headers["retry-after"] == "1"
     assert error_of(resp)["code"] == "rate_limit_exceeded"
 
@@ -240,36 +223,15 @@ def test_requests_over_the_cap_wait_in_order_and_all_succeed(gateway: RunningSer
 def test_a_full_queue_is_429_and_a_missed_deadline_is_503(gateway: RunningServer) -> None:
     import concurrent.futures
 
-    opened = threading.Event()
-    release = threading.Event()
+    def post() -> httpx.Response:
+        with gateway.http(gateway.admin_key) as http:
+            return http.post("/v1/chat/completions", json={"model": "queued", "messages": HELLO})
 
-    def hold() -> None:
-        with gateway.http(gateway.admin_key) as http, http.stream(
-            "POST", "/v1/chat/completions", json={"model": "queued", "messages": HELLO, "stream": True}
-        ) as resp:
-            for i, _ in enumerate(resp.iter_lines()):
-                if i == 2:
-                    opened.set()
-                if release.is_set() or i > 40:
-                    break
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert opened.wait(5)
-
-        def post() -> httpx.Response:
-            with gateway.http(gateway.admin_key) as http:
-                return http.post("/v1/chat/completions", json={"model": "queued", "messages": HELLO})
-
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            waiting = pool.submit(post)  # takes the one queue place, then misses its 0.5 s deadline
-            time.sleep(0.2)
-            full = post()  # the queue is full: refused at once
-            late = waiting.result(timeout=10)
-        assert full.status_code == 429 and full.headers["retry-after"] == "1"
-        assert late.status_code == 503 and late.headers["retry-after"] == "1"
-        assert error_of(late)["code"] == "queue_timeout"
-    finally:
-        release.set()
-        holder.join(15)
+    with gateway.holding_stream("queued"), concurrent.futures.ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(post)  # takes the one queue place, then misses its 0.5 s deadline
+        time.sleep(0.2)
+        full = post()  # the queue is full: refused at once
+        late = waiting.result(timeout=10)
+    assert full.status_code == 429 and full.headers["retry-after"] == "1"
+    assert late.status_code == 503 and late.headers["retry-after"] == "1"
+    assert error_of(late)["code"] == "queue_timeout"

@@ -75,8 +75,6 @@ def test_metrics_move_with_traffic_and_the_overhead_header(gateway: RunningServe
 
 
 def test_cost_and_rejections_are_counted(tmp_path: Path, fake_openai: object) -> None:
-    import threading
-
     base = getattr(fake_openai, "base_url")
     from tests.conftest import UPSTREAM_KEY
 
@@ -87,22 +85,8 @@ def test_cost_and_rejections_are_counted(tmp_path: Path, fake_openai: object) ->
                              "max_queue": 0}]) as server:
         with server.http(server.admin_key) as http:
             usage = http.post("/v1/chat/completions", json={"model": "m", "messages": HELLO}).json()["usage"]
-            started = threading.Event()
-
-            def hold() -> None:
-                with server.http(server.admin_key) as h, h.stream("POST", "/v1/chat/completions", json={
-                        "model": "one", "messages": HELLO, "stream": True}) as r:
-                    for i, _ in enumerate(r.iter_lines()):
-                        if i == 2:
-                            started.set()
-                        if i > 5:
-                            break
-
-            t = threading.Thread(target=hold)
-            t.start()
-            assert started.wait(5)
-            assert http.post("/v1/chat/completions", json={"model": "one", "messages": HELLO}).status_code == 429
-            t.join(10)
+            with server.holding_stream("one"):
+                assert http.post("/v1/chat/completions", json={"model": "one", "messages": HELLO}).status_code == 429
             text = http.get("/metrics").text
     expected = usage["prompt_tokens"] * 1 + usage["completion_tokens"] * 2
     assert f'switchyard_cost_usd_total{{model="m",provider="f"}} {float(expected)}' in text
