@@ -8,6 +8,7 @@ variables, a ``.env`` file, the YAML config file, then the defaults below. Neste
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,7 +26,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ConfigError", "ModelConfig", "ProviderConfig", "Settings", "load_settings"]
+__all__ = [
+    "ConfigError", "ModelConfig", "ProviderConfig", "Settings", "Sources", "load_settings", "read_sources", "validate",
+]
 
 ProviderType = Literal["openai", "ollama"]
 ENV_REF = "os.environ/"
@@ -290,8 +293,20 @@ class _EnvSettings(Settings):
     model_config = SettingsConfigDict(extra="ignore")
 
 
-def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
-    """Build Settings from defaults < YAML file < .env < environment < overrides (CLI flags)."""
+@dataclass(frozen=True)
+class Sources:
+    """The raw values Settings are built from: YAML < .env < environment < overrides, merged."""
+
+    values: dict[str, Any]
+    path: Path | None = None
+    text: str | None = None  # the YAML file's text, for line numbers in errors
+
+
+def read_sources(config_file: Path | str | None = None, *, read_file: bool = True, **overrides: Any) -> Sources:
+    """Merge every source without validating the result (``validate`` does that).
+
+    ``read_file=False`` leaves the YAML file out, for callers that must work while it is broken.
+    """
     overrides = {k: v for k, v in overrides.items() if v is not None}
     try:
         from_env = _EnvSettings()
@@ -300,16 +315,27 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     path = Path(config_file) if config_file is not None else from_env.config_file
     data: dict[str, Any] = {}
     text = None
-    if path is not None:
+    if path is not None and read_file:
         data, text = _read_yaml(path)
         data["config_file"] = path
     merged = {**data, **from_env.model_dump(include=from_env.model_fields_set), **overrides}
+    return Sources(merged, path if read_file else None, text)
+
+
+def validate(values: dict[str, Any]) -> Settings:
+    """Strict Settings from merged values. The .env file's values are already among them, so
+    it is not read again (it may hold other tools' variables)."""
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings init option
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build Settings from defaults < YAML file < .env < environment < overrides (CLI flags)."""
+    sources = read_sources(config_file, **overrides)
     try:
-        # .env values are already in `merged`; don't let the strict pass read that file again
-        settings = Settings(_env_file=None, **merged)  # type: ignore[call-arg]  # pydantic-settings init option
+        settings = validate(sources.values)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, path, text)) from exc
-    _check_references(settings, path, text)
+        raise ConfigError(_format_errors(exc, sources.path, sources.text)) from exc
+    _check_references(settings, sources.path, sources.text)
     return settings
 
 

@@ -154,3 +154,18 @@ def test_doctor_on_unparseable_yaml(tmp_path: Path) -> None:
     assert result.returncode == 1, result
     assert re.search(rf"FAIL  config .*{re.escape(str(config))}: line \d+: invalid YAML", result.stdout), result
     assert "ok    data dir" in result.stdout  # the other checks still ran
+
+
+def test_doctor_salvages_a_config_next_to_another_tools_env_file(
+    tmp_path: Path, fake_openai: FakeOpenAI, fake_ollama: FakeOllama
+) -> None:
+    # a Compose-style .env in the working directory: other tools' variables beside ours
+    (tmp_path / ".env").write_text("POSTGRES_PASSWORD=x\nCOMPOSE_PROJECT_NAME=sy\nSY_DOCTOR_KEY=" + UPSTREAM_KEY + "\n")
+    config = _good_config(tmp_path / "switchyard.yaml", fake_openai, fake_ollama, free_port())
+    config.write_text(config.read_text() + "colour: blue\n")
+    data = tmp_path / "data"
+    result = run_cli("doctor", "--config", config, "--data-dir", data, cwd=tmp_path,
+                     env={"SY_DOCTOR_KEY": UPSTREAM_KEY})
+    failures = _lines(result, "FAIL")
+    assert len(failures) == 1 and "colour: Extra inputs are not permitted" in failures[0], result
+    assert f"fake (openai, {fake_openai.base_url}): reachable" in result.stdout, result

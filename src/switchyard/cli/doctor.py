@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from pydantic import SecretStr, ValidationError
 
 import switchyard
@@ -27,7 +26,7 @@ from switchyard.cli.ops import live_server_pid
 from switchyard.cli.store_options import store_options
 from switchyard.runtime import SECRET_FILE
 from switchyard.service.routing import RoutingTable, display_url
-from switchyard.settings import ENV_REF, ConfigError, Settings, load_settings
+from switchyard.settings import ENV_REF, ConfigError, Settings, load_settings, read_sources, validate
 
 __all__ = ["doctor"]
 
@@ -73,27 +72,16 @@ def _prune(data: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
 
 def _salvage(config_file: Path | None, overrides: dict[str, Any]) -> Settings | None:
     """The settings load_settings would build, with the fields it rejected left out."""
-    merged: dict[str, Any] = {}
-    env: dict[str, Any] = {}
     try:
-        from_env = Settings()
-        env = from_env.model_dump(include=from_env.model_fields_set)
-        config_file = config_file or from_env.config_file
-    except ValidationError:
-        pass
-    if config_file is not None:
+        merged = read_sources(config_file, **overrides).values
+    except ConfigError:  # the file itself cannot be read or parsed: go on with env and flags
         try:
-            data = yaml.safe_load(Path(config_file).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            data = None
-        if isinstance(data, dict):
-            merged.update(data)
-            merged["config_file"] = config_file
-    merged.update(env)
-    merged.update({k: v for k, v in overrides.items() if v is not None})
+            merged = read_sources(config_file, read_file=False, **overrides).values
+        except ConfigError:
+            merged = {k: v for k, v in overrides.items() if v is not None}
     for _ in range(100):
         try:
-            return Settings.model_validate(merged)
+            return validate(merged)
         except ValidationError as exc:
             pruned = [_prune(merged, tuple(err["loc"])) for err in exc.errors()]
             if not any(pruned):
