@@ -27,10 +27,11 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
-    "ConfigError", "ModelConfig", "ProviderConfig", "Settings", "Sources", "load_settings", "read_sources", "validate",
+    "PROVIDER_TYPES", "ConfigError", "ModelConfig", "ProviderConfig", "Settings", "Sources", "load_settings", "read_sources", "validate",
 ]
 
-ProviderType = Literal["openai", "ollama"]
+ProviderType = Literal["openai", "ollama", "anthropic", "gemini", "azure"]
+PROVIDER_TYPES: tuple[str, ...] = ("openai", "ollama", "anthropic", "gemini", "azure")
 ENV_REF = "os.environ/"
 
 
@@ -55,6 +56,12 @@ class ProviderConfig(BaseModel):
     base_url: str = Field(description="Upstream base URL (for openai, including /v1).")
     api_key: SecretStr | None = Field(
         default=None, description="Credential: a literal, or an env reference 'os.environ/NAME'."
+    )
+    credential: str | None = Field(
+        default=None, description="Name of a credential in the encrypted vault (instead of api_key)."
+    )
+    api_version: str | None = Field(
+        default=None, description="azure: the api-version query parameter (default 2024-10-21)."
     )
     prefix_routing: bool = Field(
         default=False, description="Route 'NAME/model' requests to this provider (e.g. ollama/qwen2.5:3b)."
@@ -348,7 +355,7 @@ def _check_references(settings: Settings, path: Path | None, text: str | None) -
             problems.append((("models", i, "alias"), f"duplicate alias '{model.alias}'"))
         seen.add(model.alias)
         if model.provider not in settings.providers:
-            if model.provider not in ("openai", "ollama"):
+            if model.provider not in PROVIDER_TYPES:
                 problems.append((loc, f"unknown provider '{model.provider}'"))
             elif model.base_url is None:
                 problems.append((("models", i), "base_url is required when provider is a type"))

@@ -49,3 +49,4 @@ class UpstreamSpec:
     cooldown_failures: int = 5
     cooldown_window: float = 30.0
     cooldown_seconds: float = 30.0
+    api_version: str | None = None  # azure's api-version

@@ -17,6 +17,9 @@ __all__ = ["BUILTIN_PROVIDERS", "ProviderFactory", "load_provider"]
 BUILTIN_PROVIDERS: dict[str, str] = {
     "openai": "switchyard.providers.openai.client:OpenAIProvider",
     "ollama": "switchyard.providers.ollama.client:OllamaProvider",
+    "anthropic": "switchyard.providers.anthropic.client:AnthropicProvider",
+    "gemini": "switchyard.providers.gemini.client:GeminiProvider",
+    "azure": "switchyard.providers.azure.client:AzureOpenAIProvider",
 }
 
 

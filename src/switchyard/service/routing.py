@@ -45,6 +45,7 @@ class RoutingTable:
                     cooldown_failures=cfg.cooldown_failures,
                     cooldown_window=cfg.cooldown_window,
                     cooldown_seconds=cfg.cooldown_seconds,
+                    api_version=cfg.api_version,
                 )
         self.aliases: dict[str, Target] = {}
         for model in settings.models:
@@ -71,6 +72,7 @@ class RoutingTable:
                 base_url=model.base_url or base.base_url,
                 api_key=settings.resolve_secret(model.api_key) if model.api_key else base.api_key,
                 timeout=base.timeout,
+                api_version=base.api_version,
             )
         self.upstreams.setdefault(base.name, base)
         return base
