@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
-    "PROVIDER_TYPES", "ConfigError", "ModelConfig", "ProviderConfig", "Settings", "Sources", "load_settings", "read_sources", "validate",
+    "PROVIDER_TYPES", "ConfigError", "DeploymentConfig", "ModelConfig", "model_problems", "ProviderConfig", "Settings", "Sources", "load_settings", "read_sources", "validate",
 ]
 
 ProviderType = Literal["openai", "ollama", "anthropic", "gemini", "azure"]
@@ -85,16 +85,63 @@ class ProviderConfig(BaseModel):
         return _reveal(value, info)
 
 
+class DeploymentConfig(BaseModel):
+    """One place an alias can be served from. An alias with several is load-balanced and fails over."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(description="A name under 'providers', or a provider type with base_url set.")
+    model: str | None = Field(default=None, description="Upstream model name; defaults to the alias.")
+    base_url: str | None = Field(default=None, description="Overrides the provider's base URL.")
+    api_key: SecretStr | None = Field(default=None, description="Overrides the provider's credential.")
+    credential: str | None = Field(default=None, description="A vault credential name (instead of api_key).")
+    weight: float = Field(default=1.0, gt=0, description="Share of traffic under 'weighted' routing.")
+    timeout: float | None = Field(default=None, gt=0, description="Overrides the provider's timeout.")
+
+    @field_serializer("api_key", when_used="json")
+    def _ser_key(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        return _reveal(value, info)
+
+
 class ModelConfig(BaseModel):
     """An alias that clients use, mapped to a provider and the upstream's model name."""
 
     model_config = ConfigDict(extra="forbid")
 
     alias: str = Field(min_length=1, description="The model name clients send.")
-    provider: str = Field(description="A name under 'providers', or a provider type with base_url set.")
+    provider: str | None = Field(
+        default=None, description="A name under 'providers', or a provider type with base_url set. "
+        "Required unless 'deployments' is given.",
+    )
     model: str | None = Field(default=None, description="Upstream model name; defaults to the alias.")
     base_url: str | None = Field(default=None, description="Overrides the provider's base URL.")
     api_key: SecretStr | None = Field(default=None, description="Overrides the provider's credential.")
+    credential: str | None = Field(default=None, description="A vault credential name (instead of api_key).")
+    deployments: list[DeploymentConfig] = Field(
+        default_factory=list, description="Several places to serve this alias from (instead of provider/model)."
+    )
+    routing: Literal["weighted", "least_busy", "ordered"] = Field(
+        default="weighted", description="How deployments are tried: weighted random, fewest in flight first, "
+        "or in the order listed (primary, then backups).",
+    )
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Aliases tried in order when every deployment fails (429, 5xx, "
+        "timeout, no connection), before any byte reached the client.",
+    )
+    context_window_fallbacks: list[str] = Field(
+        default_factory=list, description="Aliases tried when the prompt is too long for this one.",
+    )
+    capabilities: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the provider's capabilities (tools, tool_choice, "
+        "json_object, json_schema, vision, logprobs, max_n, context_length, streaming, ...).",
+    )
+    drop_params: list[str] = Field(
+        default_factory=list, description="Parameters this model cannot honour that are removed instead of "
+        "refused with 400 (e.g. logprobs, n, response_format, tools, vision).",
+    )
+    default_temperature: float | None = Field(
+        default=None, ge=0, le=2, description="temperature used when the request sets none."
+    )
     timeout: float | None = Field(default=None, gt=0, description="Overrides the provider's timeout.")
     max_concurrent: int | None = Field(default=None, gt=0, description="Cap on in-flight requests for this alias.")
     max_queue: int | None = Field(default=None, ge=0, description="Requests that may wait (default: provider's).")
@@ -153,6 +200,11 @@ class Settings(BaseSettings):
         description="Master key for the encrypted credential vault (at least 32 characters; `switchyard init` "
         "generates one). Keep it apart from the database.",
     )
+    internal_secret: SecretStr | None = Field(
+        default=None, min_length=16,
+        description="Enables the internal credential-decrypt endpoint for callers sending it in x-internal-secret. "
+        "Unset: the endpoint does not exist.",
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         validation_alias=AliasChoices("api_keys", "SWITCHYARD_API_KEY", "SWITCHYARD_API_KEYS"),
@@ -196,7 +248,7 @@ class Settings(BaseSettings):
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
 
-    @field_serializer("secret_key", "master_key", when_used="json")
+    @field_serializer("secret_key", "master_key", "internal_secret", when_used="json")
     def _ser_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
         return _reveal(value, info)
 
@@ -346,19 +398,43 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
     return settings
 
 
-def _check_references(settings: Settings, path: Path | None, text: str | None) -> None:
+def model_problems(
+    models: list[ModelConfig], providers: dict[str, ProviderConfig]
+) -> list[tuple[tuple[int | str, ...], str]]:
+    """Cross-references between models and providers: (location under 'models', problem)."""
     problems: list[tuple[tuple[int | str, ...], str]] = []
+    aliases = {m.alias for m in models}
     seen: set[str] = set()
-    for i, model in enumerate(settings.models):
-        loc: tuple[int | str, ...] = ("models", i, "provider")
+
+    def provider_problem(loc: tuple[int | str, ...], provider: str, base_url: str | None) -> None:
+        if provider not in providers:
+            if provider not in PROVIDER_TYPES:
+                problems.append(((*loc, "provider"), f"unknown provider '{provider}'"))
+            elif base_url is None:
+                problems.append((loc, "base_url is required when provider is a type"))
+
+    for i, model in enumerate(models):
         if model.alias in seen:
-            problems.append((("models", i, "alias"), f"duplicate alias '{model.alias}'"))
+            problems.append(((i, "alias"), f"duplicate alias '{model.alias}'"))
         seen.add(model.alias)
-        if model.provider not in settings.providers:
-            if model.provider not in PROVIDER_TYPES:
-                problems.append((loc, f"unknown provider '{model.provider}'"))
-            elif model.base_url is None:
-                problems.append((("models", i), "base_url is required when provider is a type"))
+        if model.deployments:
+            if model.provider is not None:
+                problems.append(((i, "provider"), "give either provider or deployments, not both"))
+            for j, dep in enumerate(model.deployments):
+                provider_problem((i, "deployments", j), dep.provider, dep.base_url)
+        elif model.provider is None:
+            problems.append(((i,), "provider (or deployments) is required"))
+        else:
+            provider_problem((i,), model.provider, model.base_url)
+        for field in ("fallbacks", "context_window_fallbacks"):
+            for j, name in enumerate(getattr(model, field)):
+                if name not in aliases or name == model.alias:
+                    problems.append(((i, field, j), f"'{name}' is not another configured alias"))
+    return problems
+
+
+def _check_references(settings: Settings, path: Path | None, text: str | None) -> None:
+    problems = [(("models", *loc), msg) for loc, msg in model_problems(settings.models, settings.providers)]
     if settings.default_provider and settings.default_provider not in settings.providers:
         problems.append((("default_provider",), f"unknown provider '{settings.default_provider}'"))
     if problems:

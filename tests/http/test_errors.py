@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,48 @@ def test_clients_cannot_choose_where_the_gateway_connects(
             err = error_of(resp)
             assert (err["param"], err["code"]) == (field, "field_not_allowed")
     assert len(fake_openai.requests) == before  # nothing reached the upstream
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"extra_body": {"api_base": "EVIL"}}, "extra_body.api_base"),
+        ({"metadata": {"litellm_params": {"api_base": "EVIL"}}}, "metadata.litellm_params"),
+        ({"stream_options": {"include_usage": True, "headers": {"Host": "EVIL"}}}, "stream_options.headers"),
+        ({"messages": [{"role": "user", "content": "hi", "base_url": "EVIL"}]}, "messages[0].base_url"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "api_key": "EVIL"}]}]},
+         "messages[0].content[0].api_key"),
+        ({"x": [[{"deep": [{"deeper": {"extra_headers": {"a": "EVIL"}}}]}]]}, "x[0][0].deep[0].deeper.extra_headers"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}, "azure_endpoint": "EVIL"}]},
+         "tools[0].azure_endpoint"),
+    ],
+)
+def test_steering_fields_are_refused_at_any_depth(
+    gateway: RunningServer, fake_openai: FakeOpenAI, extra: dict[str, object], param: str
+) -> None:
+    with FakeOpenAI() as evil:
+        before = len(fake_openai.requests)
+        body = json.loads(json.dumps({"model": "gpt-4o-mini", "messages": HELLO, **extra}).replace("EVIL", evil.url))
+        with gateway.http(gateway.admin_key) as http:
+            resp = http.post("/v1/chat/completions", json=body)
+        assert resp.status_code == 400
+        err = error_of(resp)
+        assert (err["param"], err["code"]) == (param, "field_not_allowed")
+        assert evil.url not in resp.text
+        assert len(fake_openai.requests) == before and evil.requests == []
+
+
+def test_tool_schemas_may_name_their_arguments_anything(gateway: RunningServer, fake_openai: FakeOpenAI) -> None:
+    """A tool taking a 'base_url' or 'headers' argument is the client's data, not steering."""
+    tool = {"type": "function", "function": {"name": "fetch", "parameters": {
+        "type": "object", "properties": {"base_url": {"type": "string"}, "headers": {"type": "object"}}}}}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    body = {"model": "gpt-4o-mini", "tools": [tool],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, image]}]}
+    with gateway.http(gateway.admin_key) as http:
+        resp = http.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 200, resp.text
+    assert fake_openai.last_request.body["tools"] == [tool]
 
 
 def test_requests_over_the_cap_wait_in_order_and_all_succeed(gateway: RunningServer) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Target", "UpstreamSpec"]
+from switchyard.core.capabilities import Capabilities
+
+__all__ = ["Route", "Target", "UpstreamSpec"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +29,33 @@ class Target:
     gate: str = ""  # which concurrency cap applies: the alias's own, or its provider's (shared)
     input_cost_per_1m: float = 0.0
     output_cost_per_1m: float = 0.0
+    deployment: str = ""  # this deployment's name for clients (the x-switchyard-deployment header)
+    breaker: str = ""  # the key its cooldown state is kept under (an upstream, or upstream/model)
+    credential: str | None = None  # the vault credential it uses, for use counts
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for this many tokens at the configured prices (0 when none are set)."""
         return (prompt_tokens * self.input_cost_per_1m + completion_tokens * self.output_cost_per_1m) / 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Everything an alias resolves to: its deployments (tried in the strategy's order), the
+    aliases to fall back to, and the contract of what requests it can honour."""
+
+    alias: str
+    deployments: tuple[Target, ...]
+    capabilities: Capabilities
+    weights: tuple[float, ...] = ()
+    strategy: str = "weighted"  # or "least_busy"
+    fallbacks: tuple[str, ...] = ()
+    context_fallbacks: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    default_temperature: float | None = None
+
+    @property
+    def primary(self) -> Target:
+        return self.deployments[0]
 
 
 @dataclass(frozen=True, slots=True)

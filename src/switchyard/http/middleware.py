@@ -50,6 +50,9 @@ class EdgeMiddleware:
                     (b"x-switchyard-overhead-ms", f"{max(overhead, 0.0) * 1000:.3f}".encode()),
                     *_SECURITY_HEADERS,
                 ]
+                if call is not None and call.attempts:
+                    message["headers"].append((b"x-switchyard-deployment", (call.deployment or "").encode()))
+                    message["headers"].append((b"x-switchyard-attempts", str(call.attempts).encode()))
                 if call is not None:
                     app_state = getattr(scope.get("app"), "state", None)
                     services = getattr(app_state, "services", None)

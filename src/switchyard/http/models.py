@@ -6,6 +6,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchyard.core.capabilities import Capabilities, defaults_for
 from switchyard.errors import ModelNotFoundError
 from switchyard.http.auth import authenticate
 from switchyard.http.state import services
@@ -13,16 +14,16 @@ from switchyard.http.state import services
 __all__ = ["get_model", "list_models"]
 
 
-def _model(model_id: str, owner: str, created: int) -> dict[str, object]:
-    return {"id": model_id, "object": "model", "created": created, "owned_by": owner}
+def _model(model_id: str, owner: str, created: int, caps: Capabilities) -> dict[str, object]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owner, "capabilities": caps.as_json()}
 
 
 async def _visible(request: Request) -> list[dict[str, object]]:
     svc = services(request)
     principal = await authenticate(request)
     created = request.app.state.started_at
-    data = [_model(t.alias, t.provider_type, created) for t in svc.gateway.models_for(principal)]
-    data += [_model(m, owner, created) for m, owner in await svc.gateway.discovered_for(principal)]
+    data = [_model(r.alias, r.primary.provider_type, created, r.capabilities) for r in svc.gateway.models_for(principal)]
+    data += [_model(m, owner, created, defaults_for(owner)) for m, owner in await svc.gateway.discovered_for(principal)]
     return data
 
 

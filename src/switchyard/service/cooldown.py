@@ -46,6 +46,12 @@ class Cooldowns:
         self._clock = clock
         self._states: dict[str, _State] = {}
 
+    def set_policies(self, policies: dict[str, CooldownPolicy]) -> None:
+        """New policies (the routing changed); state of keys that remain is kept."""
+        self._policies = policies
+        for gone in set(self._states) - set(policies):
+            del self._states[gone]
+
     def remaining(self, upstream: str) -> float:
         state = self._states.get(upstream)
         return max(0.0, state.until - self._clock()) if state is not None else 0.0

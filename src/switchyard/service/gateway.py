@@ -1,20 +1,23 @@
-"""The gateway pipeline for one request: scope check, route, admit, call, relay, account."""
+"""The gateway pipeline for one request: scope check, route, contract, admit, call (failing over
+before the first byte), relay, account."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from switchyard.core.chat import ChatRequest, ChatResult, GenerationKind
+from switchyard.core.capabilities import enforce, enforce_embeddings
+from switchyard.core.chat import ChatRequest, ChatResult, GenerationKind, StreamPiece
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.keys import Principal
-from switchyard.core.models import Target
+from switchyard.core.models import Route, Target, UpstreamSpec
 from switchyard.core.ports import Provider, ReportsRunningModels
 from switchyard.core.usage import Usage, UsageRecord
 from switchyard.errors import GatewayError, ModelNotFoundError, ServiceUnavailableError, UpstreamError
@@ -22,6 +25,7 @@ from switchyard.observability.metrics import Metrics
 from switchyard.service.accounting import UsageRecorder
 from switchyard.service.concurrency import ConcurrencyGate
 from switchyard.service.cooldown import CooldownPolicy, Cooldowns
+from switchyard.service.failover import Plan, order
 from switchyard.service.routing import RoutingTable, display_url
 
 __all__ = ["CLIENT_CLOSED", "CallContext", "Gateway", "estimate_prompt_tokens"]
@@ -49,18 +53,23 @@ def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
     return max(1, chars // 4)
 
 
+
+
 @dataclass(slots=True)
 class CallContext:
     """One request's identity and timings, shared with the HTTP edge.
 
     ``upstream_s`` is how long the response waited on the upstream before it could start
     (non-stream: the whole call; stream: until the first chunk). The edge subtracts it from
-    the elapsed time to report the gateway's own overhead.
+    the elapsed time to report the gateway's own overhead. ``deployment`` and ``attempts`` say
+    which deployment served and how many were tried (response headers).
     """
 
     request_id: str
     upstream_s: float = 0.0
-    model: str | None = None  # the alias the request was routed as
+    model: str | None = None  # the alias the request was served as
+    deployment: str | None = None
+    attempts: int = 0
 
 
 @dataclass(slots=True)
@@ -69,6 +78,7 @@ class _Outcome:
     usage: Usage | None = None
     events: int = 0
     error: str | None = None
+    target: Target | None = None  # the deployment that served (or was tried last)
 
 
 class Gateway:
@@ -78,45 +88,88 @@ class Gateway:
         providers: Mapping[str, Provider],
         recorder: UsageRecorder,
         metrics: Metrics,
+        *,
+        provider_factory: Callable[[UpstreamSpec], Provider] | None = None,
+        on_credential_use: Callable[[str], None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
-        self._routing = routing
-        self._providers = providers
+        self.routing = routing
+        self._providers = dict(providers)
         self._recorder = recorder
         self._metrics = metrics
+        self._provider_factory = provider_factory
+        self._on_credential_use = on_credential_use
+        self._rng = rng or random.Random()  # load balancing, not security
         self._gates: dict[str, ConcurrencyGate] = {}
+        self._busy: dict[str, int] = {}  # in flight per deployment (least_busy routing)
         self._discovered: dict[str, tuple[float, Sequence[str]]] = {}
-        self.cooldowns = Cooldowns(
-            {
-                name: CooldownPolicy(spec.cooldown_failures, spec.cooldown_window, spec.cooldown_seconds)
-                for name, spec in routing.upstreams.items()
-            },
-            on_change=self._cooldown_changed,
-        )
+        self._retired: list[Provider] = []
+        self.cooldowns = Cooldowns(self._policies(routing), on_change=self._cooldown_changed)
         self.in_flight = 0
         self.recent_errors: deque[dict[str, object]] = deque(maxlen=_RECENT_ERRORS)
 
-    # -- routing and scope -------------------------------------------------------------
-    def target_for(self, principal: Principal, model: str) -> Target:
-        """Resolve a model the key may use. Out of scope looks exactly like unknown."""
-        target = self._routing.resolve(model)
-        if not principal.may_use(target.alias):
-            raise ModelNotFoundError(model)
-        return target
+    @staticmethod
+    def _policies(routing: RoutingTable) -> dict[str, CooldownPolicy]:
+        policies = {
+            name: CooldownPolicy(spec.cooldown_failures, spec.cooldown_window, spec.cooldown_seconds)
+            for name, spec in routing.upstreams.items()
+        }
+        for route in routing.routes.values():
+            for target in route.deployments:
+                policies.setdefault(target.breaker, policies[target.provider])
+        return policies
 
-    def models_for(self, principal: Principal) -> list[Target]:
+    def apply_routing(self, routing: RoutingTable) -> None:
+        """Serve from a new routing table (models changed at run time). Upstreams whose spec is
+        unchanged keep their provider (and its connections); changed or new ones get a new one."""
+        if self._provider_factory is None:
+            raise RuntimeError("this gateway was built without a provider factory")
+        providers: dict[str, Provider] = {}
+        for name, spec in routing.upstreams.items():
+            if self.routing.upstreams.get(name) == spec and name in self._providers:
+                providers[name] = self._providers[name]
+            else:
+                providers[name] = self._provider_factory(spec)
+        self._retired.extend(p for n, p in self._providers.items() if providers.get(n) is not p)
+        self.cooldowns.set_policies(self._policies(routing))
+        self._providers = providers
+        self.routing = routing
+        self._discovered.clear()
+
+    async def aclose(self) -> None:
+        """Close every provider, current and replaced."""
+        providers = [*self._providers.values(), *self._retired]
+        self._retired.clear()
+        await asyncio.gather(*(p.aclose() for p in providers), return_exceptions=True)
+
+    # -- routing and scope -------------------------------------------------------------
+    def route_for(self, principal: Principal, model: str) -> Route:
+        """Resolve a model the key may use. Out of scope looks exactly like unknown."""
+        route = self.routing.route(model)
+        if not principal.may_use(route.alias):
+            raise ModelNotFoundError(model)
+        return route
+
+    def target_for(self, principal: Principal, model: str) -> Target:
+        return self.route_for(principal, model).primary
+
+    def models_for(self, principal: Principal) -> list[Route]:
         """The configured aliases this key may use."""
-        return [t for t in self._routing.listed() if principal.may_use(t.alias)]
+        return [r for r in self.routing.routes.values() if principal.may_use(r.alias)]
+
+    def _plan(self, principal: Principal, route: Route) -> Plan:
+        return Plan(route, principal, self.routing.route, lambda r: order(r, self._busy, self._rng))
 
     async def discovered_for(self, principal: Principal) -> list[tuple[str, str]]:
         """(model id, provider type) the upstreams report, under the names that route to them:
         bare names for the default provider, ``provider/name`` for prefix-routed providers.
         Cached for ``_DISCOVERY_TTL`` seconds; an unreachable upstream lists nothing."""
         out: list[tuple[str, str]] = []
-        for spec in self._routing.discoverable():
-            prefix = "" if spec.name == self._routing.default else f"{spec.name}/"
+        for spec in self.routing.discoverable():
+            prefix = "" if spec.name == self.routing.default else f"{spec.name}/"
             for name in await self._upstream_models(spec.name):
                 model_id = prefix + name
-                if model_id not in self._routing.aliases and principal.may_use(model_id):
+                if model_id not in self.routing.routes and principal.may_use(model_id):
                     out.append((model_id, spec.type))
         return out
 
@@ -147,6 +200,16 @@ class Gateway:
         self._metrics.cooling_down.labels(upstream).set(1 if cooling else 0)
         if cooling:
             self._metrics.cooldowns.labels(upstream).inc()
+
+    @staticmethod
+    def _honourable(route: Route, request: ChatRequest) -> ChatRequest:
+        """The request as this route can honour it: 400 naming what it cannot, unless dropped."""
+        caps = route.capabilities
+        prompt = estimate_prompt_tokens(request.body) if caps.context_length else None
+        body: Mapping[str, Any] = enforce(request.body, caps, route.drop, prompt_tokens=prompt)
+        if route.default_temperature is not None and body.get("temperature") is None:
+            body = {**body, "temperature": route.default_temperature}
+        return replace(request, body=body)
 
     # -- accounting --------------------------------------------------------------------
     def _account(
@@ -182,52 +245,30 @@ class Gateway:
             target.alias, target.provider, endpoint, status, seconds, usage.prompt_tokens, usage.completion_tokens, cost
         )
 
-    # -- calls -------------------------------------------------------------------------
     @asynccontextmanager
-    async def _admitted(
-        self, principal: Principal, target: Target, endpoint: str, ctx: CallContext, *, streamed: bool,
+    async def _request(
+        self, principal: Principal, route: Route, endpoint: str, ctx: CallContext, *, streamed: bool,
         body: Mapping[str, Any],
     ) -> AsyncIterator[_Outcome]:
-        """Admission and accounting around one upstream call, however it ends.
+        """Accounting for one client request, however it ends and however many attempts it took.
 
         The caller sets ``status`` (200) and ``usage`` on success; a gateway error sets its
         status; a cancellation (the client left) stays 499. A stream without a usage report is
         accounted from what was relayed, marked estimated.
         """
-        ctx.model = target.alias
-        probe = self.cooldowns.admit(target.provider)
-        gate = self._gate(target)
-        if gate is not None:
-            try:
-                await gate.acquire()
-            except GatewayError as exc:
-                reason = "queue_timeout" if exc.status_code == 503 else "queue_full"
-                self._metrics.rejections.labels(target.alias, reason).inc()
-                raise
+        ctx.model = route.alias
         outcome = _Outcome()
         started = time.perf_counter()
-        in_flight = self._metrics.in_flight.labels(target.alias)
-        in_flight.inc()
-        self.in_flight += 1
         try:
             yield outcome
         except GatewayError as exc:
             outcome.status, outcome.error = exc.status_code, exc.message
-            if isinstance(exc, UpstreamError | ServiceUnavailableError) or exc.status_code >= 500:
-                self._metrics.upstream_errors.labels(target.provider, exc.code or str(exc.status_code)).inc()
             raise
         except Exception:
             outcome.status = 500
             raise
         finally:
-            in_flight.dec()
-            self.in_flight -= 1
-            if gate is not None:
-                gate.release()
-            if outcome.status == 200 or outcome.status in _UPSTREAM_FAILURES:
-                self.cooldowns.record(target.provider, ok=outcome.status == 200, probe=probe)
-            elif probe:
-                self.cooldowns.record(target.provider, ok=True, probe=True)  # no verdict: don't stay stuck
+            target = outcome.target or route.primary
             if outcome.status >= 400 and outcome.status != CLIENT_CLOSED:
                 self.recent_errors.append({
                     "at": datetime.now(UTC).isoformat(), "request_id": ctx.request_id, "model": target.alias,
@@ -239,11 +280,85 @@ class Gateway:
                 usage = Usage(estimate_prompt_tokens(body), outcome.events, estimated=True) if streamed else Usage()
             self._account(principal, target, endpoint, ctx.request_id, started, outcome.status, usage, streamed)
 
+    @asynccontextmanager
+    async def _attempt(self, target: Target, ctx: CallContext, out: _Outcome) -> AsyncIterator[_Outcome]:
+        """One try on one deployment: its cooldown, its concurrency cap, in-flight counts.
+
+        Yields this attempt's own outcome; the caller sets status 200 on success."""
+        out.target = target
+        probe = self.cooldowns.admit(target.breaker)  # a deployment cooling down is skipped, not tried
+        ctx.attempts += 1
+        ctx.deployment, ctx.model = target.deployment, target.alias
+        gate = self._gate(target)
+        if gate is not None:
+            try:
+                await gate.acquire()
+            except GatewayError as exc:
+                reason = "queue_timeout" if exc.status_code == 503 else "queue_full"
+                self._metrics.rejections.labels(target.alias, reason).inc()
+                if probe:
+                    self.cooldowns.record(target.breaker, ok=True, probe=True)
+                raise
+        attempt = _Outcome(target=target)
+        in_flight = self._metrics.in_flight.labels(target.alias)
+        in_flight.inc()
+        self.in_flight += 1
+        self._busy[target.breaker] = self._busy.get(target.breaker, 0) + 1
+        if target.credential is not None and self._on_credential_use is not None:
+            self._on_credential_use(target.credential)
+        try:
+            yield attempt
+        except GatewayError as exc:
+            attempt.status = exc.status_code
+            if isinstance(exc, UpstreamError | ServiceUnavailableError) or exc.status_code >= 500:
+                self._metrics.upstream_errors.labels(target.provider, exc.code or str(exc.status_code)).inc()
+            raise
+        except Exception:
+            attempt.status = 500
+            raise
+        finally:
+            in_flight.dec()
+            self.in_flight -= 1
+            self._busy[target.breaker] -= 1
+            if gate is not None:
+                gate.release()
+            if attempt.status == 200 or attempt.status in _UPSTREAM_FAILURES:
+                self.cooldowns.record(target.breaker, ok=attempt.status == 200, probe=probe)
+            elif probe:
+                self.cooldowns.record(target.breaker, ok=True, probe=True)  # no verdict: don't stay stuck
+
+    async def _first_success(
+        self, principal: Principal, route: Route, ctx: CallContext, out: _Outcome,
+        call: Callable[[Route, Target], Awaitable[_T]],
+    ) -> _T:
+        """Try the plan's deployments until one succeeds; the last error when none does."""
+        plan = self._plan(principal, route)
+        last: GatewayError | None = None
+        for candidate, target in plan:
+            try:
+                async with self._attempt(target, ctx, out) as attempt:
+                    result = await call(candidate, target)
+                    attempt.status = 200
+                    return result
+            except GatewayError as exc:
+                last = exc
+                if not plan.failed(candidate, exc):
+                    raise
+        assert last is not None  # a route has at least one deployment
+        raise last
+
+    # -- calls -------------------------------------------------------------------------
     async def chat(self, principal: Principal, request: ChatRequest, ctx: CallContext) -> ChatResult:
-        target = self.target_for(principal, request.model)
+        route = self.route_for(principal, request.model)
         endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
-        async with self._admitted(principal, target, endpoint, ctx, streamed=False, body=request.body) as out:
-            result = await self._timed(ctx, target, endpoint, self._providers[target.provider].chat(request, target))
+        async with self._request(principal, route, endpoint, ctx, streamed=False, body=request.body) as out:
+            honoured = self._honourable(route, request)
+
+            async def call(candidate: Route, target: Target) -> ChatResult:
+                req = honoured if candidate is route else self._honourable(candidate, request)
+                return await self._timed(ctx, target, endpoint, self._providers[target.provider].chat(req, target))
+
+            result = await self._first_success(principal, route, ctx, out, call)
             out.status, out.usage = 200, result.usage
             if result.usage.estimated:
                 out.usage = Usage(estimate_prompt_tokens(request.body), result.usage.completion_tokens, estimated=True)
@@ -252,35 +367,64 @@ class Gateway:
     async def stream(self, principal: Principal, request: ChatRequest, ctx: CallContext) -> AsyncIterator[bytes]:
         """Relay the provider's SSE bytes; account for them however the stream ends.
 
-        Routing and admission happen before the first yield, so errors there are raised
-        when the caller first advances the iterator, before any byte is sent.
+        Routing, the contract, admission and the wait for the first piece happen before the first
+        yield, so errors there are raised when the caller first advances the iterator, before any
+        byte is sent, and the next deployment may still be tried. Once a byte is sent, never.
         """
-        target = self.target_for(principal, request.model)
+        route = self.route_for(principal, request.model)
         endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
-        pieces = self._providers[target.provider].stream(request, target)
-        try:
-            async with self._admitted(principal, target, endpoint, ctx, streamed=True, body=request.body) as out:
-                started = time.perf_counter()
-                async for piece in pieces:
-                    if not ctx.upstream_s:
+        async with self._request(principal, route, endpoint, ctx, streamed=True, body=request.body) as out:
+            honoured = self._honourable(route, request)
+            plan = self._plan(principal, route)
+            last: GatewayError | None = None
+            for candidate, target in plan:
+                req = honoured if candidate is route else self._honourable(candidate, request)
+                pieces = self._providers[target.provider].stream(req, target)
+                try:
+                    async with self._attempt(target, ctx, out) as attempt:
+                        started = time.perf_counter()
+                        try:
+                            first = await anext(pieces)
+                        except StopAsyncIteration:
+                            raise UpstreamError("The upstream ended the stream before sending anything.") from None
+                        except GatewayError as exc:
+                            last = exc
+                            if not plan.failed(candidate, exc):
+                                raise
+                            attempt.status = exc.status_code
+                            self._metrics.upstream_errors.labels(target.provider, exc.code or str(exc.status_code)).inc()
+                            continue  # nothing was sent: the next deployment may serve it
                         ctx.upstream_s = time.perf_counter() - started
                         self._metrics.ttft.labels(target.alias, target.provider).observe(ctx.upstream_s)
-                    out.events += piece.events
-                    if piece.usage is not None:
-                        out.usage = piece.usage
-                    yield piece.data
-                out.status = 200
-                self._metrics.upstream_latency.labels(target.alias, target.provider, endpoint).observe(
-                    time.perf_counter() - started)
-        finally:
-            await pieces.aclose()  # type: ignore[attr-defined]
+                        piece: StreamPiece | None = first
+                        while piece is not None:
+                            out.events += piece.events
+                            if piece.usage is not None:
+                                out.usage = piece.usage
+                            yield piece.data
+                            piece = await anext(pieces, None)
+                        attempt.status = out.status = 200
+                        self._metrics.upstream_latency.labels(target.alias, target.provider, endpoint).observe(
+                            time.perf_counter() - started)
+                        return
+                finally:
+                    await pieces.aclose()  # type: ignore[attr-defined]
+            assert last is not None  # a route has at least one deployment
+            raise last
 
     async def embed(self, principal: Principal, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResult:
-        target = self.target_for(principal, request.model)
+        route = self.route_for(principal, request.model)
         body = request.body or {}
-        async with self._admitted(principal, target, "embeddings", ctx, streamed=False, body=body) as out:
-            call = self._providers[target.provider].embed(request, target)
-            result = await self._timed(ctx, target, "embeddings", call)
+        async with self._request(principal, route, "embeddings", ctx, streamed=False, body=body) as out:
+            enforce_embeddings(route.capabilities)
+
+            async def call(candidate: Route, target: Target) -> EmbeddingResult:
+                if candidate is not route:
+                    enforce_embeddings(candidate.capabilities)
+                embedding = self._providers[target.provider].embed(request, target)
+                return await self._timed(ctx, target, "embeddings", embedding)
+
+            result = await self._first_success(principal, route, ctx, out, call)
             out.status, out.usage = 200, result.usage
             return result
 
@@ -297,10 +441,10 @@ class Gateway:
         """For operators: each upstream's kind, reachability, models and loaded models."""
 
         async def one(name: str) -> dict[str, object]:
-            spec = self._routing.upstreams[name]
+            spec = self.routing.upstreams[name]
             provider = self._providers[name]
             entry: dict[str, object] = {"name": name, "type": spec.type, "base_url": display_url(spec.base_url),
-                                        "prefix_routing": spec.prefix_routing, "default": name == self._routing.default,
+                                        "prefix_routing": spec.prefix_routing, "default": name == self.routing.default,
                                         "cooldown_s": round(self.cooldowns.remaining(name), 1)}
             try:
                 entry["models"] = list(await asyncio.wait_for(provider.list_models(), _DISCOVERY_TIMEOUT))

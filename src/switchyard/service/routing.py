@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
-from switchyard.core.models import Target, UpstreamSpec
+from pydantic import SecretStr
+
+from switchyard.core.capabilities import defaults_for, validate_drop
+from switchyard.core.models import Route, Target, UpstreamSpec
 from switchyard.errors import ModelNotFoundError
 from switchyard.settings import ConfigError, ModelConfig, Settings
 
-__all__ = ["RouteEntry", "RoutingTable", "display_url"]
+__all__ = ["RoutingTable", "display_url"]
 
 
 def display_url(url: str) -> str:
@@ -19,24 +22,31 @@ def display_url(url: str) -> str:
     return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else url
 
 
-@dataclass(frozen=True, slots=True)
-class RouteEntry:
-    target: Target
-    spec: UpstreamSpec
-
-
 class RoutingTable:
-    """Built once from Settings; lookups are dict hits on the hot path."""
+    """Built from Settings (plus models from the database); lookups are dict hits on the hot path.
 
-    def __init__(self, settings: Settings) -> None:
+    ``secrets`` resolves ``credential:`` references (vault name -> plaintext). Without it (for
+    checking a configuration offline) such references are accepted unresolved.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        extra_models: Sequence[ModelConfig] = (),
+        secrets: Mapping[str, str] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._secrets = secrets
         self.upstreams: dict[str, UpstreamSpec] = {}
+        self.credentials: dict[str, str] = {}  # upstream name -> vault credential it uses
         for name, cfg in settings.providers.items():
             if cfg.enabled:
                 self.upstreams[name] = UpstreamSpec(
                     name=name,
                     type=cfg.type,
                     base_url=cfg.base_url,
-                    api_key=settings.resolve_secret(cfg.api_key),
+                    api_key=self._secret(cfg.api_key, cfg.credential, f"provider '{name}'"),
                     timeout=cfg.timeout,
                     prefix_routing=cfg.prefix_routing,
                     max_concurrent=cfg.max_concurrent,
@@ -47,39 +57,112 @@ class RoutingTable:
                     cooldown_seconds=cfg.cooldown_seconds,
                     api_version=cfg.api_version,
                 )
-        self.aliases: dict[str, Target] = {}
-        for model in settings.models:
+                if cfg.credential:
+                    self.credentials[name] = cfg.credential
+        self.routes: dict[str, Route] = {}
+        file_aliases = {m.alias for m in settings.models}
+        models = [*settings.models, *(m for m in extra_models if m.alias not in file_aliases)]
+        for model in models:
             if model.enabled:
-                spec = self._spec_for(model, settings)
-                if spec is not None:
-                    self.aliases[model.alias] = self._target(model.alias, model.upstream_model, spec, model)
+                route = self._route(model)
+                if route is not None:
+                    self.routes[model.alias] = route
         self.default = settings.default_provider if settings.default_provider in self.upstreams else None
 
-    def _spec_for(self, model: ModelConfig, settings: Settings) -> UpstreamSpec | None:
-        base = self.upstreams.get(model.provider)
-        if base is None and model.provider in settings.providers:
+    @property
+    def aliases(self) -> dict[str, Target]:
+        return {alias: route.primary for alias, route in self.routes.items()}
+
+    def _secret(self, api_key: SecretStr | None, credential: str | None, owner: str) -> str | None:
+        if credential is None:
+            return self._settings.resolve_secret(api_key)
+        if self._secrets is None:
+            return None
+        if credential not in self._secrets:
+            raise ConfigError(f"{owner}: credential '{credential}' is not in the vault, or is not active")
+        return self._secrets[credential]
+
+    def _spec_for(self, alias: str, provider: str, base_url: str | None, api_key: SecretStr | None,
+                  credential: str | None) -> UpstreamSpec | None:
+        base = self.upstreams.get(provider)
+        if base is None and provider in self._settings.providers:
             return None  # the provider is disabled
         if base is None:
-            if model.base_url is None:
-                raise ConfigError(f"model '{model.alias}': base_url is required")
-            name = f"{model.provider}@{model.base_url}"
-            base = UpstreamSpec(name=name, type=model.provider, base_url=model.base_url)
-        if model.base_url or model.api_key:
-            name = base.name if model.base_url is None else f"{base.type}@{model.base_url}"
+            if base_url is None:
+                raise ConfigError(f"model '{alias}': base_url is required")
+            name = f"{provider}@{base_url}"
+            base = UpstreamSpec(name=name, type=provider, base_url=base_url)
+        if base_url or api_key or credential:
+            name = base.name if base_url is None else f"{base.type}@{base_url}"
+            if api_key is not None or credential is not None:
+                name = f"{name}#{alias}" if credential is None else f"{name}#{credential}"
+            own_key = api_key is not None or credential is not None
             base = UpstreamSpec(
-                name=name if model.api_key is None else f"{name}#{model.alias}",
+                name=name,
                 type=base.type,
-                base_url=model.base_url or base.base_url,
-                api_key=settings.resolve_secret(model.api_key) if model.api_key else base.api_key,
+                base_url=base_url or base.base_url,
+                api_key=self._secret(api_key, credential, f"model '{alias}'") if own_key else base.api_key,
                 timeout=base.timeout,
                 api_version=base.api_version,
+                cooldown_failures=base.cooldown_failures,
+                cooldown_window=base.cooldown_window,
+                cooldown_seconds=base.cooldown_seconds,
             )
+            if credential is not None:
+                self.credentials[name] = credential
         self.upstreams.setdefault(base.name, base)
         return base
 
-    @staticmethod
-    def _target(alias: str, upstream: str, spec: UpstreamSpec, model: ModelConfig | None = None) -> Target:
-        timeout = model.timeout if model is not None and model.timeout is not None else spec.timeout
+    def _route(self, model: ModelConfig) -> Route | None:
+        if model.deployments:
+            sources = [(d.provider, d.model, d.base_url, d.api_key, d.credential, d.weight, d.timeout)
+                       for d in model.deployments]
+        else:
+            assert model.provider is not None  # model_problems() refused it otherwise
+            sources = [(model.provider, model.model, model.base_url, model.api_key, model.credential, 1.0,
+                        model.timeout)]
+        targets: list[Target] = []
+        weights: list[float] = []
+        for provider, upstream, base_url, api_key, credential, weight, timeout in sources:
+            spec = self._spec_for(model.alias, provider, base_url, api_key, credential)
+            if spec is None:
+                continue  # on a disabled provider
+            target = self._target(model.alias, upstream or model.alias, spec, model, timeout)
+            if model.deployments:
+                shown = f"{provider}/{target.upstream_model}"
+                if any(t.deployment == shown for t in targets):
+                    shown = f"{shown}#{len(targets)}"
+                target = replace(target, deployment=shown, breaker=f"{spec.name}/{target.upstream_model}")
+            else:
+                target = replace(target, deployment=provider)
+            targets.append(target)
+            weights.append(weight)
+        if not targets:
+            return None
+        caps = defaults_for(targets[0].provider_type)
+        for target in targets[1:]:
+            caps = caps.intersect(defaults_for(target.provider_type))
+        try:
+            caps = caps.merged(model.capabilities)
+            drop = validate_drop(model.drop_params)
+        except ValueError as exc:
+            raise ConfigError(f"model '{model.alias}': {exc}") from None
+        return Route(
+            alias=model.alias,
+            deployments=tuple(targets),
+            capabilities=caps,
+            weights=tuple(weights),
+            strategy=model.routing,
+            fallbacks=tuple(model.fallbacks),
+            context_fallbacks=tuple(model.context_window_fallbacks),
+            drop=drop,
+            default_temperature=model.default_temperature,
+        )
+
+    def _target(self, alias: str, upstream: str, spec: UpstreamSpec, model: ModelConfig | None = None,
+                timeout: float | None = None) -> Target:
+        if timeout is None:
+            timeout = model.timeout if model is not None and model.timeout is not None else spec.timeout
         own_cap = model is not None and model.max_concurrent is not None
         cap = model.max_concurrent if own_cap and model is not None else spec.max_concurrent
         queue = model.max_queue if model is not None and model.max_queue is not None else spec.max_queue
@@ -96,23 +179,34 @@ class RoutingTable:
             gate=f"model:{alias}" if own_cap else f"provider:{spec.name}",
             input_cost_per_1m=(model.input_cost_per_1m or 0.0) if model is not None else 0.0,
             output_cost_per_1m=(model.output_cost_per_1m or 0.0) if model is not None else 0.0,
+            deployment=spec.name,
+            breaker=spec.name,
+            credential=self.credentials.get(spec.name),
         )
 
-    def resolve(self, name: str) -> Target:
-        target = self.aliases.get(name)
-        if target is not None:
-            return target
+    def route(self, name: str) -> Route:
+        """The route for a model name: alias, then ``provider/model``, then the default provider."""
+        found = self.routes.get(name)
+        if found is not None:
+            return found
         prefix, sep, rest = name.partition("/")
+        spec = None
         if sep and rest:
             spec = self.upstreams.get(prefix)
-            if spec is not None and spec.prefix_routing:
-                return self._target(name, rest, spec)
-        if self.default is not None:
-            return self._target(name, name, self.upstreams[self.default])
-        raise ModelNotFoundError(name)
+            if spec is not None and not spec.prefix_routing:
+                spec = None
+        if spec is None and self.default is not None:
+            spec, rest = self.upstreams[self.default], name
+        if spec is None:
+            raise ModelNotFoundError(name)
+        target = self._target(name, rest, spec)
+        return Route(alias=name, deployments=(target,), capabilities=defaults_for(spec.type))
+
+    def resolve(self, name: str) -> Target:
+        return self.route(name).primary
 
     def listed(self) -> Iterable[Target]:
-        return self.aliases.values()
+        return [route.primary for route in self.routes.values()]
 
     def discoverable(self) -> list[UpstreamSpec]:
         """Upstreams whose own models are routable by name: prefix-routed ones and the default."""
@@ -120,7 +214,8 @@ class RoutingTable:
 
     def describe(self) -> list[tuple[str, str, str, str]]:
         """Rows of (model, provider, upstream model, base URL) for `config check`."""
-        rows = [(t.alias, t.provider, t.upstream_model, self.upstreams[t.provider].base_url) for t in self.listed()]
+        rows = [(t.alias, t.provider, t.upstream_model, self.upstreams[t.provider].base_url)
+                for route in self.routes.values() for t in route.deployments]
         for spec in self.upstreams.values():
             if spec.prefix_routing:
                 rows.append((f"{spec.name}/*", spec.name, "*", spec.base_url))

@@ -25,7 +25,34 @@ STEERING_FIELDS = frozenset({
     "api_base", "base_url", "api_key", "api_version", "azure_endpoint", "azure_ad_token", "organization",
     "extra_headers", "headers", "custom_llm_provider", "litellm_params", "aws_access_key_id",
     "aws_secret_access_key", "aws_region_name", "vertex_project", "vertex_credentials",
+    "api_base_url", "proxy", "proxies", "default_headers", "http_client",
 })
+# Subtrees that are the client's own data, where any name may appear: JSON Schemas (a tool may
+# well take a "url" or "headers" argument) and free-form metadata values.
+_DATA_KEYS = frozenset({"parameters", "schema", "json_schema", "input_schema", "properties", "$defs", "definitions"})
+
+
+def _steering_path(node: Any, path: str = "", depth: int = 0) -> str | None:
+    """The path of a connection-steering field anywhere in the body, or None.
+
+    The body's nesting is already bounded by the JSON reader; strings (prompts) are not walked."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else str(key)
+            if key in STEERING_FIELDS:
+                return here
+            if key in _DATA_KEYS or not isinstance(value, dict | list):
+                continue
+            found = _steering_path(value, here, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            if isinstance(item, dict | list):
+                found = _steering_path(item, f"{path}[{i}]", depth + 1)
+                if found is not None:
+                    return found
+    return None
 
 
 class _Wire(BaseModel):
@@ -139,11 +166,11 @@ def _param(loc: tuple[int | str, ...]) -> str:
 def _validate(model: type[_Wire], body: Any) -> Any:
     if not isinstance(body, dict):
         raise BadRequestError("The request body must be a JSON object.")
-    steering = sorted(STEERING_FIELDS.intersection(body))
-    if steering:
+    steering = _steering_path(body)
+    if steering is not None:
         raise BadRequestError(
-            f"Invalid request: {steering[0]}: not accepted; the gateway decides where requests go.",
-            param=steering[0], code="field_not_allowed",
+            f"Invalid request: {steering}: not accepted; the gateway decides where requests go.",
+            param=steering, code="field_not_allowed",
         )
     try:
         return model.model_validate(body)

@@ -1,0 +1,506 @@
+"""The capability contract: what a routed model can honour, and the check every request passes.
+
+Each model advertises a :class:`Capabilities` in ``/v1/models`` (:meth:`Capabilities.as_json`).
+A request that uses something the route cannot honour is refused with a 400 naming the
+parameter, unless the model is configured to drop that parameter. Nothing is silently dropped:
+what is dropped is what the operator listed, and only when it cannot be honoured.
+
+Defaults come per provider *type* (:func:`defaults_for`) and reflect what the gateway's
+translation for that provider really delivers; the configuration narrows or widens them per
+model with :meth:`Capabilities.merged`. Everything here is pure: no I/O, no mutable state.
+
+:func:`enforce` checks an OpenAI ``/v1/chat/completions`` (or legacy ``/v1/completions``) body.
+Each line: what the request uses -> when it is refused -> the error's ``param`` [drop entries
+that remove it instead]:
+
+- non-empty ``tools`` / ``functions`` -> ``not tools`` -> ``tools`` / ``functions``
+  [``tools``; ``functions`` also by ``functions``]. Once they are dropped, ``tool_choice``,
+  ``function_call`` and ``parallel_tool_calls`` are removed with them.
+- ``tool_choice`` / ``function_call`` -> its mode not in ``tool_choice`` -> that name
+  [``tool_choice``, ``tools``; ``function_call`` also by ``function_call``, ``functions``]
+- ``parallel_tool_calls: false`` with tools -> ``not parallel_tool_calls`` -> ``parallel_tool_calls``
+  [``parallel_tool_calls``, ``tools``]
+- ``response_format`` ``json_object`` / ``json_schema`` -> that one unsupported -> ``response_format``
+  [``response_format``]
+- ``logprobs`` (``true``, or a legacy integer) -> ``not logprobs`` -> ``logprobs`` [``logprobs``]
+- ``top_logprobs`` > 0 -> ``not logprobs`` -> ``top_logprobs`` [``top_logprobs``, ``logprobs``]
+- ``n`` / ``best_of`` > ``max_n`` -> ``n`` / ``best_of`` [``n`` / ``best_of``: removed, so 1]
+- ``image_url`` content parts -> ``not vision`` -> ``messages[i].content`` [``vision``, ``images``:
+  the image parts are stripped, text kept; a content left empty becomes ``""``]
+- ``stream: true`` -> ``not streaming`` -> ``stream`` [never]
+- prompt + completion tokens -> over ``context_length`` -> ``messages`` (``prompt`` for legacy
+  completions), code ``context_length_exceeded`` [never]
+
+Tool-choice modes: ``"auto"``, ``"none"``, ``"required"`` (the string) and ``"function"``
+(``{"type": "function", "function": {"name": ...}}``, or legacy ``function_call: {"name": ...}``).
+``parallel_tool_calls: true`` is the default behaviour (the model *may* call several tools), which
+every tool-capable route honours; only ``false`` needs the upstream to enforce it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from types import MappingProxyType
+from typing import Any, Final, TypeGuard
+
+from switchyard.errors import BadRequestError
+
+__all__ = [
+    "DEFAULTS",
+    "DROPPABLE",
+    "TOOL_CHOICE_MODES",
+    "Capabilities",
+    "defaults_for",
+    "enforce",
+    "enforce_embeddings",
+    "validate_drop",
+]
+
+TOOL_CHOICE_MODES: Final = ("auto", "none", "required", "function")
+"""Every tool-choice mode, in the order :meth:`Capabilities.as_json` lists them."""
+
+_UNSUPPORTED: Final = "unsupported_parameter"
+
+# What each ``drop`` entry removes (when, and only when, it cannot be honoured). Internal
+# names: "images" = image content parts inside messages.
+_DROP_GROUPS: Final[Mapping[str, frozenset[str]]] = MappingProxyType({
+    "tools": frozenset({"tools", "functions", "tool_choice", "function_call", "parallel_tool_calls"}),
+    "functions": frozenset({"functions", "function_call"}),
+    "tool_choice": frozenset({"tool_choice", "function_call"}),
+    "function_call": frozenset({"function_call"}),
+    "parallel_tool_calls": frozenset({"parallel_tool_calls"}),
+    "response_format": frozenset({"response_format"}),
+    "logprobs": frozenset({"logprobs", "top_logprobs"}),
+    "top_logprobs": frozenset({"top_logprobs"}),
+    "n": frozenset({"n"}),
+    "best_of": frozenset({"best_of"}),
+    "vision": frozenset({"images"}),
+    "images": frozenset({"images"}),
+})
+
+DROPPABLE: Final = frozenset(_DROP_GROUPS)
+"""The names a model's ``drop`` list may hold (see :func:`validate_drop`)."""
+
+_NEVER_DROPPABLE: Final = MappingProxyType({
+    "stream": "a stream cannot be turned into a whole response",
+    "messages": "the context length is a hard limit",
+    "context_length": "the context length is a hard limit",
+    "prompt": "the context length is a hard limit",
+    "model": "it names the model",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What one routed model can honour.
+
+    ``tool_choice`` holds the honourable modes (a subset of :data:`TOOL_CHOICE_MODES`);
+    without ``tools`` it is at most ``{"none"}`` and ``parallel_tool_calls`` is false; with
+    ``tools`` it includes ``"auto"``. ``parallel_tool_calls`` means ``parallel_tool_calls: false``
+    is enforced upstream. ``max_n`` is the largest ``n`` (1: no ``n > 1``). ``context_length``
+    is in tokens, ``None`` when unknown (no check then).
+    """
+
+    tools: bool
+    tool_choice: frozenset[str]
+    parallel_tool_calls: bool
+    json_object: bool
+    json_schema: bool
+    vision: bool
+    logprobs: bool
+    max_n: int
+    context_length: int | None
+    streaming: bool
+    embeddings: bool
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ValueError(f"capabilities.{f.name} must be true or false, got {value!r}")
+        if not isinstance(self.tool_choice, frozenset) or not self.tool_choice <= frozenset(TOOL_CHOICE_MODES):
+            raise ValueError(
+                f"capabilities.tool_choice must be a set of {', '.join(TOOL_CHOICE_MODES)}; got {self.tool_choice!r}"
+            )
+        if isinstance(self.max_n, bool) or not isinstance(self.max_n, int) or self.max_n < 1:
+            raise ValueError(f"capabilities.n (max_n) must be an integer >= 1, got {self.max_n!r}")
+        length = self.context_length
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise ValueError(f"capabilities.context_length must be an integer >= 1 or null, got {length!r}")
+        if self.tools and "auto" not in self.tool_choice:
+            raise ValueError("capabilities.tool_choice must include 'auto' when tools are supported")
+        if not self.tools:
+            if not self.tool_choice <= {"none"}:
+                raise ValueError("capabilities.tool_choice can only be [none] or [] when tools are not supported")
+            if self.parallel_tool_calls:
+                raise ValueError("capabilities.parallel_tool_calls needs tools")
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``capabilities`` object of a ``/v1/models`` entry (a new dict each call).
+
+        Keys, in this order: ``tools`` (bool), ``tool_choice`` (list of modes, in
+        :data:`TOOL_CHOICE_MODES` order), ``parallel_tool_calls`` (bool: ``false`` is honoured),
+        ``response_format`` (list: ``"text"`` then ``"json_object"`` / ``"json_schema"`` when
+        supported), ``vision``, ``logprobs`` (bools), ``n`` (the largest ``n``),
+        ``context_length`` (int or null), ``streaming``, ``embeddings`` (bools).
+        """
+        formats = ["text"]
+        if self.json_object:
+            formats.append("json_object")
+        if self.json_schema:
+            formats.append("json_schema")
+        return {
+            "tools": self.tools,
+            "tool_choice": [mode for mode in TOOL_CHOICE_MODES if mode in self.tool_choice],
+            "parallel_tool_calls": self.parallel_tool_calls,
+            "response_format": formats,
+            "vision": self.vision,
+            "logprobs": self.logprobs,
+            "n": self.max_n,
+            "context_length": self.context_length,
+            "streaming": self.streaming,
+            "embeddings": self.embeddings,
+        }
+
+    def intersect(self, other: Capabilities) -> Capabilities:
+        """What both honour: an alias whose deployments differ promises only what every one can do."""
+        lengths = [n for n in (self.context_length, other.context_length) if n is not None]
+        return Capabilities(
+            tools=self.tools and other.tools,
+            tool_choice=self.tool_choice & other.tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls and other.parallel_tool_calls,
+            json_object=self.json_object and other.json_object,
+            json_schema=self.json_schema and other.json_schema,
+            vision=self.vision and other.vision,
+            logprobs=self.logprobs and other.logprobs,
+            max_n=min(self.max_n, other.max_n),
+            context_length=min(lengths) if lengths else None,
+            streaming=self.streaming and other.streaming,
+            embeddings=self.embeddings and other.embeddings,
+        )
+
+    def merged(self, overrides: Mapping[str, object]) -> Capabilities:
+        """These capabilities with configured overrides applied (``self`` is unchanged).
+
+        Keys are the field names, plus the :meth:`as_json` spellings ``n`` (for ``max_n``) and
+        ``response_format`` (a list of ``text``/``json_object``/``json_schema``, setting both
+        ``json_object`` and ``json_schema``). ``tool_choice`` is a list of modes. Turning
+        ``tools`` off also clears ``tool_choice`` (to ``[none]``) and ``parallel_tool_calls``
+        unless those are given too; turning it on adds ``auto`` and ``none`` when ``auto`` is
+        missing. Raises ``ValueError`` naming the offending key.
+        """
+        if not isinstance(overrides, Mapping):
+            raise ValueError(f"capabilities must be a mapping, got {type(overrides).__name__}")
+        changes: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if not isinstance(key, str):
+                raise ValueError(f"capabilities: keys must be strings, got {key!r}")
+            name = "max_n" if key == "n" else key
+            if name in changes or (key == "response_format" and ("json_object" in changes or "json_schema" in changes)):
+                raise ValueError(f"capabilities.{key} is given twice (under two spellings)")
+            if key == "response_format":
+                changes.update(_formats(value))
+            elif key in _BOOL_FIELDS:
+                if not isinstance(value, bool):
+                    raise ValueError(f"capabilities.{key} must be true or false, got {value!r}")
+                if key in ("json_object", "json_schema") and "response_format" in overrides:
+                    raise ValueError(f"capabilities.{key} is given twice (also under response_format)")
+                changes[key] = value
+            elif name == "max_n":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise ValueError(f"capabilities.{key} must be an integer >= 1, got {value!r}")
+                changes[name] = value
+            elif key == "context_length":
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                    raise ValueError(f"capabilities.context_length must be an integer >= 1 or null, got {value!r}")
+                changes[key] = value
+            elif key == "tool_choice":
+                changes[key] = _modes(value)
+            else:
+                known = ", ".join(sorted({*_FIELD_NAMES, "n", "response_format"} - {"max_n"}))
+                raise ValueError(f"capabilities.{key} is not a known capability (known: {known})")
+        tools = changes.get("tools", self.tools)
+        if not tools and "tools" in changes:
+            changes.setdefault("tool_choice", frozenset({"none"}))
+            changes.setdefault("parallel_tool_calls", False)
+        elif tools and "tool_choice" not in changes and "auto" not in self.tool_choice:
+            changes["tool_choice"] = self.tool_choice | {"auto", "none"}
+        return replace(self, **changes)
+
+
+_FIELD_NAMES: Final = frozenset(f.name for f in fields(Capabilities))
+_BOOL_FIELDS: Final = frozenset(f.name for f in fields(Capabilities) if f.type == "bool")
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _modes(value: object) -> frozenset[str]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ValueError(f"capabilities.tool_choice must be a list of modes ({', '.join(TOOL_CHOICE_MODES)})")
+    modes = list(value)
+    for mode in modes:
+        if mode not in TOOL_CHOICE_MODES:
+            raise ValueError(
+                f"capabilities.tool_choice: unknown mode {mode!r} (known: {', '.join(TOOL_CHOICE_MODES)})"
+            )
+    return frozenset(modes)
+
+
+def _formats(value: object) -> dict[str, bool]:
+    known = ("text", "json_object", "json_schema")
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ValueError(f"capabilities.response_format must be a list of {', '.join(known)}")
+    kinds = list(value)
+    for kind in kinds:
+        if kind not in known:
+            raise ValueError(f"capabilities.response_format: unknown type {kind!r} (known: {', '.join(known)})")
+    return {"json_object": "json_object" in kinds, "json_schema": "json_schema" in kinds}
+
+
+_ALL_MODES: Final = frozenset(TOOL_CHOICE_MODES)
+
+_OPENAI: Final = Capabilities(
+    tools=True, tool_choice=_ALL_MODES, parallel_tool_calls=True, json_object=True, json_schema=True,
+    vision=True, logprobs=True, max_n=128, context_length=None, streaming=True, embeddings=True,
+)
+
+DEFAULTS: Final[Mapping[str, Capabilities]] = MappingProxyType({
+    # Any OpenAI-compatible server: pass-through, so assume the whole surface; the upstream
+    # refuses what its model lacks (narrow it per model in the configuration).
+    "openai": _OPENAI,
+    "azure": _OPENAI,
+    # /api/chat: tools but no forced choice (tool_choice "none" is honoured by not sending the
+    # tools), no parallel switch, `format` for JSON / a schema, images, no logprobs, one choice.
+    "ollama": Capabilities(
+        tools=True, tool_choice=frozenset({"auto", "none"}), parallel_tool_calls=False, json_object=True,
+        json_schema=True, vision=True, logprobs=False, max_n=1, context_length=None, streaming=True,
+        embeddings=True,
+    ),
+    # Messages API: tool_choice auto/none/any/tool, disable_parallel_tool_use; no JSON mode,
+    # no logprobs, one choice, no embeddings endpoint.
+    "anthropic": Capabilities(
+        tools=True, tool_choice=_ALL_MODES, parallel_tool_calls=True, json_object=False, json_schema=False,
+        vision=True, logprobs=False, max_n=1, context_length=None, streaming=True, embeddings=False,
+    ),
+    # generateContent: functionCallingConfig AUTO/NONE/ANY (+allowedFunctionNames), no parallel
+    # switch, responseMimeType/responseSchema, inline images, candidateCount up to 8, embedContent.
+    "gemini": Capabilities(
+        tools=True, tool_choice=_ALL_MODES, parallel_tool_calls=False, json_object=True, json_schema=True,
+        vision=True, logprobs=False, max_n=8, context_length=None, streaming=True, embeddings=True,
+    ),
+})
+"""Default capabilities per provider type (read-only)."""
+
+
+def defaults_for(provider_type: str) -> Capabilities:
+    """The default capabilities of a provider type; an unknown type gets the ``openai`` ones."""
+    return DEFAULTS.get(provider_type, _OPENAI)
+
+
+def validate_drop(names: Iterable[object]) -> tuple[str, ...]:
+    """Check a model's configured ``drop`` list: its names, de-duplicated, in the given order.
+
+    Known names are :data:`DROPPABLE`. Raises ``ValueError`` naming an unknown entry, or one that
+    can never be dropped (``stream``, the context length).
+    """
+    if isinstance(names, str | bytes):
+        raise ValueError("drop must be a list of parameter names, not a single string")
+    out: list[str] = []
+    for name in names:
+        if not isinstance(name, str):
+            raise ValueError(f"drop: entries must be parameter names, got {name!r}")
+        if name in _NEVER_DROPPABLE:
+            raise ValueError(f"drop: '{name}' cannot be dropped ({_NEVER_DROPPABLE[name]})")
+        if name not in _DROP_GROUPS:
+            raise ValueError(f"drop: unknown parameter '{name}' (known: {', '.join(sorted(DROPPABLE))})")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def enforce_embeddings(caps: Capabilities) -> None:
+    """Refuse an embeddings request for a model that has none (400, ``param="model"``)."""
+    if not caps.embeddings:
+        raise BadRequestError("This model does not support embeddings.", param="model", code="unsupported_model")
+
+
+def _unsupported(message: str, param: str) -> BadRequestError:
+    return BadRequestError(message, param=param, code=_UNSUPPORTED)
+
+
+class _Drops:
+    """The expanded ``drop`` list, built only once something cannot be honoured."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self, drop: Collection[str]) -> None:
+        names: set[str] = set()
+        for entry in drop:
+            names |= _DROP_GROUPS.get(entry, frozenset())
+        self._names = names
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names
+
+
+def _choice_mode(value: object) -> str | None:
+    """The mode of a ``tool_choice`` / ``function_call`` value (``None``: malformed, not ours to judge).
+
+    Every object form (``{"type": "function", ...}``, ``allowed_tools``, ``custom``, legacy
+    ``{"name": ...}``) restricts the model to named tools: mode ``"function"``.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return "function"
+    return None
+
+
+def _logprobs_requested(value: object) -> bool:
+    # chat: true; legacy completions: an integer (0 still returns the sampled token's logprob)
+    return value is True or _is_int(value)
+
+
+def _has_images(content: object) -> bool:
+    if not isinstance(content, list):
+        return False
+    return any(isinstance(part, Mapping) and part.get("type") == "image_url" for part in content)
+
+
+def _without_images(content: list[Any]) -> list[Any] | str:
+    kept = [part for part in content if not (isinstance(part, Mapping) and part.get("type") == "image_url")]
+    return kept or ""
+
+
+def enforce(
+    body: Mapping[str, Any],
+    caps: Capabilities,
+    drop: Collection[str] = (),
+    *,
+    prompt_tokens: int | None = None,
+) -> dict[str, Any]:
+    """Check a chat/completions body against *caps*; return the body to send upstream.
+
+    The result is a new (shallow) dict: keys that were kept are the very same objects as in
+    *body*, which is never mutated. A parameter that cannot be honoured is removed when a
+    ``drop`` entry covers it (see the module table), else ``BadRequestError`` (400,
+    ``code="unsupported_parameter"``, ``param`` naming it) is raised. With ``prompt_tokens``
+    and a known ``context_length``, a request whose prompt plus ``max_completion_tokens`` /
+    ``max_tokens`` exceeds it gets ``code="context_length_exceeded"`` (never droppable).
+    Unknown ``drop`` entries are ignored here; :func:`validate_drop` refuses them at start.
+    """
+    out = dict(body)
+    drops: _Drops | None = None
+
+    def droppable(param: str) -> bool:
+        nonlocal drops
+        if not drop:
+            return False
+        if drops is None:
+            drops = _Drops(drop)
+        return param in drops
+
+    def refuse(param: str, message: str) -> None:
+        if droppable(param):
+            out.pop(param, None)
+        else:
+            raise _unsupported(message, param)
+
+    # tools (and the legacy functions); once they are dropped, what steers them goes too
+    if not caps.tools and (out.get("tools") or out.get("functions")):
+        for param in ("tools", "functions"):
+            if out.get(param):
+                refuse(param, f"This model does not support '{param}' (tool calling).")
+        if not (out.get("tools") or out.get("functions")):
+            for param in ("tool_choice", "function_call", "parallel_tool_calls"):
+                out.pop(param, None)
+    for param in ("tool_choice", "function_call"):
+        mode = _choice_mode(out.get(param))
+        if mode is not None and mode not in caps.tool_choice:
+            refuse(param, _mode_message(param, mode, caps))
+    if (
+        out.get("parallel_tool_calls") is False
+        and not caps.parallel_tool_calls
+        and (out.get("tools") or out.get("functions"))
+    ):
+        refuse("parallel_tool_calls", "This model does not support 'parallel_tool_calls': false (it cannot be "
+                                      "stopped from calling several tools at once).")
+
+    # response_format
+    fmt = out.get("response_format")
+    if isinstance(fmt, Mapping):
+        kind = fmt.get("type")
+        if (kind == "json_object" and not caps.json_object) or (kind == "json_schema" and not caps.json_schema):
+            refuse("response_format", f"This model does not support 'response_format' of type '{kind}'.")
+
+    # logprobs
+    if not caps.logprobs:
+        if _logprobs_requested(out.get("logprobs")):
+            refuse("logprobs", "This model does not support 'logprobs'.")
+        top = out.get("top_logprobs")
+        if top is not None and top is not False and top != 0:
+            refuse("top_logprobs", "This model does not support 'top_logprobs'.")
+
+    # n / best_of
+    for param in ("n", "best_of"):
+        count = out.get(param)
+        if _is_int(count) and count > caps.max_n:
+            refuse(param, f"This model supports at most {param}={caps.max_n}; got {param}={count}.")
+
+    # images
+    if not caps.vision:
+        messages = out.get("messages")
+        if isinstance(messages, list):
+            stripped: list[Any] | None = None
+            for i, msg in enumerate(messages):
+                if isinstance(msg, Mapping) and _has_images(msg.get("content")):
+                    if not droppable("images"):
+                        raise _unsupported(
+                            "This model does not support image inputs (vision).", f"messages[{i}].content"
+                        )
+                    if stripped is None:
+                        stripped = list(messages)
+                    stripped[i] = {**msg, "content": _without_images(msg["content"])}
+            if stripped is not None:
+                out["messages"] = stripped
+
+    if out.get("stream") is True and not caps.streaming:
+        raise _unsupported("This model does not support 'stream'.", "stream")
+
+    if caps.context_length is not None and prompt_tokens is not None:
+        _check_context(out, caps.context_length, prompt_tokens)
+    return out
+
+
+def _mode_message(param: str, mode: str, caps: Capabilities) -> str:
+    supported = [m for m in TOOL_CHOICE_MODES if m in caps.tool_choice]
+    listed = ", ".join(supported) if supported else "none at all"
+    return f"This model does not support '{param}' mode '{mode}' (supported: {listed})."
+
+
+def _check_context(body: Mapping[str, Any], limit: int, prompt_tokens: int) -> None:
+    completion = 0
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if _is_int(value):
+            completion = value
+            break
+    if prompt_tokens + completion <= limit:
+        return
+    chat = "messages" in body or "prompt" not in body
+    param, what = ("messages", "messages") if chat else ("prompt", "prompt")
+    if completion and prompt_tokens <= limit:
+        message = (
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{prompt_tokens + completion} tokens ({prompt_tokens} in the {what}, {completion} in the completion). "
+            f"Please reduce the length of the {what} or completion."
+        )
+    else:
+        message = (
+            f"This model's maximum context length is {limit} tokens. However, your {what} resulted in "
+            f"{prompt_tokens} tokens. Please reduce the length of the {what}."
+        )
+    raise BadRequestError(message, param=param, code="context_length_exceeded")
