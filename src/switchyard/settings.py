@@ -27,7 +27,17 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
-    "PROVIDER_TYPES", "ConfigError", "DeploymentConfig", "ModelConfig", "model_problems", "ProviderConfig", "Settings", "Sources", "load_settings", "read_sources", "validate",
+    "PROVIDER_TYPES",
+    "ConfigError",
+    "DeploymentConfig",
+    "ModelConfig",
+    "ProviderConfig",
+    "Settings",
+    "Sources",
+    "load_settings",
+    "model_problems",
+    "read_sources",
+    "validate",
 ]
 
 ProviderType = Literal["openai", "ollama", "anthropic", "gemini", "azure"]

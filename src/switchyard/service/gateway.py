@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from switchyard.core.capabilities import enforce, enforce_embeddings
@@ -31,6 +32,7 @@ from switchyard.service.routing import RoutingTable, display_url
 __all__ = ["CLIENT_CLOSED", "CallContext", "Gateway", "estimate_prompt_tokens"]
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
 _DISCOVERY_TTL = 30.0
 _DISCOVERY_TIMEOUT = 3.0
@@ -329,15 +331,21 @@ class Gateway:
 
     async def _first_success(
         self, principal: Principal, route: Route, ctx: CallContext, out: _Outcome,
-        call: Callable[[Route, Target], Awaitable[_T]],
+        prepare: Callable[[Route], _R], call: Callable[[_R, Target], Awaitable[_T]],
     ) -> _T:
-        """Try the plan's deployments until one succeeds; the last error when none does."""
+        """Try the plan's deployments until one succeeds; the last error when none does.
+
+        ``prepare`` makes the request fit a route (once per route); its refusal is handled like
+        a failed attempt, so a prompt too long for one alias can go to its context fallbacks."""
         plan = self._plan(principal, route)
+        prepared: dict[str, _R] = {}
         last: GatewayError | None = None
         for candidate, target in plan:
             try:
+                if candidate.alias not in prepared:
+                    prepared[candidate.alias] = prepare(candidate)
                 async with self._attempt(target, ctx, out) as attempt:
-                    result = await call(candidate, target)
+                    result = await call(prepared[candidate.alias], target)
                     attempt.status = 200
                     return result
             except GatewayError as exc:
@@ -352,13 +360,12 @@ class Gateway:
         route = self.route_for(principal, request.model)
         endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
         async with self._request(principal, route, endpoint, ctx, streamed=False, body=request.body) as out:
-            honoured = self._honourable(route, request)
 
-            async def call(candidate: Route, target: Target) -> ChatResult:
-                req = honoured if candidate is route else self._honourable(candidate, request)
+            async def call(req: ChatRequest, target: Target) -> ChatResult:
                 return await self._timed(ctx, target, endpoint, self._providers[target.provider].chat(req, target))
 
-            result = await self._first_success(principal, route, ctx, out, call)
+            prepare = partial(self._honourable, request=request)
+            result = await self._first_success(principal, route, ctx, out, prepare, call)
             out.status, out.usage = 200, result.usage
             if result.usage.estimated:
                 out.usage = Usage(estimate_prompt_tokens(request.body), result.usage.completion_tokens, estimated=True)
@@ -374,12 +381,19 @@ class Gateway:
         route = self.route_for(principal, request.model)
         endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
         async with self._request(principal, route, endpoint, ctx, streamed=True, body=request.body) as out:
-            honoured = self._honourable(route, request)
             plan = self._plan(principal, route)
+            prepared: dict[str, ChatRequest] = {}
             last: GatewayError | None = None
             for candidate, target in plan:
-                req = honoured if candidate is route else self._honourable(candidate, request)
-                pieces = self._providers[target.provider].stream(req, target)
+                if candidate.alias not in prepared:
+                    try:
+                        prepared[candidate.alias] = self._honourable(candidate, request)
+                    except GatewayError as exc:
+                        last = exc
+                        if plan.failed(candidate, exc):
+                            continue
+                        raise
+                pieces = self._providers[target.provider].stream(prepared[candidate.alias], target)
                 try:
                     async with self._attempt(target, ctx, out) as attempt:
                         started = time.perf_counter()
@@ -392,7 +406,8 @@ class Gateway:
                             if not plan.failed(candidate, exc):
                                 raise
                             attempt.status = exc.status_code
-                            self._metrics.upstream_errors.labels(target.provider, exc.code or str(exc.status_code)).inc()
+                            code = exc.code or str(exc.status_code)
+                            self._metrics.upstream_errors.labels(target.provider, code).inc()
                             continue  # nothing was sent: the next deployment may serve it
                         ctx.upstream_s = time.perf_counter() - started
                         self._metrics.ttft.labels(target.alias, target.provider).observe(ctx.upstream_s)
@@ -416,15 +431,16 @@ class Gateway:
         route = self.route_for(principal, request.model)
         body = request.body or {}
         async with self._request(principal, route, "embeddings", ctx, streamed=False, body=body) as out:
-            enforce_embeddings(route.capabilities)
 
-            async def call(candidate: Route, target: Target) -> EmbeddingResult:
-                if candidate is not route:
-                    enforce_embeddings(candidate.capabilities)
-                embedding = self._providers[target.provider].embed(request, target)
+            def prepare(candidate: Route) -> EmbeddingRequest:
+                enforce_embeddings(candidate.capabilities)
+                return request
+
+            async def call(req: EmbeddingRequest, target: Target) -> EmbeddingResult:
+                embedding = self._providers[target.provider].embed(req, target)
                 return await self._timed(ctx, target, "embeddings", embedding)
 
-            result = await self._first_success(principal, route, ctx, out, call)
+            result = await self._first_success(principal, route, ctx, out, prepare, call)
             out.status, out.usage = 200, result.usage
             return result
 
