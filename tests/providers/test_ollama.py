@@ -75,6 +75,28 @@ def test_streamed_tool_calls(gateway: RunningServer) -> None:
     assert [e for e in events[:-1] if e["choices"]][-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
+def test_legacy_functions_become_ollama_tools(gateway: RunningServer, fake_ollama: FakeOllama) -> None:
+    with gateway.http(gateway.admin_key) as http:
+        resp = http.post("/v1/chat/completions", json={
+            "model": "llama", "messages": HELLO, "functions": [WEATHER_TOOL["function"]]})
+        assert resp.status_code == 200
+        assert sent_to(fake_ollama, "/api/chat")["tools"] == [WEATHER_TOOL]
+        resp = http.post("/v1/chat/completions", json={
+            "model": "llama", "messages": HELLO, "functions": [WEATHER_TOOL["function"]], "function_call": "none"})
+        assert resp.status_code == 200 and "tools" not in sent_to(fake_ollama, "/api/chat")
+
+
+def test_what_ollama_cannot_do_is_refused_by_name(gateway: RunningServer) -> None:
+    with gateway.http(gateway.admin_key) as http:
+        for extra, param in (({"logprobs": True}, "logprobs"), ({"n": 2}, "n"),
+                             ({"tools": [WEATHER_TOOL], "tool_choice": "required"}, "tool_choice")):
+            resp = http.post("/v1/chat/completions", json={"model": "llama", "messages": HELLO, **extra})
+            assert resp.status_code == 400, extra
+            assert resp.json()["error"]["param"] == param
+        caps = {m["id"]: m for m in http.get("/v1/models").json()["data"]}["llama"]["capabilities"]
+    assert caps["logprobs"] is False and caps["n"] == 1 and caps["tool_choice"] == ["auto", "none"]
+
+
 def test_json_schema_becomes_format(client: openai.OpenAI, fake_ollama: FakeOllama) -> None:
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     reply = client.chat.completions.create(model="llama", messages=HELLO, response_format={

@@ -108,8 +108,9 @@ def chat_body(request: ChatRequest, target: Target) -> tuple[str, dict[str, Any]
         body["raw"] = False
         return "/api/generate", body
     body["messages"] = [_message(m, i) for i, m in enumerate(src.get("messages", []))]
-    if src.get("tools") and src.get("tool_choice") != "none":
-        body["tools"] = src["tools"]
+    tools = src.get("tools") or [{"type": "function", "function": f} for f in src.get("functions") or ()]
+    if tools and src.get("tool_choice", src.get("function_call")) != "none":
+        body["tools"] = tools
     return "/api/chat", body
 
 
