@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from switchyard.core.ports import Provider
+from switchyard.http.credentials import internal_routes
 from switchyard.http.errors import exception_handlers
 from switchyard.http.middleware import EdgeMiddleware
 from switchyard.http.routes import routes
@@ -23,8 +24,9 @@ from switchyard.observability.logging import AccessLog, configure_logging
 from switchyard.observability.metrics import Metrics
 from switchyard.observability.tracing import Tracing, TracingMiddleware, TracingUnavailableError
 from switchyard.providers import load_provider
-from switchyard.runtime import open_runtime
+from switchyard.runtime import check_credentials, open_runtime
 from switchyard.service.accounting import UsageRecorder
+from switchyard.service.catalog import ModelCatalog
 from switchyard.service.fleet import FleetWatcher
 from switchyard.service.gateway import Gateway
 from switchyard.service.routing import RoutingTable
@@ -48,17 +50,26 @@ def create_app(settings: Settings) -> Starlette:
         providers: dict[str, Provider] = {name: load_provider(spec) for name, spec in routing.upstreams.items()}
         metrics = Metrics()
         recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval)
+        gateway = Gateway(routing, providers, recorder, metrics, provider_factory=load_provider,
+                          on_credential_use=runtime.vault.note_use)
+        catalog = ModelCatalog(runtime.models, settings, gateway,  # /admin/models, polled on every replica
+                               secrets=runtime.vault.secrets if runtime.vault.configured else None)
         fleet = FleetWatcher(providers, metrics, settings.loaded_models_poll_interval)
         try:
             if tracing is not None:
                 tracing.start()
             await runtime.keys.start()
+            await runtime.vault.start()
+            await check_credentials(settings, runtime.vault)
             recorder.start()
             fleet.start()
+            await catalog.start()
             app.state.services = Services(
                 settings=settings,
-                gateway=Gateway(routing, providers, recorder, metrics),
+                gateway=gateway,
                 keys=runtime.keys,
+                vault=runtime.vault,
+                catalog=catalog,
                 metrics=metrics,
                 ping_store=runtime.usage.ping,
             )
@@ -66,10 +77,12 @@ def create_app(settings: Settings) -> Starlette:
             app.state.started_at = int(time.time())
             yield
         finally:
+            await catalog.aclose()
             await fleet.aclose()
             await recorder.aclose()
             await runtime.keys.aclose()
-            await asyncio.gather(*(p.aclose() for p in providers.values()), return_exceptions=True)
+            await runtime.vault.aclose()
+            await gateway.aclose()
             await runtime.aclose()
             access_log.flush()
             if tracing is not None:  # last: usage matters more than spans if a collector is slow
@@ -84,13 +97,13 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_allow_origins,
-                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
                 expose_headers=["x-request-id", "retry-after"],
             )
         )
     return Starlette(
-        routes=routes(),
+        routes=[*routes(), *internal_routes(settings)],  # decrypt routes exist only with internal_secret
         middleware=middleware,
         exception_handlers=exception_handlers,
         lifespan=lifespan,

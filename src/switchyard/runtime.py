@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from switchyard.service.keys import KeyService
+from switchyard.service.routing import RoutingTable
+from switchyard.service.vault import Vault
 from switchyard.settings import ConfigError, Settings
 from switchyard.store import Database, SqlKeyStore, SqlUsageStore, ensure_schema
+from switchyard.store.credentials import SqlCredentialStore
+from switchyard.store.models import SqlModelStore
 
-__all__ = ["Runtime", "open_runtime", "server_secret"]
+__all__ = ["Runtime", "check_credentials", "open_runtime", "server_secret"]
 
 SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 
@@ -47,6 +51,12 @@ class Runtime:
     database: Database
     keys: KeyService
     usage: SqlUsageStore
+    vault: Vault
+
+    @property
+    def models(self) -> SqlModelStore:
+        """Models stored over /admin/models (the store holds no state beyond the engine)."""
+        return SqlModelStore(self.database.engine)
 
     async def aclose(self) -> None:
         await self.database.dispose()
@@ -68,4 +78,18 @@ async def open_runtime(settings: Settings) -> Runtime:
         static_keys=[k.get_secret_value() for k in settings.api_keys],
         refresh_interval=settings.key_refresh_interval,
     )
-    return Runtime(settings=settings, database=database, keys=keys, usage=SqlUsageStore(database.engine))
+    master = settings.master_key.get_secret_value() if settings.master_key is not None else None
+    vault = Vault(SqlCredentialStore(database.engine), master, flush_interval=settings.key_refresh_interval)
+    return Runtime(settings=settings, database=database, keys=keys, usage=SqlUsageStore(database.engine),
+                   vault=vault)
+
+
+async def check_credentials(settings: Settings, vault: Vault) -> None:
+    """Refuse to start when the file refers to vault credentials that cannot be used."""
+    names = settings.credential_references()
+    if not names:
+        return
+    if not vault.configured:
+        raise ConfigError(f"credential '{sorted(names)[0]}' is used, but no master key is set "
+                          "(SWITCHYARD_MASTER_KEY) to decrypt the vault")
+    RoutingTable(settings, secrets=await vault.secrets())  # names a credential that is missing or inactive

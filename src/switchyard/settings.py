@@ -278,6 +278,14 @@ class Settings(BaseSettings):
     def is_loopback(self) -> bool:
         return self.host in {"127.0.0.1", "localhost", "::1"} or self.host.startswith("127.")
 
+    def credential_references(self) -> set[str]:
+        """Vault credential names the file's providers, models and deployments use."""
+        names = {p.credential for p in self.providers.values() if p.enabled and p.credential}
+        for model in self.models:
+            if model.enabled:
+                names.update(c for c in (model.credential, *(d.credential for d in model.deployments)) if c)
+        return names
+
     def resolve_secret(self, value: SecretStr | None) -> str | None:
         """Resolve a credential: a literal, or 'os.environ/NAME' read from the environment."""
         if value is None:

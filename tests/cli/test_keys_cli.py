@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from switchyard.store.migrate import HEAD_REVISION
 from tests.cli.support import KEY_RE, chat, db_rows, run_cli, serve, wait_until, write_config
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes import FakeOpenAI
@@ -159,7 +160,7 @@ def test_db_upgrade_fresh_and_idempotent(tmp_path: Path) -> None:
         assert "up to date" in result.stdout
     tables = {r["name"] for r in db_rows(data_dir, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"api_keys", "usage_records", "alembic_version"} <= tables
-    assert [r["version_num"] for r in db_rows(data_dir, "SELECT version_num FROM alembic_version")] == ["0001"]
+    assert [r["version_num"] for r in db_rows(data_dir, "SELECT version_num FROM alembic_version")] == [HEAD_REVISION]
     # a key store made by `db upgrade` is usable by the other commands
     listed = run_cli("keys", "list", "--data-dir", data_dir, cwd=tmp_path)
     assert listed.returncode == 0 and _list_rows(listed.stdout) == {}, listed

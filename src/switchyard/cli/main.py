@@ -6,6 +6,7 @@ import click
 
 from switchyard import __version__
 from switchyard.cli.admin import config, db, usage
+from switchyard.cli.credentials import credentials
 from switchyard.cli.doctor import doctor
 from switchyard.cli.init import init
 from switchyard.cli.keys import keys
@@ -24,6 +25,7 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(keys)
+cli.add_command(credentials)
 cli.add_command(config)
 cli.add_command(db)
 cli.add_command(usage)

@@ -14,7 +14,7 @@ import click
 from switchyard.cli.store_options import load, run_with_runtime
 from switchyard.core.keys import NewKey
 from switchyard.observability.logging import configure_logging
-from switchyard.runtime import Runtime
+from switchyard.runtime import Runtime, check_credentials
 from switchyard.settings import ConfigError
 
 __all__ = ["serve"]
@@ -77,9 +77,13 @@ def serve(
     configure_logging(settings.log_level, settings.log_json)
 
     async def prepare(runtime: Runtime) -> NewKey | None:
+        await check_credentials(settings, runtime.vault)
         return await runtime.keys.ensure_admin() if settings.auth else None
 
-    created = run_with_runtime(settings, prepare)
+    try:
+        created = run_with_runtime(settings, prepare)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error:\n{exc}") from None
     if created is not None:
         click.echo(
             "Created the first admin key. It is shown once; only its hash is stored:\n\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,13 +27,21 @@ async def _generate(request: Request, chat: ChatRequest) -> Response:
     return Response(result.body, media_type="application/json")
 
 
+def _with_default_model(request: Request, body: Any) -> Any:
+    """A request that names no model goes to the stored default model, when one is marked."""
+    catalog = services(request).catalog
+    if isinstance(body, dict) and not body.get("model") and catalog is not None and catalog.default_alias:
+        return {**body, "model": catalog.default_alias}
+    return body
+
+
 async def chat_completions(request: Request) -> Response:
     request.scope["state"]["principal"] = await authenticate(request)
     body = await read_json(request, services(request).settings.max_body_bytes)
-    return await _generate(request, parse_chat_request(body))
+    return await _generate(request, parse_chat_request(_with_default_model(request, body)))
 
 
 async def completions(request: Request) -> Response:
     request.scope["state"]["principal"] = await authenticate(request)
     body = await read_json(request, services(request).settings.max_body_bytes)
-    return await _generate(request, parse_completion_request(body))
+    return await _generate(request, parse_completion_request(_with_default_model(request, body)))

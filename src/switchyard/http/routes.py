@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from switchyard.http import admin, chat, embeddings, health, models
+from switchyard.http import admin, admin_models, chat, credentials, embeddings, health, messages, models
 
 __all__ = ["PUBLIC_PATHS", "routes"]
 
-PUBLIC_PATHS = frozenset({"/health", "/ready"})
+# The credential decrypt routes take x-internal-secret, not a key; app.py adds them only when it is set.
+PUBLIC_PATHS = frozenset({"/health", "/ready", *credentials.INTERNAL_DECRYPT_PATHS})
 
 
 def routes() -> list[Route]:
@@ -21,6 +22,8 @@ def routes() -> list[Route]:
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/v1/completions", chat.completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
+        Route("/v1/messages", messages.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
         Route("/admin/keys", admin.list_keys, methods=["GET"]),
         Route("/admin/keys", admin.create_key, methods=["POST"]),
         Route("/admin/keys/{key_id}", admin.get_key, methods=["GET"]),
@@ -29,4 +32,16 @@ def routes() -> list[Route]:
         Route("/admin/keys/{key_id}/rotate", admin.rotate_key, methods=["POST"]),
         Route("/admin/upstreams", admin.upstreams, methods=["GET"]),
         Route("/admin/status", admin.status, methods=["GET"]),
+        Route("/admin/models", admin_models.list_models, methods=["GET"]),
+        Route("/admin/models", admin_models.create_model, methods=["POST"]),
+        Route("/admin/models/{model_id:path}", admin_models.get_model, methods=["GET"]),
+        Route("/admin/models/{model_id:path}", admin_models.update_model, methods=["PUT", "PATCH"]),
+        Route("/admin/models/{model_id:path}", admin_models.delete_model, methods=["DELETE"]),
+        Route("/admin/credentials", credentials.list_credentials, methods=["GET"]),
+        Route("/admin/credentials", credentials.create_credential, methods=["POST"]),
+        Route("/admin/credentials/{credential_id}", credentials.get_credential, methods=["GET"]),
+        Route("/admin/credentials/{credential_id}", credentials.delete_credential, methods=["DELETE"]),
+        Route("/admin/credentials/{credential_id}/check", credentials.check_credential, methods=["POST"]),
+        Route("/admin/credentials/{credential_id}/activate", credentials.activate_credential, methods=["POST"]),
+        Route("/admin/credentials/{credential_id}/deactivate", credentials.deactivate_credential, methods=["POST"]),
     ]

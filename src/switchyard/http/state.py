@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from switchyard.observability.metrics import Metrics
+from switchyard.service.catalog import ModelCatalog
 from switchyard.service.gateway import CallContext, Gateway
 from switchyard.service.keys import KeyService
+from switchyard.service.vault import Vault
 from switchyard.settings import Settings
 
 __all__ = ["Services", "call_context", "services"]
@@ -22,6 +24,8 @@ class Services:
     keys: KeyService
     metrics: Metrics
     ping_store: Callable[[], Awaitable[None]]
+    vault: Vault | None = None  # the credential vault (/admin/credentials)
+    catalog: ModelCatalog | None = None  # models stored over /admin/models
 
 
 def services(request: Request) -> Services:

@@ -19,6 +19,8 @@ from switchyard.errors import (
 
 __all__ = ["ErrorMapper", "UpstreamClient", "redact"]
 
+_URL_CACHE = 256  # parsed URLs kept per client
+
 ErrorMapper = Callable[[int, bytes, Mapping[str, str]], GatewayError]
 
 
@@ -57,6 +59,8 @@ class UpstreamClient:
         """Parsed once per path: building a URL from a string on every request is not free."""
         url = self._urls.get(path)
         if url is None:
+            if len(self._urls) >= _URL_CACHE:  # paths can hold client-chosen model names: stay bounded
+                self._urls.clear()
             url = self._urls[path] = yarl.URL(self.base_url + path)
         return url
 
@@ -117,6 +121,15 @@ class UpstreamClient:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError("The upstream sent a response that is not JSON.") from exc
+
+    async def call_object(
+        self, method: str, path: str, on_error: ErrorMapper, *, json: Any = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """A call whose answer must be a JSON object."""
+        payload = await self.call_json(method, path, on_error, json=json, timeout=timeout)
+        if not isinstance(payload, dict):
+            raise UpstreamError("The upstream sent an unexpected response.")
+        return payload
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -37,7 +37,9 @@ CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
 _DISCOVERY_TTL = 30.0
 _DISCOVERY_TIMEOUT = 3.0
 _RECENT_ERRORS = 50
+_RETIRED_GRACE = 600.0  # seconds a replaced provider stays open for the requests still using it
 _UPSTREAM_FAILURES = frozenset({502, 503, 504})  # no connection, upstream 5xx/overloaded, timeout
+_MODEL_FAULTS = frozenset({"malformed_function_call"})  # 502s that say nothing about the upstream's health
 
 
 def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
@@ -81,6 +83,7 @@ class _Outcome:
     events: int = 0
     error: str | None = None
     target: Target | None = None  # the deployment that served (or was tried last)
+    failure_is_the_models: bool = False  # the upstream is fine; what the model produced was not
 
 
 class Gateway:
@@ -105,7 +108,8 @@ class Gateway:
         self._gates: dict[str, ConcurrencyGate] = {}
         self._busy: dict[str, int] = {}  # in flight per deployment (least_busy routing)
         self._discovered: dict[str, tuple[float, Sequence[str]]] = {}
-        self._retired: list[Provider] = []
+        self._retired: list[tuple[float, Provider]] = []  # replaced providers, closed after a grace period
+        self._closing: set[asyncio.Task[None]] = set()
         self.cooldowns = Cooldowns(self._policies(routing), on_change=self._cooldown_changed)
         self.in_flight = 0
         self.recent_errors: deque[dict[str, object]] = deque(maxlen=_RECENT_ERRORS)
@@ -132,7 +136,14 @@ class Gateway:
                 providers[name] = self._providers[name]
             else:
                 providers[name] = self._provider_factory(spec)
-        self._retired.extend(p for n, p in self._providers.items() if providers.get(n) is not p)
+        now = time.monotonic()
+        self._retired.extend((now, p) for n, p in self._providers.items() if providers.get(n) is not p)
+        expired = [p for at, p in self._retired if now - at > _RETIRED_GRACE]  # their streams have ended
+        self._retired = [(at, p) for at, p in self._retired if now - at <= _RETIRED_GRACE]
+        for provider in expired:
+            task = asyncio.get_running_loop().create_task(provider.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         self.cooldowns.set_policies(self._policies(routing))
         self._providers = providers
         self.routing = routing
@@ -140,9 +151,9 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close every provider, current and replaced."""
-        providers = [*self._providers.values(), *self._retired]
+        providers = [*self._providers.values(), *(p for _, p in self._retired)]
         self._retired.clear()
-        await asyncio.gather(*(p.aclose() for p in providers), return_exceptions=True)
+        await asyncio.gather(*(p.aclose() for p in providers), *self._closing, return_exceptions=True)
 
     # -- routing and scope -------------------------------------------------------------
     def route_for(self, principal: Principal, model: str) -> Route:
@@ -312,6 +323,7 @@ class Gateway:
             yield attempt
         except GatewayError as exc:
             attempt.status = exc.status_code
+            attempt.failure_is_the_models = exc.code in _MODEL_FAULTS
             if isinstance(exc, UpstreamError | ServiceUnavailableError) or exc.status_code >= 500:
                 self._metrics.upstream_errors.labels(target.provider, exc.code or str(exc.status_code)).inc()
             raise
@@ -324,6 +336,8 @@ class Gateway:
             self._busy[target.breaker] -= 1
             if gate is not None:
                 gate.release()
+            if attempt.failure_is_the_models:
+                attempt.status = CLIENT_CLOSED  # e.g. a malformed tool call: no verdict on the upstream
             if attempt.status == 200 or attempt.status in _UPSTREAM_FAILURES:
                 self.cooldowns.record(target.breaker, ok=attempt.status == 200, probe=probe)
             elif probe:
@@ -406,6 +420,7 @@ class Gateway:
                             if not plan.failed(candidate, exc):
                                 raise
                             attempt.status = exc.status_code
+                            attempt.failure_is_the_models = exc.code in _MODEL_FAULTS
                             code = exc.code or str(exc.status_code)
                             self._metrics.upstream_errors.labels(target.provider, code).inc()
                             continue  # nothing was sent: the next deployment may serve it

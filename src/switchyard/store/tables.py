@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-__all__ = ["UtcDateTime", "api_keys", "metadata", "usage_records"]
+__all__ = ["UtcDateTime", "api_keys", "credentials", "metadata", "model_configs", "usage_records"]
 
 
 class UtcDateTime(sa.types.TypeDecorator[datetime]):
@@ -89,4 +89,50 @@ usage_records = sa.Table(
     sa.Column("estimated", sa.Boolean(), nullable=False),
     sa.Index("ix_usage_records_created_at", "created_at"),
     sa.Index("ix_usage_records_key_id", "key_id"),
+)
+
+credentials = sa.Table(
+    "credentials",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("base_url", sa.String(2048), nullable=True),
+    # AES-256-GCM: scrypt salt and nonce of this one encryption, and the ciphertext with its tag.
+    sa.Column("salt", sa.LargeBinary(), nullable=False),
+    sa.Column("nonce", sa.LargeBinary(), nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
+    sa.Column("key_version", sa.String(64), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("last4", sa.String(8), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("last_used_at", UtcDateTime(), nullable=True),
+    sa.Column("use_count", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+    sa.Column("active", sa.Boolean(), nullable=False),
+    sa.Column("last_checked_at", UtcDateTime(), nullable=True),
+    sa.Column("last_check_ok", sa.Boolean(), nullable=True),
+    sa.Column("last_check_error", sa.String(500), nullable=True),
+    sa.Index("ix_credentials_name", "name", unique=True),
+)
+
+# Models added over /admin/models (merged with the YAML file's; the file wins). ``config`` is the
+# API record (without alias/active/default, which are columns). A delete is a tombstone: alias
+# NULL (unique indexes allow many NULLs, so the alias is free again) and deleted_at set. Every
+# write takes ``revision`` = max + 1 (unique, so concurrent writers retry), which makes
+# ``SELECT max(revision)`` a change marker that also sees deletions.
+model_configs = sa.Table(
+    "model_configs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("alias", sa.String(200), nullable=True),
+    sa.Column("config", sa.JSON(), nullable=False),
+    sa.Column("active", sa.Boolean(), nullable=False),
+    sa.Column("is_default", sa.Boolean(), nullable=False),
+    sa.Column("revision", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("deleted_at", UtcDateTime(), nullable=True),
+    sa.Index("ix_model_configs_alias", "alias", unique=True),
+    sa.Index("ix_model_configs_revision", "revision", unique=True),
 )

@@ -31,10 +31,7 @@ class OllamaProvider:
         return translate.error_from_response(status, raw, headers, self._secret)
 
     async def _json(self, method: str, path: str, body: dict[str, object] | None, timeout: float) -> dict[str, Any]:
-        payload = await self._http.call_json(method, path, self._error, json=body, timeout=timeout)
-        if not isinstance(payload, dict):
-            raise UpstreamError("The upstream sent an unexpected response.")
-        return payload
+        return await self._http.call_object(method, path, self._error, json=body, timeout=timeout)
 
     async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
         path, body = translate.chat_body(request, target)

@@ -13,6 +13,7 @@ from switchyard.core.chat import ChatRequest, GenerationKind
 from switchyard.core.models import Target
 from switchyard.core.usage import Usage
 from switchyard.errors import BadRequestError, GatewayError, UpstreamError
+from switchyard.providers._chunks import sse_chunk
 from switchyard.providers._http import redact
 from switchyard.providers.errors import error_for_status
 
@@ -207,19 +208,22 @@ class ChunkWriter:
         self._model = target.alias
         self._first = True
         self._saw_tools = False
+        self._calls = 0  # tool calls streamed so far: each gets the next index
         self.usage: Usage | None = None
 
     def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
-        chunk: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk" if self._chat else "text_completion",
-            "created": self._created,
-            "model": self._model,
-            "choices": choices,
-        }
-        if self._wants_usage:
-            chunk["usage"] = usage
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return sse_chunk(self._id, chat=self._chat, created=self._created, model=self._model, choices=choices,
+                         usage=usage, wants_usage=self._wants_usage)
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
+    def _open(self) -> bytes:
+        """The role chunk that opens the answer, before its first text."""
+        if not self._first:
+            return b""
+        self._first = False
+        return self._delta({"role": "assistant", "content": "", "refusal": None})
 
     def feed(self, payload: Mapping[str, Any]) -> tuple[bytes, int]:
         """SSE bytes for one NDJSON object, and how many content events they hold."""
@@ -229,23 +233,28 @@ class ChunkWriter:
         events = 0
         if self._chat:
             message = payload.get("message") or {}
-            delta: dict[str, Any] = {}
-            if self._first:
-                delta["role"] = "assistant"
-                self._first = False
             if message.get("content"):
-                delta["content"] = message["content"]
-            calls = _tool_calls(message)
-            if calls:
-                self._saw_tools = True
-                delta["tool_calls"] = calls
-            if delta:
-                out += self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+                out += self._open() + self._delta({"content": message["content"]})
                 events += 1
+            for call in _tool_calls(message):  # as OpenAI streams a call: id and name, then the arguments
+                self._saw_tools = True
+                index, self._calls = self._calls, self._calls + 1
+                head: dict[str, Any] = {"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                                        "function": {"name": call["function"]["name"],
+                                                                     "arguments": ""}}]}
+                if self._first:
+                    self._first = False
+                    head = {"role": "assistant", "content": None, "refusal": None, **head}
+                out += self._delta(head)
+                out += self._delta({"tool_calls": [{"index": index,
+                                                    "function": {"arguments": call["function"]["arguments"]}}]})
+                events += 2
         elif payload.get("response"):
             out += self._event([{"index": 0, "text": payload["response"], "logprobs": None, "finish_reason": None}])
             events += 1
         if payload.get("done"):
+            if self._chat:
+                out += self._open()  # an empty answer still opens with the role, as OpenAI's do
             self.usage = usage_of(payload)
             reason = finish_reason(payload, self._saw_tools)
             last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": reason}

@@ -1,0 +1,120 @@
+"""POST /v1/messages and POST /v1/messages/count_tokens: the Anthropic Messages API, inbound.
+
+The request is translated to an OpenAI chat body, validated by ``parse_chat_request`` and sent
+through the same gateway calls as ``/v1/chat/completions`` (keys, scopes, limits, accounting),
+then the answer is translated back. Every error is rendered in Anthropic's shape
+(``{"type": "error", "error": {"type", "message"}}``) with our status code and headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.errors import GatewayError
+from switchyard.http.auth import authenticate
+from switchyard.http.body import read_json
+from switchyard.http.sse import open_stream
+from switchyard.http.state import call_context, services
+from switchyard.protocol.anthropic import StreamConverter, chat_request, error_body, message_from_completion
+from switchyard.service.gateway import estimate_prompt_tokens
+
+__all__ = ["count_tokens", "messages"]
+
+
+def _error_response(request: Request, exc: GatewayError) -> Response:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    body = error_body(exc, request.scope.get("state", {}).get("request_id"))
+    return Response(orjson.dumps(body), status_code=exc.status_code, headers=headers, media_type="application/json")
+
+
+async def _anthropic_errors(request: Request, handler: Callable[[Request], Awaitable[Response]]) -> Response:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return _error_response(request, exc)
+
+
+async def _read(request: Request) -> Any:
+    request.scope["state"]["principal"] = await authenticate(request)
+    return await read_json(request, services(request).settings.max_body_bytes)
+
+
+async def _relay(first: bytes, chunks: AsyncIterator[bytes], converter: StreamConverter) -> AsyncIterator[bytes]:
+    """Anthropic events for the gateway's OpenAI SSE bytes; a gateway error becomes an ``error`` event.
+
+    The gateway stream is read to its end even after an error event, so it is accounted as it
+    ended upstream, not as a client that left.
+    """
+    try:
+        try:
+            yield converter.feed(first)
+            async for chunk in chunks:
+                out = converter.feed(chunk)
+                if out:
+                    yield out
+            tail = converter.finish()
+        except GatewayError as exc:
+            tail = b"" if converter.ended else converter.error(exc)
+        if tail:
+            yield tail
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def _messages(request: Request) -> Response:
+    body = await _read(request)
+    chat = chat_request(body)
+    svc = services(request)
+    principal = request.scope["state"]["principal"]
+    ctx = call_context(request)
+    if chat.stream:
+        chunks = svc.gateway.stream(principal, chat, ctx)
+        try:  # routing, scope and upstream errors surface here, before any byte: a normal HTTP error
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = b""
+        except BaseException:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            raise
+        return await open_stream(_relay(first, chunks, StreamConverter(chat.model)))  # type: ignore[return-value]
+    result = await svc.gateway.chat(principal, chat, ctx)
+    try:
+        payload = orjson.loads(result.body)
+    except orjson.JSONDecodeError:
+        payload = {}
+    message = message_from_completion(payload, chat.model, result.usage)
+    return Response(orjson.dumps(message), media_type="application/json")
+
+
+def _extra_chars(body: Mapping[str, Any]) -> int:
+    """What ``estimate_prompt_tokens`` does not read: tool schemas and earlier tool calls."""
+    chars = sum(len(orjson.dumps(tool)) for tool in body.get("tools") or ())
+    for msg in body.get("messages") or ():
+        for call in msg.get("tool_calls") or ():
+            function = call.get("function") or {}
+            chars += len(str(function.get("name", ""))) + len(str(function.get("arguments", "")))
+    return chars
+
+
+async def _count_tokens(request: Request) -> Response:
+    """An estimate (about four characters a token): the gateway has no tokenizer for arbitrary models."""
+    body = await _read(request)
+    chat = chat_request(body, need_max_tokens=False)
+    services(request).gateway.target_for(request.scope["state"]["principal"], chat.model)
+    tokens = estimate_prompt_tokens(chat.body) + _extra_chars(chat.body) // 4
+    return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
+
+
+async def messages(request: Request) -> Response:
+    return await _anthropic_errors(request, _messages)
+
+
+async def count_tokens(request: Request) -> Response:
+    return await _anthropic_errors(request, _count_tokens)

@@ -1,0 +1,1 @@
+"""Azure OpenAI provider (deployments, api-version, api-key header)."""
