@@ -13,6 +13,7 @@ __all__ = ["UsageRecorder"]
 
 log = logging.getLogger("switchyard.usage")
 _MAX_BUFFER = 1_000_000  # rows held while the store is unreachable
+_STOP_WAIT = 10.0  # seconds shutdown waits for a write in progress
 
 
 class UsageRecorder:
@@ -30,6 +31,7 @@ class UsageRecorder:
         self._pending: list[UsageRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.written = 0
 
     def record(self, row: UsageRecord) -> None:
@@ -45,7 +47,7 @@ class UsageRecorder:
         self._task = asyncio.create_task(self._loop(), name="switchyard-usage-writer")
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             except TimeoutError:
@@ -71,8 +73,16 @@ class UsageRecorder:
             self.written += len(batch)
 
     async def aclose(self, attempts: int = 5) -> None:
-        await stop_task(self._task)
-        self._task = None
+        # Let a write in progress finish rather than cancel it: a cancelled write may still commit
+        # (the database works on in its own thread), and its rows would be written twice.
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), _STOP_WAIT)
+            except TimeoutError:
+                await stop_task(self._task)  # a store that hangs: give up on that write
+            self._task = None
         for attempt in range(attempts):
             try:
                 await self.flush()
