@@ -9,7 +9,8 @@ then the answer is translated back. Every error is rendered in Anthropic's shape
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -20,17 +21,26 @@ from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
 from switchyard.http.sse import open_stream
 from switchyard.http.state import call_context, services
-from switchyard.protocol.anthropic import StreamConverter, chat_request, error_body, message_from_completion
 from switchyard.service.gateway import estimate_prompt_tokens
 
+if TYPE_CHECKING:
+    from switchyard.protocol.anthropic import StreamConverter
+
 __all__ = ["count_tokens", "messages"]
+
+
+def _translate() -> ModuleType:
+    """The Anthropic translation, imported on first use: most servers never load it (~1.6 MB)."""
+    from switchyard.protocol import anthropic
+
+    return anthropic
 
 
 def _error_response(request: Request, exc: GatewayError) -> Response:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-    body = error_body(exc, request.scope.get("state", {}).get("request_id"))
+    body = _translate().error_body(exc, request.scope.get("state", {}).get("request_id"))
     return Response(orjson.dumps(body), status_code=exc.status_code, headers=headers, media_type="application/json")
 
 
@@ -70,7 +80,7 @@ async def _relay(first: bytes, chunks: AsyncIterator[bytes], converter: StreamCo
 
 async def _messages(request: Request) -> Response:
     body = await _read(request)
-    chat = chat_request(body)
+    chat = _translate().chat_request(body)
     svc = services(request)
     principal = request.scope["state"]["principal"]
     ctx = call_context(request)
@@ -83,13 +93,13 @@ async def _messages(request: Request) -> Response:
         except BaseException:
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
-        return await open_stream(_relay(first, chunks, StreamConverter(chat.model)))  # type: ignore[return-value]
+        return await open_stream(_relay(first, chunks, _translate().StreamConverter(chat.model)))  # type: ignore[return-value]
     result = await svc.gateway.chat(principal, chat, ctx)
     try:
         payload = orjson.loads(result.body)
     except orjson.JSONDecodeError:
         payload = {}
-    message = message_from_completion(payload, chat.model, result.usage)
+    message = _translate().message_from_completion(payload, chat.model, result.usage)
     return Response(orjson.dumps(message), media_type="application/json")
 
 
@@ -106,7 +116,7 @@ def _extra_chars(body: Mapping[str, Any]) -> int:
 async def _count_tokens(request: Request) -> Response:
     """An estimate (about four characters a token): the gateway has no tokenizer for arbitrary models."""
     body = await _read(request)
-    chat = chat_request(body, need_max_tokens=False)
+    chat = _translate().chat_request(body, need_max_tokens=False)
     services(request).gateway.target_for(request.scope["state"]["principal"], chat.model)
     tokens = estimate_prompt_tokens(chat.body) + _extra_chars(chat.body) // 4
     return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")

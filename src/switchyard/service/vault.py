@@ -25,10 +25,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from switchyard.core.credentials import (
     CREDENTIAL_PROVIDERS,
     Credential,
@@ -119,11 +115,15 @@ class MasterKey:
         return f"MasterKey(fingerprint={self.fingerprint!r})"
 
     def _derive(self, salt: bytes) -> bytes:
+        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # only when the vault is used (~6 MB)
+
         return Scrypt(salt=salt, length=KEY_BYTES, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(self._key)
 
     def seal(self, credential_id: str, plaintext: str) -> Sealed:
         """Encrypt with a new salt and nonce: two seals of one secret share nothing."""
         salt, nonce = os.urandom(SALT_BYTES), os.urandom(NONCE_BYTES)
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         ciphertext = AESGCM(self._derive(salt)).encrypt(nonce, plaintext.encode("utf-8"), _aad(credential_id))
         return Sealed(salt=salt, nonce=nonce, ciphertext=ciphertext, key_version=self.fingerprint)
 
@@ -134,6 +134,9 @@ class MasterKey:
                 f"credential '{cred.name}' was encrypted under master key {sealed.key_version}, "
                 f"but the configured master key is {self.fingerprint}"
             )
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         try:
             plain = AESGCM(self._derive(sealed.salt)).decrypt(sealed.nonce, sealed.ciphertext, _aad(cred.id))
         except (InvalidTag, ValueError):
