@@ -12,7 +12,8 @@ final ``data: {"error": ...}`` SSE event. Anything else is a bug and becomes a l
     ├── PermissionDeniedError        403 permission_error
     ├── NotFoundError                404 invalid_request_error
     │   └── ModelNotFoundError       404 model_not_found
-    ├── RateLimitError               429 rate_limit_exceeded (+ Retry-After)
+    ├── RateLimitError               429 rate_limit_exceeded (+ Retry-After, x-ratelimit-*)
+    │   └── InsufficientQuotaError   429 insufficient_quota (+ x-should-retry: false)
     ├── ServiceUnavailableError      503 service_unavailable (+ Retry-After)
     └── UpstreamError                502 upstream_error
         ├── UpstreamConnectionError  502 upstream_connection_error
@@ -59,6 +60,7 @@ class GatewayError(Exception):
         self.param = param
         self.code = code if code is not None else self.default_code
         self.retry_after = retry_after
+        self.headers: dict[str, str] = {}  # extra response headers (x-ratelimit-*, x-should-retry)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -116,6 +118,17 @@ class RateLimitError(GatewayError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+
+class InsufficientQuotaError(RateLimitError):
+    """A budget is spent. Not worth retrying: ``x-should-retry: false`` tells the SDKs so."""
+
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, param=param, code=code)
+        self.headers["x-should-retry"] = "false"
 
 
 class ServiceUnavailableError(GatewayError):

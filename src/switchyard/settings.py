@@ -32,6 +32,7 @@ __all__ = [
     "DeploymentConfig",
     "ModelConfig",
     "ProviderConfig",
+    "RateLimitConfig",
     "Settings",
     "Sources",
     "load_settings",
@@ -95,6 +96,18 @@ class ProviderConfig(BaseModel):
         return _reveal(value, info)
 
 
+class RateLimitConfig(BaseModel):
+    """Request and token limits; unset ones are unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(default=None, gt=0, description="Requests per minute.")
+    tpm: int | None = Field(default=None, gt=0, description="Tokens (prompt + completion) per minute.")
+    rph: int | None = Field(default=None, gt=0, description="Requests per hour.")
+    rpd: int | None = Field(default=None, gt=0, description="Requests per day.")
+    max_parallel: int | None = Field(default=None, gt=0, description="Requests in flight at once.")
+
+
 class DeploymentConfig(BaseModel):
     """One place an alias can be served from. An alias with several is load-balanced and fails over."""
 
@@ -151,6 +164,9 @@ class ModelConfig(BaseModel):
     )
     default_temperature: float | None = Field(
         default=None, ge=0, le=2, description="temperature used when the request sets none."
+    )
+    rate_limits: RateLimitConfig | None = Field(
+        default=None, description="Limits on this model across every key (rpm, tpm, rph, rpd, max_parallel)."
     )
     timeout: float | None = Field(default=None, gt=0, description="Overrides the provider's timeout.")
     max_concurrent: int | None = Field(default=None, gt=0, description="Cap on in-flight requests for this alias.")
@@ -242,6 +258,20 @@ class Settings(BaseSettings):
         "'/v1/traces' is added). Needs pip install 'switchyard[otel]'. Unset: no tracing.",
     )
     otel_service_name: str = Field(default="switchyard", min_length=1, description="service.name on traces.")
+    redis_url: str | None = Field(
+        default=None, pattern=r"^rediss?://",
+        description="Redis for limits, budget reservations and key revocations shared by every replica "
+        "(redis://host:6379/0). Unset: kept in each process.",
+    )
+    limits_fail_closed: bool = Field(
+        default=False, description="When Redis is unreachable: refuse requests (503) instead of falling back "
+        "to per-process limits.",
+    )
+    usage_raw_max_rows: int = Field(
+        default=1_000_000, ge=1000, description="Raw per-request usage rows kept (oldest pruned); hourly "
+        "rollups are kept for ever.",
+    )
+    usage_raw_max_age_days: float = Field(default=30.0, gt=0, description="Raw usage rows older than this are pruned.")
     usage_flush_interval: float = Field(default=0.5, gt=0, description="Seconds between usage batch writes.")
     key_refresh_interval: float = Field(default=1.0, gt=0, description="Seconds between key-cache refreshes.")
     loaded_models_poll_interval: float = Field(

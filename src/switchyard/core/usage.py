@@ -35,3 +35,4 @@ class UsageRecord:
     status: int
     streamed: bool
     estimated: bool
+    cost_usd: float = 0.0  # at the serving model's prices

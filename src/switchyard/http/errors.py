@@ -18,7 +18,7 @@ _INTERNAL = {"error": {"message": "Internal server error.", "type": "server_erro
 
 
 def error_response(exc: GatewayError) -> Response:
-    headers = {}
+    headers = dict(exc.headers)
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return Response(orjson.dumps(exc.to_dict()), status_code=exc.status_code, headers=headers,
