@@ -20,6 +20,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -448,6 +449,7 @@ def measure_gateway(
     start_timeout: float,
     s: Settings,
     log: Path,
+    api_key: str = API_KEY,
 ) -> TargetResult:
     res = TargetResult(name, command=shlex.join(argv))
     svc = Service(name, argv, env, port, health, log)
@@ -459,7 +461,7 @@ def measure_gateway(
             res.error = f"failed to start: {e}"
             return res
         print(f"  cold start {res.cold_start_s:.3f} s (GET {health})", flush=True)
-        err = validate(url, API_KEY, s.timeout, stream=False)  # the one warm-up request
+        err = validate(url, api_key, s.timeout, stream=False)  # the one warm-up request
         if err:
             res.error = f"warm-up request failed: {err}"
             return res
@@ -467,11 +469,11 @@ def measure_gateway(
         res.idle_rss_mb = tree_rss_mb(svc.pid)
         res.processes = len(tree_pids(svc.pid))
         print(f"  idle RSS {res.idle_rss_mb:.1f} MB over {res.processes} process(es)", flush=True)
-        err = validate(url, API_KEY, s.timeout, stream=True)
+        err = validate(url, api_key, s.timeout, stream=True)
         if err:
             res.error = f"stream check failed: {err}"
             return res
-        run_workloads(url, API_KEY, svc.pid, s, res)
+        run_workloads(url, api_key, svc.pid, s, res)
         res.ok = True
         if svc.proc is not None and svc.proc.poll() is not None:
             res.ok = False
@@ -492,10 +494,31 @@ def switchyard_binary(explicit: str | None) -> str | None:
     return shutil.which("switchyard")
 
 
-def measure_switchyard(upstream_port: int, s: Settings, workdir: Path, binary: str | None) -> TargetResult:
+def governed_key(binary: str, data_dir: Path) -> str:
+    """A key with rate limits and a budget that the run never reaches, so that every request goes
+    through the limiter and the budget ledger (reserve, settle) without being refused."""
+    out = subprocess.run(
+        [binary, "keys", "create", "bench-governed", "--data-dir", str(data_dir), "--rpm", "1000000000",
+         "--tpm", "1000000000000", "--max-parallel", "100000", "--budget", "1000000000", "--budget-period", "total"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout
+    found = re.search(r"sk-sy-[A-Za-z0-9_-]+", out)
+    if found is None:
+        raise RuntimeError(f"no key in the output of `switchyard keys create`: {out!r}")
+    return found.group(0)
+
+
+def measure_switchyard(
+    upstream_port: int, s: Settings, workdir: Path, binary: str | None, governance: bool = False
+) -> TargetResult:
     if binary is None:
         return TargetResult("switchyard", error="no `switchyard` binary found (project venv or PATH)")
     cfg_path = workdir / "switchyard.yaml"
+    governed = (
+        "    input_cost_per_1m: 0.15\n"
+        "    output_cost_per_1m: 0.60\n"
+        "    rate_limits: {rpm: 1000000000, tpm: 1000000000000}\n"
+    ) if governance else ""
     cfg_path.write_text(
         "providers:\n"
         "  fake:\n"
@@ -504,10 +527,11 @@ def measure_switchyard(upstream_port: int, s: Settings, workdir: Path, binary: s
         "models:\n"
         f"  - alias: {MODEL}\n"
         "    provider: fake\n"
-        f"    model: {MODEL}\n"
+        f"    model: {MODEL}\n" + governed
     )
     data_dir = workdir / "switchyard-data"
     data_dir.mkdir()
+    api_key = governed_key(binary, data_dir) if governance else API_KEY
     port = free_port()
     argv = [
         binary,
@@ -526,7 +550,8 @@ def measure_switchyard(upstream_port: int, s: Settings, workdir: Path, binary: s
         API_KEY,
     ]
     return measure_gateway(
-        "switchyard", argv, dict(os.environ), port, "/health", 30.0, s, OUT_DIR / "logs" / "switchyard.log"
+        "switchyard", argv, dict(os.environ), port, "/health", 30.0, s, OUT_DIR / "logs" / "switchyard.log",
+        api_key=api_key,
     )
 
 
@@ -845,6 +870,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=2.0, help="seconds before reading idle RSS")
     ap.add_argument("--switchyard-bin", default=None, help="switchyard executable (default: project venv)")
     ap.add_argument("--litellm-venv", default=str(LITELLM_VENV), help="venv for LiteLLM (created if missing)")
+    ap.add_argument("--governance", action="store_true",
+                    help="Switchyard serves through a key with rate limits and a budget, and a model with "
+                         "prices and its own limits: every request is limited, reserved and settled")
     args = ap.parse_args(argv)
 
     only = [t.strip() for t in args.only.split(",") if t.strip()]
@@ -894,7 +922,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "direct":
                 r = measure_direct(upstream, up_start, s)
             elif name == "switchyard":
-                r = measure_switchyard(up_port, s, workdir, switchyard_binary(args.switchyard_bin))
+                r = measure_switchyard(up_port, s, workdir, switchyard_binary(args.switchyard_bin), args.governance)
             else:
                 r = measure_litellm(up_port, s, workdir, installer)
             if not r.ok:
@@ -914,7 +942,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_model(),
         "kernel": platform.release(),
         "python": f"{platform.python_version()} ({sys.executable})",
-        "switchyard": switchyard_version(),
+        "switchyard": switchyard_version() + (
+            " — with rate limits and a budget on every request (`--governance`)" if args.governance else ""),
         "litellm": (installer.version() or "not installed") if "litellm" in only else "not run",
     }
     try:

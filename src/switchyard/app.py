@@ -29,6 +29,9 @@ from switchyard.service.accounting import UsageRecorder
 from switchyard.service.catalog import ModelCatalog
 from switchyard.service.fleet import FleetWatcher
 from switchyard.service.gateway import Gateway
+from switchyard.service.governance import build_governance
+from switchyard.service.key_events import KeyEvents
+from switchyard.service.retention import UsageRetention
 from switchyard.service.routing import RoutingTable
 from switchyard.settings import ConfigError, Settings
 
@@ -50,8 +53,13 @@ def create_app(settings: Settings) -> Starlette:
         providers: dict[str, Provider] = {name: load_provider(spec) for name, spec in routing.upstreams.items()}
         metrics = Metrics()
         recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval)
+        retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
+        governance = build_governance(settings.redis_url, settings.limits_fail_closed, runtime.spent)
+        key_events = KeyEvents(settings.redis_url, runtime.keys.refresh) if settings.redis_url else None
+        if key_events is not None:
+            runtime.keys.on_change = key_events.publish
         gateway = Gateway(routing, providers, recorder, metrics, provider_factory=load_provider,
-                          on_credential_use=runtime.vault.note_use)
+                          on_credential_use=runtime.vault.note_use, governance=governance)
         catalog = ModelCatalog(runtime.models, settings, gateway,  # /admin/models, polled on every replica
                                secrets=runtime.vault.secrets if runtime.vault.configured else None)
         fleet = FleetWatcher(providers, metrics, settings.loaded_models_poll_interval)
@@ -59,9 +67,13 @@ def create_app(settings: Settings) -> Starlette:
             if tracing is not None:
                 tracing.start()
             await runtime.keys.start()
+            if key_events is not None:
+                key_events.start()
+            runtime.audit.start()
             await runtime.vault.start()
             await check_credentials(settings, runtime.vault)
             recorder.start()
+            retention.start()
             fleet.start()
             await catalog.start()
             app.state.services = Services(
@@ -70,8 +82,11 @@ def create_app(settings: Settings) -> Starlette:
                 keys=runtime.keys,
                 vault=runtime.vault,
                 catalog=catalog,
+                audit=runtime.audit,
+                teams=runtime.teams,
                 metrics=metrics,
                 ping_store=runtime.usage.ping,
+                usage=runtime.usage,
             )
             app.state.recorder = recorder
             app.state.started_at = int(time.time())
@@ -79,10 +94,15 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await catalog.aclose()
             await fleet.aclose()
+            await retention.aclose()
             await recorder.aclose()
             await runtime.keys.aclose()
+            await runtime.audit.aclose()
             await runtime.vault.aclose()
             await gateway.aclose()
+            await governance.aclose()
+            if key_events is not None:
+                await key_events.aclose()
             await runtime.aclose()
             access_log.flush()
             if tracing is not None:  # last: usage matters more than spans if a collector is slow
@@ -99,7 +119,10 @@ def create_app(settings: Settings) -> Starlette:
                 allow_origins=settings.cors_allow_origins,
                 allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
-                expose_headers=["x-request-id", "retry-after"],
+                expose_headers=["x-request-id", "retry-after", "x-switchyard-deployment", "x-switchyard-attempts",
+                                "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                                "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
+                                "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", "x-should-retry"],
             )
         )
     return Starlette(

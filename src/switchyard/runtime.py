@@ -9,15 +9,20 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+from switchyard.service.audit import AuditLog
 from switchyard.service.keys import KeyService
 from switchyard.service.routing import RoutingTable
+from switchyard.service.teams import TeamService
 from switchyard.service.vault import Vault
 from switchyard.settings import ConfigError, Settings
 from switchyard.store import Database, SqlKeyStore, SqlUsageStore, ensure_schema
+from switchyard.store.audit import SqlAuditStore
 from switchyard.store.credentials import SqlCredentialStore
 from switchyard.store.models import SqlModelStore
+from switchyard.store.teams import SqlTeamStore
 
 __all__ = ["Runtime", "check_credentials", "open_runtime", "server_secret"]
 
@@ -52,13 +57,26 @@ class Runtime:
     keys: KeyService
     usage: SqlUsageStore
     vault: Vault
+    teams: TeamService
+    audit: AuditLog  # not started here: the CLI's entries are written when the runtime closes
 
     @property
     def models(self) -> SqlModelStore:
         """Models stored over /admin/models (the store holds no state beyond the engine)."""
         return SqlModelStore(self.database.engine)
 
+    async def spent(self, scope: str, since: datetime | None) -> float:
+        """USD spent by a budget's scope (``key:<id>`` or ``team:<id>``) since ``since``, from the
+        usage rollups: where budgets start from."""
+        if scope.startswith("team:"):
+            team = scope.removeprefix("team:")
+            keys = SqlKeyStore(self.database.engine)
+            members = [k.id for k in await keys.list(include_revoked=True) if k.team_id == team]
+            return await self.usage.spent_by_keys(members, since)
+        return await self.usage.spent(scope, since)
+
     async def aclose(self) -> None:
+        await self.audit.aclose()
         await self.database.dispose()
 
 
@@ -72,16 +90,19 @@ async def open_runtime(settings: Settings) -> Runtime:
     except BaseException:
         await database.dispose()
         raise
+    team_store = SqlTeamStore(database.engine)
     keys = KeyService(
         SqlKeyStore(database.engine),
         server_secret(settings),
         static_keys=[k.get_secret_value() for k in settings.api_keys],
         refresh_interval=settings.key_refresh_interval,
+        teams=team_store,
     )
     master = settings.master_key.get_secret_value() if settings.master_key is not None else None
     vault = Vault(SqlCredentialStore(database.engine), master, flush_interval=settings.key_refresh_interval)
     return Runtime(settings=settings, database=database, keys=keys, usage=SqlUsageStore(database.engine),
-                   vault=vault)
+                   vault=vault, teams=TeamService(team_store, keys),
+                   audit=AuditLog(SqlAuditStore(database.engine), settings.usage_flush_interval))
 
 
 async def check_credentials(settings: Settings, vault: Vault) -> None:

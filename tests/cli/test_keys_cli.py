@@ -126,7 +126,8 @@ def test_keys_lifecycle_with_server_down_and_up(tmp_path: Path, config: Path) ->
     assert table.returncode == 0, table
     lines = table.stdout.splitlines()
     assert lines[0].split()[:3] == ["KEY", "MODEL", "REQUESTS"], table
-    got = {(line.split()[0], line.split()[1]): int(line.split()[2]) for line in lines[1:] if line.strip()}
+    assert set(lines[-2]) == {"-", " "} and lines[-1].split()[:2] == ["TOTAL", "4"], table  # a totals row
+    got = {(line.split()[0], line.split()[1]): int(line.split()[2]) for line in lines[1:-2]}
     assert got == expected, table
 
     as_csv = run_cli("usage", "--format", "csv", *store, cwd=tmp_path)

@@ -146,7 +146,7 @@ def test_seed_camel_case_body_and_default_temperature(
         assert (made["input_cost_per_1k"], made["input_cost_per_1m"]) == (0.5, 500.0)
         assert (made["output_cost_per_1k"], made["output_cost_per_1m"]) == (1.5, 1500.0)
         assert made["rate_limits"] == {"per_minute": 60, "per_hour": 1000, "per_day": 10000}
-        assert made["rate_limits_enforced"] is False
+        assert made["rate_limits_enforced"] is True
         everything = admin(server, "GET", "/admin/models").json()
         assert everything["default"] == "seedy"
         assert [m["default"] for m in everything["data"] if m["alias"] == "seedy"] == [True]
@@ -403,3 +403,15 @@ def test_two_replicas_share_models_through_postgresql(
         eventually(a_forgot)
         assert "replicated" not in listed(a)
         assert admin(a, "GET", f"/admin/models/{made['id']}").status_code == 404
+
+
+def test_a_stored_models_rate_limits_are_enforced(server: RunningServer) -> None:
+    made = created(server, {"alias": "metered", "provider": "fake", "model": "gpt-4o-mini",
+                            "rate_limits": {"per_minute": 2}})
+    try:
+        with server.http(server.admin_key) as http:
+            codes = [http.post("/v1/chat/completions", json={"model": "metered", "messages": [
+                {"role": "user", "content": "hi"}]}).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+    finally:
+        admin(server, "DELETE", f"/admin/models/{made['id']}")

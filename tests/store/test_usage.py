@@ -27,6 +27,7 @@ def record(
         status=status,
         streamed=True,
         estimated=estimated,
+        cost_usd=0.0001,
     )
 
 
@@ -39,6 +40,9 @@ def row(
         "requests": requests,
         "prompt_tokens": 10 * requests,
         "completion_tokens": 5 * requests,
+        "total_tokens": 15 * requests,
+        "cost_usd": requests * 100_000 / 1e9,
+        "cost_nanousd": requests * 100_000,
         "errors": errors,
         "estimated": estimated,
     }
@@ -75,9 +79,12 @@ def test_write_and_summary(url: str) -> None:
                 row("key_a", "llama3", 1, estimated=1),
                 row("key_b", "gpt-4o", 1),
             ]
-            assert await store.summary(since=later + timedelta(microseconds=1)) == []
+            # totals are hourly: a time inside an hour counts that whole hour
+            assert await store.summary(since=later + timedelta(minutes=59)) == await store.summary(since=later)
+            assert await store.summary(since=later + timedelta(hours=1)) == []
             async with db.engine.connect() as conn:
-                stored = (await conn.execute(sa.text("SELECT latency_ms, streamed FROM usage_records"))).all()
-            assert len(stored) == 6 and all(r.latency_ms == 12.5 and r.streamed for r in stored)
+                stored = (await conn.execute(sa.text("SELECT latency_ms, streamed, cost_usd FROM usage_records"))).all()
+            assert len(stored) == 6
+            assert all(r.latency_ms == 12.5 and r.streamed and r.cost_usd == 0.0001 for r in stored)
 
     asyncio.run(body())

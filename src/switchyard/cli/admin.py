@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -15,6 +14,7 @@ from switchyard.cli.store_options import load, run_with_runtime, store_options
 from switchyard.runtime import Runtime
 from switchyard.service.routing import RoutingTable
 from switchyard.settings import ConfigError
+from switchyard.store.usage import format_usd, parse_group_by, parse_time
 
 __all__ = ["config", "db", "usage"]
 
@@ -62,43 +62,91 @@ def upgrade(config_file: Path | None, data_dir: Path | None, database_url: str |
     click.echo("database is up to date")
 
 
-def _since(value: str | None) -> datetime | None:
+def _when(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
-    match = re.fullmatch(r"(\d+)([mhd])", value)
-    if not match:
-        raise click.BadParameter("use a duration such as 30m, 24h or 7d", param_hint="--since")
-    unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-    return datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}; use a duration such as 30m, 24h or 7d, or an ISO 8601 time",
+                                 param_hint=option) from None
+
+
+def _micro_usd(nanos: int) -> str:
+    """USD rounded to the micro-dollar, for the table (CSV keeps every nano-dollar)."""
+    return format_usd((nanos + 500) // 1000 * 1000)[:-3]
+
+
+_COUNTS = ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "errors", "estimated"]
 
 
 @click.command()
-@click.option("--since", default=None, help="Only the last 30m, 24h, 7d, ...")
+@click.option("--since", default=None, help="From: a duration back from now (30m, 24h, 7d) or an ISO 8601 time.")
+@click.option("--until", default=None, help="Until (excluded): a duration back from now or an ISO 8601 time.")
+@click.option("--key", "key", default=None, help="Only this key (its id or name).")
+@click.option("--model", default=None, help="Only this model alias.")
+@click.option("--group-by", "group_by", default="key,model", show_default=True,
+              help="One or more of hour, day, key, model, comma-separated.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table")
 @store_options
-def usage(since: str | None, fmt: str, config_file: Path | None, data_dir: Path | None,
-          database_url: str | None) -> None:
-    """Requests and tokens per key and model."""
+def usage(since: str | None, until: str | None, key: str | None, model: str | None, group_by: str, fmt: str,
+          config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
+    """Requests, tokens and cost, from the hourly usage rollups (the server need not run).
+
+    Hours are UTC; --since and --until select the hours that overlap the range.
+    """
+    try:
+        dims = parse_group_by(group_by)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--group-by") from None
+    start, end = _when(since, "--since"), _when(until, "--until")
     settings = load(config_file, data_dir=data_dir, database_url=database_url)
-    start = _since(since)
 
     async def body(rt: Runtime) -> tuple[list[dict[str, object]], dict[str, str]]:
-        names = {k.id: k.name for k in await rt.keys.list(include_revoked=True)}
-        return await rt.usage.summary(start), names
+        keys = await rt.keys.list(include_revoked=True)
+        names = {k.id: k.name for k in keys}
+        key_id = key
+        if key is not None and key not in names:
+            matches = [k.id for k in keys if k.name == key]
+            if len(matches) > 1:
+                raise click.BadParameter(f"{len(matches)} keys are named {key!r}; give the id", param_hint="--key")
+            if matches:
+                key_id = matches[0]
+        return await rt.usage.query(key_id=key_id, model=model, since=start, until=end, group_by=dims), names
 
     rows, names = run_with_runtime(settings, body)
-    columns = ["key", "model", "requests", "prompt_tokens", "completion_tokens", "errors", "estimated"]
-    table = [
-        [str(names.get(str(r["key_id"]), r["key_id"] or "(static/anonymous)")), str(r["model"]),
-         *(str(r[c]) for c in columns[2:])]
-        for r in rows
-    ]
+    columns = [*(["period"] if "hour" in dims or "day" in dims else []),
+               *(["key"] if "key" in dims else []), *(["model"] if "model" in dims else []), *_COUNTS]
+    table: list[list[str]] = []
+    total = dict.fromkeys(_COUNTS, 0)
+    for r in rows:
+        line: list[str] = []
+        period = r.get("period")
+        if isinstance(period, datetime):
+            if "day" in dims:
+                line.append(period.strftime("%Y-%m-%d"))
+            else:
+                line.append(period.isoformat() if fmt == "csv" else period.strftime("%Y-%m-%d %H:00"))
+        if "key" in dims:
+            key_id = r["key_id"]
+            line.append(names.get(str(key_id), str(key_id)) if key_id is not None else "(static/anonymous)")
+        if "model" in dims:
+            line.append(str(r["model"]))
+        for c in _COUNTS:
+            value = int(str(r["cost_nanousd" if c == "cost_usd" else c]))
+            total[c] += value
+            line.append((format_usd(value) if fmt == "csv" else _micro_usd(value)) if c == "cost_usd" else str(value))
+        table.append(line)
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         writer.writerows(table)
         return
-    widths = [max(len(c), *(len(row[i]) for row in table)) if table else len(c) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    footer = [*(["TOTAL"] if len(columns) > len(_COUNTS) else []), *([""] * (len(columns) - len(_COUNTS) - 1)),
+              *(_micro_usd(total[c]) if c == "cost_usd" else str(total[c]) for c in _COUNTS)]
+    widths = [max(len(c), len(footer[i]), *(len(row[i]) for row in table)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for line in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    click.echo("  ".join("-" * w for w in widths))
+    click.echo("  ".join(v.ljust(w) for v, w in zip(footer, widths, strict=True)).rstrip())

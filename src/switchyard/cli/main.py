@@ -6,6 +6,7 @@ import click
 
 from switchyard import __version__
 from switchyard.cli.admin import config, db, usage
+from switchyard.cli.audit import audit
 from switchyard.cli.credentials import credentials
 from switchyard.cli.doctor import doctor
 from switchyard.cli.init import init
@@ -13,6 +14,7 @@ from switchyard.cli.keys import keys
 from switchyard.cli.ops import stop
 from switchyard.cli.serve import serve
 from switchyard.cli.status import status
+from switchyard.cli.teams import teams
 
 __all__ = ["cli", "main"]
 
@@ -25,6 +27,8 @@ def cli() -> None:
 
 cli.add_command(serve)
 cli.add_command(keys)
+cli.add_command(teams)
+cli.add_command(audit)
 cli.add_command(credentials)
 cli.add_command(config)
 cli.add_command(db)

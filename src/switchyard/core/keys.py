@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
 
-__all__ = ["ApiKey", "NewKey", "Principal"]
+from switchyard.core.limits import Budget, RateLimits
+
+__all__ = ["ApiKey", "NewKey", "Principal", "Team"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,24 @@ class ApiKey:
     last_used_at: datetime | None = None
     use_count: int = 0
     revoked_at: datetime | None = None
+    # Owners, limits and budget (issue 5). model_limits: per model alias or fnmatch pattern.
+    user_id: str | None = None
+    team_id: str | None = None
+    limits: RateLimits | None = None
+    model_limits: dict[str, RateLimits] = field(default_factory=dict)
+    budget: Budget | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    """A group of keys with limits and a budget of its own (both apply to each of its keys together)."""
+
+    id: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    limits: RateLimits | None = None
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +64,14 @@ class Principal:
     is_admin: bool
     allowed_models: tuple[str, ...] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # What the gateway's limits and budgets need (filled by the KeyService; None/empty: none set).
+    user_id: str | None = None
+    team_id: str | None = None
+    limits: RateLimits | None = None  # scope key:<id>
+    model_limits: dict[str, RateLimits] = field(default_factory=dict)  # alias or pattern -> key:<id>|model:<alias>
+    budget: Budget | None = None  # scope key:<id>
+    team_limits: RateLimits | None = None  # scope team:<id>
+    team_budget: Budget | None = None  # scope team:<id>
 
     def may_use(self, model: str) -> bool:
         if self.allowed_models is None:

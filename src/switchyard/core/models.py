@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from switchyard.core.capabilities import Capabilities
+from switchyard.core.limits import RateLimits
 
 __all__ = ["Route", "Target", "UpstreamSpec"]
 
@@ -52,6 +53,7 @@ class Route:
     context_fallbacks: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
     default_temperature: float | None = None
+    limits: RateLimits | None = None  # this model's own limits, across every key
 
     @property
     def primary(self) -> Target:

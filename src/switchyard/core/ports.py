@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from switchyard.core.chat import ChatRequest, ChatResult, StreamPiece
@@ -71,6 +71,32 @@ class UsageStore(Protocol):
 
     async def summary(self, since: datetime | None = None) -> list[dict[str, object]]:
         """Per key and model: requests, prompt/completion tokens, errors."""
+        ...
+
+    async def query(
+        self,
+        *,
+        key_id: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: str | Sequence[str] = "day",
+    ) -> list[dict[str, object]]:
+        """Totals from the hourly rollups, grouped by one or more of hour, day, key, model."""
+        ...
+
+    async def spent(self, scope: str | None = None, since: datetime | None = None) -> float:
+        """USD spent since ``since`` by a key id or a ``key:``/``model:`` scope (None: all)."""
+        ...
+
+    async def spent_by_keys(
+        self, key_ids: Iterable[str], since: datetime | None = None, *, model: str | None = None
+    ) -> float:
+        """USD spent by a set of keys (a team's) since ``since``."""
+        ...
+
+    async def prune(self, max_rows: int, max_age: timedelta, now: datetime | None = None) -> int:
+        """Delete raw rows older than ``max_age`` and beyond the newest ``max_rows``; rollups stay."""
         ...
 
     async def ping(self) -> None:

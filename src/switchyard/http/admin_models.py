@@ -5,7 +5,7 @@ every stored one (``"source": "database"``); a stored model whose alias the file
 is marked ``"shadowed_by_file": true`` with a ``note``: the file wins. ``PUT`` and ``PATCH``
 are both partial updates (JSON merge patch: ``null`` removes a field). ``{id}`` is a stored
 model's id or alias (GET also finds the file's models by alias). Rate limits are stored and
-returned but not enforced yet (``rate_limits_enforced: false``).
+enforced for every key (``rate_limits_enforced: true``; see docs/governance.md).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.errors import NotFoundError, ServiceUnavailableError
+from switchyard.http.audit import record
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
@@ -77,7 +78,7 @@ def file_model_json(model: ModelConfig) -> dict[str, Any]:
         "supports_streaming": streaming is not False,
         "default_temperature": model.default_temperature,
         "rate_limits": None,
-        "rate_limits_enforced": False,
+        "rate_limits_enforced": True,
         "input_cost_per_1k": _per_1k(model.input_cost_per_1m),
         "output_cost_per_1k": _per_1k(model.output_cost_per_1m),
         "input_cost_per_1m": model.input_cost_per_1m,
@@ -111,7 +112,7 @@ def stored_model_json(catalog: ModelCatalog, row: StoredModel) -> dict[str, Any]
             "supports_streaming": spec.supports_streaming,
             "default_temperature": spec.default_temperature,
             "rate_limits": spec.rate_limits.model_dump() if spec.rate_limits is not None else None,
-            "rate_limits_enforced": False,
+            "rate_limits_enforced": True,
             "input_cost_per_1k": _per_1k(spec.input_cost_per_1m),
             "output_cost_per_1k": _per_1k(spec.output_cost_per_1m),
             "input_cost_per_1m": spec.input_cost_per_1m,
@@ -153,21 +154,25 @@ async def get_model(request: Request) -> Response:
 
 
 async def create_model(request: Request) -> Response:
-    await require_admin(request)
+    principal = await require_admin(request)
     catalog = _catalog(request)
-    row = await catalog.create(await read_json(request, services(request).settings.max_body_bytes))
+    body = await read_json(request, services(request).settings.max_body_bytes)
+    row = await catalog.create(body)
+    record(request, principal, "model.create", "model", row.id, body)  # scrubbed of api_key and the like
     return _json(stored_model_json(catalog, row), 201)
 
 
 async def update_model(request: Request) -> Response:
-    await require_admin(request)
+    principal = await require_admin(request)
     catalog = _catalog(request)
     body = await read_json(request, services(request).settings.max_body_bytes)
     row = await catalog.update(request.path_params["model_id"], body)
+    record(request, principal, "model.update", "model", row.id, body)
     return _json(stored_model_json(catalog, row))
 
 
 async def delete_model(request: Request) -> Response:
-    await require_admin(request)
+    principal = await require_admin(request)
     row = await _catalog(request).delete(request.path_params["model_id"])
+    record(request, principal, "model.delete", "model", row.id, {"alias": row.alias})
     return _json({"id": row.id, "object": "model_config", "alias": row.alias, "deleted": True})

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from switchyard.core.credentials import Credential
 from switchyard.errors import AuthenticationError, BadRequestError, NotFoundError, ServiceUnavailableError
+from switchyard.http.audit import record
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
@@ -125,7 +126,7 @@ async def list_credentials(request: Request) -> Response:
 
 
 async def create_credential(request: Request) -> Response:
-    await require_admin(request)
+    principal = await require_admin(request)
     vault = _vault(request)
     check = _flag(request, "check", True)
     try:
@@ -137,6 +138,8 @@ async def create_credential(request: Request) -> Response:
     cred = await _guard(vault.add(spec.name, spec.provider, spec.api_key.get_secret_value(), base_url=spec.base_url,
                                   check=check and spec.check))
     await _credentials_changed(request)
+    record(request, principal, "credential.add", "credential", cred.id,  # never the api_key
+           {"name": cred.name, "provider": cred.provider, "base_url": cred.base_url, "checked": check and spec.check})
     return _json(credential_json(cred), 201)
 
 
@@ -146,25 +149,30 @@ async def get_credential(request: Request) -> Response:
 
 
 async def delete_credential(request: Request) -> Response:
-    await require_admin(request)
+    principal = await require_admin(request)
     cred = await _vault(request).remove(request.path_params["credential_id"])
     await _credentials_changed(request)
+    record(request, principal, "credential.remove", "credential", cred.id, {"name": cred.name})
     return _json({"id": cred.id, "object": "credential", "name": cred.name, "deleted": True})
 
 
 async def check_credential(request: Request) -> Response:
     """Re-validate against the provider; 200 either way, with the outcome in last_check_*."""
-    await require_admin(request)
+    principal = await require_admin(request)
     vault = _vault(request)
     before = await vault.get(request.path_params["credential_id"])
     cred = await _guard(vault.check(before.id))
+    record(request, principal, "credential.check", "credential", cred.id,
+           {"name": cred.name, "ok": cred.last_check_ok})
     return _json({**credential_json(cred), "checked": cred.last_checked_at != before.last_checked_at})
 
 
 async def _set_active(request: Request, active: bool) -> Response:
-    await require_admin(request)
+    principal = await require_admin(request)
     cred = await _vault(request).set_active(request.path_params["credential_id"], active)
     await _credentials_changed(request)
+    record(request, principal, "credential.activate" if active else "credential.deactivate", "credential", cred.id,
+           {"name": cred.name})
     return _json(credential_json(cred))
 
 

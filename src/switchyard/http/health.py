@@ -37,7 +37,12 @@ async def ready(request: Request) -> Response:
     except TimeoutError:
         checks["upstreams"] = "timed out"
     ok = all(v == "ok" for v in checks.values())
-    body = {"status": "ready" if ok else "not_ready", "checks": checks}
+    governance = svc.gateway.governance
+    degraded = governance.degraded if governance is not None else []
+    for part in degraded:  # still serving, on per-process limits: ready, but say so
+        checks[f"redis:{part}"] = "unreachable: using per-process " + part
+    status = "not_ready" if not ok else "degraded" if degraded else "ready"
+    body = {"status": status, "checks": checks}
     return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type="application/json")
 
 

@@ -50,6 +50,8 @@ class EdgeMiddleware:
                     (b"x-switchyard-overhead-ms", f"{max(overhead, 0.0) * 1000:.3f}".encode()),
                     *_SECURITY_HEADERS,
                 ]
+                if call is not None and call.headers:
+                    message["headers"].extend((k.encode(), v.encode()) for k, v in call.headers.items())
                 if call is not None and call.attempts:
                     message["headers"].append((b"x-switchyard-deployment", (call.deployment or "").encode()))
                     message["headers"].append((b"x-switchyard-attempts", str(call.attempts).encode()))

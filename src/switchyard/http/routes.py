@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from switchyard.http import admin, admin_models, chat, credentials, embeddings, health, messages, models
+from switchyard.http import admin, admin_models, audit, chat, credentials, embeddings, health, messages, models, teams
+from switchyard.http import usage as usage_api
 
 __all__ = ["PUBLIC_PATHS", "routes"]
 
@@ -28,10 +29,18 @@ def routes() -> list[Route]:
         Route("/admin/keys", admin.create_key, methods=["POST"]),
         Route("/admin/keys/{key_id}", admin.get_key, methods=["GET"]),
         Route("/admin/keys/{key_id}", admin.revoke_key, methods=["DELETE"]),
+        Route("/admin/keys/{key_id}", admin.update_key, methods=["PATCH"]),
         Route("/admin/keys/{key_id}/revoke", admin.revoke_key, methods=["POST"]),
         Route("/admin/keys/{key_id}/rotate", admin.rotate_key, methods=["POST"]),
+        Route("/admin/teams", teams.list_teams, methods=["GET"]),
+        Route("/admin/teams", teams.create_team, methods=["POST"]),
+        Route("/admin/teams/{team_id}", teams.get_team, methods=["GET"]),
+        Route("/admin/teams/{team_id}", teams.update_team, methods=["PATCH"]),
+        Route("/admin/teams/{team_id}", teams.delete_team, methods=["DELETE"]),
+        Route("/admin/audit", audit.list_audit, methods=["GET"]),
         Route("/admin/upstreams", admin.upstreams, methods=["GET"]),
         Route("/admin/status", admin.status, methods=["GET"]),
+        Route("/admin/usage", usage_api.usage, methods=["GET"]),
         Route("/admin/models", admin_models.list_models, methods=["GET"]),
         Route("/admin/models", admin_models.create_model, methods=["POST"]),
         Route("/admin/models/{model_id:path}", admin_models.get_model, methods=["GET"]),

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from switchyard.core.ports import UsageStore
 from switchyard.observability.metrics import Metrics
+from switchyard.service.audit import AuditLog
 from switchyard.service.catalog import ModelCatalog
 from switchyard.service.gateway import CallContext, Gateway
 from switchyard.service.keys import KeyService
+from switchyard.service.teams import TeamService
 from switchyard.service.vault import Vault
 from switchyard.settings import Settings
 
@@ -26,6 +29,9 @@ class Services:
     ping_store: Callable[[], Awaitable[None]]
     vault: Vault | None = None  # the credential vault (/admin/credentials)
     catalog: ModelCatalog | None = None  # models stored over /admin/models
+    audit: AuditLog | None = None  # the admin audit log (/admin/audit); None: actions are not recorded
+    teams: TeamService | None = None  # /admin/teams
+    usage: UsageStore | None = None  # usage reports (/admin/usage)
 
 
 def services(request: Request) -> Services:

@@ -10,7 +10,7 @@ The API record (JSON field names; the seed's camelCase spellings are accepted to
     max_tokens (maxTokens)  the model's context length -> capabilities.context_length
     supports_streaming      false refuses stream: true (capabilities.streaming)
     default_temperature     temperature sent when a request sets none
-    rate_limits             {per_minute, per_hour, per_day}: stored and returned, NOT yet enforced
+    rate_limits             {per_minute, per_hour, per_day}: enforced on the model, across every key
     input_cost_per_1k / output_cost_per_1k (or ..._per_1m): USD, for the cost metrics
     provider_settings       timeout, max_concurrent, max_queue, queue_timeout, capabilities,
                             drop_params, fallbacks, context_window_fallbacks
@@ -146,6 +146,8 @@ class ModelSpec(BaseModel):
             "max_concurrent": ps.max_concurrent, "max_queue": ps.max_queue, "queue_timeout": ps.queue_timeout,
             "enabled": self.active, "input_cost_per_1m": self.input_cost_per_1m,
             "output_cost_per_1m": self.output_cost_per_1m,
+            "rate_limits": None if self.rate_limits is None else {
+                "rpm": self.rate_limits.per_minute, "rph": self.rate_limits.per_hour, "rpd": self.rate_limits.per_day},
         })
 
 

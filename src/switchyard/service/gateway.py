@@ -27,6 +27,7 @@ from switchyard.service.accounting import UsageRecorder
 from switchyard.service.concurrency import ConcurrencyGate
 from switchyard.service.cooldown import CooldownPolicy, Cooldowns
 from switchyard.service.failover import Plan, order
+from switchyard.service.governance import Governance, Ticket
 from switchyard.service.routing import RoutingTable, display_url
 
 __all__ = ["CLIENT_CLOSED", "CallContext", "Gateway", "estimate_prompt_tokens"]
@@ -74,6 +75,7 @@ class CallContext:
     model: str | None = None  # the alias the request was served as
     deployment: str | None = None
     attempts: int = 0
+    headers: dict[str, str] | None = None  # x-ratelimit-* for the response
 
 
 @dataclass(slots=True)
@@ -83,6 +85,7 @@ class _Outcome:
     events: int = 0
     error: str | None = None
     target: Target | None = None  # the deployment that served (or was tried last)
+    request: ChatRequest | None = None  # as governance lets it go (max_tokens within the budget)
     failure_is_the_models: bool = False  # the upstream is fine; what the model produced was not
 
 
@@ -97,6 +100,7 @@ class Gateway:
         provider_factory: Callable[[UpstreamSpec], Provider] | None = None,
         on_credential_use: Callable[[str], None] | None = None,
         rng: random.Random | None = None,
+        governance: Governance | None = None,
     ) -> None:
         self.routing = routing
         self._providers = dict(providers)
@@ -104,6 +108,7 @@ class Gateway:
         self._metrics = metrics
         self._provider_factory = provider_factory
         self._on_credential_use = on_credential_use
+        self.governance = governance
         self._rng = rng or random.Random()  # load balancing, not security
         self._gates: dict[str, ConcurrencyGate] = {}
         self._busy: dict[str, int] = {}  # in flight per deployment (least_busy routing)
@@ -214,6 +219,16 @@ class Gateway:
         if cooling:
             self._metrics.cooldowns.labels(upstream).inc()
 
+    def _prices(self, route: Route) -> tuple[float, float]:
+        """The dearest input and output prices (USD per token) of every deployment that may serve."""
+        routes = [route]
+        for alias in (*route.fallbacks, *route.context_fallbacks):
+            found = self.routing.routes.get(alias)
+            if found is not None:
+                routes.append(found)
+        targets = [t for r in routes for t in r.deployments]
+        return (max(t.input_cost_per_1m for t in targets) / 1e6, max(t.output_cost_per_1m for t in targets) / 1e6)
+
     @staticmethod
     def _honourable(route: Route, request: ChatRequest) -> ChatRequest:
         """The request as this route can honour it: 400 naming what it cannot, unless dropped."""
@@ -235,7 +250,7 @@ class Gateway:
         status: int,
         usage: Usage,
         streamed: bool,
-    ) -> None:
+    ) -> float:
         seconds = time.perf_counter() - started
         cost = target.cost(usage.prompt_tokens, usage.completion_tokens)
         self._recorder.record(
@@ -252,16 +267,18 @@ class Gateway:
                 status=status,
                 streamed=streamed,
                 estimated=usage.estimated,
+                cost_usd=cost,
             )
         )
         self._metrics.observe(
             target.alias, target.provider, endpoint, status, seconds, usage.prompt_tokens, usage.completion_tokens, cost
         )
+        return cost
 
     @asynccontextmanager
     async def _request(
         self, principal: Principal, route: Route, endpoint: str, ctx: CallContext, *, streamed: bool,
-        body: Mapping[str, Any],
+        body: Mapping[str, Any], request: ChatRequest | None = None,
     ) -> AsyncIterator[_Outcome]:
         """Accounting for one client request, however it ends and however many attempts it took.
 
@@ -270,9 +287,15 @@ class Gateway:
         accounted from what was relayed, marked estimated.
         """
         ctx.model = route.alias
-        outcome = _Outcome()
+        outcome = _Outcome(request=request)
         started = time.perf_counter()
+        ticket: Ticket | None = None
         try:
+            if self.governance is not None:
+                ticket, outcome.request = await self.governance.admit(
+                    principal, route.alias, request, body, estimate_prompt_tokens(body), self._prices(route),
+                    route.limits)
+                ctx.headers = ticket.headers
             yield outcome
         except GatewayError as exc:
             outcome.status, outcome.error = exc.status_code, exc.message
@@ -291,7 +314,10 @@ class Gateway:
             usage = outcome.usage
             if usage is None:
                 usage = Usage(estimate_prompt_tokens(body), outcome.events, estimated=True) if streamed else Usage()
-            self._account(principal, target, endpoint, ctx.request_id, started, outcome.status, usage, streamed)
+            cost = self._account(principal, target, endpoint, ctx.request_id, started, outcome.status, usage, streamed)
+            if ticket is not None:  # a request that produced nothing releases its hold; others pay what they used
+                used = outcome.status == 200 or outcome.usage is not None or outcome.events > 0
+                await self.governance.finish(ticket, usage if used else None, cost)  # type: ignore[union-attr]
 
     @asynccontextmanager
     async def _attempt(self, target: Target, ctx: CallContext, out: _Outcome) -> AsyncIterator[_Outcome]:
@@ -373,12 +399,13 @@ class Gateway:
     async def chat(self, principal: Principal, request: ChatRequest, ctx: CallContext) -> ChatResult:
         route = self.route_for(principal, request.model)
         endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
-        async with self._request(principal, route, endpoint, ctx, streamed=False, body=request.body) as out:
+        async with self._request(principal, route, endpoint, ctx, streamed=False, body=request.body,
+                                 request=request) as out:
 
             async def call(req: ChatRequest, target: Target) -> ChatResult:
                 return await self._timed(ctx, target, endpoint, self._providers[target.provider].chat(req, target))
 
-            prepare = partial(self._honourable, request=request)
+            prepare = partial(self._honourable, request=out.request or request)
             result = await self._first_success(principal, route, ctx, out, prepare, call)
             out.status, out.usage = 200, result.usage
             if result.usage.estimated:
@@ -394,7 +421,9 @@ class Gateway:
         """
         route = self.route_for(principal, request.model)
         endpoint = "chat" if request.kind is GenerationKind.CHAT else "completions"
-        async with self._request(principal, route, endpoint, ctx, streamed=True, body=request.body) as out:
+        async with self._request(principal, route, endpoint, ctx, streamed=True, body=request.body,
+                                 request=request) as out:
+            request = out.request or request
             plan = self._plan(principal, route)
             prepared: dict[str, ChatRequest] = {}
             last: GatewayError | None = None

@@ -5,26 +5,48 @@ the server secret and a display prefix are stored. Authentication is a dict look
 then a constant-time comparison; it never waits on the database for a known key. The cache
 is refreshed from the store every ``refresh_interval`` seconds (so keys created or revoked by
 the CLI or another replica take effect), and revocations through this process apply at once.
+
+Teams are cached beside the keys and refreshed with them, so the ``Principal`` of a key carries
+its owners, its limits and budget, and its team's limits and budget, without a database read;
+a team changed anywhere reaches every replica within the same refresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
-from switchyard.core.keys import ApiKey, NewKey, Principal
+from switchyard.core.keys import ApiKey, NewKey, Principal, Team
+from switchyard.core.limits import Budget, RateLimits
 from switchyard.core.ports import KeyStore
-from switchyard.errors import AuthenticationError, NotFoundError
+from switchyard.errors import AuthenticationError, BadRequestError, NotFoundError
 from switchyard.service.background import stop_task
 
-__all__ = ["KEY_PREFIX", "KeyService", "hash_key"]
+__all__ = ["KEY_PREFIX", "KeyService", "OwnedKeyStore", "TeamSource", "hash_key"]
+
+_UPDATABLE = frozenset({"name", "allowed_models", "expires_at", "user_id", "team_id", "limits", "model_limits",
+                        "budget"})
+
+
+class OwnedKeyStore(KeyStore, Protocol):
+    async def update(self, key: ApiKey, at: datetime) -> bool: ...
+
+
+class TeamSource(Protocol):
+    async def list(self) -> builtins.list[Team]: ...
+
+    async def get(self, id_or_name: str) -> Team | None: ...
+
+    async def changed_since(self, since: datetime) -> builtins.list[Team]: ...
 
 KEY_PREFIX = "sk-sy-"
 _DISPLAY = len(KEY_PREFIX) + 6
@@ -44,14 +66,17 @@ def _now() -> datetime:
 class KeyService:
     def __init__(
         self,
-        store: KeyStore,
+        store: OwnedKeyStore,
         secret_key: bytes,
         *,
         static_keys: Sequence[str] = (),
         refresh_interval: float = 1.0,
         clock: Callable[[], datetime] = _now,
+        teams: TeamSource | None = None,
     ) -> None:
         self._store = store
+        self._team_store = teams
+        self._teams: dict[str, Team] = {}
         self._secret = secret_key
         self._clock = clock
         self._refresh_interval = refresh_interval
@@ -64,9 +89,12 @@ class KeyService:
         self._uses: dict[str, tuple[int, datetime]] = {}
         self._watermark: datetime | None = None
         self._task: asyncio.Task[None] | None = None
+        self.on_change: Callable[[str], Awaitable[None]] | None = None  # tell other replicas (Redis)
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
+        if self._team_store is not None:
+            self._teams = {team.id: team for team in await self._team_store.list()}
         for key in await self._store.list():
             self._cache(key)
         self._watermark = self._clock()
@@ -89,8 +117,32 @@ class KeyService:
     async def refresh(self) -> None:
         since = (self._watermark or self._clock()) - timedelta(seconds=2)  # tolerate clock skew
         self._watermark = self._clock()
-        for key in await self._store.changed_since(since):
+        if self._team_store is not None:
+            for team in await self._team_store.changed_since(since):
+                self._teams[team.id] = team
+        changed = await self._store.changed_since(since)
+        for key in changed:
             self._cache(key)
+        await self._load_teams_of(changed)  # a team created after the team query above
+
+    async def _load_teams_of(self, keys: Sequence[ApiKey]) -> None:
+        if self._team_store is None:
+            return
+        for team_id in {k.team_id for k in keys if k.team_id is not None and k.team_id not in self._teams}:
+            team = await self._team_store.get(team_id)
+            if team is not None and team.id == team_id:
+                self._teams[team_id] = team
+
+    # -- teams in the cache -------------------------------------------------------------
+    def team_changed(self, team: Team) -> None:
+        """A team was created or changed through this process: its keys see it at once."""
+        self._teams[team.id] = team
+
+    def team_removed(self, team_id: str) -> None:
+        self._teams.pop(team_id, None)
+
+    def cached_team(self, team_id: str) -> Team | None:
+        return self._teams.get(team_id)
 
     async def flush_uses(self) -> None:
         if self._uses:
@@ -130,7 +182,24 @@ class KeyService:
             raise AuthenticationError()
         count, _ = self._uses.get(key.id, (0, now))
         self._uses[key.id] = (count + 1, now)
-        return Principal(key_id=key.id, name=key.name, is_admin=key.is_admin, allowed_models=key.allowed_models)
+        return self.principal(key)
+
+    def principal(self, key: ApiKey) -> Principal:
+        """Who ``key`` is, with its limits and budget and its team's (from the cache)."""
+        team = self._teams.get(key.team_id) if key.team_id is not None else None
+        return Principal(
+            key_id=key.id,
+            name=key.name,
+            is_admin=key.is_admin,
+            allowed_models=key.allowed_models,
+            user_id=key.user_id,
+            team_id=key.team_id,
+            limits=key.limits,
+            model_limits=key.model_limits,
+            budget=key.budget,
+            team_limits=team.limits if team is not None else None,
+            team_budget=team.budget if team is not None else None,
+        )
 
     async def _lookup_miss(self, digest: str) -> ApiKey | None:
         """A key this process has not seen: maybe created a moment ago by the CLI."""
@@ -140,6 +209,7 @@ class KeyService:
         key = await self._store.find_by_hash(digest)
         if key is not None and key.active and key.revoked_at is None:
             self._cache(key)
+            await self._load_teams_of([key])
             return key
         if len(self._misses) >= _NEGATIVE_MAX:
             self._misses.clear()
@@ -158,7 +228,14 @@ class KeyService:
         is_admin: bool = False,
         allowed_models: Sequence[str] | None = None,
         expires_at: datetime | None = None,
+        user_id: str | None = None,
+        team: str | None = None,
+        limits: RateLimits | None = None,
+        model_limits: Mapping[str, RateLimits] | None = None,
+        budget: Budget | None = None,
     ) -> NewKey:
+        """A new key; ``team`` is a team's id or name (BadRequestError if there is none)."""
+        team_id = (await self.resolve_team(team)).id if team is not None else None
         secret, prefix, digest = self._new_secret()
         now = self._clock()
         key = ApiKey(
@@ -170,6 +247,11 @@ class KeyService:
             is_admin=is_admin,
             allowed_models=tuple(allowed_models) if allowed_models is not None else None,
             expires_at=expires_at,
+            user_id=user_id,
+            team_id=team_id,
+            limits=limits,
+            model_limits=dict(model_limits or {}),
+            budget=budget,
         )
         await self._store.add(key)
         self._cache(key)
@@ -181,6 +263,11 @@ class KeyService:
         digest = self._id_to_hash.pop(key_id, None)
         if digest is not None:
             self._by_hash.pop(digest, None)
+        await self._changed(key_id)
+
+    async def _changed(self, key_id: str) -> None:
+        if self.on_change is not None:
+            await self.on_change(key_id)
 
     async def rotate(self, key_id: str) -> NewKey:
         key = await self._store.get(key_id)
@@ -190,7 +277,39 @@ class KeyService:
         await self._store.replace_secret(key_id, prefix, digest, self._clock())
         rotated = replace(key, prefix=prefix, key_hash=digest)
         self._cache(rotated)
+        await self._changed(key_id)
         return NewKey(key=rotated, secret=secret)
+
+    async def resolve_team(self, id_or_name: str) -> Team:
+        """The team of that id or name, from the store (it may have been created a moment ago)."""
+        team = await self._team_store.get(id_or_name) if self._team_store is not None else None
+        if team is None:
+            raise BadRequestError(f"No team with id or name '{id_or_name}'.", param="team", code="team_not_found")
+        self._teams[team.id] = team
+        return team
+
+    async def update(self, key_id: str, **changes: Any) -> ApiKey:
+        """Change a key's name, models, expiry, owners, limits or budget (fields of ``ApiKey``;
+        ``team_id`` may be given as a team's name). The new settings apply at once here and
+        within one refresh on other replicas."""
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        key = await self._store.get(key_id)
+        if key is None or key.revoked_at is not None:
+            raise NotFoundError(f"No active API key with id '{key_id}'.", param="key_id")
+        if changes.get("team_id") is not None:
+            changes["team_id"] = (await self.resolve_team(str(changes["team_id"]))).id
+        if "allowed_models" in changes and changes["allowed_models"] is not None:
+            changes["allowed_models"] = tuple(changes["allowed_models"])
+        if "model_limits" in changes:
+            changes["model_limits"] = dict(changes["model_limits"] or {})
+        updated = replace(key, **changes)
+        if not await self._store.update(updated, self._clock()):
+            raise NotFoundError(f"No active API key with id '{key_id}'.", param="key_id")
+        self._cache(updated)
+        await self._changed(key_id)
+        return updated
 
     async def get(self, key_id: str) -> ApiKey:
         key = await self._store.get(key_id)

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pydantic import SecretStr
 
 from switchyard.core.capabilities import defaults_for, validate_drop
+from switchyard.core.limits import RateLimits
 from switchyard.core.models import Route, Target, UpstreamSpec
 from switchyard.errors import ModelNotFoundError
 from switchyard.settings import ConfigError, ModelConfig, Settings
@@ -157,6 +158,7 @@ class RoutingTable:
             context_fallbacks=tuple(model.context_window_fallbacks),
             drop=drop,
             default_temperature=model.default_temperature,
+            limits=RateLimits(**model.rate_limits.model_dump()) if model.rate_limits is not None else None,
         )
 
     def _target(self, alias: str, upstream: str, spec: UpstreamSpec, model: ModelConfig | None = None,

@@ -12,6 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.core.keys import ApiKey
 from switchyard.store.tables import UtcDateTime, api_keys
+from switchyard.store.teams import (
+    budget_from_columns,
+    limits_from_json,
+    limits_to_json,
+    model_limits_from_json,
+    model_limits_to_json,
+)
 
 __all__ = ["SqlKeyStore"]
 
@@ -53,6 +60,19 @@ def _to_row(key: ApiKey) -> dict[str, Any]:
         "allowed_models": None if key.allowed_models is None else builtins.list(key.allowed_models),
         "is_admin": key.is_admin,
         "revoked_at": key.revoked_at,
+        **_owner_columns(key),
+    }
+
+
+def _owner_columns(key: ApiKey) -> dict[str, Any]:
+    """Owners, limits and budget: what ``update`` may change besides name, scope and expiry."""
+    return {
+        "user_id": key.user_id,
+        "team_id": key.team_id,
+        "limits": limits_to_json(key.limits),
+        "model_limits": model_limits_to_json(key.model_limits),
+        "budget_usd": key.budget.amount_usd if key.budget is not None else None,
+        "budget_period": key.budget.period if key.budget is not None else None,
     }
 
 
@@ -71,6 +91,11 @@ def _from_row(row: Mapping[str, Any]) -> ApiKey:
         last_used_at=row["last_used_at"],
         use_count=int(row["use_count"]),
         revoked_at=row["revoked_at"],
+        user_id=row["user_id"],
+        team_id=row["team_id"],
+        limits=limits_from_json(row["limits"]),
+        model_limits=model_limits_from_json(row["model_limits"]),
+        budget=budget_from_columns(row["budget_usd"], row["budget_period"]),
     )
 
 
@@ -123,6 +148,18 @@ class SqlKeyStore:
     async def replace_secret(self, key_id: str, prefix: str, key_hash: str, at: datetime) -> bool:
         """Rotate a key's secret. False if it does not exist or is revoked."""
         return await self._update(key_id, {"prefix": prefix, "key_hash": key_hash, "updated_at": at})
+
+    async def update(self, key: ApiKey, at: datetime) -> bool:
+        """Write a key's name, models, expiry, owners, limits and budget. False if it does not
+        exist or is revoked (never its secret, admin flag or use counters)."""
+        values = {
+            "name": key.name,
+            "allowed_models": None if key.allowed_models is None else builtins.list(key.allowed_models),
+            "expires_at": key.expires_at,
+            **_owner_columns(key),
+            "updated_at": at,
+        }
+        return await self._update(key.id, values)
 
     async def changed_since(self, since: datetime) -> builtins.list[ApiKey]:
         stmt = sa.select(_t).where(_t.c.updated_at > since).order_by(_t.c.updated_at, _t.c.id)

@@ -11,7 +11,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-__all__ = ["UtcDateTime", "api_keys", "credentials", "metadata", "model_configs", "usage_records"]
+__all__ = [
+    "UtcDateTime",
+    "api_keys",
+    "audit_log",
+    "credentials",
+    "metadata",
+    "model_configs",
+    "teams",
+    "usage_records",
+    "usage_rollups",
+]
 
 
 class UtcDateTime(sa.types.TypeDecorator[datetime]):
@@ -61,8 +71,55 @@ api_keys = sa.Table(
     sa.Column("allowed_models", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("is_admin", sa.Boolean(), nullable=False),
     sa.Column("revoked_at", UtcDateTime(), nullable=True),
+    # Owners, limits and budget (revision 0005). limits: {rpm, tpm, rph, rpd, max_parallel};
+    # model_limits: {alias or pattern: {...}}; team_id: teams.id (no foreign key: a revoked key
+    # may keep the id of a team deleted since).
+    sa.Column("user_id", sa.String(200), nullable=True),
+    sa.Column("team_id", sa.String(64), nullable=True),
+    sa.Column("limits", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("model_limits", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("budget_usd", sa.Float(), nullable=True),
+    sa.Column("budget_period", sa.String(16), nullable=True),
     sa.Index("ix_api_keys_key_hash", "key_hash", unique=True),
     sa.Index("ix_api_keys_updated_at", "updated_at"),
+    sa.Index("ix_api_keys_team_id", "team_id"),
+)
+
+teams = sa.Table(
+    "teams",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("limits", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("budget_usd", sa.Float(), nullable=True),
+    sa.Column("budget_period", sa.String(16), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_teams_name", "name", unique=True),
+    sa.Index("ix_teams_updated_at", "updated_at"),
+)
+
+# Every admin action: who (the admin key's id, "static", or "cli"), what, when, on which object.
+# ``details`` holds the changed fields, scrubbed of secrets before they get here.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("actor_key_id", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("object_type", sa.String(32), nullable=False),
+    sa.Column("object_id", sa.String(200), nullable=True),
+    sa.Column("details", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("client_ip", sa.String(64), nullable=True),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Index("ix_audit_log_at", "at"),
+    sa.Index("ix_audit_log_object_id", "object_id"),
 )
 
 usage_records = sa.Table(
@@ -87,8 +144,28 @@ usage_records = sa.Table(
     sa.Column("status", sa.Integer(), nullable=False),
     sa.Column("streamed", sa.Boolean(), nullable=False),
     sa.Column("estimated", sa.Boolean(), nullable=False),
+    sa.Column("cost_usd", sa.Float(), nullable=False, server_default=sa.text("0")),  # revision 0004
     sa.Index("ix_usage_records_created_at", "created_at"),
     sa.Index("ix_usage_records_key_id", "key_id"),
+)
+
+# Hourly totals per key and model (revision 0004): the source of truth for reports and budgets,
+# kept for ever while raw usage_records rows are pruned. Written in the same transaction as the
+# raw rows (upsert, adding). key_id '' is "no key" (primary key columns cannot be NULL, and
+# NULLs never conflict). Cost is in nano-USD (USD x 1e9) as an integer, so totals add up exactly.
+usage_rollups = sa.Table(
+    "usage_rollups",
+    metadata,
+    sa.Column("hour_start", UtcDateTime(), primary_key=True),
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(255), primary_key=True),
+    sa.Column("requests", sa.BigInteger(), nullable=False),
+    sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("cost_nanousd", sa.BigInteger(), nullable=False),
+    sa.Column("errors", sa.BigInteger(), nullable=False),
+    sa.Column("estimated", sa.BigInteger(), nullable=False),
+    sa.Index("ix_usage_rollups_key_id_hour_start", "key_id", "hour_start"),
 )
 
 credentials = sa.Table(

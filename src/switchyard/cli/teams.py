@@ -1,0 +1,220 @@
+"""``switchyard teams``: create, list, update and delete teams on the store (the server may be down).
+
+Also the limit and budget options ``keys create`` / ``keys update`` share with ``teams``. Every
+change is recorded in the audit log with the actor ``cli``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from switchyard.cli.store_options import load, run_with_runtime, store_options
+from switchyard.core.keys import Team
+from switchyard.core.limits import Budget, RateLimits
+from switchyard.errors import GatewayError
+from switchyard.runtime import Runtime
+from switchyard.settings import Settings
+from switchyard.store.teams import limits_to_json
+
+__all__ = [
+    "CLI_ACTOR",
+    "budget_options",
+    "describe_budget",
+    "describe_limits",
+    "limit_options",
+    "limits_from_options",
+    "merge_budget",
+    "merge_limits",
+    "parse_model_limit",
+    "run",
+    "teams",
+]
+
+CLI_ACTOR = "cli"
+LIMIT_NAMES = ("rpm", "tpm", "rph", "rpd", "max_parallel")
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def run(settings: Settings, body: Callable[[Runtime], Awaitable[T]]) -> T:
+    try:
+        return run_with_runtime(settings, body)
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def limit_options(fn: F) -> F:
+    """--rpm, --tpm, --rph, --rpd, --max-parallel (0: no limit)."""
+    for name, help_ in reversed((
+        ("rpm", "Requests per minute."),
+        ("tpm", "Tokens (prompt + completion) per minute."),
+        ("rph", "Requests per hour."),
+        ("rpd", "Requests per day."),
+        ("max-parallel", "Requests in flight at once."),
+    )):
+        fn = click.option(f"--{name}", type=click.IntRange(min=0), default=None,
+                          help=f"{help_} 0 removes the limit.")(fn)
+    return fn
+
+
+def budget_options(fn: F) -> F:
+    fn = click.option("--budget-period", type=click.Choice(["daily", "monthly", "total"]), default=None,
+                      help="When the budget resets (UTC): daily, monthly (default) or total (never).")(fn)
+    fn = click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
+                      help="Spending ceiling in USD per period.")(fn)
+    return fn
+
+
+def limits_from_options(values: dict[str, int | None]) -> dict[str, int | None]:
+    """The limit options given: a value sets a limit, 0 removes it (None)."""
+    return {name: (value or None) for name, value in values.items() if value is not None}
+
+
+def merge_limits(current: RateLimits | None, given: dict[str, int | None]) -> RateLimits | None:
+    merged: dict[str, int | None] = dict(limits_to_json(current) or {})
+    merged.update(given)
+    values = {k: v for k, v in merged.items() if v is not None}
+    return RateLimits(**values) if values else None
+
+
+def merge_budget(current: Budget | None, amount: float | None, period: str | None) -> Budget | None:
+    if amount is None and period is None:
+        return current
+    if amount is None:
+        if current is None:
+            raise click.UsageError("--budget-period needs --budget (the key or team has no budget)")
+        amount = current.amount_usd
+    return Budget(amount, period or (current.period if current else "monthly"))  # type: ignore[arg-type]
+
+
+def parse_model_limit(value: str) -> tuple[str, RateLimits | None]:
+    """``ALIAS:rpm=10,tpm=5000`` (``ALIAS:`` alone: no limits on that model)."""
+    alias, sep, spec = value.rpartition(":")
+    if not sep or not alias:
+        raise click.BadParameter(f"'{value}': expected ALIAS:rpm=N,tpm=N,...", param_hint="--model-limit")
+    values: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, eq, raw = part.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or name not in LIMIT_NAMES or not raw.strip().isdigit() or int(raw) <= 0:
+            raise click.BadParameter(f"'{part}': expected one of {', '.join(LIMIT_NAMES)} = a positive integer",
+                                     param_hint="--model-limit")
+        values[name] = int(raw)
+    return alias, RateLimits(**values) if values else None
+
+
+def describe_limits(limits: RateLimits | None) -> str:
+    js = limits_to_json(limits)
+    return ",".join(f"{k}={v}" for k, v in js.items()) if js else "-"
+
+
+def describe_budget(budget: Budget | None) -> str:
+    return f"${budget.amount_usd:g}/{budget.period}" if budget is not None else "-"
+
+
+def _show(team: Team) -> None:
+    click.echo(f"id:      {team.id}\nname:    {team.name}\nlimits:  {describe_limits(team.limits)}\n"
+               f"budget:  {describe_budget(team.budget)}")
+
+
+@click.group()
+def teams() -> None:
+    """Manage teams: keys grouped under shared limits and a budget."""
+
+
+@teams.command("create")
+@click.argument("name")
+@limit_options
+@budget_options
+@store_options
+def create(name: str, config_file: Path | None, data_dir: Path | None, database_url: str | None,
+           budget: float | None, budget_period: str | None, **limits: int | None) -> None:
+    """Create a team."""
+    settings = load(config_file, data_dir=data_dir, database_url=database_url)
+    given = limits_from_options(limits)
+    rate = merge_limits(None, given)
+    spent = merge_budget(None, budget, budget_period)
+
+    async def body(rt: Runtime) -> Team:
+        team = await rt.teams.create(name, limits=rate, budget=spent)
+        rt.audit.record(CLI_ACTOR, "team.create", "team", team.id,
+                        {"name": name, "limits": limits_to_json(rate),
+                         "budget": {"amount_usd": spent.amount_usd, "period": spent.period} if spent else None})
+        return team
+
+    _show(run(settings, body))
+
+
+@teams.command("list")
+@store_options
+def list_(config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
+    """List teams with their limits, budget and number of keys."""
+    settings = load(config_file, data_dir=data_dir, database_url=database_url)
+
+    async def body(rt: Runtime) -> tuple[list[Team], dict[str, int]]:
+        return await rt.teams.list(), await rt.teams.key_counts()
+
+    rows, counts = run(settings, body)
+    click.echo(f"{'ID':<21} {'NAME':<20} {'KEYS':>5} {'BUDGET':<18} LIMITS")
+    for team in rows:
+        click.echo(f"{team.id:<21} {team.name[:20]:<20} {counts.get(team.id, 0):>5} "
+                   f"{describe_budget(team.budget):<18} {describe_limits(team.limits)}")
+
+
+@teams.command("update")
+@click.argument("team")
+@click.option("--name", "new_name", default=None, help="Rename the team.")
+@limit_options
+@budget_options
+@click.option("--no-limits", is_flag=True, help="Remove every limit (before applying the limit options).")
+@click.option("--no-budget", is_flag=True, help="Remove the budget.")
+@store_options
+def update(team: str, new_name: str | None, no_limits: bool, no_budget: bool, config_file: Path | None,
+           data_dir: Path | None, database_url: str | None, budget: float | None, budget_period: str | None,
+           **limits: int | None) -> None:
+    """Change a team (by id or name): its name, limits or budget."""
+    if no_budget and (budget is not None or budget_period is not None):
+        raise click.UsageError("--no-budget cannot be combined with --budget or --budget-period")
+    settings = load(config_file, data_dir=data_dir, database_url=database_url)
+    given = limits_from_options(limits)
+
+    async def body(rt: Runtime) -> Team:
+        current = await rt.teams.get(team)
+        changes: dict[str, Any] = {}
+        details: dict[str, Any] = {}
+        if new_name is not None:
+            changes["name"] = details["name"] = new_name
+        if given or no_limits:
+            changes["limits"] = merge_limits(None if no_limits else current.limits, given)
+            details["limits"] = limits_to_json(changes["limits"])
+        if no_budget or budget is not None or budget_period is not None:
+            changes["budget"] = None if no_budget else merge_budget(current.budget, budget, budget_period)
+            details["budget"] = None if changes["budget"] is None else {
+                "amount_usd": changes["budget"].amount_usd, "period": changes["budget"].period}
+        if not changes:
+            raise click.UsageError("nothing to change: give --name, a limit or a budget option")
+        updated = await rt.teams.update(current.id, **changes)
+        rt.audit.record(CLI_ACTOR, "team.update", "team", updated.id, details)
+        return updated
+
+    _show(run(settings, body))
+
+
+@teams.command("delete")
+@click.argument("team")
+@store_options
+def delete(team: str, config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
+    """Delete a team (by id or name) that no key belongs to any more."""
+    settings = load(config_file, data_dir=data_dir, database_url=database_url)
+
+    async def body(rt: Runtime) -> Team:
+        removed = await rt.teams.delete(team)
+        rt.audit.record(CLI_ACTOR, "team.delete", "team", removed.id, {"name": removed.name})
+        return removed
+
+    removed = run(settings, body)
+    click.echo(f"deleted {removed.id} ({removed.name})")

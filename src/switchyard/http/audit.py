@@ -1,0 +1,103 @@
+"""The admin audit log: ``record`` (called by every mutating admin handler) and GET /admin/audit.
+
+``GET /admin/audit`` (admin keys only) lists entries newest first. Filters: ``actor`` (an admin
+key's id, ``static``, ``cli``), ``action`` (a prefix: ``key.`` finds every key action),
+``object_id``, ``since`` and ``until`` (ISO 8601, Unix seconds, or an age such as ``30m``,
+``24h``, ``7d``: that long ago), ``limit`` (default 100, at most 1000).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.core.keys import Principal
+from switchyard.errors import BadRequestError, ServiceUnavailableError
+from switchyard.http.auth import require_admin
+from switchyard.http.state import services
+from switchyard.service.audit import parse_when
+from switchyard.store.audit import AuditEntry
+
+__all__ = ["actor_of", "entry_json", "list_audit", "parse_when", "record"]
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+def actor_of(principal: Principal) -> str:
+    """An admin key's id; ``static`` for keys from the settings, ``anonymous`` with auth off."""
+    return principal.key_id or principal.name
+
+
+def record(
+    request: Request,
+    principal: Principal,
+    action: str,
+    object_type: str,
+    object_id: str | None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Queue an audit entry for an admin action that succeeded (never waits on the database)."""
+    audit = services(request).audit
+    if audit is None:
+        return
+    state = request.scope.get("state") or {}
+    audit.record(
+        actor_of(principal),
+        action,
+        object_type,
+        object_id,
+        details,
+        client_ip=request.client.host if request.client else None,
+        request_id=state.get("request_id"),
+    )
+
+
+def entry_json(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "object": "audit_entry",
+        "at": entry.at.isoformat(),
+        "actor": entry.actor,
+        "action": entry.action,
+        "object_type": entry.object_type,
+        "object_id": entry.object_id,
+        "details": entry.details,
+        "client_ip": entry.client_ip,
+        "request_id": entry.request_id,
+    }
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:
+        raise BadRequestError(f"'limit' must be an integer from 1 to {MAX_LIMIT}; got '{raw}'.", param="limit")
+    return value
+
+
+async def list_audit(request: Request) -> Response:
+    await require_admin(request)
+    audit = services(request).audit
+    if audit is None:
+        raise ServiceUnavailableError("The audit log is not running.")
+    q = request.query_params
+    known = {"actor", "action", "object_id", "since", "until", "limit"}
+    for name in q:
+        if name not in known:
+            raise BadRequestError(f"Unknown query parameter '{name}'; use one of {sorted(known)}.", param=name)
+    since = parse_when(q["since"], "since") if "since" in q else None
+    until = parse_when(q["until"], "until") if "until" in q else None
+    entries = await audit.query(actor=q.get("actor") or None, action=q.get("action") or None,
+                                object_id=q.get("object_id") or None, since=since, until=until,
+                                limit=_limit(q.get("limit")))
+    body = {"object": "list", "data": [entry_json(e) for e in entries]}
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,96 @@
+"""GET /admin/usage: usage totals from the hourly rollups. Admin keys only.
+
+Query parameters (all optional): ``key`` (a key id, or a key's name), ``model`` (an alias),
+``since`` and ``until`` (ISO 8601, or a duration back from now: ``30m``, ``24h``, ``7d``, ``2w``),
+``group_by`` (``hour``, ``day`` (default), ``key`` or ``model``, or several: ``day,key``).
+Rollups are hourly, so ``since``/``until`` select the hours that overlap ``[since, until)``.
+
+Answer: ``{"object": "list", "group_by": "day", "data": [{"period": "2025-03-01", "requests",
+"prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "errors", "estimated"}, ...],
+"totals": {...}}``. Rows grouped by key carry ``key_id`` (null: requests made without a key) and
+``key_name``; by model, ``model``. Periods are UTC: days as ``YYYY-MM-DD``, hours as ISO 8601 times.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.core.ports import UsageStore
+from switchyard.errors import BadRequestError, ServiceUnavailableError
+from switchyard.http.auth import require_admin
+from switchyard.http.state import services
+from switchyard.store.usage import parse_group_by, parse_time
+
+__all__ = ["usage", "usage_json"]
+
+_COUNTS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "estimated")
+
+
+def _time(request: Request, name: str, now: datetime) -> datetime | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return parse_time(value, now)
+    except ValueError as exc:
+        raise BadRequestError(f"Invalid {name}: {exc}", param=name) from None
+
+
+def usage_json(rows: list[dict[str, object]], dims: tuple[str, ...], names: dict[str, str]) -> dict[str, Any]:
+    """The response body for ``rows`` from ``UsageStore.query`` (totals are summed exactly)."""
+    data = []
+    totals = dict.fromkeys(_COUNTS, 0)
+    nanos = 0
+    for row in rows:
+        item: dict[str, Any] = {}
+        period = row.get("period")
+        if isinstance(period, datetime):
+            item["period"] = period.date().isoformat() if "day" in dims else period.isoformat()
+        if "key" in dims:
+            key_id = row["key_id"]
+            item["key_id"] = key_id
+            item["key_name"] = names.get(str(key_id)) if key_id is not None else None
+        if "model" in dims:
+            item["model"] = row["model"]
+        for count in _COUNTS:
+            value = int(str(row[count]))
+            item[count] = value
+            totals[count] += value
+        nanos += int(str(row["cost_nanousd"]))
+        item["cost_usd"] = row["cost_usd"]
+        data.append(item)
+    return {"object": "list", "group_by": ",".join(dims), "data": data,
+            "totals": {**totals, "cost_usd": nanos / 1e9}}
+
+
+async def usage(request: Request) -> Response:
+    await require_admin(request)
+    svc = services(request)
+    store: UsageStore | None = svc.usage
+    if store is None:
+        raise ServiceUnavailableError("Usage reports are not available on this server.")
+    params = request.query_params
+    try:
+        dims = parse_group_by(params.get("group_by") or "day")
+    except ValueError as exc:
+        raise BadRequestError(f"Invalid group_by: {exc}", param="group_by") from None
+    now = datetime.now(UTC)
+    since = _time(request, "since", now)
+    until = _time(request, "until", now)
+    if since is not None and until is not None and until <= since:
+        raise BadRequestError("until must be later than since", param="until")
+    keys = await svc.keys.list(include_revoked=True)
+    names = {k.id: k.name for k in keys}
+    key_id = params.get("key") or None
+    if key_id is not None and key_id not in names:
+        by_name = [k.id for k in keys if k.name == key_id]
+        if len(by_name) == 1:  # a key's name, when it names exactly one key
+            key_id = by_name[0]
+    model = params.get("model") or None
+    rows = await store.query(key_id=key_id, model=model, since=since, until=until, group_by=dims)
+    return Response(orjson.dumps(usage_json(rows, dims, names)), media_type="application/json")

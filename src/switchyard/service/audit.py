@@ -1,0 +1,183 @@
+"""The admin audit log: ``record`` queues an entry (never waits on the database), a background
+task writes them in batches, and readers flush first so they see every action taken so far.
+
+Details are scrubbed before they are queued: a field whose name says secret (``api_key``,
+``key``, ``secret``, ``password``, ``token``, ``authorization``, ...) keeps its name with the
+value ``"[redacted]"``, and any string that looks like a key (``sk-...``, a Switchyard key,
+``Bearer ...``) is redacted wherever it appears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from switchyard.errors import BadRequestError
+from switchyard.service.background import stop_task
+from switchyard.store.audit import AuditEntry, SqlAuditStore
+
+__all__ = ["REDACTED", "AuditLog", "parse_when", "scrub"]
+
+log = logging.getLogger("switchyard.audit")
+REDACTED = "[redacted]"
+_MAX_BUFFER = 100_000
+_STOP_WAIT = 10.0
+_MAX_DEPTH = 8
+_MAX_STRING = 2000
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+_SECRET_NAME = re.compile(
+    r"(^key$|secret|api[-_]?key|apikey|password|passwd|token$|tokens?_?value|authorization|bearer|"
+    r"private|ciphertext|master|credential_value|^auth$|key_hash)",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(
+    r"(sk-[A-Za-z0-9_-]{8,}|(?:pk|rk)-[A-Za-z0-9_-]{16,}|AIza[0-9A-Za-z_-]{20,}|"
+    r"(?i:bearer)\s+\S+|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)"
+)
+
+
+def scrub(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy of ``value`` with secrets redacted (see the module docstring)."""
+    if depth > _MAX_DEPTH:
+        return REDACTED
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            name = str(k)
+            out[name] = REDACTED if _SECRET_NAME.search(name) and v is not None else scrub(v, depth + 1)
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        return [scrub(v, depth + 1) for v in value]
+    if isinstance(value, str):
+        return _SECRET_VALUE.sub(REDACTED, value[:_MAX_STRING])
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return scrub(str(value), depth + 1)
+
+
+def parse_when(value: str, param: str, now: datetime | None = None) -> datetime:
+    """ISO 8601 (naive means UTC), Unix seconds, or an age (``90s``, ``30m``, ``24h``, ``7d``, ``2w``)."""
+    now = now or datetime.now(UTC)
+    age = _AGE.match(value)
+    if age is not None:
+        return now - timedelta(seconds=float(age.group(1)) * _UNIT_S[age.group(2)])
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequestError(
+            f"'{param}' must be an ISO 8601 time, Unix seconds, or an age such as 24h; got '{value}'.", param=param
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditLog:
+    """Queue admin actions; write them off the request path.
+
+    Without :meth:`start` (the CLI), nothing is written until :meth:`flush` or :meth:`aclose`.
+    A failed write keeps its entries for the next attempt (up to ``_MAX_BUFFER``).
+    """
+
+    def __init__(self, store: SqlAuditStore, interval: float = 0.5, clock: Callable[[], datetime] = _now) -> None:
+        self._store = store
+        self._interval = interval
+        self._clock = clock
+        self._pending: list[AuditEntry] = []
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def store(self) -> SqlAuditStore:
+        return self._store
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def record(
+        self,
+        actor_key_id: str,
+        action: str,
+        object_type: str,
+        object_id: str | None,
+        details: Mapping[str, Any] | None = None,
+        *,
+        client_ip: str | None = None,
+        request_id: str | None = None,
+    ) -> AuditEntry:
+        entry = AuditEntry(
+            at=self._clock(),
+            actor=actor_key_id,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            details=scrub(dict(details or {})),
+            client_ip=client_ip,
+            request_id=request_id,
+        )
+        self._pending.append(entry)
+        if len(self._pending) > _MAX_BUFFER:
+            del self._pending[0]
+            log.error("audit buffer full: dropped the oldest entry")
+        return entry
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="switchyard-audit-writer")
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.warning("audit write failed; %d entries kept for retry", len(self._pending), exc_info=True)
+
+    async def flush(self) -> None:
+        async with self._lock:  # entries are written in the order they were recorded
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._store.write(batch)
+                except BaseException:
+                    self._pending[:0] = batch
+                    raise
+
+    async def query(self, **filters: Any) -> list[AuditEntry]:
+        """:meth:`SqlAuditStore.query`, after writing what is queued."""
+        await self.flush()
+        return await self._store.query(**filters)
+
+    async def aclose(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), _STOP_WAIT)
+            except TimeoutError:
+                await stop_task(self._task)
+            self._task = None
+        try:
+            await self.flush()
+        except Exception:
+            log.error("audit flush at shutdown failed: %d entries lost", len(self._pending), exc_info=True)

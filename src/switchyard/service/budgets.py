@@ -1,0 +1,359 @@
+"""Budget ledgers: USD ceilings per key and per team, hard under concurrency.
+
+A request first *reserves* its worst-case cost against every budget it counts against (all or
+nothing), then *settles* the hold to what it really cost, or *releases* it when it failed
+before costing anything. A budget admits a reservation only while
+``spent + reserved + amount <= limit``, so concurrent requests can never spend past it.
+
+Semantics shared by every engine (``MemoryLedger`` here, ``RedisLedger`` in ``budgets_redis``):
+
+- Amounts are kept as integer micro-dollars (USD rounded to the nearest 1e-6), so sums are
+  exact: ten holds of $0.10 fill a $1.00 budget exactly.
+- Periods are computed from the injected UTC clock: ``daily`` ("2026-11-23", resets at UTC
+  midnight), ``monthly`` ("2026-11", resets on the 1st), ``total`` (never resets).
+- A reservation counts in the period it was made in: settled after midnight, its cost lands
+  in the day it was reserved (the day the request started), never in the new one.
+- ``settle`` records the actual cost even when it exceeds the hold (spent is truth) and even
+  when the hold has already expired. ``settle`` and ``release`` are idempotent through
+  ``Reservation.done``; release after settle (or the reverse) does nothing.
+- The database's usage rollups are the source of truth for what was spent: the first use of a
+  (scope, period) seeds its counter from ``spent_source(scope, period_start)`` (``None`` for
+  total), once, even under concurrent first uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from switchyard.core.limits import BudgetCheck, BudgetLedger, Reservation
+from switchyard.errors import InsufficientQuotaError, ServiceUnavailableError
+
+__all__ = [
+    "FallbackLedger",
+    "Held",
+    "LedgerUnavailableError",
+    "MemoryLedger",
+    "Period",
+    "SpentSource",
+    "period_of",
+    "to_micro",
+    "utcnow",
+]
+
+log = logging.getLogger("switchyard.budgets")
+
+SpentSource = Callable[[str, datetime | None], Awaitable[float]]
+Clock = Callable[[], datetime]
+MICRO = 1_000_000
+MAX_MICRO = 2**53 - 1  # exact in a Lua/IEEE double: about $9 billion
+_T = TypeVar("_T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_micro(usd: float) -> int:
+    """USD to whole micro-dollars, rounded to the nearest; negative and NaN are 0, huge is capped."""
+    if math.isnan(usd) or usd <= 0:
+        return 0
+    return MAX_MICRO if usd * MICRO >= MAX_MICRO else round(usd * MICRO)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    id: str  # "2026-11-23", "2026-11" or "total"
+    start: datetime | None  # None for total
+    end: datetime | None
+
+
+def period_of(kind: str, now: datetime) -> Period:
+    now = now.astimezone(UTC) if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    if kind == "daily":
+        start = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        return Period(start.strftime("%Y-%m-%d"), start, start + timedelta(days=1))
+    if kind == "monthly":
+        start = datetime(now.year, now.month, 1, tzinfo=UTC)
+        end = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+        return Period(start.strftime("%Y-%m"), start, end)
+    return Period("total", None, None)
+
+
+@dataclass(slots=True)
+class Held(Reservation):
+    """A reservation with what its engine needs to settle it: the periods it was made in."""
+
+    periods: tuple[Period, ...] = ()
+    owner: object = None  # the engine that holds it
+    micro: int = 0
+
+
+class LedgerUnavailableError(Exception):
+    """The shared store cannot be reached (connection refused, timed out)."""
+
+
+def usd(amount: float) -> str:
+    """$5.00, $0.05, $0.000125."""
+    text = f"{amount:.6f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
+_PER = {"daily": "per day", "monthly": "per month", "total": "in total"}
+
+
+def exhausted(check: BudgetCheck, used_micro: int) -> InsufficientQuotaError:
+    kind, _, ident = check.scope.partition(":")
+    who = f"{kind} {ident}" if ident else check.scope
+    return InsufficientQuotaError(
+        f"Budget exhausted for {who}: {usd(check.limit_usd)} {_PER.get(check.period, check.period)}, "
+        f"{usd(used_micro / MICRO)} spent or reserved.")
+
+
+def periods_for(reservation: Reservation, clock: Clock) -> tuple[Period, ...]:
+    if isinstance(reservation, Held) and len(reservation.periods) == len(reservation.checks):
+        return reservation.periods
+    now = clock()
+    return tuple(period_of(c.period, now) for c in reservation.checks)
+
+
+@dataclass(slots=True)
+class _Account:
+    spent: int
+    reserved: int = 0
+    holds: dict[str, int] = field(default_factory=dict)
+
+
+class MemoryLedger:
+    """Budgets kept in this process (one replica, or the fallback while Redis is down)."""
+
+    def __init__(self, spent_source: SpentSource | None = None, clock: Clock = utcnow) -> None:
+        self._source = spent_source
+        self._clock = clock
+        self._accounts: dict[tuple[str, str], _Account] = {}
+        self._periods: dict[str, set[str]] = {}  # scope -> period ids with an account
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def _account(self, scope: str, period: Period) -> _Account:
+        key = (scope, period.id)
+        account = self._accounts.get(key)
+        if account is not None:
+            return account
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:  # concurrent first uses wait for one seeding
+            account = self._accounts.get(key)
+            if account is None:
+                seed = await self._source(scope, period.start) if self._source is not None else 0.0
+                account = self._accounts[key] = _Account(to_micro(seed))
+                self._prune(scope, period.id)
+        self._locks.pop(key, None)
+        return account
+
+    def _prune(self, scope: str, current: str) -> None:
+        """Forget the scope's counters of other periods that hold nothing (the database has them)."""
+        ids = self._periods.setdefault(scope, set())
+        for old in [p for p in ids if p != current and not self._accounts[(scope, p)].holds]:
+            ids.discard(old)
+            del self._accounts[(scope, old)]
+        ids.add(current)
+
+    async def _accounts_for(self, checks: Sequence[BudgetCheck], periods: Sequence[Period]) -> list[_Account]:
+        while True:
+            accounts = [await self._account(c.scope, p) for c, p in zip(checks, periods, strict=True)]
+            # no await from here on: the caller's check-and-hold is atomic in the event loop
+            if all(self._accounts.get((c.scope, p.id)) is a
+                   for c, p, a in zip(checks, periods, accounts, strict=True)):
+                return accounts
+
+    async def available(self, checks: Sequence[BudgetCheck]) -> float:
+        now = self._clock()
+        periods = [period_of(c.period, now) for c in checks]
+        accounts = await self._accounts_for(checks, periods)
+        room = [max(0, to_micro(c.limit_usd) - a.spent - a.reserved) for c, a in zip(checks, accounts, strict=True)]
+        return min(room) / MICRO if room else math.inf
+
+    async def reserve(self, checks: Sequence[BudgetCheck], lease: str, amount_usd: float) -> Reservation:
+        now = self._clock()
+        periods = tuple(period_of(c.period, now) for c in checks)
+        amount = to_micro(amount_usd)
+        accounts = await self._accounts_for(checks, periods)
+        for check, account in zip(checks, accounts, strict=True):
+            used = account.spent + account.reserved - account.holds.get(lease, 0)
+            if used + amount > to_micro(check.limit_usd):
+                raise exhausted(check, used)
+        held = Held(lease, tuple(checks), amount / MICRO, periods=periods, owner=self, micro=amount)
+        for check, account in zip(checks, accounts, strict=True):
+            account.reserved += amount - account.holds.get(lease, 0)
+            account.holds[lease] = amount
+            held.remaining_usd[check.scope] = max(0, to_micro(check.limit_usd) - account.spent
+                                                  - account.reserved) / MICRO
+        return held
+
+    async def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        if reservation.done:
+            return
+        reservation.done = True
+        actual = to_micro(actual_usd)
+        for check, period in zip(reservation.checks, periods_for(reservation, self._clock), strict=True):
+            account = self._accounts.get((check.scope, period.id))
+            if account is None:  # not ours, or never held: count it on a seeded counter
+                account = await self._account(check.scope, period)
+            account.reserved -= account.holds.pop(reservation.lease, 0)
+            account.spent += actual
+
+    async def release(self, reservation: Reservation) -> None:
+        if reservation.done:
+            return
+        reservation.done = True
+        for check, period in zip(reservation.checks, periods_for(reservation, self._clock), strict=True):
+            account = self._accounts.get((check.scope, period.id))
+            if account is not None:
+                account.reserved -= account.holds.pop(reservation.lease, 0)
+
+    def record(self, reservation: Reservation, actual_usd: float) -> None:
+        """Count a cost settled elsewhere (on Redis, while it is unreachable) on the counters
+        already seeded here; the others will be seeded from the database, which has it."""
+        for check, period in zip(reservation.checks, periods_for(reservation, self._clock), strict=True):
+            account = self._accounts.get((check.scope, period.id))
+            if account is not None:
+                account.spent += to_micro(actual_usd)
+
+    def reset(self) -> None:
+        """Forget every counter that holds nothing: the next use seeds it again from the database."""
+        for (scope, pid), account in list(self._accounts.items()):
+            if not account.holds:
+                del self._accounts[(scope, pid)]
+                self._periods[scope].discard(pid)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FallbackLedger:
+    """The shared ledger (Redis), and a per-process one while it is unreachable.
+
+    A call that finds the primary unreachable (``LedgerUnavailableError``, or no answer within
+    ``timeout`` seconds) marks the ledger ``degraded``; from then on calls go straight to the
+    fallback (or fail with 503 ``budgets_unavailable`` when ``fail_closed``) and one call every
+    ``retry_interval`` seconds probes the primary, which takes over again once it answers.
+    Each reservation is settled or released by the engine that made it. A settle the primary
+    cannot take is counted on the fallback's seeded counters instead (the primary's hold
+    expires on its own), so this process still sees it while degraded.
+    """
+
+    def __init__(self, primary: BudgetLedger, fallback: BudgetLedger, fail_closed: bool = False, *,
+                 retry_interval: float = 2.0, timeout: float = 1.0) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._fail_closed = fail_closed
+        self._retry_interval = retry_interval
+        self._timeout = timeout
+        self._degraded = False
+        self._next_probe = 0.0
+        self._probing = False
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded
+
+    def _failed(self, exc: BaseException) -> None:
+        if not self._degraded:
+            log.warning("budget store unreachable (%s); %s", type(exc).__name__,
+                        "refusing budgeted requests" if self._fail_closed else "using per-process budgets")
+            self._degraded = True
+            if isinstance(self._fallback, MemoryLedger):
+                self._fallback.reset()  # seed again from the database: it has what Redis counted
+        self._next_probe = time.monotonic() + self._retry_interval
+
+    def _try_primary(self) -> bool:
+        if not self._degraded:
+            return True
+        if self._probing or time.monotonic() < self._next_probe:
+            return False
+        self._probing = True
+        return True
+
+    async def _on_primary(self, call: Callable[[BudgetLedger], Awaitable[_T]]) -> tuple[bool, _T | None]:
+        """(True, result) from the primary; (False, None) when it is (or just proved) unreachable."""
+        if not self._try_primary():
+            return False, None
+        probing = self._degraded
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await call(self._primary)
+        except (LedgerUnavailableError, TimeoutError) as exc:
+            self._failed(exc)
+            return False, None
+        except Exception:
+            self._recovered(probing)  # it answered (e.g. with a 429)
+            raise
+        finally:
+            if probing:
+                self._probing = False
+        self._recovered(probing)
+        return True, result
+
+    def _recovered(self, probing: bool) -> None:
+        if probing and self._degraded:
+            log.warning("budget store reachable again")
+            self._degraded = False
+
+    def _unavailable(self) -> ServiceUnavailableError:
+        return ServiceUnavailableError("Budgets are unavailable: the budget store cannot be reached.",
+                                       code="budgets_unavailable", retry_after=self._retry_interval)
+
+    async def available(self, checks: Sequence[BudgetCheck]) -> float:
+        ok, result = await self._on_primary(lambda ledger: ledger.available(checks))
+        if ok:
+            assert result is not None
+            return result
+        if self._fail_closed:
+            raise self._unavailable()
+        return await self._fallback.available(checks)
+
+    async def reserve(self, checks: Sequence[BudgetCheck], lease: str, amount_usd: float) -> Reservation:
+        ok, result = await self._on_primary(lambda ledger: ledger.reserve(checks, lease, amount_usd))
+        if ok:
+            assert result is not None
+            return result
+        if self._fail_closed:
+            raise self._unavailable()
+        return await self._fallback.reserve(checks, lease, amount_usd)
+
+    def _made_by_fallback(self, reservation: Reservation) -> bool:
+        return isinstance(reservation, Held) and reservation.owner is self._fallback
+
+    async def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        if reservation.done:
+            return
+        if self._made_by_fallback(reservation):
+            await self._fallback.settle(reservation, actual_usd)
+            return
+        ok, _ = await self._on_primary(lambda ledger: ledger.settle(reservation, actual_usd))
+        if not ok:
+            reservation.done = True
+            if isinstance(self._fallback, MemoryLedger):
+                self._fallback.record(reservation, actual_usd)
+
+    async def release(self, reservation: Reservation) -> None:
+        if reservation.done:
+            return
+        if self._made_by_fallback(reservation):
+            await self._fallback.release(reservation)
+            return
+        ok, _ = await self._on_primary(lambda ledger: ledger.release(reservation))
+        if not ok:  # the primary's hold expires on its own
+            reservation.done = True
+
+    async def aclose(self) -> None:
+        try:
+            await self._primary.aclose()
+        finally:
+            await self._fallback.aclose()

@@ -1,0 +1,420 @@
+"""Rate limit engines: rolling-window counters, kept in process memory or in Redis.
+
+Every request window is a rolling log: at most ``limit`` requests in ANY ``window`` seconds,
+so a limit is a hard ceiling with no burst at a minute's boundary (a token bucket or GCRA
+lets refill leak extra requests into a window). A refused request waits until the oldest
+counted request leaves the window; that is its ``Retry-After`` and ``x-ratelimit-reset-requests``.
+
+Tokens per minute are a rolling log of (time, tokens). ``admit`` needs ``used + tokens <= limit``
+for the prompt estimate it is given, and holds that estimate in the window while the request
+runs (so concurrent requests cannot all spend the same room); ``settle`` replaces the hold by
+the real total (prompt + completion) at the time the request ends. A single request can thus
+overshoot the remaining TPM by its completion: TPM paces traffic, the budget engine
+(``service/budgets.py``) is the hard money ceiling.
+
+Parallel limits hold one lease per admitted request until ``settle``; a lease that is never
+settled (a crashed replica) expires after ``lease_ttl`` seconds.
+
+``admit`` is all or nothing over every check: a refusal by any one counts nothing anywhere.
+
+    MemoryLimiter    one process (an injected clock; idle scopes dropped)
+    RedisLimiter     every replica: one Lua script per admit, Redis TIME as the clock
+                     (``service/limits_redis.py``)
+    FallbackLimiter  Redis, and per-process limits (or 503) while Redis cannot be reached
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from switchyard.core.limits import Admission, LimitCheck, Limiter, LimitState
+from switchyard.errors import RateLimitError, ServiceUnavailableError
+
+__all__ = [
+    "PARALLEL_RETRY_S",
+    "FallbackLimiter",
+    "MemoryLimiter",
+    "Verdict",
+    "decide",
+    "format_reset",
+    "ratelimit_headers",
+    "unavailable",
+]
+
+log = logging.getLogger("switchyard.limits")
+
+PARALLEL_RETRY_S = 1.0  # a parallel slot frees when some request ends: no better guess
+_SWEEP_S = 60.0  # the memory engine drops idle scopes at most this often
+
+
+# -- headers ---------------------------------------------------------------------------------
+def format_reset(seconds: float) -> str:
+    """OpenAI's (Go's) duration format for x-ratelimit-reset-*, to the millisecond, never early:
+    ``20ms``, ``1s``, ``12.5s``, ``6m0s``, ``1h0m0s``."""
+    ms = max(0, math.ceil(round(seconds * 1000, 6)))
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest // 1000}" + (f".{rest % 1000:03d}".rstrip("0") if rest % 1000 else "")
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def ratelimit_headers(
+    requests: Admission | LimitState | None, tokens: LimitState | None = None
+) -> dict[str, str]:
+    """The x-ratelimit-{limit,remaining,reset}-{requests,tokens} headers of an admission (or of
+    the request and token states), only those that apply."""
+    if isinstance(requests, Admission):
+        admission = requests
+        requests, tokens = admission.requests, admission.tokens
+    out: dict[str, str] = {}
+    for name, state in (("requests", requests), ("tokens", tokens)):
+        if state is not None:
+            out[f"x-ratelimit-limit-{name}"] = str(state.limit)
+            out[f"x-ratelimit-remaining-{name}"] = str(max(0, state.remaining))
+            out[f"x-ratelimit-reset-{name}"] = format_reset(state.reset_s)
+    return out
+
+
+# -- deciding, the same for every engine -------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One check as it stands before the request: ``remaining`` and ``reset_s`` of the counter
+    now, and ``retry_s``: 0 when the request fits, the wait when it does not, None: never fits."""
+
+    check: LimitCheck
+    remaining: int
+    reset_s: float
+    retry_s: float | None = 0.0
+
+    @property
+    def fits(self) -> bool:
+        return self.retry_s == 0.0
+
+    def now(self) -> LimitState:
+        return LimitState(self.check.limit, max(0, self.remaining), max(0.0, self.reset_s))
+
+    def after(self, tokens: int) -> LimitState:
+        """The counter once this request is counted in it."""
+        c = self.check
+        if c.kind == "tokens":
+            return LimitState(c.limit, max(0, self.remaining - tokens), c.window if tokens > 0 else self.reset_s)
+        return LimitState(c.limit, max(0, self.remaining - 1), self.reset_s if self.reset_s > 0 else c.window)
+
+
+def unique(checks: Sequence[LimitCheck]) -> list[LimitCheck]:
+    return list(dict.fromkeys(checks))
+
+
+def decide(lease: str, checks: Sequence[LimitCheck], verdicts: Sequence[Verdict], tokens: int) -> Admission:
+    """The admission when every verdict fits (the caller then counts it), else the 429."""
+    if all(v.fits for v in verdicts):
+        return Admission(lease, tuple(checks), requests=_tightest(verdicts, "requests", tokens),
+                         tokens=_tightest(verdicts, "tokens", tokens))
+    raise _refusal(verdicts, tokens)
+
+
+def _tightest(verdicts: Sequence[Verdict], kind: str, tokens: int | None) -> LimitState | None:
+    """The counter of ``kind`` with the least left (after this request when ``tokens`` is given)."""
+    states = [v.now() if tokens is None else v.after(tokens) for v in verdicts if v.check.kind == kind]
+    return min(states, key=lambda s: (s.remaining, -s.reset_s), default=None)
+
+
+def _wait(v: Verdict) -> float:
+    return math.inf if v.retry_s is None else v.retry_s
+
+
+def _refusal(verdicts: Sequence[Verdict], tokens: int) -> RateLimitError:
+    failing = [v for v in verdicts if not v.fits]
+    binding = max(failing, key=_wait)
+    states: dict[str, LimitState | None] = {}
+    for kind in ("requests", "tokens"):
+        refused = [v for v in failing if v.check.kind == kind]
+        if refused:
+            worst = max(refused, key=_wait)
+            states[kind] = LimitState(worst.check.limit, max(0, worst.remaining),
+                                      worst.retry_s if worst.retry_s is not None else max(0.0, worst.reset_s))
+        else:
+            states[kind] = _tightest(verdicts, kind, None)
+    c = binding.check
+    who = _who(c.scope)
+    if binding.retry_s is None:
+        if c.kind == "tokens":
+            message = (f"Request too large for {who}: it needs {tokens} tokens, "
+                       f"the limit is {_what(c)}.")
+        else:
+            message = f"Rate limit for {who} admits no requests: {_what(c)}."
+        err = RateLimitError(message)
+        err.headers["x-should-retry"] = "false"
+    else:
+        wait = max(1, math.ceil(round(binding.retry_s, 6)))
+        err = RateLimitError(f"Rate limit reached for {who}: {_what(c)}. Try again in {wait}s.",
+                             retry_after=float(wait))
+    err.headers.update(ratelimit_headers(states["requests"], states["tokens"]))
+    return err
+
+
+def _who(scope: str) -> str:
+    """``key:abc|model:gpt-4o`` → ``key abc on model gpt-4o``."""
+    parts = []
+    for part in scope.split("|"):
+        kind, sep, ident = part.partition(":")
+        parts.append(f"{kind} {ident}" if sep else part)
+    return " on ".join(parts)
+
+
+def _what(check: LimitCheck) -> str:
+    if check.kind == "parallel":
+        return f"{check.limit} parallel requests"
+    per = {60.0: "minute", 3600.0: "hour", 86400.0: "day"}.get(check.window, f"{check.window:g} seconds")
+    return f"{check.limit} {check.kind} per {per}"
+
+
+def unavailable(retry_after: float = 1.0) -> ServiceUnavailableError:
+    return ServiceUnavailableError("Rate limits cannot be checked right now: the limits store is unreachable.",
+                                   code="limits_unavailable", retry_after=retry_after)
+
+
+# -- in process memory ------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Entry:
+    at: float
+    tokens: int  # 0 once it left the window or its hold was settled
+
+
+@dataclass(slots=True)
+class _TokenLog:
+    entries: deque[_Entry] = field(default_factory=deque)
+    used: int = 0
+
+
+@dataclass(slots=True)
+class _Held:
+    """What an admitted request holds until settled: token holds and parallel slots."""
+
+    expires: float
+    tokens: list[tuple[tuple[str, float], _Entry | None]] = field(default_factory=list)
+    parallel: list[tuple[str, str]] = field(default_factory=list)  # (scope, member)
+
+
+class MemoryLimiter:
+    """The limits of one process. Single event loop: ``admit`` never awaits, so it is atomic."""
+
+    def __init__(self, clock: Callable[[], float] = time.time, lease_ttl: float = 600.0) -> None:
+        self._clock = clock
+        self._lease_ttl = lease_ttl
+        self._requests: dict[tuple[str, float], deque[float]] = {}
+        self._tokens: dict[tuple[str, float], _TokenLog] = {}
+        self._parallel: dict[str, dict[str, float]] = {}  # scope -> member -> expiry
+        self._held: dict[str, _Held] = {}
+        self._swept = clock()
+
+    async def admit(self, checks: Sequence[LimitCheck], lease: str, tokens: int) -> Admission:
+        now = self._clock()
+        tokens = max(0, tokens)
+        if now - self._swept >= _SWEEP_S:
+            self._sweep(now)
+        todo = unique(checks)
+        admission = decide(lease, checks, [self._look(c, now, tokens) for c in todo], tokens)
+        held = _Held(now + self._lease_ttl)
+        for i, c in enumerate(todo):
+            key = (c.scope, c.window)
+            if c.kind == "requests":
+                self._requests.setdefault(key, deque()).append(now)
+            elif c.kind == "tokens":
+                entry = None
+                if tokens:
+                    entry = _Entry(now, tokens)
+                    tlog = self._tokens.setdefault(key, _TokenLog())
+                    tlog.entries.append(entry)
+                    tlog.used += tokens
+                held.tokens.append((key, entry))
+            else:
+                member = f"{lease}:{i}"
+                self._parallel.setdefault(c.scope, {})[member] = now + self._lease_ttl
+                held.parallel.append((c.scope, member))
+        if held.tokens or held.parallel:
+            self._held[lease] = held
+        return admission
+
+    async def settle(self, admission: Admission, tokens: int) -> None:
+        admission.settled = True
+        held = self._held.pop(admission.lease, None)
+        if held is None:
+            return
+        now = self._clock()
+        for key, entry in held.tokens:
+            tlog = self._tokens.get(key)
+            if entry is not None and entry.tokens and tlog is not None:
+                tlog.used -= entry.tokens
+                entry.tokens = 0
+            if tokens > 0:
+                tlog = tlog if tlog is not None else self._tokens.setdefault(key, _TokenLog())
+                tlog.entries.append(_Entry(now, tokens))
+                tlog.used += tokens
+        for scope, member in held.parallel:
+            slots = self._parallel.get(scope)
+            if slots is not None:
+                slots.pop(member, None)
+                if not slots:
+                    del self._parallel[scope]
+
+    def holds(self, lease: str) -> bool:
+        """Whether ``lease`` was admitted here and holds something to settle."""
+        return lease in self._held
+
+    async def aclose(self) -> None:
+        return None
+
+    def _look(self, c: LimitCheck, now: float, tokens: int) -> Verdict:
+        if c.kind == "requests":
+            log_ = self._requests.get((c.scope, c.window))
+            if log_ is not None:
+                self._trim_requests(log_, now - c.window)
+            count = len(log_) if log_ else 0
+            reset = log_[0] + c.window - now if log_ else 0.0
+            if c.limit <= 0:
+                return Verdict(c, 0, reset, None)
+            if count >= c.limit:
+                assert log_ is not None
+                return Verdict(c, 0, reset, log_[count - c.limit] + c.window - now)
+            return Verdict(c, c.limit - count, reset)
+        if c.kind == "tokens":
+            tlog = self._tokens.get((c.scope, c.window))
+            if tlog is not None:
+                self._trim_tokens(tlog, now - c.window)
+            used = tlog.used if tlog is not None else 0
+            newest = next((e.at for e in reversed(tlog.entries) if e.tokens), None) if tlog else None
+            reset = newest + c.window - now if newest is not None else 0.0
+            if tokens > c.limit:
+                return Verdict(c, c.limit - used, reset, None)
+            if used + tokens > c.limit:
+                assert tlog is not None
+                left = used
+                for e in tlog.entries:
+                    left -= e.tokens
+                    if left + tokens <= c.limit:
+                        return Verdict(c, c.limit - used, reset, e.at + c.window - now)
+                return Verdict(c, c.limit - used, reset, c.window)  # not reached: the log sums to used
+            return Verdict(c, c.limit - used, reset)
+        slots = self._parallel.get(c.scope)
+        if slots:
+            for member in [m for m, expiry in slots.items() if expiry <= now]:
+                del slots[member]
+        count = len(slots) if slots else 0
+        if c.limit <= 0:
+            return Verdict(c, 0, 0.0, None)
+        return Verdict(c, c.limit - count, 0.0, PARALLEL_RETRY_S if count >= c.limit else 0.0)
+
+    @staticmethod
+    def _trim_requests(log_: deque[float], edge: float) -> None:
+        while log_ and log_[0] <= edge:
+            log_.popleft()
+
+    @staticmethod
+    def _trim_tokens(tlog: _TokenLog, edge: float) -> None:
+        entries = tlog.entries
+        while entries and entries[0].at <= edge:
+            gone = entries.popleft()
+            tlog.used -= gone.tokens
+            gone.tokens = 0
+
+    def _sweep(self, now: float) -> None:
+        """Drop what left every window, and scopes left empty: memory stays bounded."""
+        self._swept = now
+        for key, log_ in list(self._requests.items()):
+            self._trim_requests(log_, now - key[1])
+            if not log_:
+                del self._requests[key]
+        for key, tlog in list(self._tokens.items()):
+            self._trim_tokens(tlog, now - key[1])
+            if not tlog.entries:
+                del self._tokens[key]
+        for scope, slots in list(self._parallel.items()):
+            for member in [m for m, expiry in slots.items() if expiry <= now]:
+                del slots[member]
+            if not slots:
+                del self._parallel[scope]
+        for lease in [lease for lease, held in self._held.items() if held.expires <= now]:
+            del self._held[lease]
+
+
+# -- Redis, and this process when Redis is away --------------------------------------------------
+class FallbackLimiter:
+    """``primary`` (Redis) while it answers; while it cannot be reached (it raises the 503
+    ``limits_unavailable``), ``fallback``'s per-process limits, or that 503 when ``fail_closed``.
+    Redis is tried again at most every ``probe_interval`` seconds, by one request at a time;
+    ``degraded`` says whether the fallback is in use (for /ready)."""
+
+    def __init__(
+        self, primary: Limiter, fallback: MemoryLimiter, *, fail_closed: bool = False, retry_after: float = 1.0,
+        probe_interval: float = 1.0, monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._fail_closed = fail_closed
+        self._retry_after = retry_after
+        self._probe_interval = probe_interval
+        self._monotonic = monotonic
+        self._degraded = False
+        self._next_probe = 0.0
+        self._probing = False
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded
+
+    async def admit(self, checks: Sequence[LimitCheck], lease: str, tokens: int) -> Admission:
+        probe = False
+        if self._degraded:
+            now = self._monotonic()
+            if self._probing or now < self._next_probe:
+                return await self._local(checks, lease, tokens)
+            probe, self._probing, self._next_probe = True, True, now + self._probe_interval
+        try:
+            admission = await self._primary.admit(checks, lease, tokens)
+        except ServiceUnavailableError as exc:
+            if exc.code != "limits_unavailable":
+                raise
+            if not self._degraded:
+                log.warning("rate limits: the limits store is unreachable; %s",
+                            "refusing requests" if self._fail_closed else "using per-process limits")
+                self._degraded = True
+                self._next_probe = self._monotonic() + self._probe_interval
+            return await self._local(checks, lease, tokens)
+        finally:
+            if probe:
+                self._probing = False
+        if self._degraded:
+            log.warning("rate limits: the limits store is back")
+            self._degraded = False
+        return admission
+
+    async def settle(self, admission: Admission, tokens: int) -> None:
+        if self._fallback.holds(admission.lease):
+            await self._fallback.settle(admission, tokens)
+        else:
+            await self._primary.settle(admission, tokens)
+
+    async def aclose(self) -> None:
+        try:
+            await self._primary.aclose()
+        finally:
+            await self._fallback.aclose()
+
+    async def _local(self, checks: Sequence[LimitCheck], lease: str, tokens: int) -> Admission:
+        if self._fail_closed:
+            raise unavailable(self._retry_after)
+        return await self._fallback.admit(checks, lease, tokens)

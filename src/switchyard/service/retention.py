@@ -1,0 +1,68 @@
+"""Keeps the raw usage table a capped ring: prunes by age and by rows, at start and then periodically.
+
+Hourly rollups are never pruned (reports and budgets read them), so pruning loses no totals.
+Every replica may run this; deletes are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from switchyard.core.ports import UsageStore
+from switchyard.service.background import stop_task
+from switchyard.settings import Settings
+
+__all__ = ["MIN_RAW_ROWS", "UsageRetention"]
+
+log = logging.getLogger("switchyard.usage")
+
+MIN_RAW_ROWS = 1000
+"""The smallest ring allowed (also enforced by ``usage_raw_max_rows``)."""
+
+
+class UsageRetention:
+    """``start()`` prunes once at once, then every ``interval`` seconds; ``aclose()`` stops it."""
+
+    def __init__(self, store: UsageStore, max_rows: int, max_age: timedelta, interval: float = 60.0) -> None:
+        if max_rows < MIN_RAW_ROWS:
+            raise ValueError(f"max_rows must be at least {MIN_RAW_ROWS}")
+        if max_age <= timedelta(0):
+            raise ValueError("max_age must be positive")
+        self._store = store
+        self.max_rows = max_rows
+        self.max_age = max_age
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self.pruned = 0  # rows deleted since start
+        self.runs = 0  # prunes completed
+
+    @classmethod
+    def from_settings(cls, store: UsageStore, settings: Settings, interval: float = 60.0) -> UsageRetention:
+        return cls(store, max(MIN_RAW_ROWS, settings.usage_raw_max_rows),
+                   timedelta(days=settings.usage_raw_max_age_days), interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="switchyard-usage-retention")
+
+    async def run_once(self) -> int:
+        """Prune now; the number of raw rows deleted."""
+        deleted = await self._store.prune(self.max_rows, self.max_age)
+        self.pruned += deleted
+        self.runs += 1
+        if deleted:
+            log.info("pruned %d raw usage rows (keeping %d rows, %s)", deleted, self.max_rows, self.max_age)
+        return deleted
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.warning("usage pruning failed; retrying in %.0f s", self._interval, exc_info=True)
+            await asyncio.sleep(self._interval)
+
+    async def aclose(self) -> None:
+        await stop_task(self._task)
+        self._task = None
