@@ -111,8 +111,11 @@ def cli_commands() -> dict[tuple[str, ...], set[str]]:
     def walk(cmd: click.Command, path: tuple[str, ...]) -> None:
         found[path] = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")}
         found[path] |= {"--help"}
-        if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
+        if isinstance(cmd, click.Group):  # list_commands/get_command: the top level loads lazily
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None, name
                 walk(sub, (*path, name))
 
     walk(cli, ())

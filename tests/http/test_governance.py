@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -140,7 +141,11 @@ def test_a_budget_is_never_overshot_under_parallel_requests(server: RunningServe
         while chat(http, max_tokens=5).status_code == 200:
             more += 1
             assert more < 100
-    rows = [r for r in server.usage_rows(wait_for=60) if r["key_id"] == key["id"] and r["status"] == 200]
+    deadline = time.monotonic() + 10
+    while len(rows := [r for r in server.usage_rows(wait_for=0) if r["key_id"] == key["id"] and r["status"] == 200]
+              ) < codes[200] + more:
+        assert time.monotonic() < deadline, "usage rows missing"
+        time.sleep(0.1)
     assert len(rows) == codes[200] + more
     spent = sum(r["cost_usd"] for r in rows)
     assert spent <= 1.0 + 1e-9  # never overshot, not even by one request

@@ -293,9 +293,10 @@ class Gateway:
         try:
             if self.governance is not None:
                 ticket, outcome.request = await self.governance.admit(
-                    principal, route.alias, request, body, estimate_prompt_tokens(body), self._prices(route),
-                    route.limits)
-                ctx.headers = ticket.headers
+                    principal, route.alias, request, body, partial(estimate_prompt_tokens, body),
+                    partial(self._prices, route), route.limits)
+                if ticket is not None:
+                    ctx.headers = ticket.headers
             yield outcome
         except GatewayError as exc:
             outcome.status, outcome.error = exc.status_code, exc.message

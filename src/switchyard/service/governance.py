@@ -15,13 +15,15 @@ relayed).
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any
-from uuid import uuid4
 
 from switchyard.core.chat import ChatRequest
 from switchyard.core.keys import Principal
@@ -73,10 +75,17 @@ class Ticket:
     headers: dict[str, str] | None = None
 
 
+@lru_cache(maxsize=8192)
+def _checks(limits: RateLimits, scope: str) -> tuple[LimitCheck, ...]:
+    return tuple(limits.checks(scope))
+
+
 class Governance:
     def __init__(self, limiter: Limiter, ledger: BudgetLedger) -> None:
         self._limiter = limiter
         self._ledger = ledger
+        self._process = os.urandom(6).hex()  # leases: unique across replicas, cheap to make
+        self._leases = itertools.count()
 
     @property
     def degraded(self) -> list[str]:
@@ -91,14 +100,14 @@ class Governance:
         key = principal.key_id
         if key is not None:
             if principal.limits is not None:
-                checks += principal.limits.checks(f"key:{key}")
+                checks += _checks(principal.limits, f"key:{key}")
             per_model = _model_limits(principal.model_limits, alias)
             if per_model is not None:
-                checks += per_model.checks(f"key:{key}|model:{alias}")
+                checks += _checks(per_model, f"key:{key}|model:{alias}")
             if principal.team_id is not None and principal.team_limits is not None:
-                checks += principal.team_limits.checks(f"team:{principal.team_id}")
+                checks += _checks(principal.team_limits, f"team:{principal.team_id}")
         if model is not None:
-            checks += model.checks(f"model:{alias}")
+            checks += _checks(model, f"model:{alias}")
         return checks
 
     @staticmethod
@@ -115,24 +124,26 @@ class Governance:
     # -- around a request -----------------------------------------------------------------
     async def admit(
         self, principal: Principal, alias: str, request: ChatRequest | None, body: Mapping[str, Any],
-        prompt_tokens: int, prices: tuple[float, float], model_limits: RateLimits | None = None,
-    ) -> tuple[Ticket, ChatRequest | None]:
-        """Take the limits and reserve the worst case at ``prices`` (USD per token, input and
-        output: the dearest of every deployment that may serve). Returns the ticket and the
-        request to send (``max_tokens`` lowered to what the budget can pay for, when it must be)."""
-        ticket = Ticket()
+        prompt_tokens: Callable[[], int], prices: Callable[[], tuple[float, float]],
+        model_limits: RateLimits | None = None,
+    ) -> tuple[Ticket | None, ChatRequest | None]:
+        """Take the limits and reserve the worst case at ``prices()`` (USD per token, input and
+        output: the dearest of every deployment that may serve). Returns the ticket (None when
+        nothing limits this request) and the request to send (``max_tokens`` lowered to what the
+        budget can pay for, when it must be)."""
         checks = self.limit_checks(principal, alias, model_limits)
         budgets = self.budget_checks(principal)
         if not checks and not budgets:
-            return ticket, request
-        lease = uuid4().hex
+            return None, request
+        ticket = Ticket()
+        lease = f"{self._process}-{next(self._leases)}"
         if checks:
-            ticket.admission = await self._limiter.admit(checks, lease, prompt_tokens)
+            ticket.admission = await self._limiter.admit(checks, lease, prompt_tokens())
             ticket.headers = ratelimit_headers(ticket.admission.requests, ticket.admission.tokens)
         if not budgets:
             return ticket, request
         try:
-            request = await self._reserve(ticket, budgets, lease, alias, request, prompt_bytes(body), prices)
+            request = await self._reserve(ticket, budgets, lease, alias, request, prompt_bytes(body), prices())
         except BaseException:
             await self.abort(ticket)
             raise
@@ -178,6 +189,8 @@ class Governance:
 
 def _model_limits(limits: Mapping[str, RateLimits], alias: str) -> RateLimits | None:
     """The key's limits on this model: by exact alias, else the first matching pattern."""
+    if not limits:
+        return None
     found = limits.get(alias)
     if found is None:
         found = next((v for pattern, v in limits.items() if fnmatchcase(alias, pattern)), None)

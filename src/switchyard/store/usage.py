@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.core.usage import UsageRecord
@@ -141,8 +140,12 @@ def rollup(records: Iterable[UsageRecord]) -> dict[tuple[datetime, str, str], _T
 def _upsert(dialect: str) -> Any:
     """INSERT into the rollups that adds to the row already there (SQLite 3.24+ and PostgreSQL)."""
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql  # the dialect in use is loaded already; not the other
+
         stmt: Any = postgresql.insert(_r)
     elif dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         stmt = sqlite.insert(_r)
     else:
         raise RuntimeError(f"usage rollups need SQLite or PostgreSQL, not {dialect}")
