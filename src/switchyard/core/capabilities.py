@@ -136,6 +136,13 @@ class Capabilities:
             if self.parallel_tool_calls:
                 raise ValueError("capabilities.parallel_tool_calls needs tools")
 
+    @property
+    def unrestricted(self) -> bool:
+        """Honours everything but ``n`` beyond ``max_n``: a request without ``n`` needs no check."""
+        return (self.tools and self.parallel_tool_calls and self.json_object and self.json_schema and self.vision
+                and self.logprobs and self.streaming and self.context_length is None
+                and self.tool_choice == _ALL_MODES)
+
     def as_json(self) -> dict[str, Any]:
         """The ``capabilities`` object of a ``/v1/models`` entry (a new dict each call).
 

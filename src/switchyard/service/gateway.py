@@ -233,11 +233,13 @@ class Gateway:
     def _honourable(route: Route, request: ChatRequest) -> ChatRequest:
         """The request as this route can honour it: 400 naming what it cannot, unless dropped."""
         caps = route.capabilities
-        prompt = estimate_prompt_tokens(request.body) if caps.context_length else None
-        body: Mapping[str, Any] = enforce(request.body, caps, route.drop, prompt_tokens=prompt)
+        body: Mapping[str, Any] = request.body
+        if not (caps.unrestricted and "n" not in body and "best_of" not in body):  # else nothing to check
+            prompt = estimate_prompt_tokens(body) if caps.context_length else None
+            body = enforce(body, caps, route.drop, prompt_tokens=prompt)
         if route.default_temperature is not None and body.get("temperature") is None:
             body = {**body, "temperature": route.default_temperature}
-        return replace(request, body=body)
+        return request if body is request.body else replace(request, body=body)
 
     # -- accounting --------------------------------------------------------------------
     def _account(

@@ -32,25 +32,36 @@ STEERING_FIELDS = frozenset({
 _DATA_KEYS = frozenset({"parameters", "schema", "json_schema", "input_schema", "properties", "$defs", "definitions"})
 
 
-def _steering_path(node: Any, path: str = "", depth: int = 0) -> str | None:
-    """The path of a connection-steering field anywhere in the body, or None.
+def _steering_path(node: Any) -> str | None:
+    """The path of a connection-steering field anywhere in the body (``metadata.api_base``,
+    ``messages[0].base_url``), or None. Strings (prompts) are not walked, a dict with none of
+    the names is passed over in one set operation, and a path is only built for a find."""
+    found = _find_steering(node)
+    if found is None:
+        return None
+    out = ""
+    for part in reversed(found):
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
 
-    The body's nesting is already bounded by the JSON reader; strings (prompts) are not walked."""
+
+def _find_steering(node: Any) -> list[str | int] | None:
+    """The steering field's path, innermost first (the JSON reader bounds the depth)."""
     if isinstance(node, dict):
+        if not STEERING_FIELDS.isdisjoint(node):
+            return [min(STEERING_FIELDS.intersection(node))]
         for key, value in node.items():
-            here = f"{path}.{key}" if path else str(key)
-            if key in STEERING_FIELDS:
-                return here
-            if key in _DATA_KEYS or not isinstance(value, dict | list):
-                continue
-            found = _steering_path(value, here, depth + 1)
-            if found is not None:
-                return found
-    elif isinstance(node, list):
+            if isinstance(value, dict | list) and key not in _DATA_KEYS:
+                found = _find_steering(value)
+                if found is not None:
+                    found.append(key)
+                    return found
+    else:
         for i, item in enumerate(node):
             if isinstance(item, dict | list):
-                found = _steering_path(item, f"{path}[{i}]", depth + 1)
+                found = _find_steering(item)
                 if found is not None:
+                    found.append(i)
                     return found
     return None
 
