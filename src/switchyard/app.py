@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 
 from switchyard.core.ports import Provider
-from switchyard.http.credentials import internal_routes
 from switchyard.http.errors import exception_handlers
 from switchyard.http.middleware import EdgeMiddleware
 from switchyard.http.routes import routes
@@ -91,8 +91,7 @@ def create_app(settings: Settings) -> Starlette:
             )
             app.state.recorder = recorder
             app.state.started_at = int(time.time())
-            gc.collect()
-            gc.freeze()  # what start-up built lives as long as the process: keep it out of every GC pass
+            _settle_memory()
             yield
         finally:
             await catalog.aclose()
@@ -129,11 +128,27 @@ def create_app(settings: Settings) -> Starlette:
             )
         )
     return Starlette(
-        routes=[*routes(), *internal_routes(settings)],  # decrypt routes exist only with internal_secret
+        routes=[*routes(), *_internal_routes(settings)],
         middleware=middleware,
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
+
+
+def _settle_memory() -> None:
+    """After start-up: collect its garbage, and keep what it built (it lives as long as the
+    process) out of every later GC pass."""
+    gc.collect()
+    gc.freeze()
+
+
+def _internal_routes(settings: Settings) -> list[Route]:
+    """The credential-decrypt routes exist only with ``internal_secret`` set."""
+    if settings.internal_secret is None:
+        return []
+    from switchyard.http.credentials import internal_routes
+
+    return internal_routes(settings)
 
 
 def worker_app() -> Starlette:

@@ -25,6 +25,7 @@ from switchyard.errors import AuthenticationError, BadRequestError, NotFoundErro
 from switchyard.http.audit import record
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
+from switchyard.http.routes import INTERNAL_DECRYPT_PATHS
 from switchyard.http.state import services
 from switchyard.service.vault import Vault, VaultError
 from switchyard.settings import Settings
@@ -43,7 +44,6 @@ __all__ = [
     "list_credentials",
 ]
 
-INTERNAL_DECRYPT_PATHS = ("/internal/credentials/{credential_id}/decrypt", "/api/api-keys/{credential_id}/decrypt")
 log = logging.getLogger("switchyard.credentials")
 T = TypeVar("T")
 

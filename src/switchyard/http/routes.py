@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from importlib import import_module
+
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
-from switchyard.http import admin, admin_models, audit, chat, credentials, embeddings, health, messages, models, teams
-from switchyard.http import usage as usage_api
+from switchyard.http import chat, embeddings, health, messages, models
 
 __all__ = ["PUBLIC_PATHS", "routes"]
 
 # The credential decrypt routes take x-internal-secret, not a key; app.py adds them only when it is set.
-PUBLIC_PATHS = frozenset({"/health", "/ready", *credentials.INTERNAL_DECRYPT_PATHS})
+INTERNAL_DECRYPT_PATHS = ("/internal/credentials/{credential_id}/decrypt", "/api/api-keys/{credential_id}/decrypt")
+PUBLIC_PATHS = frozenset({"/health", "/ready", *INTERNAL_DECRYPT_PATHS})
+
+
+def _admin(name: str) -> Callable[[Request], Awaitable[Response]]:
+    """An admin handler ``module:function`` under switchyard.http, imported on its first request:
+    a server that is never administered over HTTP does not hold that code in memory."""
+    module, _, attr = name.partition(":")
+
+    async def endpoint(request: Request) -> Response:
+        handler: Callable[[Request], Awaitable[Response]] = getattr(import_module(f"switchyard.http.{module}"), attr)
+        return await handler(request)
+
+    endpoint.__name__ = endpoint.__qualname__ = attr
+    return endpoint
 
 
 def routes() -> list[Route]:
@@ -25,32 +43,34 @@ def routes() -> list[Route]:
         Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
         Route("/v1/messages", messages.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
-        Route("/admin/keys", admin.list_keys, methods=["GET"]),
-        Route("/admin/keys", admin.create_key, methods=["POST"]),
-        Route("/admin/keys/{key_id}", admin.get_key, methods=["GET"]),
-        Route("/admin/keys/{key_id}", admin.revoke_key, methods=["DELETE"]),
-        Route("/admin/keys/{key_id}", admin.update_key, methods=["PATCH"]),
-        Route("/admin/keys/{key_id}/revoke", admin.revoke_key, methods=["POST"]),
-        Route("/admin/keys/{key_id}/rotate", admin.rotate_key, methods=["POST"]),
-        Route("/admin/teams", teams.list_teams, methods=["GET"]),
-        Route("/admin/teams", teams.create_team, methods=["POST"]),
-        Route("/admin/teams/{team_id}", teams.get_team, methods=["GET"]),
-        Route("/admin/teams/{team_id}", teams.update_team, methods=["PATCH"]),
-        Route("/admin/teams/{team_id}", teams.delete_team, methods=["DELETE"]),
-        Route("/admin/audit", audit.list_audit, methods=["GET"]),
-        Route("/admin/upstreams", admin.upstreams, methods=["GET"]),
-        Route("/admin/status", admin.status, methods=["GET"]),
-        Route("/admin/usage", usage_api.usage, methods=["GET"]),
-        Route("/admin/models", admin_models.list_models, methods=["GET"]),
-        Route("/admin/models", admin_models.create_model, methods=["POST"]),
-        Route("/admin/models/{model_id:path}", admin_models.get_model, methods=["GET"]),
-        Route("/admin/models/{model_id:path}", admin_models.update_model, methods=["PUT", "PATCH"]),
-        Route("/admin/models/{model_id:path}", admin_models.delete_model, methods=["DELETE"]),
-        Route("/admin/credentials", credentials.list_credentials, methods=["GET"]),
-        Route("/admin/credentials", credentials.create_credential, methods=["POST"]),
-        Route("/admin/credentials/{credential_id}", credentials.get_credential, methods=["GET"]),
-        Route("/admin/credentials/{credential_id}", credentials.delete_credential, methods=["DELETE"]),
-        Route("/admin/credentials/{credential_id}/check", credentials.check_credential, methods=["POST"]),
-        Route("/admin/credentials/{credential_id}/activate", credentials.activate_credential, methods=["POST"]),
-        Route("/admin/credentials/{credential_id}/deactivate", credentials.deactivate_credential, methods=["POST"]),
+        Route("/admin/keys", _admin("admin:list_keys"), methods=["GET"]),
+        Route("/admin/keys", _admin("admin:create_key"), methods=["POST"]),
+        Route("/admin/keys/{key_id}", _admin("admin:get_key"), methods=["GET"]),
+        Route("/admin/keys/{key_id}", _admin("admin:revoke_key"), methods=["DELETE"]),
+        Route("/admin/keys/{key_id}", _admin("admin:update_key"), methods=["PATCH"]),
+        Route("/admin/keys/{key_id}/revoke", _admin("admin:revoke_key"), methods=["POST"]),
+        Route("/admin/keys/{key_id}/rotate", _admin("admin:rotate_key"), methods=["POST"]),
+        Route("/admin/teams", _admin("teams:list_teams"), methods=["GET"]),
+        Route("/admin/teams", _admin("teams:create_team"), methods=["POST"]),
+        Route("/admin/teams/{team_id}", _admin("teams:get_team"), methods=["GET"]),
+        Route("/admin/teams/{team_id}", _admin("teams:update_team"), methods=["PATCH"]),
+        Route("/admin/teams/{team_id}", _admin("teams:delete_team"), methods=["DELETE"]),
+        Route("/admin/audit", _admin("audit:list_audit"), methods=["GET"]),
+        Route("/admin/upstreams", _admin("admin:upstreams"), methods=["GET"]),
+        Route("/admin/status", _admin("admin:status"), methods=["GET"]),
+        Route("/admin/usage", _admin("usage:usage"), methods=["GET"]),
+        Route("/admin/models", _admin("admin_models:list_models"), methods=["GET"]),
+        Route("/admin/models", _admin("admin_models:create_model"), methods=["POST"]),
+        Route("/admin/models/{model_id:path}", _admin("admin_models:get_model"), methods=["GET"]),
+        Route("/admin/models/{model_id:path}", _admin("admin_models:update_model"), methods=["PUT", "PATCH"]),
+        Route("/admin/models/{model_id:path}", _admin("admin_models:delete_model"), methods=["DELETE"]),
+        Route("/admin/credentials", _admin("credentials:list_credentials"), methods=["GET"]),
+        Route("/admin/credentials", _admin("credentials:create_credential"), methods=["POST"]),
+        Route("/admin/credentials/{credential_id}", _admin("credentials:get_credential"), methods=["GET"]),
+        Route("/admin/credentials/{credential_id}", _admin("credentials:delete_credential"), methods=["DELETE"]),
+        Route("/admin/credentials/{credential_id}/check", _admin("credentials:check_credential"), methods=["POST"]),
+        Route("/admin/credentials/{credential_id}/activate", _admin("credentials:activate_credential"),
+              methods=["POST"]),
+        Route("/admin/credentials/{credential_id}/deactivate", _admin("credentials:deactivate_credential"),
+              methods=["POST"]),
     ]
