@@ -111,6 +111,8 @@ class Gateway:
         self.governance = governance
         self._rng = rng or random.Random()  # load balancing, not security
         self._gates: dict[str, ConcurrencyGate] = {}
+        self._gauges: dict[str, Any] = {}  # metric children by label values, resolved once
+        self._histograms: dict[tuple[str, str, str], Any] = {}
         self._busy: dict[str, int] = {}  # in flight per deployment (least_busy routing)
         self._discovered: dict[str, tuple[float, Sequence[str]]] = {}
         self._retired: list[tuple[float, Provider]] = []  # replaced providers, closed after a grace period
@@ -213,6 +215,20 @@ class Gateway:
             self._gates[target.gate] = gate
             self._metrics.queue_depth.labels(name).set_function(lambda: gate.waiting)
         return gate
+
+    def _in_flight_gauge(self, alias: str) -> Any:
+        """The in-flight gauge of an alias (labels() takes a lock and builds a key: resolve once)."""
+        gauge = self._gauges.get(alias)
+        if gauge is None:
+            gauge = self._gauges[alias] = self._metrics.in_flight.labels(alias)
+        return gauge
+
+    def _latency_hist(self, target: Target, endpoint: str) -> Any:
+        key = (target.alias, target.provider, endpoint)
+        hist = self._histograms.get(key)
+        if hist is None:
+            hist = self._histograms[key] = self._metrics.upstream_latency.labels(*key)
+        return hist
 
     def _cooldown_changed(self, upstream: str, cooling: bool) -> None:
         self._metrics.cooling_down.labels(upstream).set(1 if cooling else 0)
@@ -322,55 +338,10 @@ class Gateway:
                 used = outcome.status == 200 or outcome.usage is not None or outcome.events > 0
                 await self.governance.finish(ticket, usage if used else None, cost)  # type: ignore[union-attr]
 
-    @asynccontextmanager
-    async def _attempt(self, target: Target, ctx: CallContext, out: _Outcome) -> AsyncIterator[_Outcome]:
-        """One try on one deployment: its cooldown, its concurrency cap, in-flight counts.
-
-        Yields this attempt's own outcome; the caller sets status 200 on success."""
-        out.target = target
-        probe = self.cooldowns.admit(target.breaker)  # a deployment cooling down is skipped, not tried
-        ctx.attempts += 1
-        ctx.deployment, ctx.model = target.deployment, target.alias
-        gate = self._gate(target)
-        if gate is not None:
-            try:
-                await gate.acquire()
-            except GatewayError as exc:
-                reason = "queue_timeout" if exc.status_code == 503 else "queue_full"
-                self._metrics.rejections.labels(target.alias, reason).inc()
-                if probe:
-                    self.cooldowns.record(target.breaker, ok=True, probe=True)
-                raise
-        attempt = _Outcome(target=target)
-        in_flight = self._metrics.in_flight.labels(target.alias)
-        in_flight.inc()
-        self.in_flight += 1
-        self._busy[target.breaker] = self._busy.get(target.breaker, 0) + 1
-        if target.credential is not None and self._on_credential_use is not None:
-            self._on_credential_use(target.credential)
-        try:
-            yield attempt
-        except GatewayError as exc:
-            attempt.status = exc.status_code
-            attempt.failure_is_the_models = exc.code in _MODEL_FAULTS
-            if isinstance(exc, UpstreamError | ServiceUnavailableError) or exc.status_code >= 500:
-                self._metrics.upstream_errors.labels(target.provider, exc.code or str(exc.status_code)).inc()
-            raise
-        except Exception:
-            attempt.status = 500
-            raise
-        finally:
-            in_flight.dec()
-            self.in_flight -= 1
-            self._busy[target.breaker] -= 1
-            if gate is not None:
-                gate.release()
-            if attempt.failure_is_the_models:
-                attempt.status = CLIENT_CLOSED  # e.g. a malformed tool call: no verdict on the upstream
-            if attempt.status == 200 or attempt.status in _UPSTREAM_FAILURES:
-                self.cooldowns.record(target.breaker, ok=attempt.status == 200, probe=probe)
-            elif probe:
-                self.cooldowns.record(target.breaker, ok=True, probe=True)  # no verdict: don't stay stuck
+    def _attempt(self, target: Target, ctx: CallContext, out: _Outcome) -> _Attempt:
+        """One try on one deployment (``async with``): its cooldown, its concurrency cap,
+        in-flight counts. Gives this attempt's own outcome; the caller sets status 200."""
+        return _Attempt(self, target, ctx, out)
 
     async def _first_success(
         self, principal: Principal, route: Route, ctx: CallContext, out: _Outcome,
@@ -466,7 +437,7 @@ class Gateway:
                             yield piece.data
                             piece = await anext(pieces, None)
                         attempt.status = out.status = 200
-                        self._metrics.upstream_latency.labels(target.alias, target.provider, endpoint).observe(
+                        self._latency_hist(target, endpoint).observe(
                             time.perf_counter() - started)
                         return
                 finally:
@@ -498,7 +469,7 @@ class Gateway:
             return await call
         finally:
             ctx.upstream_s = time.perf_counter() - started
-            self._metrics.upstream_latency.labels(target.alias, target.provider, endpoint).observe(ctx.upstream_s)
+            self._latency_hist(target, endpoint).observe(ctx.upstream_s)
 
     async def upstream_status(self) -> list[dict[str, object]]:
         """For operators: each upstream's kind, reachability, models and loaded models."""
@@ -534,3 +505,61 @@ class Gateway:
         names = list(self._providers)
         results = await asyncio.gather(*(probe(self._providers[n]) for n in names))
         return dict(zip(names, results, strict=True))
+
+
+class _Attempt:
+    """The context of one try on one deployment; a class, as this is on every request's path."""
+
+    __slots__ = ("_ctx", "_gate", "_gw", "_in_flight", "_out", "_outcome", "_probe", "_target")
+
+    def __init__(self, gateway: Gateway, target: Target, ctx: CallContext, out: _Outcome) -> None:
+        self._gw, self._target, self._ctx, self._out = gateway, target, ctx, out
+        self._probe = False
+        self._gate: ConcurrencyGate | None = None
+        self._outcome = _Outcome(target=target)
+        self._in_flight: Any = None
+
+    async def __aenter__(self) -> _Outcome:
+        gw, target, ctx = self._gw, self._target, self._ctx
+        self._out.target = target
+        self._probe = gw.cooldowns.admit(target.breaker)  # a deployment cooling down is skipped, not tried
+        ctx.attempts += 1
+        ctx.deployment, ctx.model = target.deployment, target.alias
+        gate = self._gate = gw._gate(target)
+        if gate is not None:
+            try:
+                await gate.acquire()
+            except GatewayError as exc:
+                reason = "queue_timeout" if exc.status_code == 503 else "queue_full"
+                gw._metrics.rejections.labels(target.alias, reason).inc()
+                if self._probe:
+                    gw.cooldowns.record(target.breaker, ok=True, probe=True)
+                raise
+        self._in_flight = gw._in_flight_gauge(target.alias)
+        self._in_flight.inc()
+        gw.in_flight += 1
+        gw._busy[target.breaker] = gw._busy.get(target.breaker, 0) + 1
+        if target.credential is not None and gw._on_credential_use is not None:
+            gw._on_credential_use(target.credential)
+        return self._outcome
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        gw, target, attempt = self._gw, self._target, self._outcome
+        if isinstance(exc, GatewayError):
+            attempt.status = exc.status_code
+            attempt.failure_is_the_models = exc.code in _MODEL_FAULTS
+            if isinstance(exc, UpstreamError | ServiceUnavailableError) or exc.status_code >= 500:
+                gw._metrics.upstream_errors.labels(target.provider, exc.code or str(exc.status_code)).inc()
+        elif isinstance(exc, Exception):
+            attempt.status = 500
+        self._in_flight.dec()
+        gw.in_flight -= 1
+        gw._busy[target.breaker] -= 1
+        if self._gate is not None:
+            self._gate.release()
+        if attempt.failure_is_the_models:
+            attempt.status = CLIENT_CLOSED  # e.g. a malformed tool call: no verdict on the upstream
+        if attempt.status == 200 or attempt.status in _UPSTREAM_FAILURES:
+            gw.cooldowns.record(target.breaker, ok=attempt.status == 200, probe=self._probe)
+        elif self._probe:
+            gw.cooldowns.record(target.breaker, ok=True, probe=True)  # no verdict: don't stay stuck
