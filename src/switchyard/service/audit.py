@@ -9,7 +9,6 @@ value ``"[redacted]"``, and any string that looks like a key (``sk-...``, a Swit
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -17,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from switchyard.errors import BadRequestError
-from switchyard.service.background import stop_task
+from switchyard.service.batches import BatchWriter
 from switchyard.store.audit import AuditEntry, SqlAuditStore
 
 __all__ = ["REDACTED", "AuditLog", "parse_when", "scrub"]
@@ -25,7 +24,6 @@ __all__ = ["REDACTED", "AuditLog", "parse_when", "scrub"]
 log = logging.getLogger("switchyard.audit")
 REDACTED = "[redacted]"
 _MAX_BUFFER = 100_000
-_STOP_WAIT = 10.0
 _MAX_DEPTH = 8
 _MAX_STRING = 2000
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -95,13 +93,9 @@ class AuditLog:
 
     def __init__(self, store: SqlAuditStore, interval: float = 0.5, clock: Callable[[], datetime] = _now) -> None:
         self._store = store
-        self._interval = interval
         self._clock = clock
-        self._pending: list[AuditEntry] = []
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._batches = BatchWriter[AuditEntry](store.write, what="audit entries", log=log, interval=interval,
+                                                max_buffer=_MAX_BUFFER)
 
     @property
     def store(self) -> SqlAuditStore:
@@ -109,7 +103,7 @@ class AuditLog:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return self._batches.pending
 
     def record(
         self,
@@ -132,36 +126,14 @@ class AuditLog:
             client_ip=client_ip,
             request_id=request_id,
         )
-        self._pending.append(entry)
-        if len(self._pending) > _MAX_BUFFER:
-            del self._pending[0]
-            log.error("audit buffer full: dropped the oldest entry")
+        self._batches.add(entry)
         return entry
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="switchyard-audit-writer")
-
-    async def _loop(self) -> None:
-        while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:
-                log.warning("audit write failed; %d entries kept for retry", len(self._pending), exc_info=True)
+        self._batches.start("switchyard-audit-writer")
 
     async def flush(self) -> None:
-        async with self._lock:  # entries are written in the order they were recorded
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    await self._store.write(batch)
-                except BaseException:
-                    self._pending[:0] = batch
-                    raise
+        await self._batches.flush()
 
     async def query(self, **filters: Any) -> list[AuditEntry]:
         """:meth:`SqlAuditStore.query`, after writing what is queued."""
@@ -169,15 +141,4 @@ class AuditLog:
         return await self._store.query(**filters)
 
     async def aclose(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), _STOP_WAIT)
-            except TimeoutError:
-                await stop_task(self._task)
-            self._task = None
-        try:
-            await self.flush()
-        except Exception:
-            log.error("audit flush at shutdown failed: %d entries lost", len(self._pending), exc_info=True)
+        await self._batches.aclose()

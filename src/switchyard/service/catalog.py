@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from switchyard.core.capabilities import defaults_for, validate_drop
 from switchyard.errors import BadRequestError, NotFoundError
-from switchyard.service.background import stop_task
+from switchyard.service.background import every, stop_task
 from switchyard.service.routing import RoutingTable
 from switchyard.settings import PROVIDER_TYPES, ConfigError, ModelConfig, Settings, model_problems
 from switchyard.store.models import DuplicateAliasError, StoredModel
@@ -328,19 +328,12 @@ class ModelCatalog:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self.reload()
-        self._task = asyncio.create_task(self._poll_loop(), name="switchyard-model-catalog")
+        self._task = every(self._interval, self.poll, name="switchyard-model-catalog", log=log,
+                           failed="model catalog refresh failed; serving the last table")
 
     async def aclose(self) -> None:
         await stop_task(self._task)
         self._task = None
-
-    async def _poll_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.poll()
-            except Exception:
-                log.warning("model catalog refresh failed; serving the last table", exc_info=True)
 
     async def poll(self) -> bool:
         """One poll: reload when the stored models changed (or failed rows are due a retry)."""

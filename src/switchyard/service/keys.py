@@ -29,7 +29,7 @@ from switchyard.core.keys import ApiKey, NewKey, Principal, Team
 from switchyard.core.limits import Budget, RateLimits
 from switchyard.core.ports import KeyStore
 from switchyard.errors import AuthenticationError, BadRequestError, NotFoundError
-from switchyard.service.background import stop_task
+from switchyard.service.background import every, stop_task
 
 __all__ = ["KEY_PREFIX", "KeyService", "OwnedKeyStore", "TeamSource", "hash_key"]
 
@@ -98,21 +98,17 @@ class KeyService:
         for key in await self._store.list():
             self._cache(key)
         self._watermark = self._clock()
-        self._task = asyncio.create_task(self._refresh_loop(), name="switchyard-key-refresh")
+        self._task = every(self._refresh_interval, self._refresh_and_flush, name="switchyard-key-refresh", log=log,
+                           failed="key cache refresh failed; serving from cache")
 
     async def aclose(self) -> None:
         await stop_task(self._task)
         self._task = None
         await self.flush_uses()
 
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_interval)
-            try:
-                await self.refresh()
-                await self.flush_uses()
-            except Exception:
-                log.warning("key cache refresh failed; serving from cache", exc_info=True)
+    async def _refresh_and_flush(self) -> None:
+        await self.refresh()
+        await self.flush_uses()
 
     async def refresh(self) -> None:
         since = (self._watermark or self._clock()) - timedelta(seconds=2)  # tolerate clock skew

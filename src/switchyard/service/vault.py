@@ -36,7 +36,7 @@ from switchyard.core.credentials import (
 from switchyard.core.models import UpstreamSpec
 from switchyard.errors import BadRequestError, GatewayError, NotFoundError
 from switchyard.providers import load_provider
-from switchyard.service.background import stop_task
+from switchyard.service.background import every, stop_task
 
 __all__ = [
     "DEFAULT_BASE_URLS",
@@ -239,20 +239,13 @@ class Vault:
         return None if self._master is None else self._master.fingerprint
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._flush_loop(), name="switchyard-vault-uses")
+        self._task = every(self._flush_interval, self.flush_uses, name="switchyard-vault-uses", log=log,
+                           failed="credential use counts not written; retrying")
 
     async def aclose(self) -> None:
         await stop_task(self._task)
         self._task = None
         await self.flush_uses()
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_interval)
-            try:
-                await self.flush_uses()
-            except Exception:
-                log.warning("credential use counts not written; retrying", exc_info=True)
 
     def note_use(self, name: str) -> None:
         """Count one use of a credential (in memory; written in batches)."""

@@ -1,0 +1,106 @@
+"""Writes queued off the request path: ``add`` is synchronous and never fails; a background
+task writes batches every ``interval`` seconds (sooner when ``batch_size`` are waiting).
+
+A failed write keeps its items, in order, for the next attempt, so an unreachable store delays
+them but does not lose them (up to ``max_buffer``, after which the oldest are dropped with an
+error log). Shutdown lets a write in progress finish rather than cancel it: a cancelled write
+may still commit (the database works on in its own thread), and its items would be written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from switchyard.service.background import stop_task
+
+__all__ = ["BatchWriter"]
+
+T = TypeVar("T")
+_STOP_WAIT = 10.0  # seconds shutdown waits for a write in progress
+
+
+class BatchWriter(Generic[T]):
+    def __init__(
+        self,
+        write: Callable[[Sequence[T]], Awaitable[None]],
+        *,
+        what: str,
+        log: logging.Logger,
+        interval: float = 0.5,
+        batch_size: int = 1000,
+        max_buffer: int = 1_000_000,
+    ) -> None:
+        self._write = write
+        self._what = what  # "usage rows", "audit entries": for the log lines
+        self._log = log
+        self._interval = interval
+        self._batch_size = batch_size
+        self._max_buffer = max_buffer
+        self._pending: list[T] = []
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # batches are written in the order their items were added
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.written = 0
+
+    def add(self, item: T) -> None:
+        self._pending.append(item)
+        if len(self._pending) >= self._batch_size:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def start(self, name: str) -> None:
+        self._task = asyncio.create_task(self._loop(), name=name)
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                self._log.warning("write failed; %d %s kept for retry", len(self._pending), self._what,
+                                  exc_info=True)
+
+    async def flush(self) -> None:
+        async with self._lock:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._write(batch)
+                except BaseException:
+                    self._pending[:0] = batch
+                    if len(self._pending) > self._max_buffer:
+                        dropped = len(self._pending) - self._max_buffer
+                        del self._pending[:dropped]
+                        self._log.error("buffer full: dropped the %d oldest %s", dropped, self._what)
+                    raise
+                self.written += len(batch)
+
+    async def aclose(self, attempts: int = 5) -> None:
+        """Stop the task (after its write in progress) and write what is left, retrying a little."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), _STOP_WAIT)
+            except TimeoutError:
+                await stop_task(self._task)  # a store that hangs: give up on that write
+            self._task = None
+        for attempt in range(attempts):
+            try:
+                await self.flush()
+                return
+            except Exception:
+                self._log.warning("final flush failed (attempt %d/%d)", attempt + 1, attempts, exc_info=True)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        self._log.error("gave up with %d %s unwritten", len(self._pending), self._what)
