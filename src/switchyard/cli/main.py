@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "db": "switchyard.cli.admin:db",
     "usage": "switchyard.cli.admin:usage",
     "status": "switchyard.cli.status:status",
+    "models": "switchyard.cli.models:models",
     "stop": "switchyard.cli.ops:stop",
     "doctor": "switchyard.cli.doctor:doctor",
     "init": "switchyard.cli.init:init",

@@ -38,6 +38,9 @@ __all__ = ["serve"]
               help="The certificate's private key (PEM).")
 @click.option("--forwarded-allow-ips", default=None,
               help="Proxies trusted for X-Forwarded-For/-Proto (comma-separated; default 127.0.0.1).")
+@click.option("--memory-budget", default=None,
+              help="Bytes local models may hold, e.g. 6GiB (default: half the RAM).")
+@click.option("--max-loaded-models", type=int, default=None, help="At most this many local models loaded at once.")
 @click.option("--log-level", default=None, help="debug, info, warning, error.")
 def serve(
     host: str | None,
@@ -52,6 +55,8 @@ def serve(
     ssl_certfile: Path | None,
     ssl_keyfile: Path | None,
     forwarded_allow_ips: str | None,
+    memory_budget: str | None,
+    max_loaded_models: int | None,
     log_level: str | None,
 ) -> None:
     """Run the gateway (OpenAI API under /v1)."""
@@ -60,6 +65,7 @@ def serve(
         api_keys=list(api_keys) or None, auth=False if no_auth else None,
         database_url=database_url, drain_timeout=drain_timeout, log_level=log_level,
         ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, forwarded_allow_ips=forwarded_allow_ips,
+        memory_budget=memory_budget, max_loaded_models=max_loaded_models,
     )
     if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")

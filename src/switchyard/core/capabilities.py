@@ -298,6 +298,13 @@ DEFAULTS: Final[Mapping[str, Capabilities]] = MappingProxyType({
         tools=True, tool_choice=_ALL_MODES, parallel_tool_calls=False, json_object=True, json_schema=True,
         vision=True, logprobs=False, max_n=8, context_length=None, streaming=True, embeddings=True,
     ),
+    # Local engines: constrained decoding for JSON / a schema; no tools, images or logprobs yet,
+    # one choice. The context length is checked exactly, with the model's own tokenizer.
+    "local": Capabilities(
+        tools=False, tool_choice=frozenset({"none"}), parallel_tool_calls=False, json_object=True,
+        json_schema=True, vision=False, logprobs=False, max_n=1, context_length=None, streaming=True,
+        embeddings=True,
+    ),
 })
 """Default capabilities per provider type (read-only)."""
 

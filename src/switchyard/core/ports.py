@@ -13,7 +13,7 @@ from switchyard.core.keys import ApiKey
 from switchyard.core.models import Target
 from switchyard.core.usage import UsageRecord
 
-__all__ = ["KeyStore", "Provider", "ReportsRunningModels", "UsageStore"]
+__all__ = ["KeyStore", "ManagesModels", "Provider", "ReportsRunningModels", "UsageStore"]
 
 
 @runtime_checkable
@@ -40,6 +40,25 @@ class ReportsRunningModels(Protocol):
     """Optional: providers that know which models are loaded in memory (Ollama's /api/ps)."""
 
     async def running_models(self) -> Sequence[dict[str, object]]: ...
+
+
+@runtime_checkable
+class ManagesModels(Protocol):
+    """Optional: providers whose upstream loads, unloads and downloads models on request (Ollama)."""
+
+    async def load_model(self, model: str, keep_alive: str | int | float | None = None) -> None:
+        """Load ``model`` into the upstream's memory; ``keep_alive``: seconds or a duration
+        (``"10m"``), negative for ever, None for the upstream's default."""
+        ...
+
+    async def unload_model(self, model: str) -> None:
+        """Free the memory ``model`` holds on the upstream now."""
+        ...
+
+    def pull(self, model: str) -> AsyncIterator[dict[str, object]]:
+        """Download ``model`` to the upstream: its progress objects (``status``, and ``digest``,
+        ``total``, ``completed`` while a layer downloads). Raises on failure."""
+        ...
 
 
 class KeyStore(Protocol):

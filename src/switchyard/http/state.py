@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -16,6 +17,9 @@ from switchyard.service.keys import KeyService
 from switchyard.service.teams import TeamService
 from switchyard.service.vault import Vault
 from switchyard.settings import Settings
+
+if TYPE_CHECKING:
+    from switchyard.local.manager import ModelManager
 
 __all__ = ["Services", "call_context", "services"]
 
@@ -32,6 +36,7 @@ class Services:
     audit: AuditLog | None = None  # the admin audit log (/admin/audit); None: actions are not recorded
     teams: TeamService | None = None  # /admin/teams
     usage: UsageStore | None = None  # usage reports (/admin/usage)
+    models: ModelManager | None = None  # local models (/v1/status, load and unload)
 
 
 def services(request: Request) -> Services:

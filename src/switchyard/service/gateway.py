@@ -173,6 +173,18 @@ class Gateway:
     def target_for(self, principal: Principal, model: str) -> Target:
         return self.route_for(principal, model).primary
 
+    def provider(self, name: str) -> Provider:
+        """The provider instance serving upstream ``name`` (model management, status)."""
+        return self._providers[name]
+
+    def providers(self) -> dict[str, Provider]:
+        return dict(self._providers)
+
+    def queue_depth(self, target: Target) -> int:
+        """Requests waiting for a slot on this target's concurrency cap."""
+        gate = self._gates.get(target.gate)
+        return gate.waiting if gate is not None else 0
+
     def models_for(self, principal: Principal) -> list[Route]:
         """The configured aliases this key may use."""
         return [r for r in self.routing.routes.values() if principal.may_use(r.alias)]

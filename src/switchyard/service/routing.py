@@ -11,9 +11,26 @@ from switchyard.core.capabilities import defaults_for, validate_drop
 from switchyard.core.limits import RateLimits
 from switchyard.core.models import Route, Target, UpstreamSpec
 from switchyard.errors import ModelNotFoundError
-from switchyard.settings import ConfigError, ModelConfig, Settings
+from switchyard.settings import ConfigError, LocalModelConfig, ModelConfig, Settings
 
-__all__ = ["RoutingTable", "display_url"]
+__all__ = ["LOCAL", "RoutingTable", "display_url", "local_models"]
+
+LOCAL = "local"  # the provider name and type of models run in this process
+_LOCAL_CONCURRENCY = {"llamacpp": 1, "sentence_transformers": 4}
+
+
+def local_models(settings: Settings) -> list[LocalModelConfig]:
+    """The enabled local models: the configured ones, plus the bundled ones when they are
+    installed and ``bundled_models`` is on (or auto and nothing else is configured)."""
+    models = [m for m in settings.local_models if m.enabled]
+    mode = settings.bundled_models
+    nothing_else = not (settings.models or settings.providers or settings.local_models)
+    if mode == "on" or (mode == "auto" and nothing_else):
+        from switchyard.local.bundled import bundled_models
+
+        taken = {m.alias for m in settings.models} | {m.alias for m in settings.local_models}
+        models += [m for m in bundled_models() if m.alias not in taken]
+    return models
 
 
 def display_url(url: str) -> str:
@@ -68,6 +85,11 @@ class RoutingTable:
                 route = self._route(model)
                 if route is not None:
                     self.routes[model.alias] = route
+        self.local = local_models(settings)
+        if self.local:
+            self.upstreams[LOCAL] = UpstreamSpec(name=LOCAL, type=LOCAL, base_url="")
+            for local in self.local:
+                self.routes[local.alias] = self._local_route(local)
         self.default = settings.default_provider if settings.default_provider in self.upstreams else None
 
     @property
@@ -160,6 +182,19 @@ class RoutingTable:
             default_temperature=model.default_temperature,
             limits=RateLimits(**model.rate_limits.model_dump()) if model.rate_limits is not None else None,
         )
+
+    def _local_route(self, model: LocalModelConfig) -> Route:
+        cap = model.max_concurrent or _LOCAL_CONCURRENCY.get(model.engine, model.max_batch)
+        target = Target(
+            alias=model.alias, provider=LOCAL, provider_type=LOCAL, upstream_model=model.alias, timeout=3600.0,
+            max_concurrent=cap, max_queue=model.max_queue, queue_timeout=model.queue_timeout,
+            gate=f"model:{model.alias}", deployment=LOCAL, breaker=f"{LOCAL}/{model.alias}",
+        )
+        caps = defaults_for(LOCAL)
+        if model.engine == "sentence_transformers":
+            caps = caps.merged({"json_object": False, "json_schema": False, "streaming": False})
+        return Route(alias=model.alias, deployments=(target,), capabilities=caps,
+                     default_temperature=model.default_temperature)
 
     def _target(self, alias: str, upstream: str, spec: UpstreamSpec, model: ModelConfig | None = None,
                 timeout: float | None = None) -> Target:

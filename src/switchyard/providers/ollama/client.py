@@ -11,11 +11,15 @@ from switchyard.core.chat import ChatRequest, ChatResult, StreamPiece
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.models import Target, UpstreamSpec
 from switchyard.core.usage import Usage
-from switchyard.errors import GatewayError, UpstreamError
-from switchyard.providers._http import UpstreamClient
+from switchyard.errors import GatewayError, ModelNotFoundError, UpstreamError
+from switchyard.providers._http import UpstreamClient, redact
 from switchyard.providers.ollama import translate
 
 __all__ = ["OllamaProvider"]
+
+# Ollama streams a failed pull as one {"error": "..."} line after a 200, so there is no status to
+# map. Go's os.ErrNotExist text after the manifest stage is its only sign of "no such model".
+_NO_MANIFEST = ("pull model manifest", "file does not exist")
 
 
 class OllamaProvider:
@@ -87,6 +91,55 @@ class OllamaProvider:
             ]
         except (KeyError, TypeError) as exc:
             raise UpstreamError("The upstream sent a malformed process list.") from exc
+
+    # ------------------------------------------------------------ model management
+    async def load_model(self, model: str, keep_alive: str | int | float | None = None) -> None:
+        """Load ``model`` into memory: /api/generate with no prompt (Ollama's documented way).
+        Waits as long as the provider's timeout allows: a big model takes a while to load."""
+        body: dict[str, object] = {"model": model}
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        await self._manage(body)
+
+    async def unload_model(self, model: str) -> None:
+        """Free ``model``'s memory now: /api/generate with no prompt and keep_alive 0."""
+        await self._manage({"model": model, "keep_alive": 0})
+
+    async def _manage(self, body: dict[str, object]) -> None:
+        payload = await self._http.call_object("POST", "/api/generate", self._error, json=body)
+        if payload.get("done") is not True:
+            raise UpstreamError("The upstream sent an unexpected answer to a model load or unload.")
+
+    async def pull(self, model: str) -> AsyncIterator[dict[str, object]]:
+        """Download ``model`` into Ollama (/api/pull), yielding each NDJSON progress object:
+        ``{"status"}``, or ``{"status", "digest", "total", "completed"}`` while a layer downloads
+        (``completed`` is absent while it is 0). The last is ``{"status": "success"}``."""
+        body = {"model": model, "stream": True}
+        finished = False
+        async with self._http.request("POST", "/api/pull", json=body, stream=True) as resp:
+            if resp.status >= 400:
+                raise self._error(resp.status, await resp.read(), resp.headers)
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                try:
+                    payload = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise UpstreamError("The upstream sent a malformed progress line.") from exc
+                if not isinstance(payload, dict):
+                    raise UpstreamError("The upstream sent a malformed progress line.")
+                if "error" in payload:
+                    raise self._pull_error(model, str(payload["error"]))
+                finished = payload.get("status") == "success"
+                yield payload
+        if not finished:
+            raise UpstreamError(f"The upstream stopped pulling '{model}' before it was complete.")
+
+    def _pull_error(self, model: str, message: str) -> GatewayError:
+        head, tail = _NO_MANIFEST
+        if message.startswith(head) and message.endswith(tail):
+            return ModelNotFoundError(model)
+        return UpstreamError(f"The upstream failed to pull '{model}': {redact(message[:500], self._secret)}")
 
     async def aclose(self) -> None:
         await self._http.aclose()
