@@ -10,7 +10,7 @@
   streams through the engine's continuous batching.
 
 Runs alternate (raw, engine, raw, engine, ...) and the medians are compared, so the machine's
-noise hits both sides alike. Writes a Markdown report (bench/RESULTS-engines.md by default).
+noise hits both sides alike. Writes its section of bench/RESULTS.md (or --out PATH).
 
     .venv/bin/python bench/engines.py [--tokens 128] [--repeats 5] [--threads 2] [--out PATH]
 """
@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
+MARK = "<!-- local engines: written by bench/engines.py -->"
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to cook. Use many details."}]
 
 
@@ -218,13 +219,13 @@ def report(llama: dict[str, Any], tf: dict[str, Any], tokens: int, repeats: int)
     t = tf["rates"]
     b = tf["batching"]
     lines = [
-        "# Local engines: Switchyard against the raw libraries",
+        "## Local engines: Switchyard against the raw libraries",
         "",
         f"One run of `bench/engines.py --tokens {tokens} --repeats {repeats} --threads {llama['threads']}` on this "
         f"machine ({os.cpu_count()} cores). Greedy decoding, the same prompt tokens on both sides; medians of "
         "alternating runs. Overhead = raw tokens/s ÷ ours - 1 (negative: ours was faster).",
         "",
-        "## Engine overhead (target ≤ 10%)",
+        "### Engine overhead (target ≤ 10%)",
         "",
         "| engine | raw library tok/s | Switchyard tok/s | overhead | verdict |",
         "|---|---|---|---|---|",
@@ -239,7 +240,7 @@ def report(llama: dict[str, Any], tf: dict[str, Any], tokens: int, repeats: int)
     lines.append(row("transformers engine (SmolLM2-135M shape, fp32)", t["raw"], t["engine"]))
     lines += [
         "",
-        "## Concurrency",
+        "### Concurrency",
         "",
         "transformers, continuous batching (target: 8 streams ≥ 3x one stream):",
         "",
@@ -269,14 +270,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS-engines.md")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the report to this file (default: its section of bench/RESULTS.md)")
     args = parser.parse_args(argv)
     llama = bench_llamacpp(args.tokens, args.repeats, args.threads)
     print("llama.cpp:", llama, flush=True)
     tf = bench_transformers(args.tokens, args.repeats, args.threads)
     print("transformers:", tf, flush=True)
     text = report(llama, tf, args.tokens, args.repeats)
-    args.out.write_text(text)
+    if args.out is not None:
+        args.out.write_text(text)
+    else:  # the section after MARK in RESULTS.md (bench/run.py keeps it when it rewrites the rest)
+        results = ROOT / "bench" / "RESULTS.md"
+        head = results.read_text().split(MARK)[0].rstrip() if results.exists() else ""
+        results.write_text(f"{head}\n\n{MARK}\n\n{text}")
     print(text)
     return 0
 

@@ -854,7 +854,10 @@ def write_report(
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(L))
+    mark = "<!-- local engines: written by bench/engines.py -->"  # that section is bench/engines.py's: keep it
+    old = path.read_text() if path.exists() else ""
+    tail = "\n" + old[old.index(mark):] if mark in old else ""
+    path.write_text("\n".join(L) + tail)
 
 
 # ---------------------------------------------------------------------- main

@@ -552,6 +552,11 @@ def _check_references(settings: Settings, path: Path | None, text: str | None) -
         if lm.alias in model_aliases or lm.alias in seen:
             problems.append((("local_models", i, "alias"), f"duplicate alias '{lm.alias}'"))
         seen.add(lm.alias)
+        source = Path(lm.model).expanduser()
+        path_like = lm.model.startswith(("/", ".", "~")) or lm.engine == "llamacpp"
+        if path_like and not source.exists():
+            wanted = "a GGUF file" if lm.engine == "llamacpp" else "a model directory or a Hugging Face id"
+            problems.append((("local_models", i, "model"), f"{lm.model}: no such file ({wanted})"))
     if settings.local_models and "local" in settings.providers:
         problems.append((("providers", "local"), "the provider name 'local' is reserved for local_models"))
     if settings.default_provider and settings.default_provider not in settings.providers:

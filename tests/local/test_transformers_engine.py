@@ -177,6 +177,19 @@ def test_cancel_from_callback_and_from_another_thread(engine: TransformersEngine
     assert collector.reasons == ["cancelled"]
 
 
+def test_cancelled_rows_leave_the_rest_of_the_batch_intact(engine: TransformersEngine) -> None:
+    prompts = [_chat(engine, text) for text in PROMPTS[:5]]
+    solo = [generate_blocking(engine, p, GREEDY) for p in prompts]
+    cancel_after = [None, 3, None, 7, None]
+    collectors = [Collector(cancel_after=n).submit(engine, p, GREEDY)
+                  for p, n in zip(prompts, cancel_after, strict=True)]
+    for index, (collector, n) in enumerate(zip(collectors, cancel_after, strict=True)):
+        if n is None:
+            assert collector.wait() == solo[index]
+        else:
+            assert collector.wait() == (solo[index][0][:n], "cancelled")
+
+
 def test_callback_exception_fails_only_its_job(engine: TransformersEngine) -> None:
     prompt = _chat(engine, "hello")
     boom = RuntimeError("client went away")

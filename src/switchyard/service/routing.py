@@ -251,7 +251,9 @@ class RoutingTable:
 
     def describe(self) -> list[tuple[str, str, str, str]]:
         """Rows of (model, provider, upstream model, base URL) for `config check`."""
-        rows = [(t.alias, t.provider, t.upstream_model, self.upstreams[t.provider].base_url)
+        where = {m.alias: f"{m.engine}: {m.model}" for m in self.local}
+        rows = [(t.alias, t.provider, t.upstream_model,
+                 where.get(t.upstream_model, "") if t.provider == LOCAL else self.upstreams[t.provider].base_url)
                 for route in self.routes.values() for t in route.deployments]
         for spec in self.upstreams.values():
             if spec.prefix_routing:

@@ -196,7 +196,12 @@ class BatchScheduler:
             else:
                 _finish_job(job, reason)
         if joining:
-            self._merge(joining)
+            try:
+                self._merge(joining)
+            except Exception as exc:  # out of memory, most likely: the batch's cache may be half merged
+                for row in joining:
+                    _finish_job(row.job, exc)
+                self._finish_rows(dict.fromkeys(range(len(self._rows)), exc))
 
     def _merge(self, joining: list[_Row]) -> None:
         import torch
@@ -229,9 +234,9 @@ class BatchScheduler:
         """One decoding step for the whole batch."""
         import torch
 
-        finished: dict[int, str | BaseException] = {i: "cancelled" for i, r in enumerate(self._rows) if r.job.cancelled}
-        if finished:
-            self._finish_rows(finished)
+        cancelled = {i: "cancelled" for i, row in enumerate(self._rows) if row.job.cancelled}
+        if cancelled:
+            self._finish_rows(dict(cancelled))
             if not self._rows:
                 return
         assert self._mask is not None
@@ -247,6 +252,7 @@ class BatchScheduler:
         except Exception as exc:
             self._finish_rows(dict.fromkeys(range(len(self._rows)), exc))
             return
+        finished: dict[int, str | BaseException] = {}
         for index, (row, token) in enumerate(zip(self._rows, tokens, strict=True)):
             reason: str | BaseException | None
             try:

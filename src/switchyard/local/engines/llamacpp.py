@@ -25,6 +25,7 @@ from typing import Any
 
 from switchyard.errors import BadRequestError, ServiceUnavailableError
 from switchyard.local.engine import ChatEngine, Constraint, OnDone, OnToken, SamplingParams
+from switchyard.local.engines.threads import usable_cpus
 from switchyard.local.spec import LocalModelSpec
 
 __all__ = ["CompiledGrammar", "LlamaCppEngine", "default_threads", "load"]
@@ -42,11 +43,7 @@ def default_threads() -> int:
     barely help a small model, and ggml's threads meet at a barrier after every operation: when
     they outnumber the free cores (other work, other models), each barrier waits for a descheduled
     thread and the speed collapses."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus // 2))
+    return max(1, min(4, usable_cpus() // 2))
 
 
 def load(spec: LocalModelSpec) -> ChatEngine:

@@ -16,6 +16,7 @@ from switchyard.errors import BadRequestError
 from switchyard.local.engine import Constraint, Detokenizer, Job, OnDone, OnToken, SamplingParams
 from switchyard.local.engines.hf_batch import BatchJob, BatchScheduler, ModelSlot
 from switchyard.local.engines.hf_detok import IncrementalDetokenizer
+from switchyard.local.engines.threads import usable_cpus
 from switchyard.local.engines.xgrammar_constraint import CompiledConstraint, GrammarCompilerCache
 
 if TYPE_CHECKING:
@@ -32,8 +33,9 @@ def load(spec: LocalModelSpec) -> TransformersEngine:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = _pick_device(spec.device)
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
+    # half the CPUs (about the physical cores) unless the model says: torch's default takes them
+    # all, and its threads then wait on whatever else runs (measured: 14 vs 12 tok/s on 2 cores)
+    torch.set_num_threads(spec.threads or max(1, usable_cpus() // 2))
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         torch.cuda.synchronize(device)
