@@ -86,7 +86,7 @@ def test_each_provider_type_advertises_its_capabilities(provider_type: str) -> N
 
 def test_unknown_provider_type_gets_the_openai_defaults() -> None:
     assert defaults_for("vllm-fork") == OPENAI
-    assert set(DEFAULTS) == {"openai", "azure", "ollama", "anthropic", "gemini"}
+    assert set(DEFAULTS) == {"openai", "azure", "ollama", "anthropic", "gemini", "local"}
 
 
 def test_defaults_are_read_only() -> None:
