@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import FakeOpenAI
-from tests.harness import run_server
+from tests.harness import RunningServer, run_server
 
 AIDER_VERSION = "0.86.2"
 NEW_SOURCE = 'def greet():\n    return "hello from switchyard"\n'
@@ -39,6 +39,25 @@ def aider_bin() -> Path:
     return binary
 
 
+def run_aider(aider_bin: Path, project: Path, server: RunningServer, model: str, message: str,
+              timeout: float) -> subprocess.CompletedProcess[str]:
+    """aider, non-interactive, editing greet.py in ``project`` through the server (whole-file edits)."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(project.parent),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "AIDER_ANALYTICS": "false",
+    }
+    return subprocess.run(
+        [str(aider_bin), "--model", f"openai/{model}", "--openai-api-base", server.v1,
+         "--openai-api-key", server.admin_key, "--message", message,
+         "--edit-format", "whole", "--yes-always", "--no-git", "--no-check-update", "--no-show-model-warnings",
+         "--no-analytics", "--no-pretty", "--no-fancy-input", "--map-tokens", "0", "--no-show-release-notes",
+         "greet.py"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
 def whole_file_edit(body: dict[str, Any]) -> str:
     return f"greet.py\n```python\n{NEW_SOURCE}```\n"
 
@@ -54,20 +73,7 @@ def test_aider_applies_an_edit_through_switchyard(tmp_path: Path, aider_bin: Pat
         providers={"vllm": {"type": "openai", "base_url": upstream.base_url}},
         models=[{"alias": "coder", "provider": "vllm", "model": "coder-upstream"}],
     ) as server:
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(tmp_path),
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            "AIDER_ANALYTICS": "false",
-        }
-        result = subprocess.run(
-            [str(aider_bin), "--model", "openai/coder", "--openai-api-base", server.v1,
-             "--openai-api-key", server.admin_key, "--message", "make greet say hello from switchyard",
-             "--edit-format", "whole", "--yes-always", "--no-git", "--no-check-update", "--no-show-model-warnings",
-             "--no-analytics", "--no-pretty", "--no-fancy-input", "--map-tokens", "0", "--no-show-release-notes",
-             "greet.py"],
-            cwd=project, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-        )
+        result = run_aider(aider_bin, project, server, "coder", "make greet say hello from switchyard", 300)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert target.read_text() == NEW_SOURCE, result.stdout[-3000:]
         chats = [r for r in upstream.requests if r.path == "/v1/chat/completions"]
@@ -90,20 +96,7 @@ def test_aider_round_trip_against_the_bundled_local_model(tmp_path: Path, aider_
         local_models=[{"alias": "smol", "engine": "llamacpp", "model": str(smollm2_gguf()),
                        "context_length": 8192, "max_tokens": 256, "default_temperature": 0.2}],
     ) as server:
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(tmp_path),
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            "AIDER_ANALYTICS": "false",
-        }
-        result = subprocess.run(
-            [str(aider_bin), "--model", "openai/smol", "--openai-api-base", server.v1,
-             "--openai-api-key", server.admin_key, "--message", "make greet return hello",
-             "--edit-format", "whole", "--yes-always", "--no-git", "--no-check-update", "--no-show-model-warnings",
-             "--no-analytics", "--no-pretty", "--no-fancy-input", "--map-tokens", "0", "--no-show-release-notes",
-             "greet.py"],
-            cwd=project, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-        )
+        result = run_aider(aider_bin, project, server, "smol", "make greet return hello", 600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         rows = server.usage_rows(wait_for=1)
         local = [r for r in rows if r["model"] == "smol"]

@@ -118,6 +118,7 @@ def _run(settings: object) -> None:
         "port": settings.port,
         "loop": "uvloop",
         "http": "httptools",
+        "ws": "none",  # no WebSocket routes: the websockets library is never imported
         "lifespan": "on",
         "access_log": False,
         "log_config": None,

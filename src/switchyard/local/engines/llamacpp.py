@@ -25,6 +25,7 @@ from typing import Any
 
 from switchyard.errors import BadRequestError, ServiceUnavailableError
 from switchyard.local.engine import ChatEngine, Constraint, OnDone, OnToken, SamplingParams
+from switchyard.local.engines.content import text_content
 from switchyard.local.engines.threads import usable_cpus
 from switchyard.local.spec import LocalModelSpec
 
@@ -196,7 +197,7 @@ class LlamaCppEngine:
         if self._formatter is None:
             raise BadRequestError(f"The model '{self.name}' has no chat template; use completions, or configure "
                                   "a chat_template for it.", param="messages")
-        plain = [{**m, "content": _content_text(m.get("content"))} for m in messages]
+        plain = [{**m, "content": text_content(m.get("content"))} for m in messages]
         try:
             prompt: str = self._formatter(messages=plain).prompt
         except (jinja2.TemplateError, ValueError, TypeError) as exc:
@@ -368,24 +369,6 @@ class LlamaCppEngine:
             if isinstance(job, _Job):
                 job.on_done("cancelled")
         self._llm.close()
-
-
-def _content_text(content: object) -> str:
-    """A message's content as the template's string: text parts are joined with newlines."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):
-        texts = []
-        for part in content:
-            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise BadRequestError(f"Content parts of type {kind!r} are not supported by this model.",
-                                      param="messages")
-            texts.append(part["text"])
-        return "\n".join(texts)
-    raise BadRequestError("Message content must be a string or a list of content parts.", param="messages")
 
 
 def _schema_error(message: str) -> BadRequestError:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from switchyard.errors import BadRequestError
 from switchyard.local.engine import Constraint, Detokenizer, Job, OnDone, OnToken, SamplingParams
+from switchyard.local.engines.content import text_content
 from switchyard.local.engines.hf_batch import BatchJob, BatchScheduler, ModelSlot
 from switchyard.local.engines.hf_detok import IncrementalDetokenizer
 from switchyard.local.engines.threads import usable_cpus
@@ -101,7 +102,7 @@ class TransformersEngine:
     def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         from jinja2 import TemplateError
 
-        conversation = [{**message, "content": _text_content(message.get("content"))} for message in messages]
+        conversation = [{**message, "content": text_content(message.get("content"))} for message in messages]
         try:
             ids = self._tokenizer.apply_chat_template(
                 conversation, add_generation_prompt=True, tokenize=True, return_dict=False
@@ -162,27 +163,6 @@ def _adds_bos(tokenizer: Any) -> bool:
         return False
     probe = tokenizer.encode("a", add_special_tokens=True)
     return bool(probe) and probe[0] == bos
-
-
-def _text_content(content: object) -> str:
-    """OpenAI message content (a string, a list of parts, or None) as the text a template expects."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):
-        texts = []
-        for part in content:
-            if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif isinstance(part, str):
-                texts.append(part)
-            else:
-                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise BadRequestError(f"content parts of type {kind!r} are not supported by this model",
-                                      param="messages")
-        return "\n".join(texts)
-    raise BadRequestError("message content must be a string or a list of parts", param="messages")
 
 
 def generate_blocking(engine: Any, prompt_ids: Sequence[int], params: SamplingParams,
