@@ -203,3 +203,25 @@ def test_a_missing_engine_file_is_a_clear_503(tmp_path: Path) -> None:
             await mgr.aclose()
 
     _run(body())
+
+
+def test_a_low_estimate_is_corrected_by_the_measured_footprint(tiny_dir: Path, footprint: int, clock: Clock) -> None:
+    """Hub models (and GGUF files, whose KV cache is not on disk) are estimated low: once loaded,
+    the measured size decides, and what no longer fits is evicted, or the new model goes again."""
+
+    async def body() -> None:
+        mgr = ModelManager(_models(tiny_dir, "ab"), int(footprint * 1.5), clock=clock, estimate=lambda spec: 0)
+        try:
+            await mgr.load("a")
+            clock.now += 1
+            await mgr.load("b")  # estimated at 0: fits; measured: a must go
+            assert mgr.loaded() == ["b"] and mgr.status()["memory_used_bytes"] == footprint
+            async with mgr.lease("b"):
+                with pytest.raises(ServiceUnavailableError) as err:
+                    await mgr.load("a")  # b is serving: a loaded, measured, and unloaded again
+                assert err.value.code == "insufficient_memory"
+            assert mgr.loaded() == ["b"] and mgr.status()["memory_used_bytes"] == footprint
+        finally:
+            await mgr.aclose()
+
+    _run(body())

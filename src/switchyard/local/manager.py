@@ -310,7 +310,7 @@ class ModelManager:
             slot.last_used = self._clock()
             if self.used > self.budget:  # the estimate was low: make room now that we know
                 try:
-                    await self._make_room(name, 0)
+                    await self._make_room(name, slot.memory_bytes)
                 except ServiceUnavailableError:
                     await self._close(slot)
                     raise
