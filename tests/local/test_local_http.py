@@ -237,6 +237,7 @@ def test_load_unload_and_status(server: RunningServer, tmp_path: Path) -> None:
         status = http.get("/v1/status").json()
         row = next(m for m in status["models"] if m["id"] == "minilm")
         assert row["state"] == "loaded" and row["keep_alive_seconds"] == 600
+        assert abs(row["last_used_at"] - time.time()) < 60  # wall-clock seconds
         assert status["memory_used_bytes"] >= row["memory_bytes"]
         assert status["memory_free_bytes"] == status["memory_budget_bytes"] - status["memory_used_bytes"]
         assert http.post("/v1/models/minilm/unload").json()["status"] == "unloaded"

@@ -154,6 +154,7 @@ class ModelManager:
                 "keep_alive_seconds": slot.keep_alive,
                 "expires_in_seconds": expires,
                 "idle_seconds": (now - slot.last_used) if idle else None,
+                "last_used_at": round(time.time() - (now - slot.last_used), 3) if slot.loads else None,
                 "loads": slot.loads,
                 "load_seconds": round(slot.load_seconds, 3),
                 **slot.extra,
