@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from switchyard import __version__
-from switchyard.cli.status import _default_url, _duration, _get, _opener, _Reply
+from switchyard.cli.status import _duration, _get, _Reply, resolve_server
 from switchyard.settings import ConfigError, ProviderConfig, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -109,30 +109,11 @@ class _Server:
         return f"{where}: {message}" if message else where
 
 
-def _settings(config_file: Path | None, data_dir: Path | None, required: bool) -> Settings | None:
-    try:
-        return load_settings(config_file, data_dir=data_dir)
-    except ConfigError as exc:
-        if required:
-            raise click.ClickException(f"configuration error:\n{exc}") from None
-        return None
-
-
 def _connect(url: str | None, api_key: str | None, config_file: Path | None, data_dir: Path | None,
              timeout: float, insecure: bool) -> _Server:
-    """The server's URL and key, as ``switchyard status`` derives them from the settings."""
-    settings = _settings(config_file, data_dir, required=url is None or api_key is None)
-    own_cert = None
-    if url is None:
-        assert settings is not None
-        url = _default_url(settings)
-        own_cert = settings.ssl_certfile
-    url = url.rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise click.BadParameter("use an http:// or https:// URL", param_hint="--url")
-    if api_key is None and settings is not None and settings.api_keys:
-        api_key = settings.api_keys[0].get_secret_value()
-    return _Server(url, api_key, _opener(url, own_cert, insecure), timeout)
+    """The server's URL and key, found as ``switchyard status`` finds them."""
+    where, key, opener = resolve_server(url, api_key, config_file, data_dir, insecure)
+    return _Server(where, key, opener, timeout)
 
 
 def _server_options(timeout: float) -> Callable[[F], F]:

@@ -144,23 +144,11 @@ def _print_status(url: str, ready: _Reply, admin: dict[str, Any], errors: int) -
                    f"{err.get('message')}  [request {err.get('request_id')}]")
 
 
-@click.command()
-@click.option("--url", default=None, help="The server's base URL (default: from the settings' host and port).")
-@click.option("--api-key", default=None, help="An admin key (default: the first of SWITCHYARD_API_KEY).")
-@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="YAML config file (host, port, TLS, static keys).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Data directory.")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for each answer.")
-@click.option("--errors", "max_errors", type=int, default=10, show_default=True, help="Recent errors to show.")
-@click.option("--insecure", is_flag=True, help="HTTPS: do not verify the server's certificate.")
-@click.option("--json", "as_json", is_flag=True, help="Print /admin/status as JSON.")
-def status(url: str | None, api_key: str | None, config_file: Path | None, data_dir: Path | None, timeout: float,
-           max_errors: int, insecure: bool, as_json: bool) -> None:
-    """Health, version, uptime, models, upstreams and recent errors of a running server.
-
-    Exit status: 0 healthy and ready; 1 not running, unhealthy or not ready (an upstream or
-    the store fails); 2 the server needs an admin key (--api-key or SWITCHYARD_API_KEY).
-    """
+def resolve_server(url: str | None, api_key: str | None, config_file: Path | None, data_dir: Path | None,
+                   insecure: bool) -> tuple[str, str | None, urllib.request.OpenerDirector]:
+    """The running server's URL, key and an opener for it: --url and --api-key when given, else
+    what the settings say (host, port, TLS certificate, the first static key). The CLI commands
+    that talk to a running server (status, models) all find it this way."""
     settings: Settings | None
     try:
         settings = load_settings(config_file, data_dir=data_dir)
@@ -178,7 +166,27 @@ def status(url: str | None, api_key: str | None, config_file: Path | None, data_
         raise click.BadParameter("use an http:// or https:// URL", param_hint="--url")
     if api_key is None and settings is not None and settings.api_keys:
         api_key = settings.api_keys[0].get_secret_value()
-    opener = _opener(url, own_cert, insecure)
+    return url, api_key, _opener(url, own_cert, insecure)
+
+
+@click.command()
+@click.option("--url", default=None, help="The server's base URL (default: from the settings' host and port).")
+@click.option("--api-key", default=None, help="An admin key (default: the first of SWITCHYARD_API_KEY).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="YAML config file (host, port, TLS, static keys).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Data directory.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for each answer.")
+@click.option("--errors", "max_errors", type=int, default=10, show_default=True, help="Recent errors to show.")
+@click.option("--insecure", is_flag=True, help="HTTPS: do not verify the server's certificate.")
+@click.option("--json", "as_json", is_flag=True, help="Print /admin/status as JSON.")
+def status(url: str | None, api_key: str | None, config_file: Path | None, data_dir: Path | None, timeout: float,
+           max_errors: int, insecure: bool, as_json: bool) -> None:
+    """Health, version, uptime, models, upstreams and recent errors of a running server.
+
+    Exit status: 0 healthy and ready; 1 not running, unhealthy or not ready (an upstream or
+    the store fails); 2 the server needs an admin key (--api-key or SWITCHYARD_API_KEY).
+    """
+    url, api_key, opener = resolve_server(url, api_key, config_file, data_dir, insecure)
 
     try:
         health = _get(opener, url + "/health", None, timeout)
