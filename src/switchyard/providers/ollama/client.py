@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -47,16 +48,8 @@ class OllamaProvider:
         path, body = translate.chat_body(request, target)
         writer = translate.ChunkWriter(request, target)
         done = False
-        async with self._http.request("POST", path, json=body, timeout=target.timeout, stream=True) as resp:
-            if resp.status >= 400:
-                raise self._error(resp.status, await resp.read(), resp.headers)
-            async for line in resp.content:
-                if not line.strip():
-                    continue
-                try:
-                    payload = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise UpstreamError("The upstream sent a malformed stream line.") from exc
+        async with aclosing(self._ndjson(path, body, target.timeout, "stream")) as lines:  # closed with us
+            async for payload in lines:
                 data, events = writer.feed(payload)
                 done = bool(payload.get("done"))
                 if data:
@@ -105,6 +98,24 @@ class OllamaProvider:
         """Free ``model``'s memory now: /api/generate with no prompt and keep_alive 0."""
         await self._manage({"model": model, "keep_alive": 0})
 
+    async def _ndjson(self, path: str, body: dict[str, Any], timeout: float | None,
+                      what: str) -> AsyncGenerator[dict[str, Any], None]:
+        """POST ``body`` and yield each object of the NDJSON answer; an error status is raised
+        the way every call's is, a line that is not a JSON object is a 502."""
+        async with self._http.request("POST", path, json=body, timeout=timeout, stream=True) as resp:
+            if resp.status >= 400:
+                raise self._error(resp.status, await resp.read(), resp.headers)
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                try:
+                    payload = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise UpstreamError(f"The upstream sent a malformed {what} line.") from exc
+                if not isinstance(payload, dict):
+                    raise UpstreamError(f"The upstream sent a malformed {what} line.")
+                yield payload
+
     async def _manage(self, body: dict[str, object]) -> None:
         payload = await self._http.call_object("POST", "/api/generate", self._error, json=body)
         if payload.get("done") is not True:
@@ -116,18 +127,8 @@ class OllamaProvider:
         (``completed`` is absent while it is 0). The last is ``{"status": "success"}``."""
         body = {"model": model, "stream": True}
         finished = False
-        async with self._http.request("POST", "/api/pull", json=body, stream=True) as resp:
-            if resp.status >= 400:
-                raise self._error(resp.status, await resp.read(), resp.headers)
-            async for line in resp.content:
-                if not line.strip():
-                    continue
-                try:
-                    payload = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise UpstreamError("The upstream sent a malformed progress line.") from exc
-                if not isinstance(payload, dict):
-                    raise UpstreamError("The upstream sent a malformed progress line.")
+        async with aclosing(self._ndjson("/api/pull", body, None, "progress")) as lines:
+            async for payload in lines:
                 if "error" in payload:
                     raise self._pull_error(model, str(payload["error"]))
                 finished = payload.get("status") == "success"
