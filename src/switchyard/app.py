@@ -65,6 +65,7 @@ def create_app(settings: Settings) -> Starlette:
         metrics = Metrics()
         recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval)
         retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
+        recorder.on_written = retention.note_written  # under load it prunes as often as the ring needs
         governance = build_governance(settings.redis_url, settings.limits_fail_closed, runtime.spent)
         key_events = KeyEvents(settings.redis_url, runtime.keys.refresh) if settings.redis_url else None
         if key_events is not None:

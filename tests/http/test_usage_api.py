@@ -175,3 +175,65 @@ def test_usage_report_matches_the_raw_rows(server: RunningServer) -> None:
 
     with server.http() as anonymous:
         assert anonymous.get("/admin/usage").status_code == 401
+
+
+def test_under_load_the_raw_ring_stays_capped_and_the_rollups_stay_exact(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """3,200 requests, 16 at a time, into a 1,000-row ring: the writer prunes as it fills (not
+    only once a minute), and the rollups count every request and token the clients were told."""
+    import asyncio
+    import sqlite3
+    import threading
+
+    config: dict[str, Any] = {
+        "providers": {"fake": {"type": "openai", "base_url": fake_openai.base_url, "api_key": UPSTREAM_KEY}},
+        "models": [{"alias": "priced", "provider": "fake", "model": "gpt-4o-mini", **PRICE}],
+        "usage_raw_max_rows": 1000,
+    }
+    total, workers = 3200, 16
+    with run_server(tmp_path / "data", **config) as server:
+        db = server.settings.resolved_database_url.partition(":///")[2]
+        counts: list[int] = []
+        done = threading.Event()
+
+        def watch() -> None:  # the raw table's size while the load runs
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                while not done.is_set():
+                    counts.append(conn.execute("SELECT COUNT(*) FROM usage_records").fetchone()[0])
+                    done.wait(0.05)
+
+        async def load() -> tuple[int, int]:
+            prompt = completion = 0
+            headers = {"Authorization": f"Bearer {server.admin_key}"}
+            async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as client:
+
+                async def worker(n: int) -> None:
+                    nonlocal prompt, completion
+                    for _ in range(n):
+                        reply = await client.post("/v1/chat/completions", json={"model": "priced", "messages": HELLO})
+                        assert reply.status_code == 200, reply.text
+                        prompt += reply.json()["usage"]["prompt_tokens"]
+                        completion += reply.json()["usage"]["completion_tokens"]
+
+                await asyncio.gather(*(worker(total // workers) for _ in range(workers)))
+            return prompt, completion
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            prompt, completion = asyncio.run(load())
+        finally:
+            done.set()
+            watcher.join(10)
+        with server.http(server.admin_key) as admin:
+            for _ in range(100):  # the last batch is written within a flush interval
+                totals = admin.get("/admin/usage").json()["totals"]
+                if totals["requests"] >= total:
+                    break
+                asyncio.run(asyncio.sleep(0.05))
+        assert (totals["requests"], totals["prompt_tokens"], totals["completion_tokens"]) == (total, prompt, completion)
+        assert totals["cost_usd"] == pytest.approx((prompt * 2.0 + completion * 8.0) / 1e6, rel=1e-9)
+        assert len(counts) > 10 and max(counts) > 500  # it was watched while it filled
+        # the ring: 1,000 rows, plus the tenth written before a prune is due, plus a batch in flight
+        assert max(counts) <= 1250, max(counts)

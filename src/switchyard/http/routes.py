@@ -32,7 +32,12 @@ def _admin(name: str) -> Callable[[Request], Awaitable[Response]]:
 
 
 def routes() -> list[Route]:
+    """Matched in order: the inference routes, which take nearly every request, come first."""
     return [
+        Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+        Route("/v1/completions", chat.completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
+        Route("/v1/messages", messages.messages, methods=["POST"]),
         Route("/health", health.health, methods=["GET"]),
         Route("/ready", health.ready, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
@@ -42,10 +47,6 @@ def routes() -> list[Route]:
         Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
         Route("/v1/status", _admin("local_models:status"), methods=["GET"]),
         Route("/v1/inference", _admin("local_models:inference"), methods=["POST"]),
-        Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
-        Route("/v1/completions", chat.completions, methods=["POST"]),
-        Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
-        Route("/v1/messages", messages.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
         Route("/admin/keys", _admin("admin:list_keys"), methods=["GET"]),
         Route("/admin/keys", _admin("admin:create_key"), methods=["POST"]),

@@ -32,6 +32,7 @@ class BatchWriter(Generic[T]):
         interval: float = 0.5,
         batch_size: int = 1000,
         max_buffer: int = 1_000_000,
+        on_written: Callable[[int], None] | None = None,
     ) -> None:
         self._write = write
         self._what = what  # "usage rows", "audit entries": for the log lines
@@ -45,6 +46,7 @@ class BatchWriter(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.written = 0
+        self.on_written = on_written  # told how many items each successful write took
 
     def add(self, item: T) -> None:
         self._pending.append(item)
@@ -66,25 +68,42 @@ class BatchWriter(Generic[T]):
                 pass
             self._wake.clear()
             try:
-                await self.flush()
+                await self._write_next()  # one batch a wake: a drain here would write continuously
             except Exception:
                 self._log.warning("write failed; %d %s kept for retry", len(self._pending), self._what,
                                   exc_info=True)
 
     async def flush(self) -> None:
+        """Write everything pending, in batches (shutdown; tests)."""
         async with self._lock:
             while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    await self._write(batch)
-                except BaseException:
-                    self._pending[:0] = batch
-                    if len(self._pending) > self._max_buffer:
-                        dropped = len(self._pending) - self._max_buffer
-                        del self._pending[:dropped]
-                        self._log.error("buffer full: dropped the %d oldest %s", dropped, self._what)
-                    raise
-                self.written += len(batch)
+                await self._write_batch()
+
+    async def _write_next(self) -> None:
+        """The background task's write: what is pending now, up to ``batch_size``. Items added
+        while it is written wait for the next interval (or for ``batch_size`` more), so a store
+        under load gets a few large batches, not a stream of small ones."""
+        async with self._lock:
+            if self._pending:
+                await self._write_batch()
+        if len(self._pending) >= self._batch_size:
+            self._wake.set()
+
+    async def _write_batch(self) -> None:
+        batch = self._pending[: self._batch_size]
+        del self._pending[: len(batch)]
+        try:
+            await self._write(batch)
+        except BaseException:
+            self._pending[:0] = batch
+            if len(self._pending) > self._max_buffer:
+                dropped = len(self._pending) - self._max_buffer
+                del self._pending[:dropped]
+                self._log.error("buffer full: dropped the %d oldest %s", dropped, self._what)
+            raise
+        self.written += len(batch)
+        if self.on_written is not None:
+            self.on_written(len(batch))
 
     async def aclose(self, attempts: int = 5) -> None:
         """Stop the task (after its write in progress) and write what is left, retrying a little."""

@@ -1,4 +1,7 @@
-"""Keeps the raw usage table a capped ring: prunes by age and by rows, at start and then periodically.
+"""Keeps the raw usage table a capped ring: prunes by age and by rows, at start, every
+``interval`` seconds, and as soon as a tenth of ``max_rows`` has been written since the last
+prune (``note_written``, called by the usage writer). So under any load the table holds at most
+about ``max_rows`` plus a tenth, plus the batches written while a prune runs.
 
 Hourly rollups are never pruned (reports and budgets read them), so pruning loses no totals.
 Every replica may run this; deletes are idempotent.
@@ -35,6 +38,9 @@ class UsageRetention:
         self.max_age = max_age
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._since = 0  # rows written since the last prune began
+        self._every = max(1, max_rows // 10)
         self.pruned = 0  # rows deleted since start
         self.runs = 0  # prunes completed
 
@@ -46,8 +52,15 @@ class UsageRetention:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="switchyard-usage-retention")
 
+    def note_written(self, rows: int) -> None:
+        """The usage writer wrote ``rows`` raw rows: prune early once they add up to a tenth of the ring."""
+        self._since += rows
+        if self._since >= self._every:
+            self._wake.set()
+
     async def run_once(self) -> int:
         """Prune now; the number of raw rows deleted."""
+        self._since = 0
         deleted = await self._store.prune(self.max_rows, self.max_age)
         self.pruned += deleted
         self.runs += 1
@@ -61,7 +74,11 @@ class UsageRetention:
                 await self.run_once()
             except Exception:
                 log.warning("usage pruning failed; retrying in %.0f s", self._interval, exc_info=True)
-            await asyncio.sleep(self._interval)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except TimeoutError:
+                pass
 
     async def aclose(self) -> None:
         await stop_task(self._task)
