@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -88,3 +91,34 @@ def test_write_and_summary(url: str) -> None:
             assert all(r.latency_ms == 12.5 and r.streamed and r.cost_usd == 0.0001 for r in stored)
 
     asyncio.run(body())
+
+
+def test_a_sqlite_batch_is_one_insert_not_a_row_by_row_executemany(tmp_path: Path) -> None:
+    """sqlite3 runs an executemany one row at a time, and each row hands the GIL between
+    aiosqlite's thread and the event loop: with the loop busy serving requests, a 1,000-row batch
+    took seconds and the writer fell behind. A batch goes as one multi-VALUES INSERT instead."""
+    from switchyard.store import upgrade
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'switchyard.db'}"
+    seen: list[str] = []  # the INSERTs into usage_records that reach sqlite3
+
+    def note(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO USAGE_RECORDS"):
+            seen.append(statement)
+
+    async def body() -> list[dict[str, object]]:
+        await upgrade(url)
+        async with Database.create(url) as db:
+            sa.event.listen(db.engine.sync_engine, "before_cursor_execute", note)
+            store = SqlUsageStore(db.engine)
+            records = [replace(record("key_a", "gpt-4o"), request_id=f"req-{i}") for i in range(1000)]
+            await store.write(records)
+            async with db.engine.connect() as conn:
+                rows = (await conn.execute(sa.text("SELECT request_id FROM usage_records ORDER BY id"))).all()
+            assert [r.request_id for r in rows] == [f"req-{i}" for i in range(1000)]
+            return await store.summary()
+
+    summary = asyncio.run(body())
+    assert summary == [row("key_a", "gpt-4o", 1000)]
+    (statement,) = seen  # one statement, holding every row
+    assert statement.split(" VALUES ", 1)[1].count("(") == 1000

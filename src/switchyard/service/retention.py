@@ -1,7 +1,7 @@
 """Keeps the raw usage table a capped ring: prunes by age and by rows, at start, every
 ``interval`` seconds, and as soon as a tenth of ``max_rows`` has been written since the last
 prune (``note_written``, called by the usage writer). So under any load the table holds at most
-about ``max_rows`` plus a tenth, plus the batches written while a prune runs.
+``max_rows``, plus that tenth, plus the batch written while a prune runs.
 
 Hourly rollups are never pruned (reports and budgets read them), so pruning loses no totals.
 Every replica may run this; deletes are idempotent.
@@ -65,7 +65,7 @@ class UsageRetention:
         self.pruned += deleted
         self.runs += 1
         if deleted:
-            log.info("pruned %d raw usage rows (keeping %d rows, %s)", deleted, self.max_rows, self.max_age)
+            log.debug("pruned %d raw usage rows (keeping %d rows, %s)", deleted, self.max_rows, self.max_age)
         return deleted
 
     async def _loop(self) -> None:
