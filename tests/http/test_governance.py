@@ -212,3 +212,31 @@ def test_a_team_budget_binds_every_key_in_it(server: RunningServer) -> None:
     codes = [r.status_code for r in results]
     assert 200 in codes and codes[-1] == 429
     assert "team" in results[-1].json()["error"]["message"]
+
+
+def test_a_keys_budget_status_shows_what_it_spent_and_what_is_left(server: RunningServer) -> None:
+    from datetime import UTC, datetime
+
+    key = new_key(server, budget={"amount_usd": 2.0, "period": "monthly"})
+    with server.http(key["key"]) as http:
+        for _ in range(3):
+            assert chat(http, max_tokens=5).status_code == 200
+    deadline = time.monotonic() + 10
+    while len(rows := [r for r in server.usage_rows(wait_for=0) if r["key_id"] == key["id"]]) < 3:
+        assert time.monotonic() < deadline, "usage rows missing"
+        time.sleep(0.1)
+    spent = sum(r["cost_usd"] for r in rows)  # rows and rollups are written in one transaction
+    assert spent > 0
+    now = datetime.now(UTC)
+    with server.http(server.admin_key) as admin:
+        status = admin.get(f"/admin/keys/{key['id']}").json()["budget_status"]
+        assert status["period"] == "monthly"
+        assert status["period_start"] == datetime(now.year, now.month, 1, tzinfo=UTC).isoformat()
+        assert datetime.fromisoformat(status["period_end"]) > now
+        assert status["spent_usd"] == pytest.approx(spent, abs=1e-9)
+        assert status["remaining_usd"] == pytest.approx(2.0 - spent, abs=1e-9)
+        unbudgeted = new_key(server)
+        assert "budget_status" not in admin.get(f"/admin/keys/{unbudgeted['id']}").json()
+        # the list stays one query: no per-key spend there
+        listed = {k["id"]: k for k in admin.get("/admin/keys").json()["data"]}
+        assert "budget_status" not in listed[key["id"]] and listed[key["id"]]["budget"]["amount_usd"] == 2.0

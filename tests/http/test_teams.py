@@ -117,7 +117,10 @@ def test_patch_key_is_a_merge_patch_and_reaches_the_principal(gateway: RunningSe
         assert patched["model_limits"] == {"gpt-4o-mini": {"max_parallel": 1}}
         assert patched["budget"] == {"amount_usd": 4.0, "period": "total"}
         assert patched["models"] == ["gpt-4o-mini"]
-        assert _ok(http.get(key_url)) == patched
+        got = _ok(http.get(key_url))  # the single-key view adds where the budget stands
+        assert got.pop("budget_status") == {"period": "total", "period_start": None, "period_end": None,
+                                            "spent_usd": 0.0, "remaining_usd": 4.0}
+        assert got == patched
 
         principal = _principal(gateway, str(made["key"]))
         assert principal.name == "bob2" and principal.allowed_models == ("gpt-4o-mini",)

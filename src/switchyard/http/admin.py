@@ -6,13 +6,18 @@ max_parallel}``), ``model_limits`` (``{alias or pattern: {...}}``) and a ``budge
 (``{amount_usd, period}``). ``PATCH /admin/keys/{id}`` changes name, models, expires_at, user,
 team, limits, model_limits and budget as a JSON merge patch (``null`` removes). Every change is
 recorded in the audit log (never a secret).
+
+``GET /admin/keys/{id}`` of a key with a budget also gives ``budget_status``: the current
+period's start and end, ``spent_usd`` and ``remaining_usd``. Spend comes from the usage rollups,
+which budgets start from: requests still in flight, and rows not yet written (at most
+``usage_flush_interval`` old), are not in it.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,12 +27,14 @@ from starlette.responses import Response
 
 from switchyard import __version__
 from switchyard.core.keys import ApiKey, NewKey, Principal
+from switchyard.core.ports import UsageStore
 from switchyard.errors import BadRequestError
 from switchyard.http.audit import record
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
 from switchyard.http.teams import BudgetSpec, budget_json, merge_patch, rate_limits, validate
+from switchyard.service.budgets import period_of
 from switchyard.settings import RateLimitConfig
 from switchyard.store.teams import limits_to_json, model_limits_to_json
 
@@ -192,7 +199,26 @@ async def list_keys(request: Request) -> Response:
 
 async def get_key(request: Request) -> Response:
     await require_admin(request)
-    return _json(_key_json(request, await services(request).keys.get(request.path_params["key_id"])))
+    svc = services(request)
+    key = await svc.keys.get(request.path_params["key_id"])
+    body = _key_json(request, key)
+    if key.budget is not None and svc.usage is not None:
+        body["budget_status"] = await _budget_status(svc.usage, key)
+    return _json(body)
+
+
+async def _budget_status(usage: UsageStore, key: ApiKey) -> dict[str, Any]:
+    """The key's budget in its current period: spent (from the rollups) and what is left."""
+    assert key.budget is not None
+    period = period_of(key.budget.period, datetime.now(UTC))
+    spent = await usage.spent(f"key:{key.id}", period.start)
+    return {
+        "period": key.budget.period,
+        "period_start": period.start.isoformat() if period.start else None,
+        "period_end": period.end.isoformat() if period.end else None,
+        "spent_usd": round(spent, 9),
+        "remaining_usd": round(max(0.0, key.budget.amount_usd - spent), 9),
+    }
 
 
 async def revoke_key(request: Request) -> Response:
