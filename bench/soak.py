@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     key = governed_key(binary, data)
     gateway = Service("switchyard", [binary, "serve", "--host", "127.0.0.1", "--port", str(gw_port), "--config",
                                      str(cfg), "--data-dir", str(data), "--workers", "1", "--api-key", API_KEY],
-                      {**__import__("os").environ}, gw_port, "/health", OUT_DIR / "logs" / "soak-switchyard.log")
+                      dict(os.environ), gw_port, "/health", OUT_DIR / "logs" / "soak-switchyard.log")
     watch = RingWatch(data / "switchyard.db")
     failures: list[str] = []
     try:

@@ -63,9 +63,9 @@ def create_app(settings: Settings) -> Starlette:
 
         providers: dict[str, Provider] = {name: provider_for(spec) for name, spec in routing.upstreams.items()}
         metrics = Metrics()
-        recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval)
         retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
-        recorder.on_written = retention.note_written  # under load it prunes as often as the ring needs
+        # told of every batch written, so that under load it prunes as often as the ring needs
+        recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval, on_written=retention.note_written)
         governance = build_governance(settings.redis_url, settings.limits_fail_closed, runtime.spent)
         key_events = KeyEvents(settings.redis_url, runtime.keys.refresh) if settings.redis_url else None
         if key_events is not None:

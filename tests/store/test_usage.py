@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from switchyard.core.usage import UsageRecord
-from switchyard.store import Database, SqlUsageStore
+from switchyard.store import Database, SqlUsageStore, upgrade
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -97,8 +97,6 @@ def test_a_sqlite_batch_is_one_insert_not_a_row_by_row_executemany(tmp_path: Pat
     """sqlite3 runs an executemany one row at a time, and each row hands the GIL between
     aiosqlite's thread and the event loop: with the loop busy serving requests, a 1,000-row batch
     took seconds and the writer fell behind. A batch goes as one multi-VALUES INSERT instead."""
-    from switchyard.store import upgrade
-
     url = f"sqlite+aiosqlite:///{tmp_path / 'switchyard.db'}"
     seen: list[str] = []  # the INSERTs into usage_records that reach sqlite3
 

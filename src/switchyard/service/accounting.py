@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from switchyard.core.ports import UsageStore
 from switchyard.core.usage import UsageRecord
@@ -21,8 +22,12 @@ class UsageRecorder(BatchWriter[UsageRecord]):
     error log). See :class:`~switchyard.service.batches.BatchWriter`.
     """
 
-    def __init__(self, store: UsageStore, interval: float = 0.5, batch_size: int = 1000) -> None:
-        super().__init__(store.write, what="usage rows", log=log, interval=interval, batch_size=batch_size)
+    def __init__(
+        self, store: UsageStore, interval: float = 0.5, batch_size: int = 1000,
+        on_written: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(store.write, what="usage rows", log=log, interval=interval, batch_size=batch_size,
+                         on_written=on_written)
 
     record = BatchWriter.add
 

@@ -46,7 +46,7 @@ class BatchWriter(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.written = 0
-        self.on_written = on_written  # told how many items each successful write took
+        self._on_written = on_written  # told how many items each successful write took
 
     def add(self, item: T) -> None:
         self._pending.append(item)
@@ -102,8 +102,8 @@ class BatchWriter(Generic[T]):
                 self._log.error("buffer full: dropped the %d oldest %s", dropped, self._what)
             raise
         self.written += len(batch)
-        if self.on_written is not None:
-            self.on_written(len(batch))
+        if self._on_written is not None:
+            self._on_written(len(batch))
 
     async def aclose(self, attempts: int = 5) -> None:
         """Stop the task (after its write in progress) and write what is left, retrying a little."""
