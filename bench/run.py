@@ -55,7 +55,7 @@ TARGET_CPU_CHUNK_X = 15.0
 TARGET_IDLE_RSS_MB = 80.0
 TARGET_COLD_START_S = 1.5
 
-ALL_TARGETS = ("direct", "switchyard", "litellm")
+ALL_TARGETS = ("direct", "floor", "switchyard", "litellm")
 
 
 @dataclass(frozen=True)
@@ -601,6 +601,17 @@ def measure_litellm(upstream_port: int, s: Settings, workdir: Path, installer: L
     return measure_gateway("litellm", argv, env, port, "/health/liveliness", 180.0, s, OUT_DIR / "logs" / "litellm.log")
 
 
+def measure_floor(upstream_port: int, s: Settings) -> TargetResult:
+    """The stack's floor (``bench/floor_app.py``): uvicorn + aiohttp forwarding, nothing else."""
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH_DIR), "floor_app:app", "--host", "127.0.0.1",
+        "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]
+    env = dict(os.environ, FLOOR_UPSTREAM=f"http://127.0.0.1:{upstream_port}")
+    return measure_gateway("floor", argv, env, port, "/health", 30.0, s, OUT_DIR / "logs" / "floor.log")
+
+
 def measure_direct(upstream: Service, cold_start: float, s: Settings) -> TargetResult:
     res = TargetResult("direct", command=shlex.join(upstream.argv), cold_start_s=cold_start)
     url = f"http://127.0.0.1:{upstream.port}/v1/chat/completions"
@@ -641,6 +652,7 @@ def _excluded(*targets: TargetResult | None) -> str:
 
 def summarize(results: dict[str, TargetResult]) -> list[dict[str, str]]:
     d, sy, ll = results.get("direct"), results.get("switchyard"), results.get("litellm")
+    fl = results.get("floor")
 
     def val(r: TargetResult | None, f: Callable[[TargetResult], float | None]) -> float | None:
         return f(r) if r is not None and r.ok else None
@@ -674,6 +686,21 @@ def summarize(results: dict[str, TargetResult]) -> list[dict[str, str]]:
             f"{_f(_ratio(add_ll, add_sy), '{:.1f}x')}",
             "target": f"≤ {TARGET_ADDED_P50_MS} ms",
             "result": _verdict(None if add_sy is None else add_sy <= TARGET_ADDED_P50_MS),
+        }
+    )
+
+    p50_fl = val(fl, lambda t: t.p50("nonstream_c1"))
+    add_fl = None if p50_fl is None or p50["d"] is None else p50_fl - p50["d"]
+    own = None if add_sy is None or add_fl is None else add_sy - add_fl
+    rows.append(
+        {
+            "figure": "Of which the stack's floor (bare uvicorn + aiohttp pass-through, `floor_app.py`)",
+            "direct": f"floor {_f(add_fl, '{:+.3f}')}",
+            "switchyard": _f(own, "{:+.3f}"),
+            "litellm": "—",
+            "value": f"floor {_f(add_fl, '{:+.3f} ms')}; Switchyard's own work {_f(own, '{:+.3f} ms')}",
+            "target": "reference, no target",
+            "result": "n/a",
         }
     )
 
@@ -843,6 +870,9 @@ def write_report(
         "  fresh temp dir). LiteLLM runs with its master key, no database, callbacks off, local cost map, and",
         "  `LITELLM_LOG=ERROR`; its health path is `/health/liveliness` (its `/health` calls the models).",
         "- Added latency: gateway p50 - direct p50, both non-stream at c=1.",
+        "- Floor: `bench/floor_app.py`, a bare ASGI app on Switchyard's own server and client (uvicorn with",
+        "  httptools and uvloop, one aiohttp session) that checks a Bearer key is present and forwards. Its",
+        "  added latency is what any gateway on this stack pays before doing any work.",
         "- CPU: user+sys of the gateway's process tree from `/proc/<pid>/stat` (utime+stime of each live process",
         "  plus cutime+cstime of reaped children), sampled when the window opens and 0.25 s after the drain.",
         "  CPU per chunk = CPU over all three stream workloads / SSE `data:` events the client received over",
@@ -866,7 +896,7 @@ def write_report(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short smoke run (~2 s per workload)")
-    ap.add_argument("--only", default=",".join(ALL_TARGETS), help="comma list of direct,switchyard,litellm")
+    ap.add_argument("--only", default=",".join(ALL_TARGETS), help="comma list of direct,floor,switchyard,litellm")
     ap.add_argument("--out", default=str(BENCH_DIR / "RESULTS.md"), help="report path")
     ap.add_argument("--duration", type=float, default=None, help="measured seconds per workload (default 10)")
     ap.add_argument("--warmup", type=float, default=None, help="unmeasured seconds before each workload")
@@ -924,6 +954,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}]", flush=True)
             if name == "direct":
                 r = measure_direct(upstream, up_start, s)
+            elif name == "floor":
+                r = measure_floor(up_port, s)
             elif name == "switchyard":
                 r = measure_switchyard(up_port, s, workdir, switchyard_binary(args.switchyard_bin), args.governance)
             else:

@@ -101,6 +101,7 @@ def create_app(settings: Settings) -> Starlette:
                 metrics=metrics,
                 ping_store=runtime.usage.ping,
                 usage=runtime.usage,
+                spent=runtime.spent,
                 models=local.manager if local is not None else None,
             )
             app.state.recorder = recorder

@@ -240,3 +240,35 @@ def test_a_keys_budget_status_shows_what_it_spent_and_what_is_left(server: Runni
         # the list stays one query: no per-key spend there
         listed = {k["id"]: k for k in admin.get("/admin/keys").json()["data"]}
         assert "budget_status" not in listed[key["id"]] and listed[key["id"]]["budget"]["amount_usd"] == 2.0
+
+
+def test_a_teams_budget_status_counts_every_key_in_it(server: RunningServer) -> None:
+    from datetime import UTC, datetime
+
+    with server.http(server.admin_key) as admin:
+        team = admin.post("/admin/teams", json={"name": "counted", "budget": {"amount_usd": 5.0, "period": "daily"}})
+        assert team.status_code == 201, team.text
+        idle = admin.post("/admin/teams", json={"name": "unbudgeted"}).json()
+    first, second = new_key(server, team="counted"), new_key(server, team="counted")
+    outsider = new_key(server)
+    for key, calls in ((first, 2), (second, 1), (outsider, 2)):
+        with server.http(key["key"]) as http:
+            for _ in range(calls):
+                assert chat(http, max_tokens=5).status_code == 200
+    members = {first["id"], second["id"]}
+    deadline = time.monotonic() + 10
+    while len(rows := [r for r in server.usage_rows(wait_for=0) if r["key_id"] in members]) < 3:
+        assert time.monotonic() < deadline, "usage rows missing"
+        time.sleep(0.1)
+    spent = sum(r["cost_usd"] for r in rows)
+    assert spent > 0
+    with server.http(server.admin_key) as admin:
+        assert admin.post(f"/admin/keys/{second['id']}/revoke").status_code == 200  # what it spent still counts
+        status = admin.get(f"/admin/teams/{team.json()['id']}").json()["budget_status"]
+        today = datetime.now(UTC).date()
+        assert status["period"] == "daily"
+        assert datetime.fromisoformat(status["period_start"]).date() == today
+        assert (datetime.fromisoformat(status["period_end"]) - datetime.fromisoformat(status["period_start"])).days == 1
+        assert status["spent_usd"] == pytest.approx(spent, abs=1e-9)  # the outsider's spend is not in it
+        assert status["remaining_usd"] == pytest.approx(5.0 - spent, abs=1e-9)
+        assert "budget_status" not in admin.get(f"/admin/teams/{idle['id']}").json()

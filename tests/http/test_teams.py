@@ -176,7 +176,9 @@ def test_team_crud_and_delete_refused_while_keys_belong(gateway: RunningServer) 
         assert updated["id"] == team["id"] and updated["name"] == renamed
         assert updated["limits"] == {"rpm": 10, "rph": 60}
         assert updated["budget"] == {"amount_usd": 5.0, "period": "monthly"}
-        assert _ok(http.get(f"/admin/teams/{renamed}")) == {**updated, "keys": 0}
+        got = _ok(http.get(f"/admin/teams/{renamed}"))
+        assert got.pop("budget_status")["spent_usd"] == 0.0  # the one view that reads the team's spend
+        assert got == {**updated, "keys": 0}
         _bad(http.get(f"/admin/teams/{name}"), "team", status=404)
         assert team["id"] in {t["id"] for t in _ok(http.get("/admin/teams"))["data"]}
 

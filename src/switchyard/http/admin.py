@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -27,14 +27,12 @@ from starlette.responses import Response
 
 from switchyard import __version__
 from switchyard.core.keys import ApiKey, NewKey, Principal
-from switchyard.core.ports import UsageStore
 from switchyard.errors import BadRequestError
 from switchyard.http.audit import record
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
-from switchyard.http.teams import BudgetSpec, budget_json, merge_patch, rate_limits, validate
-from switchyard.service.budgets import period_of
+from switchyard.http.teams import BudgetSpec, budget_json, budget_status, merge_patch, rate_limits, validate
 from switchyard.settings import RateLimitConfig
 from switchyard.store.teams import limits_to_json, model_limits_to_json
 
@@ -202,23 +200,9 @@ async def get_key(request: Request) -> Response:
     svc = services(request)
     key = await svc.keys.get(request.path_params["key_id"])
     body = _key_json(request, key)
-    if key.budget is not None and svc.usage is not None:
-        body["budget_status"] = await _budget_status(svc.usage, key)
+    if key.budget is not None and svc.spent is not None:
+        body["budget_status"] = await budget_status(svc.spent, f"key:{key.id}", key.budget)
     return _json(body)
-
-
-async def _budget_status(usage: UsageStore, key: ApiKey) -> dict[str, Any]:
-    """The key's budget in its current period: spent (from the rollups) and what is left."""
-    assert key.budget is not None
-    period = period_of(key.budget.period, datetime.now(UTC))
-    spent = await usage.spent(f"key:{key.id}", period.start)
-    return {
-        "period": key.budget.period,
-        "period_start": period.start.isoformat() if period.start else None,
-        "period_end": period.end.isoformat() if period.end else None,
-        "spent_usd": round(spent, 9),
-        "remaining_usd": round(max(0.0, key.budget.amount_usd - spent), 9),
-    }
 
 
 async def revoke_key(request: Request) -> Response:

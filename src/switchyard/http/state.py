@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -37,6 +38,8 @@ class Services:
     teams: TeamService | None = None  # /admin/teams
     usage: UsageStore | None = None  # usage reports (/admin/usage)
     models: ModelManager | None = None  # local models (/v1/status, load and unload)
+    # USD spent by a budget's scope (key:<id>, team:<id>) since a time, from the usage rollups
+    spent: Callable[[str, datetime | None], Awaitable[float]] | None = None
 
 
 def services(request: Request) -> Services:

@@ -2,10 +2,12 @@
 
 A team has a unique ``name``, ``limits`` (``{rpm, tpm, rph, rpd, max_parallel}``, each a
 positive integer or absent) and a ``budget`` (``{amount_usd, period}``, period ``daily``,
-``monthly`` (default) or ``total``). They apply to the team's keys together, beside each key's
-own: the tighter one is what a request meets. ``PATCH`` is a JSON merge patch (``null``
-removes a limit or the budget). ``DELETE`` refuses (400, ``team_has_keys``) while keys that are
-not revoked belong to the team.
+``monthly`` (default) or ``total``). ``GET /admin/teams/{id}`` of a team with a budget also
+gives ``budget_status``: the current period's start and end, ``spent_usd`` by the team's keys
+(revoked ones included) and ``remaining_usd``, from the usage rollups. Limits and budget apply
+to the team's keys together, beside each key's own: the tighter one is what a request meets.
+``PATCH`` is a JSON merge patch (``null`` removes a limit or the budget). ``DELETE`` refuses
+(400, ``team_has_keys``) while keys that are not revoked belong to the team.
 
 Also here: the request models for limits and budgets that /admin/keys uses as well.
 """
@@ -13,7 +15,8 @@ Also here: the request models for limits and budgets that /admin/keys uses as we
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -28,6 +31,7 @@ from switchyard.http.audit import record
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
+from switchyard.service.budgets import period_of
 from switchyard.service.teams import TeamService
 from switchyard.settings import RateLimitConfig
 from switchyard.store.teams import limits_to_json
@@ -35,6 +39,7 @@ from switchyard.store.teams import limits_to_json
 __all__ = [
     "BudgetSpec",
     "budget_json",
+    "budget_status",
     "create_team",
     "delete_team",
     "get_team",
@@ -109,6 +114,22 @@ def validate(model: type[M], body: Any) -> M:
         raise BadRequestError(f"Invalid request: {param}: {err['msg']}", param=param) from None
 
 
+async def budget_status(
+    spent: Callable[[str, datetime | None], Awaitable[float]], scope: str, budget: Budget
+) -> dict[str, Any]:
+    """A budget in its current period: what ``scope`` spent (from the rollups) and what is left.
+    Requests still in flight, and usage rows not written yet, are not in it."""
+    period = period_of(budget.period, datetime.now(UTC))
+    used = await spent(scope, period.start)
+    return {
+        "period": budget.period,
+        "period_start": period.start.isoformat() if period.start else None,
+        "period_end": period.end.isoformat() if period.end else None,
+        "spent_usd": round(used, 9),
+        "remaining_usd": round(max(0.0, budget.amount_usd - used), 9),
+    }
+
+
 def team_json(team: Team, keys: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": team.id,
@@ -156,7 +177,11 @@ async def get_team(request: Request) -> Response:
     await require_admin(request)
     teams = _teams(request)
     team = await teams.get(request.path_params["team_id"])
-    return _json(team_json(team, (await teams.key_counts()).get(team.id, 0)))
+    body = team_json(team, (await teams.key_counts()).get(team.id, 0))
+    spent = services(request).spent
+    if team.budget is not None and spent is not None:
+        body["budget_status"] = await budget_status(spent, f"team:{team.id}", team.budget)
+    return _json(body)
 
 
 async def update_team(request: Request) -> Response:
