@@ -142,3 +142,61 @@ def test_teams_keys_with_limits_and_the_audit_log(tmp_path: Path, config: Path) 
         if path.is_file():
             content = path.read_bytes()
             assert secret.encode() not in content and admin_secret.encode() not in content, path.name
+
+
+def test_keys_show_and_teams_show_give_what_a_budget_has_spent_this_period(tmp_path: Path) -> None:
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from switchyard.core.limits import Budget
+    from switchyard.core.usage import UsageRecord
+    from switchyard.runtime import open_runtime
+    from switchyard.settings import Settings
+
+    data_dir = tmp_path / "data"
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    async def seed() -> tuple[str, str, str]:
+        rt = await open_runtime(Settings.model_validate({"data_dir": data_dir}))
+        try:
+            team = await rt.teams.create("spenders", budget=Budget(2.0, "daily"))
+            alice = (await rt.keys.create("alice", team=team.id, budget=Budget(1.5, "monthly"))).key.id
+            bob = (await rt.keys.create("bob", team=team.id)).key.id
+            outsider = (await rt.keys.create("carol")).key.id
+
+            def row(i: int, key: str, at: datetime, cost: float) -> UsageRecord:
+                return UsageRecord(at, f"r{i}", key, "chat", "fake", "/v1/chat/completions", 10, 5, 1.0, 200, False,
+                                   False, cost_usd=cost)
+
+            await rt.usage.write([
+                row(1, alice, now, 0.25), row(2, alice, now, 0.125), row(3, bob, now, 0.5),
+                row(4, outsider, now, 0.75),  # not the team's
+                row(5, bob, midnight - timedelta(hours=2), 0.0625),  # yesterday: not in today's team budget
+            ])
+            return team.id, alice, outsider
+        finally:
+            await rt.aclose()
+
+    team_id, alice, outsider = asyncio.run(seed())
+    store = ("--data-dir", data_dir)
+    team = run_cli("teams", "show", "spenders", *store, cwd=tmp_path)
+    assert team.returncode == 0, team
+    assert _field(team.stdout, "id") == team_id and _field(team.stdout, "budget") == "$2/daily"
+    today, tomorrow = midnight.date().isoformat(), (midnight + timedelta(days=1)).date().isoformat()
+    assert _field(team.stdout, "spent") == f"$0.875 of $2 today ({today} to {tomorrow}), $1.125 left"
+
+    key = run_cli("keys", "show", alice, *store, cwd=tmp_path)
+    assert key.returncode == 0, key
+    assert _field(key.stdout, "name") == "alice" and _field(key.stdout, "team") == team_id
+    assert _field(key.stdout, "state") == "active" and not KEY_RE.findall(key.stdout)  # never the secret
+    month = midnight.replace(day=1).date().isoformat()
+    assert _field(key.stdout, "spent").startswith(f"$0.375 of $1.5 this month ({month} to ")
+    assert _field(key.stdout, "spent").endswith(", $1.125 left")
+
+    unbudgeted = run_cli("keys", "show", outsider, *store, cwd=tmp_path)
+    assert unbudgeted.returncode == 0 and "spent:" not in unbudgeted.stdout, unbudgeted
+    missing = run_cli("keys", "show", "key_nope", *store, cwd=tmp_path)
+    assert missing.returncode == 1 and "key_nope" in missing.stderr, missing
+    no_team = run_cli("teams", "show", "nope", *store, cwd=tmp_path)
+    assert no_team.returncode == 1 and "nope" in no_team.stderr, no_team

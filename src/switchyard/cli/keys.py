@@ -16,6 +16,7 @@ from switchyard.cli.teams import (
     CLI_ACTOR,
     budget_options,
     describe_budget,
+    describe_budget_status,
     describe_limits,
     limit_options,
     limits_from_options,
@@ -27,6 +28,7 @@ from switchyard.core.keys import ApiKey, NewKey
 from switchyard.core.limits import RateLimits
 from switchyard.errors import GatewayError
 from switchyard.runtime import Runtime
+from switchyard.service.budgets import budget_status
 from switchyard.store.teams import limits_to_json, model_limits_to_json
 
 __all__ = ["keys"]
@@ -206,6 +208,31 @@ def list_(include_revoked: bool, config_file: Path | None, data_dir: Path | None
                f"{'TEAM':<16} MODELS")
     for key in rows:
         click.echo(_row(key, team_names))
+
+
+@keys.command("show")
+@click.argument("key_id")
+@store_options
+def show(key_id: str, config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
+    """Show a key (never its secret): its scope, limits, budget and what it spent of it this period."""
+    settings = load(config_file, data_dir=data_dir, database_url=database_url)
+
+    async def body(rt: Runtime) -> tuple[ApiKey, dict[str, Any] | None]:
+        key = await rt.keys.get(key_id)
+        status = None if key.budget is None else await budget_status(rt.spent, f"key:{key.id}", key.budget)
+        return key, status
+
+    try:
+        key, status = run_with_runtime(settings, body)
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
+    models = ",".join(key.allowed_models) if key.allowed_models is not None else "*"
+    click.echo(f"id:     {key.id}\nname:   {key.name}\nprefix: {key.prefix}…\n"
+               f"state:  {'active' if key.active and key.revoked_at is None else 'revoked'}\n"
+               f"admin:  {'yes' if key.is_admin else 'no'}\nmodels: {models}\n"
+               f"uses:   {key.use_count} (last {_when(key.last_used_at)})\n{_settings_lines(key)}", nl=False)
+    if status is not None:
+        click.echo(f"spent:  {describe_budget_status(status)}")
 
 
 @keys.command("revoke")

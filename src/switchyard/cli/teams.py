@@ -17,6 +17,7 @@ from switchyard.core.keys import Team
 from switchyard.core.limits import Budget, RateLimits
 from switchyard.errors import GatewayError
 from switchyard.runtime import Runtime
+from switchyard.service.budgets import budget_status
 from switchyard.settings import Settings
 from switchyard.store.teams import limits_to_json
 
@@ -24,6 +25,7 @@ __all__ = [
     "CLI_ACTOR",
     "budget_options",
     "describe_budget",
+    "describe_budget_status",
     "describe_limits",
     "limit_options",
     "limits_from_options",
@@ -116,9 +118,23 @@ def describe_budget(budget: Budget | None) -> str:
     return f"${budget.amount_usd:g}/{budget.period}" if budget is not None else "-"
 
 
-def _show(team: Team) -> None:
+_IN_PERIOD = {"daily": "today", "monthly": "this month", "total": "in total"}
+
+
+def describe_budget_status(status: dict[str, Any]) -> str:
+    """``$1.25 of $5 this month (2026-11-01 to 2026-12-01), $3.75 left``."""
+    start, end = status["period_start"], status["period_end"]
+    span = f" ({start[:10]} to {end[:10]})" if start and end else ""
+    spent, left = status["spent_usd"], status["remaining_usd"]
+    return (f"${spent:.6f}".rstrip("0").rstrip(".") + f" of ${spent + left:g} {_IN_PERIOD[status['period']]}{span}, "
+            + f"${left:.6f}".rstrip("0").rstrip(".") + " left")
+
+
+def _show(team: Team, status: dict[str, Any] | None = None) -> None:
     click.echo(f"id:      {team.id}\nname:    {team.name}\nlimits:  {describe_limits(team.limits)}\n"
                f"budget:  {describe_budget(team.budget)}")
+    if status is not None:
+        click.echo(f"spent:   {describe_budget_status(status)}")
 
 
 @click.group()
@@ -163,6 +179,21 @@ def list_(config_file: Path | None, data_dir: Path | None, database_url: str | N
     for team in rows:
         click.echo(f"{team.id:<21} {team.name[:20]:<20} {counts.get(team.id, 0):>5} "
                    f"{describe_budget(team.budget):<18} {describe_limits(team.limits)}")
+
+
+@teams.command("show")
+@click.argument("team")
+@store_options
+def show(team: str, config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
+    """Show a team (by id or name): its limits, its budget and what its keys spent of it this period."""
+    settings = load(config_file, data_dir=data_dir, database_url=database_url)
+
+    async def body(rt: Runtime) -> tuple[Team, dict[str, Any] | None]:
+        found = await rt.teams.get(team)
+        status = None if found.budget is None else await budget_status(rt.spent, f"team:{found.id}", found.budget)
+        return found, status
+
+    _show(*run(settings, body))
 
 
 @teams.command("update")

@@ -15,8 +15,7 @@ Also here: the request models for limits and budgets that /admin/keys uses as we
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -31,7 +30,7 @@ from switchyard.http.audit import record
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
-from switchyard.service.budgets import period_of
+from switchyard.service.budgets import budget_status
 from switchyard.service.teams import TeamService
 from switchyard.settings import RateLimitConfig
 from switchyard.store.teams import limits_to_json
@@ -39,7 +38,6 @@ from switchyard.store.teams import limits_to_json
 __all__ = [
     "BudgetSpec",
     "budget_json",
-    "budget_status",
     "create_team",
     "delete_team",
     "get_team",
@@ -112,22 +110,6 @@ def validate(model: type[M], body: Any) -> M:
         err = exc.errors(include_url=False, include_input=False)[0]
         param = ".".join(str(p) for p in err["loc"]) or None
         raise BadRequestError(f"Invalid request: {param}: {err['msg']}", param=param) from None
-
-
-async def budget_status(
-    spent: Callable[[str, datetime | None], Awaitable[float]], scope: str, budget: Budget
-) -> dict[str, Any]:
-    """A budget in its current period: what ``scope`` spent (from the rollups) and what is left.
-    Requests still in flight, and usage rows not written yet, are not in it."""
-    period = period_of(budget.period, datetime.now(UTC))
-    used = await spent(scope, period.start)
-    return {
-        "period": budget.period,
-        "period_start": period.start.isoformat() if period.start else None,
-        "period_end": period.end.isoformat() if period.end else None,
-        "spent_usd": round(used, 9),
-        "remaining_usd": round(max(0.0, budget.amount_usd - used), 9),
-    }
 
 
 def team_json(team: Team, keys: int | None = None) -> dict[str, Any]:

@@ -30,9 +30,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from switchyard.core.limits import BudgetCheck, BudgetLedger, Reservation
+from switchyard.core.limits import Budget, BudgetCheck, BudgetLedger, Reservation
 from switchyard.errors import InsufficientQuotaError, ServiceUnavailableError
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "MemoryLedger",
     "Period",
     "SpentSource",
+    "budget_status",
     "period_of",
     "to_micro",
     "utcnow",
@@ -95,6 +96,22 @@ class Held(Reservation):
     micro: int = 0
 
 
+async def budget_status(
+    spent: SpentSource, scope: str, budget: Budget, now: datetime | None = None
+) -> dict[str, Any]:
+    """A budget in its current period: what ``scope`` spent (from the rollups) and what is left.
+    Requests still in flight, and usage rows not written yet, are not in it."""
+    period = period_of(budget.period, now or utcnow())
+    used = await spent(scope, period.start)
+    return {
+        "period": budget.period,
+        "period_start": period.start.isoformat() if period.start else None,
+        "period_end": period.end.isoformat() if period.end else None,
+        "spent_usd": round(used, 9),
+        "remaining_usd": round(max(0.0, budget.amount_usd - used), 9),
+    }
+
+
 class LedgerUnavailableError(Exception):
     """The shared store cannot be reached (connection refused, timed out)."""
 
@@ -140,6 +157,7 @@ class MemoryLedger:
         self._accounts: dict[tuple[str, str], _Account] = {}
         self._periods: dict[str, set[str]] = {}  # scope -> period ids with an account
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._current: dict[str, Period] = {}  # period kind -> the period now
 
     async def _account(self, scope: str, period: Period) -> _Account:
         key = (scope, period.id)
@@ -165,6 +183,9 @@ class MemoryLedger:
         ids.add(current)
 
     async def _accounts_for(self, checks: Sequence[BudgetCheck], periods: Sequence[Period]) -> list[_Account]:
+        known = [self._accounts.get((c.scope, p.id)) for c, p in zip(checks, periods, strict=True)]
+        if None not in known:  # the usual case: every counter is seeded (and nothing awaits)
+            return known  # type: ignore[return-value]
         while True:
             accounts = [await self._account(c.scope, p) for c, p in zip(checks, periods, strict=True)]
             # no await from here on: the caller's check-and-hold is atomic in the event loop
@@ -172,16 +193,25 @@ class MemoryLedger:
                    for c, p, a in zip(checks, periods, accounts, strict=True)):
                 return accounts
 
-    async def available(self, checks: Sequence[BudgetCheck]) -> float:
+    def _periods_now(self, checks: Sequence[BudgetCheck]) -> tuple[Period, ...]:
+        """The current period of each check (the last one per kind is reused while it lasts)."""
         now = self._clock()
-        periods = [period_of(c.period, now) for c in checks]
+        out = []
+        for c in checks:
+            period = self._current.get(c.period)
+            if period is None or (period.start is not None and not period.start <= now < period.end):  # type: ignore[operator]
+                period = self._current[c.period] = period_of(c.period, now)
+            out.append(period)
+        return tuple(out)
+
+    async def available(self, checks: Sequence[BudgetCheck]) -> float:
+        periods = self._periods_now(checks)
         accounts = await self._accounts_for(checks, periods)
         room = [max(0, to_micro(c.limit_usd) - a.spent - a.reserved) for c, a in zip(checks, accounts, strict=True)]
         return min(room) / MICRO if room else math.inf
 
     async def reserve(self, checks: Sequence[BudgetCheck], lease: str, amount_usd: float) -> Reservation:
-        now = self._clock()
-        periods = tuple(period_of(c.period, now) for c in checks)
+        periods = self._periods_now(checks)
         amount = to_micro(amount_usd)
         accounts = await self._accounts_for(checks, periods)
         for check, account in zip(checks, accounts, strict=True):

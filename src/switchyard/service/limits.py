@@ -89,7 +89,7 @@ def ratelimit_headers(
 
 
 # -- deciding, the same for every engine -------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per check per request, and frozen __init__ is slow
 class Verdict:
     """One check as it stands before the request: ``remaining`` and ``reset_s`` of the counter
     now, and ``retry_s``: 0 when the request fits, the wait when it does not, None: never fits."""
@@ -120,16 +120,23 @@ def unique(checks: Sequence[LimitCheck]) -> list[LimitCheck]:
 
 def decide(lease: str, checks: Sequence[LimitCheck], verdicts: Sequence[Verdict], tokens: int) -> Admission:
     """The admission when every verdict fits (the caller then counts it), else the 429."""
-    if all(v.fits for v in verdicts):
-        return Admission(lease, tuple(checks), requests=_tightest(verdicts, "requests", tokens),
-                         tokens=_tightest(verdicts, "tokens", tokens))
-    raise _refusal(verdicts, tokens)
+    for v in verdicts:
+        if v.retry_s != 0.0:
+            raise _refusal(verdicts, tokens)
+    return Admission(lease, tuple(checks), requests=_tightest(verdicts, "requests", tokens),
+                     tokens=_tightest(verdicts, "tokens", tokens))
 
 
 def _tightest(verdicts: Sequence[Verdict], kind: str, tokens: int | None) -> LimitState | None:
-    """The counter of ``kind`` with the least left (after this request when ``tokens`` is given)."""
-    states = [v.now() if tokens is None else v.after(tokens) for v in verdicts if v.check.kind == kind]
-    return min(states, key=lambda s: (s.remaining, -s.reset_s), default=None)
+    """The counter of ``kind`` with the least left (after this request when ``tokens`` is given);
+    of two with as much left, the one that resets later."""
+    best: LimitState | None = None
+    for v in verdicts:
+        if v.check.kind == kind:
+            state = v.now() if tokens is None else v.after(tokens)
+            if best is None or (state.remaining, -state.reset_s) < (best.remaining, -best.reset_s):
+                best = state
+    return best
 
 
 def _wait(v: Verdict) -> float:
