@@ -236,21 +236,29 @@ class MemoryLimiter:
         todo = unique(checks)
         admission = decide(lease, checks, [self._look(c, now, tokens) for c in todo], tokens)
         held = _Held(now + self._lease_ttl)
-        for i, c in enumerate(todo):
+        for i, c in enumerate(todo):  # (get, then create: setdefault would build a default every time)
             key = (c.scope, c.window)
             if c.kind == "requests":
-                self._requests.setdefault(key, deque()).append(now)
+                log_ = self._requests.get(key)
+                if log_ is None:
+                    log_ = self._requests[key] = deque()
+                log_.append(now)
             elif c.kind == "tokens":
                 entry = None
                 if tokens:
                     entry = _Entry(now, tokens)
-                    tlog = self._tokens.setdefault(key, _TokenLog())
+                    tlog = self._tokens.get(key)
+                    if tlog is None:
+                        tlog = self._tokens[key] = _TokenLog()
                     tlog.entries.append(entry)
                     tlog.used += tokens
                 held.tokens.append((key, entry))
             else:
                 member = f"{lease}:{i}"
-                self._parallel.setdefault(c.scope, {})[member] = now + self._lease_ttl
+                slots = self._parallel.get(c.scope)
+                if slots is None:
+                    slots = self._parallel[c.scope] = {}
+                slots[member] = now + self._lease_ttl
                 held.parallel.append((c.scope, member))
         if held.tokens or held.parallel:
             self._held[lease] = held
@@ -268,7 +276,8 @@ class MemoryLimiter:
                 tlog.used -= entry.tokens
                 entry.tokens = 0
             if tokens > 0:
-                tlog = tlog if tlog is not None else self._tokens.setdefault(key, _TokenLog())
+                if tlog is None:
+                    tlog = self._tokens[key] = _TokenLog()
                 tlog.entries.append(_Entry(now, tokens))
                 tlog.used += tokens
         for scope, member in held.parallel:

@@ -1,0 +1,63 @@
+"""What limits and budgets cost per request, in process, with no HTTP around them.
+
+Runs ``Governance.admit`` then ``Governance.finish`` in a loop on the in-process engines, with
+the checks ``bench/run.py --governance`` puts on every request: the key's rpm, tpm and
+max-parallel limits and its total budget, and the model's rpm and tpm limits. Prints the best
+microseconds per request of several rounds (the best, because this shared machine only ever
+adds time). Inside the server the same code costs more (its caches are cold between requests);
+use this to compare two versions of the engines, run one after the other:
+
+  .venv/bin/python bench/governance_cost.py
+  PYTHONPATH=/path/to/other/checkout/src .venv/bin/python bench/governance_cost.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from datetime import datetime
+
+from switchyard.core.chat import ChatRequest, GenerationKind
+from switchyard.core.keys import Principal
+from switchyard.core.limits import Budget, RateLimits
+from switchyard.core.usage import Usage
+from switchyard.service.governance import build_governance
+
+
+async def _nothing_spent(scope: str, since: datetime | None) -> float:
+    return 0.0
+
+
+async def measure(requests: int, rounds: int) -> float:
+    gov = build_governance(None, False, _nothing_spent)
+    key = Principal(key_id="key_bench", name="bench", is_admin=False,
+                    limits=RateLimits(rpm=10**9, tpm=10**12, max_parallel=100_000),
+                    budget=Budget(10**9, "total"))
+    model = RateLimits(rpm=10**9, tpm=10**12)
+    body = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+    chat = ChatRequest(kind=GenerationKind.CHAT, model="bench-model", body=body, stream=False,
+                       include_usage=False, max_tokens=16, keep_alive=None)
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(requests):
+            ticket, _sent = await gov.admit(key, "bench-model", chat, body, lambda: 4, lambda: (0.15e-6, 0.6e-6), model)
+            assert ticket is not None
+            await gov.finish(ticket, Usage(4, 16), 0.15e-6 * 4 + 0.6e-6 * 16)
+        best = min(best, (time.perf_counter() - started) / requests * 1e6)
+    await gov.aclose()
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=20_000, help="requests per round")
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    print(f"admit + finish: {asyncio.run(measure(args.requests, args.rounds)):.1f} µs per request "
+          f"(best of {args.rounds} rounds of {args.requests})")
+
+
+if __name__ == "__main__":
+    main()
