@@ -196,6 +196,8 @@ class MemoryLedger:
     def _periods_now(self, checks: Sequence[BudgetCheck]) -> tuple[Period, ...]:
         """The current period of each check (the last one per kind is reused while it lasts)."""
         now = self._clock()
+        if now.tzinfo is None:  # (an injected clock may give naive UTC, as period_of accepts)
+            now = now.replace(tzinfo=UTC)
         out = []
         for c in checks:
             period = self._current.get(c.period)
