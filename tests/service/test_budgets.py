@@ -221,6 +221,24 @@ def test_periods_roll_over_and_a_late_settle_counts_where_it_was_reserved(engine
     }
 
 
+def test_one_scope_under_a_daily_and_a_monthly_budget_at_once(engine: Engine) -> None:
+    """Two periods of one scope in one request: each counter stays (neither drops the other) and
+    both bind. In memory this once looped for ever: seeding one counter pruned the other."""
+    now = [datetime(2026, 11, 30, 23, 59, tzinfo=UTC)]
+    daily, monthly = BudgetCheck("key:both", 1.0, "daily"), BudgetCheck("key:both", 3.0, "monthly")
+
+    async def main() -> None:
+        async with engine.open(spent_source=source({}), clock=lambda: now[0]) as ledger:
+            held = await asyncio.wait_for(ledger.reserve([daily, monthly], "a", 0.75), 5)
+            await ledger.settle(held, 0.75)
+            assert await asyncio.wait_for(ledger.available([daily, monthly]), 5) == 0.25  # the daily binds
+            assert await attempt(ledger, [daily, monthly], 0.5) is None
+            now[0] = datetime(2026, 12, 1, 0, 0, 5, tzinfo=UTC)  # both roll over
+            assert await asyncio.wait_for(ledger.available([daily, monthly]), 5) == 1.0
+
+    asyncio.run(main())
+
+
 # -- seeding from the database -----------------------------------------------------------------
 
 

@@ -175,9 +175,12 @@ class MemoryLedger:
         return account
 
     def _prune(self, scope: str, current: str) -> None:
-        """Forget the scope's counters of other periods that hold nothing (the database has them)."""
+        """Forget the scope's counters of earlier periods of the same kind that hold nothing (the
+        database has them). Other kinds stay: a scope used under a daily and a monthly budget
+        at once must not have each drop the other's counter (the lookup would never settle)."""
         ids = self._periods.setdefault(scope, set())
-        for old in [p for p in ids if p != current and not self._accounts[(scope, p)].holds]:
+        kind = len(current)  # "2026-11-23", "2026-11" and "total" differ in length
+        for old in [p for p in ids if p != current and len(p) == kind and not self._accounts[(scope, p)].holds]:
             ids.discard(old)
             del self._accounts[(scope, old)]
         ids.add(current)
