@@ -23,12 +23,13 @@ from switchyard.cli.teams import (
     merge_budget,
     merge_limits,
     parse_model_limit,
+    run,
+    spend_of,
 )
 from switchyard.core.keys import ApiKey, NewKey
 from switchyard.core.limits import RateLimits
 from switchyard.errors import GatewayError
 from switchyard.runtime import Runtime
-from switchyard.service.budgets import budget_status
 from switchyard.store.teams import limits_to_json, model_limits_to_json
 
 __all__ = ["keys"]
@@ -219,13 +220,9 @@ def show(key_id: str, config_file: Path | None, data_dir: Path | None, database_
 
     async def body(rt: Runtime) -> tuple[ApiKey, dict[str, Any] | None]:
         key = await rt.keys.get(key_id)
-        status = None if key.budget is None else await budget_status(rt.spent, f"key:{key.id}", key.budget)
-        return key, status
+        return key, await spend_of(rt, f"key:{key.id}", key.budget)
 
-    try:
-        key, status = run_with_runtime(settings, body)
-    except GatewayError as exc:
-        raise click.ClickException(exc.message) from None
+    key, status = run(settings, body)
     models = ",".join(key.allowed_models) if key.allowed_models is not None else "*"
     click.echo(f"id:     {key.id}\nname:   {key.name}\nprefix: {key.prefix}…\n"
                f"state:  {'active' if key.active and key.revoked_at is None else 'revoked'}\n"

@@ -33,6 +33,7 @@ __all__ = [
     "merge_limits",
     "parse_model_limit",
     "run",
+    "spend_of",
     "teams",
 ]
 
@@ -130,6 +131,11 @@ def describe_budget_status(status: dict[str, Any]) -> str:
             + f"${left:.6f}".rstrip("0").rstrip(".") + " left")
 
 
+async def spend_of(rt: Runtime, scope: str, budget: Budget | None) -> dict[str, Any] | None:
+    """Where ``scope``'s budget stands this period (``budget_status``); None without a budget."""
+    return None if budget is None else await budget_status(rt.spent, scope, budget)
+
+
 def _show(team: Team, status: dict[str, Any] | None = None) -> None:
     click.echo(f"id:      {team.id}\nname:    {team.name}\nlimits:  {describe_limits(team.limits)}\n"
                f"budget:  {describe_budget(team.budget)}")
@@ -190,8 +196,7 @@ def show(team: str, config_file: Path | None, data_dir: Path | None, database_ur
 
     async def body(rt: Runtime) -> tuple[Team, dict[str, Any] | None]:
         found = await rt.teams.get(team)
-        status = None if found.budget is None else await budget_status(rt.spent, f"team:{found.id}", found.budget)
-        return found, status
+        return found, await spend_of(rt, f"team:{found.id}", found.budget)
 
     _show(*run(settings, body))
 

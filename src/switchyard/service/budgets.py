@@ -29,7 +29,8 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from switchyard.core.limits import Budget, BudgetCheck, BudgetLedger, Reservation
@@ -73,17 +74,23 @@ class Period:
     id: str  # "2026-11-23", "2026-11" or "total"
     start: datetime | None  # None for total
     end: datetime | None
+    kind: str = "total"  # daily, monthly or total
 
 
 def period_of(kind: str, now: datetime) -> Period:
     now = now.astimezone(UTC) if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    return _period_on(kind, now.date())
+
+
+@lru_cache(maxsize=64)  # every request asks for the same few: build each once
+def _period_on(kind: str, day: date) -> Period:
     if kind == "daily":
-        start = datetime(now.year, now.month, now.day, tzinfo=UTC)
-        return Period(start.strftime("%Y-%m-%d"), start, start + timedelta(days=1))
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return Period(start.strftime("%Y-%m-%d"), start, start + timedelta(days=1), kind)
     if kind == "monthly":
-        start = datetime(now.year, now.month, 1, tzinfo=UTC)
-        end = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
-        return Period(start.strftime("%Y-%m"), start, end)
+        start = datetime(day.year, day.month, 1, tzinfo=UTC)
+        end = datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC)
+        return Period(start.strftime("%Y-%m"), start, end, kind)
     return Period("total", None, None)
 
 
@@ -155,9 +162,8 @@ class MemoryLedger:
         self._source = spent_source
         self._clock = clock
         self._accounts: dict[tuple[str, str], _Account] = {}
-        self._periods: dict[str, set[str]] = {}  # scope -> period ids with an account
+        self._periods: dict[str, dict[str, str]] = {}  # scope -> period id -> kind, of its accounts
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._current: dict[str, Period] = {}  # period kind -> the period now
 
     async def _account(self, scope: str, period: Period) -> _Account:
         key = (scope, period.id)
@@ -170,20 +176,20 @@ class MemoryLedger:
             if account is None:
                 seed = await self._source(scope, period.start) if self._source is not None else 0.0
                 account = self._accounts[key] = _Account(to_micro(seed))
-                self._prune(scope, period.id)
+                self._prune(scope, period)
         self._locks.pop(key, None)
         return account
 
-    def _prune(self, scope: str, current: str) -> None:
+    def _prune(self, scope: str, current: Period) -> None:
         """Forget the scope's counters of earlier periods of the same kind that hold nothing (the
         database has them). Other kinds stay: a scope used under a daily and a monthly budget
         at once must not have each drop the other's counter (the lookup would never settle)."""
-        ids = self._periods.setdefault(scope, set())
-        kind = len(current)  # "2026-11-23", "2026-11" and "total" differ in length
-        for old in [p for p in ids if p != current and len(p) == kind and not self._accounts[(scope, p)].holds]:
-            ids.discard(old)
-            del self._accounts[(scope, old)]
-        ids.add(current)
+        periods = self._periods.setdefault(scope, {})
+        for old, kind in list(periods.items()):
+            if old != current.id and kind == current.kind and not self._accounts[(scope, old)].holds:
+                del periods[old]
+                del self._accounts[(scope, old)]
+        periods[current.id] = current.kind
 
     async def _accounts_for(self, checks: Sequence[BudgetCheck], periods: Sequence[Period]) -> list[_Account]:
         known = [self._accounts.get((c.scope, p.id)) for c, p in zip(checks, periods, strict=True)]
@@ -196,27 +202,16 @@ class MemoryLedger:
                    for c, p, a in zip(checks, periods, accounts, strict=True)):
                 return accounts
 
-    def _periods_now(self, checks: Sequence[BudgetCheck]) -> tuple[Period, ...]:
-        """The current period of each check (the last one per kind is reused while it lasts)."""
-        now = self._clock()
-        if now.tzinfo is None:  # (an injected clock may give naive UTC, as period_of accepts)
-            now = now.replace(tzinfo=UTC)
-        out = []
-        for c in checks:
-            period = self._current.get(c.period)
-            if period is None or (period.start is not None and not period.start <= now < period.end):  # type: ignore[operator]
-                period = self._current[c.period] = period_of(c.period, now)
-            out.append(period)
-        return tuple(out)
-
     async def available(self, checks: Sequence[BudgetCheck]) -> float:
-        periods = self._periods_now(checks)
+        now = self._clock()
+        periods = [period_of(c.period, now) for c in checks]
         accounts = await self._accounts_for(checks, periods)
         room = [max(0, to_micro(c.limit_usd) - a.spent - a.reserved) for c, a in zip(checks, accounts, strict=True)]
         return min(room) / MICRO if room else math.inf
 
     async def reserve(self, checks: Sequence[BudgetCheck], lease: str, amount_usd: float) -> Reservation:
-        periods = self._periods_now(checks)
+        now = self._clock()
+        periods = tuple(period_of(c.period, now) for c in checks)
         amount = to_micro(amount_usd)
         accounts = await self._accounts_for(checks, periods)
         for check, account in zip(checks, accounts, strict=True):
@@ -265,7 +260,7 @@ class MemoryLedger:
         for (scope, pid), account in list(self._accounts.items()):
             if not account.holds:
                 del self._accounts[(scope, pid)]
-                self._periods[scope].discard(pid)
+                self._periods[scope].pop(pid, None)
 
     async def aclose(self) -> None:
         return None

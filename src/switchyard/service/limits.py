@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -120,23 +120,16 @@ def unique(checks: Sequence[LimitCheck]) -> list[LimitCheck]:
 
 def decide(lease: str, checks: Sequence[LimitCheck], verdicts: Sequence[Verdict], tokens: int) -> Admission:
     """The admission when every verdict fits (the caller then counts it), else the 429."""
-    for v in verdicts:
-        if v.retry_s != 0.0:
-            raise _refusal(verdicts, tokens)
-    return Admission(lease, tuple(checks), requests=_tightest(verdicts, "requests", tokens),
-                     tokens=_tightest(verdicts, "tokens", tokens))
+    if all(v.fits for v in verdicts):
+        return Admission(lease, tuple(checks), requests=_tightest(verdicts, "requests", tokens),
+                         tokens=_tightest(verdicts, "tokens", tokens))
+    raise _refusal(verdicts, tokens)
 
 
 def _tightest(verdicts: Sequence[Verdict], kind: str, tokens: int | None) -> LimitState | None:
-    """The counter of ``kind`` with the least left (after this request when ``tokens`` is given);
-    of two with as much left, the one that resets later."""
-    best: LimitState | None = None
-    for v in verdicts:
-        if v.check.kind == kind:
-            state = v.now() if tokens is None else v.after(tokens)
-            if best is None or (state.remaining, -state.reset_s) < (best.remaining, -best.reset_s):
-                best = state
-    return best
+    """The counter of ``kind`` with the least left (after this request when ``tokens`` is given)."""
+    states = [v.now() if tokens is None else v.after(tokens) for v in verdicts if v.check.kind == kind]
+    return min(states, key=lambda s: (s.remaining, -s.reset_s), default=None)
 
 
 def _wait(v: Verdict) -> float:
@@ -222,9 +215,10 @@ class MemoryLimiter:
     def __init__(self, clock: Callable[[], float] = time.time, lease_ttl: float = 600.0) -> None:
         self._clock = clock
         self._lease_ttl = lease_ttl
-        self._requests: dict[tuple[str, float], deque[float]] = {}
-        self._tokens: dict[tuple[str, float], _TokenLog] = {}
-        self._parallel: dict[str, dict[str, float]] = {}  # scope -> member -> expiry
+        # (defaultdicts: a counter is made on first count, never for a look; the sweep drops empty ones)
+        self._requests: defaultdict[tuple[str, float], deque[float]] = defaultdict(deque)
+        self._tokens: defaultdict[tuple[str, float], _TokenLog] = defaultdict(_TokenLog)
+        self._parallel: defaultdict[str, dict[str, float]] = defaultdict(dict)  # scope -> member -> expiry
         self._held: dict[str, _Held] = {}
         self._swept = clock()
 
@@ -236,29 +230,21 @@ class MemoryLimiter:
         todo = unique(checks)
         admission = decide(lease, checks, [self._look(c, now, tokens) for c in todo], tokens)
         held = _Held(now + self._lease_ttl)
-        for i, c in enumerate(todo):  # (get, then create: setdefault would build a default every time)
+        for i, c in enumerate(todo):
             key = (c.scope, c.window)
             if c.kind == "requests":
-                log_ = self._requests.get(key)
-                if log_ is None:
-                    log_ = self._requests[key] = deque()
-                log_.append(now)
+                self._requests[key].append(now)
             elif c.kind == "tokens":
                 entry = None
                 if tokens:
                     entry = _Entry(now, tokens)
-                    tlog = self._tokens.get(key)
-                    if tlog is None:
-                        tlog = self._tokens[key] = _TokenLog()
+                    tlog = self._tokens[key]
                     tlog.entries.append(entry)
                     tlog.used += tokens
                 held.tokens.append((key, entry))
             else:
                 member = f"{lease}:{i}"
-                slots = self._parallel.get(c.scope)
-                if slots is None:
-                    slots = self._parallel[c.scope] = {}
-                slots[member] = now + self._lease_ttl
+                self._parallel[c.scope][member] = now + self._lease_ttl
                 held.parallel.append((c.scope, member))
         if held.tokens or held.parallel:
             self._held[lease] = held
@@ -276,8 +262,7 @@ class MemoryLimiter:
                 tlog.used -= entry.tokens
                 entry.tokens = 0
             if tokens > 0:
-                if tlog is None:
-                    tlog = self._tokens[key] = _TokenLog()
+                tlog = self._tokens[key]
                 tlog.entries.append(_Entry(now, tokens))
                 tlog.used += tokens
         for scope, member in held.parallel:
