@@ -160,11 +160,24 @@ def _local_provider(settings: Settings, routing: RoutingTable) -> LocalProvider 
     return LocalProvider(build_manager(settings, routing.local))
 
 
+_YOUNG_GC_THRESHOLD = 10_000
+
+
 def _settle_memory() -> None:
     """After start-up: collect its garbage, and keep what it built (it lives as long as the
-    process) out of every later GC pass."""
+    process) out of every later GC pass.
+
+    The young generation is then collected every 10,000 net container allocations instead of
+    700. A request frees nearly everything it makes by reference counting, but with requests
+    in flight the net count crosses 700 every few requests: with 8 in flight, a governed request
+    paid about 36 µs of collections at the default and about 4 µs at 10,000 (measured with gc.callbacks on
+    ``thread_time``; see docs/governance.md). Garbage cycles wait a little longer, which is
+    a few MB at most.
+    """
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(_YOUNG_GC_THRESHOLD, older, oldest)
 
 
 def _internal_routes(settings: Settings) -> list[Route]:

@@ -281,3 +281,58 @@ def test_idle_scopes_are_dropped() -> None:
     admit(lim, RateLimits(rpm=5).checks("key:new"), "n")
     assert len(lim._requests) == 1
     assert lim._tokens == {} and lim._parallel == {} and lim._held == {}
+
+
+def test_the_token_window_matches_a_plain_log_over_random_traffic() -> None:
+    """Admits, refusals, remaining tokens and waits agree with a naive (time, tokens) list, over
+    random prompts, settles and clock steps: holds given back while in the window, after it,
+    and after the sweep dropped their window's counter."""
+    import math
+    import random
+
+    limit, window = 1000, 60.0
+    rng = random.Random(20261123)
+    clock = Clock(0.0)
+    lim = MemoryLimiter(clock)
+    checks = RateLimits(tpm=limit).checks("key:k")
+    log: list[list[float]] = []  # [at, tokens]: the reference
+    pending: dict[str, tuple[Admission, list[float] | None]] = {}
+    admitted = refused = 0
+    for step in range(3000):
+        clock.t += rng.choice((0.0, 0.5, 3.0, 17.0, 70.0 if step % 500 == 0 else 1.0))
+        live = [e for e in log if e[0] > clock.t - window]
+        used = int(sum(e[1] for e in live))
+        if pending and rng.random() < 0.45:  # settle one request in flight, in any order
+            lease = rng.choice(list(pending))
+            admission, hold = pending.pop(lease)
+            total = rng.choice((0, 0, rng.randrange(1, 500)))
+            if hold is not None:
+                hold[1] = 0
+            if total:
+                log.append([clock.t, total])
+            settle(lim, admission, total)
+            continue
+        tokens = rng.choice((0, rng.randrange(1, 400)))
+        lease = f"l{step}"
+        if used + tokens <= limit:
+            admission = admit(lim, checks, lease, tokens)
+            assert admission.tokens is not None
+            assert admission.tokens.remaining == max(0, limit - used - tokens)
+            hold = [clock.t, tokens] if tokens else None
+            if hold is not None:
+                log.append(hold)
+            pending[lease] = (admission, hold)
+            admitted += 1
+        else:
+            err = refuse(lim, checks, lease, tokens)
+            left, wait = used, None
+            for at, n in sorted(live):
+                left -= int(n)
+                if left + tokens <= limit:
+                    wait = at + window - clock.t
+                    break
+            assert wait is not None
+            assert err.retry_after == max(1, math.ceil(round(wait, 6)))
+            assert err.headers["x-ratelimit-remaining-tokens"] == str(max(0, limit - used))
+            refused += 1
+    assert admitted > 500 and refused > 200  # both paths were exercised

@@ -188,16 +188,48 @@ def unavailable(retry_after: float = 1.0) -> ServiceUnavailableError:
 
 
 # -- in process memory ------------------------------------------------------------------------
-@dataclass(slots=True)
-class _Entry:
-    at: float
-    tokens: int  # 0 once it left the window or its hold was settled
-
-
-@dataclass(slots=True)
 class _TokenLog:
-    entries: deque[_Entry] = field(default_factory=deque)
-    used: int = 0
+    """A rolling log of (time, tokens), oldest first, as two deques of plain numbers.
+
+    A window at full use holds an entry per request for a whole window (a hold, then its settled
+    total): kept as floats and ints, no entry is an object the garbage collector has to walk,
+    so a busy limit does not make every full collection slower. An entry is addressed by its
+    sequence number (``first`` is the number of the oldest one still in the window).
+    """
+
+    __slots__ = ("amounts", "first", "times", "used")
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+        self.amounts: deque[int] = deque()  # 0 once a hold was given back
+        self.first = 0
+        self.used = 0
+
+    def add(self, at: float, tokens: int) -> int:
+        """Count ``tokens`` at ``at``; returns the entry's sequence number."""
+        self.times.append(at)
+        self.amounts.append(tokens)
+        self.used += tokens
+        return self.first + len(self.times) - 1
+
+    def give_back(self, seq: int) -> None:
+        """Uncount entry ``seq`` (a settled hold), unless it has left the window already."""
+        i = seq - self.first
+        if i >= 0:
+            self.used -= self.amounts[i]
+            self.amounts[i] = 0
+
+    def trim(self, edge: float) -> None:
+        """Drop the entries at or before ``edge``."""
+        times, amounts = self.times, self.amounts
+        while times and times[0] <= edge:
+            times.popleft()
+            self.used -= amounts.popleft()
+            self.first += 1
+
+    def newest(self) -> float | None:
+        """The time of the newest entry that still counts tokens."""
+        return next((at for at, n in zip(reversed(self.times), reversed(self.amounts), strict=True) if n), None)
 
 
 @dataclass(slots=True)
@@ -205,7 +237,8 @@ class _Held:
     """What an admitted request holds until settled: token holds and parallel slots."""
 
     expires: float
-    tokens: list[tuple[tuple[str, float], _Entry | None]] = field(default_factory=list)
+    # (counter key, its log, the hold's sequence number or None when it held no tokens)
+    tokens: list[tuple[tuple[str, float], _TokenLog, int | None]] = field(default_factory=list)
     parallel: list[tuple[str, str]] = field(default_factory=list)  # (scope, member)
 
 
@@ -235,13 +268,8 @@ class MemoryLimiter:
             if c.kind == "requests":
                 self._requests[key].append(now)
             elif c.kind == "tokens":
-                entry = None
-                if tokens:
-                    entry = _Entry(now, tokens)
-                    tlog = self._tokens[key]
-                    tlog.entries.append(entry)
-                    tlog.used += tokens
-                held.tokens.append((key, entry))
+                tlog = self._tokens[key]
+                held.tokens.append((key, tlog, tlog.add(now, tokens) if tokens else None))
             else:
                 member = f"{lease}:{i}"
                 self._parallel[c.scope][member] = now + self._lease_ttl
@@ -256,15 +284,11 @@ class MemoryLimiter:
         if held is None:
             return
         now = self._clock()
-        for key, entry in held.tokens:
-            tlog = self._tokens.get(key)
-            if entry is not None and entry.tokens and tlog is not None:
-                tlog.used -= entry.tokens
-                entry.tokens = 0
+        for key, tlog, seq in held.tokens:
+            if seq is not None:
+                tlog.give_back(seq)  # (a log dropped by the sweep meanwhile is empty: nothing to give back)
             if tokens > 0:
-                tlog = self._tokens[key]
-                tlog.entries.append(_Entry(now, tokens))
-                tlog.used += tokens
+                self._tokens[key].add(now, tokens)
         for scope, member in held.parallel:
             slots = self._parallel.get(scope)
             if slots is not None:
@@ -295,19 +319,19 @@ class MemoryLimiter:
         if c.kind == "tokens":
             tlog = self._tokens.get((c.scope, c.window))
             if tlog is not None:
-                self._trim_tokens(tlog, now - c.window)
+                tlog.trim(now - c.window)
             used = tlog.used if tlog is not None else 0
-            newest = next((e.at for e in reversed(tlog.entries) if e.tokens), None) if tlog else None
+            newest = tlog.newest() if tlog is not None else None
             reset = newest + c.window - now if newest is not None else 0.0
             if tokens > c.limit:
                 return Verdict(c, c.limit - used, reset, None)
             if used + tokens > c.limit:
                 assert tlog is not None
                 left = used
-                for e in tlog.entries:
-                    left -= e.tokens
+                for at, n in zip(tlog.times, tlog.amounts, strict=True):
+                    left -= n
                     if left + tokens <= c.limit:
-                        return Verdict(c, c.limit - used, reset, e.at + c.window - now)
+                        return Verdict(c, c.limit - used, reset, at + c.window - now)
                 return Verdict(c, c.limit - used, reset, c.window)  # not reached: the log sums to used
             return Verdict(c, c.limit - used, reset)
         slots = self._parallel.get(c.scope)
@@ -324,14 +348,6 @@ class MemoryLimiter:
         while log_ and log_[0] <= edge:
             log_.popleft()
 
-    @staticmethod
-    def _trim_tokens(tlog: _TokenLog, edge: float) -> None:
-        entries = tlog.entries
-        while entries and entries[0].at <= edge:
-            gone = entries.popleft()
-            tlog.used -= gone.tokens
-            gone.tokens = 0
-
     def _sweep(self, now: float) -> None:
         """Drop what left every window, and scopes left empty: memory stays bounded."""
         self._swept = now
@@ -340,8 +356,8 @@ class MemoryLimiter:
             if not log_:
                 del self._requests[key]
         for key, tlog in list(self._tokens.items()):
-            self._trim_tokens(tlog, now - key[1])
-            if not tlog.entries:
+            tlog.trim(now - key[1])
+            if not tlog.times:
                 del self._tokens[key]
         for scope, slots in list(self._parallel.items()):
             for member in [m for m, expiry in slots.items() if expiry <= now]:
