@@ -4,7 +4,9 @@ Runs ``Governance.admit`` then ``Governance.finish`` in a loop on the in-process
 the checks ``bench/run.py --governance`` puts on every request: the key's rpm, tpm and
 max-parallel limits and its total budget, and the model's rpm and tpm limits. Prints the best
 microseconds per request of several rounds (the best, because this shared machine only ever
-adds time). Inside the server the same code costs more (its caches are cold between requests);
+adds time), and how many objects the garbage collector tracks that the engines still hold per
+request afterwards (window entries kept until they age out: every full collection walks them).
+Inside the server the same code costs more (its caches are cold between requests);
 use this to compare two versions of the engines, run one after the other:
 
   .venv/bin/python bench/governance_cost.py
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 from datetime import datetime
 
@@ -29,7 +32,7 @@ async def _nothing_spent(scope: str, since: datetime | None) -> float:
     return 0.0
 
 
-async def measure(requests: int, rounds: int) -> float:
+async def measure(requests: int, rounds: int) -> tuple[float, float]:
     gov = build_governance(None, False, _nothing_spent)
     key = Principal(key_id="key_bench", name="bench", is_admin=False,
                     limits=RateLimits(rpm=10**9, tpm=10**12, max_parallel=100_000),
@@ -39,6 +42,8 @@ async def measure(requests: int, rounds: int) -> float:
     chat = ChatRequest(kind=GenerationKind.CHAT, model="bench-model", body=body, stream=False,
                        include_usage=False, max_tokens=16, keep_alive=None)
     best = float("inf")
+    gc.collect()
+    tracked = len(gc.get_objects())
     for _ in range(rounds):
         started = time.perf_counter()
         for _ in range(requests):
@@ -46,8 +51,10 @@ async def measure(requests: int, rounds: int) -> float:
             assert ticket is not None
             await gov.finish(ticket, Usage(4, 16), 0.15e-6 * 4 + 0.6e-6 * 16)
         best = min(best, (time.perf_counter() - started) / requests * 1e6)
+    gc.collect()
+    left = (len(gc.get_objects()) - tracked) / (requests * rounds)
     await gov.aclose()
-    return best
+    return best, left
 
 
 def main() -> None:
@@ -55,8 +62,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20_000, help="requests per round")
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
-    print(f"admit + finish: {asyncio.run(measure(args.requests, args.rounds)):.1f} µs per request "
-          f"(best of {args.rounds} rounds of {args.requests})")
+    best, left = asyncio.run(measure(args.requests, args.rounds))
+    print(f"admit + finish: {best:.1f} µs per request (best of {args.rounds} rounds of {args.requests})")
+    # what the windows keep until they age out: objects every full garbage collection walks
+    print(f"objects the garbage collector tracks, still held per request: {left:.2f}")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ class WorkloadResult:
     label: str
     load: dict[str, Any]
     cpu_s: float | None = None
+    steal_pct: float | None = None  # of the host's CPU time over the window, taken by its hypervisor
 
     @property
     def chunks(self) -> int:
@@ -154,6 +155,32 @@ def _proc_stat(pid: int) -> tuple[int, float] | None:
     ppid = int(rest[1])
     utime, stime, cutime, cstime = (int(x) for x in rest[11:15])
     return ppid, (utime + stime + cutime + cstime) / CLK_TCK
+
+
+def host_cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) CPU ticks of the whole machine, from the ``cpu`` line of /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return fields[7], sum(fields)
+
+
+def machine_speed_ms(rounds: int = 5) -> float:
+    """Milliseconds for a fixed pure-Python workload (dicts, strings, ints), the best of ``rounds``.
+
+    The machine is a shared VM whose speed drifts by 2x over hours with no steal time to show for
+    it; this figure, taken at the start and end of a run, says how fast it was, so that runs taken
+    at different times can be compared (lower is faster)."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        d: dict[str, int] = {}
+        for i in range(200_000):
+            k = f"k{i % 1000}"
+            d[k] = d.get(k, 0) + i
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
 
 
 def tree_pids(root: int) -> list[int]:
@@ -380,8 +407,10 @@ def run_workloads(url: str, api_key: str | None, pid: int | None, s: Settings, r
             warmup=s.warmup,
         )
         cpu0: list[float] = []
+        host0: list[tuple[int, int] | None] = []
 
-        def on_start(cpu0: list[float] = cpu0) -> None:
+        def on_start(cpu0: list[float] = cpu0, host0: list[tuple[int, int] | None] = host0) -> None:
+            host0.append(host_cpu_ticks())
             if pid is not None:
                 cpu0.append(tree_cpu_s(pid))
 
@@ -390,12 +419,17 @@ def run_workloads(url: str, api_key: str | None, pid: int | None, s: Settings, r
         if pid is not None and cpu0:
             time.sleep(0.25)  # let deferred work for the last requests (usage writes) land in the window
             cpu = tree_cpu_s(pid) - cpu0[0]
-        wr = WorkloadResult(w.name, w.label, load, cpu)
+        host1 = host_cpu_ticks()
+        steal = None
+        if host0 and host0[0] is not None and host1 is not None and host1[1] > host0[0][1]:
+            steal = (host1[0] - host0[0][0]) / (host1[1] - host0[0][1]) * 100
+        wr = WorkloadResult(w.name, w.label, load, cpu, steal)
         res.workloads[w.name] = wr
         extra = (
             f", TTFC p50 {load['ttfc_ms']['p50']:.2f} ms, {load['chunks_per_response']} chunks/resp" if w.stream else ""
         )
         cpu_txt = f", CPU {cpu:.2f} s" if cpu is not None else ""
+        cpu_txt += f", steal {steal:.1f}%" if steal is not None else ""
         print(
             f"  {w.name:<14} {load['rps']:>10.1f} rps  p50 {load['latency_ms']['p50']:.3f} ms"
             f"  p99 {load['latency_ms']['p99']:.3f} ms  errors {load['errors']}{extra}{cpu_txt}",
@@ -803,6 +837,7 @@ def write_report(
         f"- Date: {meta['date']}",
         f"- Command: `{meta['command']}`",
         f"- Machine: `nproc` = {meta['nproc']}, {meta['cpu']}, Linux {meta['kernel']}",
+        f"- Machine speed (`machine_speed_ms`, a fixed pure-Python loop; lower is faster): {meta.get('speed', '—')}",
         f"- Python: {meta['python']}",
         f"- Switchyard: {meta['switchyard']}",
         f"- LiteLLM: {meta['litellm']}",
@@ -834,8 +869,8 @@ def write_report(
     L += ["", "## Workloads", ""]
     L += [
         "| Target | Workload | req/s | p50 ms | p90 ms | p99 ms | TTFC p50 ms | chunks/resp | errors "
-        "| process CPU s | CPU ms / req | CPU ms / chunk |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| process CPU s | CPU ms / req | CPU ms / chunk | host steal % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in order:
         r = results[n]
@@ -848,7 +883,7 @@ def write_report(
                 f"| {n} | {w.label} | {ld['rps']:,.1f} | {ld['latency_ms']['p50']:.3f} | "
                 f"{ld['latency_ms']['p90']:.3f} | {ld['latency_ms']['p99']:.3f} | {_f(ttfc, '{:.3f}')} | "
                 f"{_f(ld.get('chunks_per_response'), '{:g}')} | {ld['errors']} | {_f(w.cpu_s, '{:.2f}')} | "
-                f"{_f(per_req, '{:.3f}')} | {_f(per_chunk, '{:.4f}')} |"
+                f"{_f(per_req, '{:.3f}')} | {_f(per_chunk, '{:.4f}')} | {_f(w.steal_pct, '{:.1f}')} |"
             )
     failed = [results[n] for n in order if not results[n].ok and results[n].log_tail]
     if failed:
@@ -877,6 +912,9 @@ def write_report(
         "  plus cutime+cstime of reaped children), sampled when the window opens and 0.25 s after the drain.",
         "  CPU per chunk = CPU over all three stream workloads / SSE `data:` events the client received over",
         "  the same span (`[DONE]` excluded, the usage chunk included); CPU per request likewise.",
+        "- Host steal %: the share of the machine's CPU time its hypervisor gave to other guests during the",
+        "  window (`steal` of the `cpu` line in /proc/stat). This machine is a shared VM: a run with steal",
+        "  well above 0 was measured on a contended host, and its latencies are slower for every target.",
         "- Idle RSS: sum of RSS over the process tree, read after start + one non-stream request + settle.",
         "- Cold start: from `Popen` of the gateway command to the first 200 on its health path (polled every 10 ms).",
         "- The machine has 2 cores shared by the load generator, the fake upstream and the gateway, so",
@@ -943,6 +981,7 @@ def main(argv: list[str] | None = None) -> int:
         "/health",
         OUT_DIR / "logs" / "fake_upstream.log",
     )
+    speed = [machine_speed_ms()]
     try:
         print(f"fake upstream on :{up_port}", flush=True)
         up_start = upstream.start(30.0)
@@ -969,6 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         upstream.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    speed.append(machine_speed_ms())
 
     meta = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
@@ -976,6 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
         "nproc": str(os.cpu_count()),
         "cpu": cpu_model(),
         "kernel": platform.release(),
+        "speed": f"{speed[0]:.1f} ms at the start, {speed[1]:.1f} ms at the end",
         "python": f"{platform.python_version()} ({sys.executable})",
         "switchyard": switchyard_version() + (
             " — with rate limits and a budget on every request (`--governance`)" if args.governance else ""),
