@@ -237,8 +237,8 @@ class _Held:
     """What an admitted request holds until settled: token holds and parallel slots."""
 
     expires: float
-    # (counter key, its log, the hold's sequence number or None when it held no tokens)
-    tokens: list[tuple[tuple[str, float], _TokenLog, int | None]] = field(default_factory=list)
+    # (counter key, the hold: its log and sequence number, or None when it held no tokens)
+    tokens: list[tuple[tuple[str, float], tuple[_TokenLog, int] | None]] = field(default_factory=list)
     parallel: list[tuple[str, str]] = field(default_factory=list)  # (scope, member)
 
 
@@ -268,8 +268,11 @@ class MemoryLimiter:
             if c.kind == "requests":
                 self._requests[key].append(now)
             elif c.kind == "tokens":
-                tlog = self._tokens[key]
-                held.tokens.append((key, tlog, tlog.add(now, tokens) if tokens else None))
+                hold = None
+                if tokens:  # (a counter is made on first count, never for a look)
+                    tlog = self._tokens[key]
+                    hold = (tlog, tlog.add(now, tokens))
+                held.tokens.append((key, hold))
             else:
                 member = f"{lease}:{i}"
                 self._parallel[c.scope][member] = now + self._lease_ttl
@@ -284,8 +287,9 @@ class MemoryLimiter:
         if held is None:
             return
         now = self._clock()
-        for key, tlog, seq in held.tokens:
-            if seq is not None:
+        for key, hold in held.tokens:
+            if hold is not None:
+                tlog, seq = hold
                 tlog.give_back(seq)  # (a log dropped by the sweep meanwhile is empty: nothing to give back)
             if tokens > 0:
                 self._tokens[key].add(now, tokens)
