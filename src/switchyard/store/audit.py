@@ -9,8 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from switchyard.store.engine import AsyncEngine
 from switchyard.store.tables import audit_log
 
 __all__ = ["AuditEntry", "SqlAuditStore"]

@@ -13,9 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.core.credentials import Credential, DuplicateCredentialError, Sealed, SealedCredential
+from switchyard.store.engine import AsyncEngine
 from switchyard.store.tables import UtcDateTime, credentials
 
 __all__ = ["SqlCredentialStore"]

@@ -8,7 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from switchyard.store.engine import AsyncEngine, create_async_engine
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_S", "Database", "sqlite_path"]
 

@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.core.keys import ApiKey
+from switchyard.store.engine import AsyncEngine
 from switchyard.store.tables import UtcDateTime, api_keys
 from switchyard.store.teams import (
     budget_from_columns,
@@ -76,7 +76,7 @@ def _owner_columns(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def _from_row(row: Mapping[str, Any]) -> ApiKey:
+def _from_row(row: Mapping[Any, Any]) -> ApiKey:
     allowed = row["allowed_models"]
     return ApiKey(
         id=row["id"],

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.store.database import Database
+from switchyard.store.engine import AsyncEngine
 from switchyard.store.tables import metadata
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from switchyard.store.engine import AsyncConnection, AsyncEngine
 from switchyard.store.tables import model_configs
 
 __all__ = ["DuplicateAliasError", "SqlModelStore", "StoredModel"]

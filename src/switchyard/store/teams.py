@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.core.keys import Team
 from switchyard.core.limits import Budget, BudgetPeriod, RateLimits
+from switchyard.store.engine import AsyncEngine
 from switchyard.store.tables import api_keys, teams
 
 __all__ = [
@@ -89,7 +89,7 @@ def _to_row(team: Team) -> dict[str, Any]:
     }
 
 
-def _from_row(row: Mapping[str, Any]) -> Team:
+def _from_row(row: Mapping[Any, Any]) -> Team:
     return Team(
         id=row["id"],
         name=row["name"],

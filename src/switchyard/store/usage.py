@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from switchyard.core.usage import UsageRecord
+from switchyard.store.engine import AsyncEngine
 from switchyard.store.tables import usage_records, usage_rollups
 
 __all__ = [
