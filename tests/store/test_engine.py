@@ -48,8 +48,9 @@ def test_begin_commits_on_success_and_rolls_back_on_error(url: str) -> None:
     asyncio.run(body())
 
 
-def test_a_cancelled_query_hands_its_connection_back(url: str, backend: str) -> None:
-    """A request cancelled mid-query (client gone, timeout) must not leak a pooled connection."""
+def test_a_cancelled_task_hands_its_connection_back(url: str, backend: str) -> None:
+    """A request cancelled while it holds a connection (client gone, timeout) must not leak it;
+    on PostgreSQL the cancellation lands mid-query."""
     sleep = "SELECT pg_sleep(5)" if backend == "postgresql" else None
 
     async def body() -> None:
@@ -73,14 +74,9 @@ def test_a_cancelled_query_hands_its_connection_back(url: str, backend: str) -> 
             with pytest.raises(asyncio.CancelledError):
                 await asyncio.wait_for(task, 3)
             assert pool.checkedout() == 0  # type: ignore[attr-defined]
-            assert await _count_ok(db)
+            await db.ping()  # the pool still serves
 
     asyncio.run(body())
-
-
-async def _count_ok(db: Database) -> bool:
-    async with db.engine.connect() as conn:
-        return bool(await conn.scalar(sa.text("SELECT 1")) == 1)
 
 
 def test_a_connection_used_outside_its_block_says_so(url: str) -> None:

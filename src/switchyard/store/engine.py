@@ -2,7 +2,7 @@
 
 Why not ``sqlalchemy.ext.asyncio``: that package's ``__init__`` imports ``AsyncSession`` and
 with it the whole ORM, which the gateway never uses. The ORM was the largest block of the
-server's idle memory (5.6 MB) and some 85 to 250 ms of its start. This module is the small part
+server's idle memory (about 6 MB) and about 0.1 s of its start. This module is the small part
 of ``AsyncEngine`` the stores use (connect, begin, execute, scalar, run_sync, dispose), built
 the same way: every call runs the synchronous Core method inside
 :func:`sqlalchemy.util.greenlet_spawn`, so the async driver underneath (aiosqlite, asyncpg)
