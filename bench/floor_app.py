@@ -1,7 +1,7 @@
 """The floor: the cheapest gateway that Switchyard's stack can make, for ``bench/run.py``.
 
 A bare ASGI app on the same server and client Switchyard runs on (uvicorn with httptools and
-uvloop, one aiohttp session with the settings of ``switchyard/providers/_http.py``). It checks
+uvloop, and the keep-alive pool of ``switchyard/providers/_http1.py``). It checks
 that a Bearer key is present, forwards the body to the upstream and relays the answer (a stream
 chunk by chunk), and does nothing else: no routing, validation, key lookup, limits, budgets,
 usage or logs. What it adds over direct is what any gateway on this stack pays before it does
@@ -16,10 +16,12 @@ Routes: ``GET /health`` (200, no key), ``POST /v1/chat/completions`` (401 withou
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
-import aiohttp
 import orjson
+
+from switchyard.providers._http1 import Origin
 
 Scope = dict[str, Any]
 
@@ -28,8 +30,8 @@ _JSON = [(b"content-type", b"application/json")]
 
 class Floor:
     def __init__(self) -> None:
-        self.session: aiohttp.ClientSession | None = None
-        self.url = os.environ.get("FLOOR_UPSTREAM", "http://127.0.0.1:9100").rstrip("/") + "/v1/chat/completions"
+        self.origin: Origin | None = None
+        self.base = os.environ.get("FLOOR_UPSTREAM", "http://127.0.0.1:9100").rstrip("/") + "/v1"
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -41,15 +43,11 @@ class Floor:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
-                    cookie_jar=aiohttp.DummyCookieJar(),
-                    skip_auto_headers=("User-Agent",),
-                )
+                self.origin = Origin(self.base, {})
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self.session is not None:
-                    await self.session.close()
+                if self.origin is not None:
+                    self.origin.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -67,15 +65,17 @@ class Floor:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        assert self.session is not None
+        assert self.origin is not None
         stream = bool(orjson.loads(body).get("stream"))
-        async with self.session.post(self.url, data=body, headers={"Content-Type": "application/json"}) as resp:
+        deadline = None if stream else time.monotonic() + 600
+        async with self.origin.request("POST", "/chat/completions", body, "application/json",
+                                       deadline=deadline, read_timeout=600 if stream else None) as resp:
             if not stream:
                 await _reply(send, resp.status, await resp.read())
                 return
             await send({"type": "http.response.start", "status": resp.status,
                         "headers": [(b"content-type", b"text/event-stream")]})
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 

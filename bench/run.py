@@ -636,7 +636,7 @@ def measure_litellm(upstream_port: int, s: Settings, workdir: Path, installer: L
 
 
 def measure_floor(upstream_port: int, s: Settings) -> TargetResult:
-    """The stack's floor (``bench/floor_app.py``): uvicorn + aiohttp forwarding, nothing else."""
+    """The stack's floor (``bench/floor_app.py``): uvicorn + the upstream pool forwarding, nothing else."""
     port = free_port()
     argv = [
         sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH_DIR), "floor_app:app", "--host", "127.0.0.1",
@@ -728,7 +728,7 @@ def summarize(results: dict[str, TargetResult]) -> list[dict[str, str]]:
     own = None if add_sy is None or add_fl is None else add_sy - add_fl
     rows.append(
         {
-            "figure": "Of which the stack's floor (bare uvicorn + aiohttp pass-through, `floor_app.py`)",
+            "figure": "Of which the stack's floor (bare uvicorn + upstream pool pass-through, `floor_app.py`)",
             "direct": f"floor {_f(add_fl, '{:+.3f}')}",
             "switchyard": _f(own, "{:+.3f}"),
             "litellm": "—",
@@ -906,8 +906,8 @@ def write_report(
         "  `LITELLM_LOG=ERROR`; its health path is `/health/liveliness` (its `/health` calls the models).",
         "- Added latency: gateway p50 - direct p50, both non-stream at c=1.",
         "- Floor: `bench/floor_app.py`, a bare ASGI app on Switchyard's own server and client (uvicorn with",
-        "  httptools and uvloop, one aiohttp session) that checks a Bearer key is present and forwards. Its",
-        "  added latency is what any gateway on this stack pays before doing any work.",
+        "  httptools and uvloop, the keep-alive pool of `providers/_http1.py`) that checks a Bearer key is",
+        "  present and forwards. Its added latency is what any gateway on this stack pays before doing any work.",
         "- CPU: user+sys of the gateway's process tree from `/proc/<pid>/stat` (utime+stime of each live process",
         "  plus cutime+cstime of reaped children), sampled when the window opens and 0.25 s after the drain.",
         "  CPU per chunk = CPU over all three stream workloads / SSE `data:` events the client received over",

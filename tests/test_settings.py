@@ -51,6 +51,10 @@ def test_nested_env_configures_providers(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ("providers:\n  p:\n    type: grpc\n    base_url: x\n", "line 3: providers.p.type"),
         ("models:\n  - alias: a\n   provider: x\n", "line 3: invalid YAML"),
         ("portt: 1\n", "line 1: portt: Extra inputs are not permitted"),
+        ("providers:\n  p:\n    type: ollama\n    base_url: localhost:11434\n", "line 4: providers.p.base_url"),
+        ("models:\n  - alias: a\n    provider: openai\n    base_url: ftp://x/v1\n", "line 4: models.0.base_url"),
+        ("models:\n  - alias: a\n    deployments:\n      - provider: openai\n        base_url: http:///v1\n",
+         "line 5: models.0.deployments.0.base_url"),
         ("models:\n  - alias: a\n    provider: openai\n    base_url: http://x/v1\n"
          "  - alias: a\n    provider: openai\n    base_url: http://x/v1\n", "line 5: models.1.alias: duplicate"),
     ],

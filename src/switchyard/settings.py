@@ -8,12 +8,14 @@ variables, a ``.env`` file, the YAML config file, then the defaults below. Neste
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ByteSize,
@@ -60,13 +62,26 @@ def _reveal(value: SecretStr | None, info: SerializationInfo) -> str | None:
     return value.get_secret_value() if ctx.get("reveal") else "**********"
 
 
+_UPSTREAM_URL = re.compile(r"^https?://[^/\s]+\S*$")  # http(s), a host, no spaces
+
+
+def _upstream_url(value: str) -> str:
+    if not _UPSTREAM_URL.match(value):
+        raise ValueError(
+            f"an upstream URL is http:// or https:// and a host, like http://127.0.0.1:11434; not {value!r}")
+    return value
+
+
+UpstreamURL = Annotated[str, AfterValidator(_upstream_url)]
+
+
 class ProviderConfig(BaseModel):
     """A named upstream server. Models refer to it by name."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: ProviderType = Field(description="Wire format the upstream speaks.")
-    base_url: str = Field(description="Upstream base URL (for openai, including /v1).")
+    base_url: UpstreamURL = Field(description="Upstream base URL (for openai, including /v1).")
     api_key: SecretStr | None = Field(
         default=None, description="Credential: a literal, or an env reference 'os.environ/NAME'."
     )
@@ -117,7 +132,7 @@ class DeploymentConfig(BaseModel):
 
     provider: str = Field(description="A name under 'providers', or a provider type with base_url set.")
     model: str | None = Field(default=None, description="Upstream model name; defaults to the alias.")
-    base_url: str | None = Field(default=None, description="Overrides the provider's base URL.")
+    base_url: UpstreamURL | None = Field(default=None, description="Overrides the provider's base URL.")
     api_key: SecretStr | None = Field(default=None, description="Overrides the provider's credential.")
     credential: str | None = Field(default=None, description="A vault credential name (instead of api_key).")
     weight: float = Field(default=1.0, gt=0, description="Share of traffic under 'weighted' routing.")
@@ -139,7 +154,7 @@ class ModelConfig(BaseModel):
         "Required unless 'deployments' is given.",
     )
     model: str | None = Field(default=None, description="Upstream model name; defaults to the alias.")
-    base_url: str | None = Field(default=None, description="Overrides the provider's base URL.")
+    base_url: UpstreamURL | None = Field(default=None, description="Overrides the provider's base URL.")
     api_key: SecretStr | None = Field(default=None, description="Overrides the provider's credential.")
     credential: str | None = Field(default=None, description="A vault credential name (instead of api_key).")
     deployments: list[DeploymentConfig] = Field(

@@ -342,7 +342,7 @@ def healthcheck_commands(compose_service: dict[str, Any]) -> list[list[str]]:
 @linux_only
 def test_the_server_runs_and_drains_under_the_units_sandbox(tmp_path: Path, compose_config: dict[str, Any]) -> None:
     """MemoryDenyWriteExecute=, SystemCallFilter=, RestrictAddressFamilies= break no part of
-    CPython, uvloop, httptools, aiohttp or the store; SIGTERM still drains and exits 0."""
+    CPython, uvloop, httptools or the store; SIGTERM still drains and exits 0."""
     tool = need("systemd-analyze", "apt-get install systemd")
     lib = ctypes.util.find_library("seccomp")
     if lib is None:

@@ -1,14 +1,13 @@
-"""The thin HTTP client shared by providers: one aiohttp session, exceptions mapped once."""
+"""The thin HTTP client shared by providers: one keep-alive pool per upstream, exceptions mapped once."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import orjson
-import yarl
 
 from switchyard.errors import (
     GatewayError,
@@ -16,10 +15,9 @@ from switchyard.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from switchyard.providers._http1 import ConnectionClosed, MalformedResponse, Origin, Response
 
-__all__ = ["ErrorMapper", "UpstreamClient", "redact"]
-
-_URL_CACHE = 256  # parsed URLs kept per client
+__all__ = ["ErrorMapper", "Response", "UpstreamClient", "redact"]
 
 ErrorMapper = Callable[[int, bytes, Mapping[str, str]], GatewayError]
 
@@ -32,43 +30,12 @@ def redact(message: str, secret: str | None) -> str:
 
 
 class UpstreamClient:
-    """One pooled aiohttp session per provider instance, created inside the running loop."""
+    """The requests of one provider instance to its upstream (``providers/_http1.py``)."""
 
     def __init__(self, base_url: str, headers: Mapping[str, str], timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
-        self._headers = dict(headers)
+        self._origin = Origin(self.base_url, headers)
         self._timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, yarl.URL] = {}
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=self._headers,
-                # Upstream cookies must never ride along on another client's request (and
-                # skipping the jar is measurably cheaper per request).
-                cookie_jar=aiohttp.DummyCookieJar(),
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
-
-    def _url(self, path: str) -> yarl.URL:
-        """Parsed once per path: building a URL from a string on every request is not free."""
-        url = self._urls.get(path)
-        if url is None:
-            if len(self._urls) >= _URL_CACHE:  # paths can hold client-chosen model names: stay bounded
-                self._urls.clear()
-            url = self._urls[path] = yarl.URL(self.base_url + path)
-        return url
-
-    def _timeouts(self, timeout: float | None, stream: bool) -> aiohttp.ClientTimeout:
-        t = timeout or self._timeout
-        if stream:  # a stream may run long; what must not stall is each read
-            return aiohttp.ClientTimeout(total=None, sock_connect=min(t, 30.0), sock_read=t)
-        return aiohttp.ClientTimeout(total=t, sock_connect=min(t, 30.0))
 
     @asynccontextmanager
     async def request(
@@ -79,29 +46,31 @@ class UpstreamClient:
         json: Any = None,
         timeout: float | None = None,
         stream: bool = False,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Open a response; connection and timeout failures become gateway errors."""
+    ) -> AsyncIterator[Response]:
+        """Open a response; connection and timeout failures become gateway errors.
+
+        A whole call must end within ``timeout``; a stream may run long, but no wait for its
+        next bytes may pass ``timeout``."""
+        if self._origin.invalid_header is not None:  # a credential with a line break in it
+            raise UpstreamError(f"The upstream header {self._origin.invalid_header!r} holds a line break.")
         data = orjson.dumps(json) if json is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else None
+        t = timeout or self._timeout
+        deadline = None if stream else time.monotonic() + t
         try:
-            async with self._get_session().request(
-                method,
-                self._url(path),
-                data=data,
-                headers=headers,
-                timeout=self._timeouts(timeout, stream),
-            ) as resp:
+            async with self._origin.request(method, path, data, "application/json" if data is not None else None,
+                                            deadline=deadline, read_timeout=t if stream else None,
+                                            connect_timeout=min(t, 30.0)) as resp:
                 yield resp
         except GatewayError:
             raise
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeoutError("The upstream did not answer in time.") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamConnectionError("Could not connect to the upstream.") from exc
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        except ConnectionClosed as exc:
             raise UpstreamError("The upstream closed the connection early.") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"Upstream request failed: {type(exc).__name__}.") from exc
+        except MalformedResponse as exc:
+            raise UpstreamError(str(exc)) from exc
+        except OSError as exc:  # refused, unreachable, unresolvable, TLS
+            raise UpstreamConnectionError("Could not connect to the upstream.") from exc
 
     async def call(
         self, method: str, path: str, on_error: ErrorMapper, *, json: Any = None, timeout: float | None = None
@@ -132,5 +101,4 @@ class UpstreamClient:
         return payload
 
     async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        self._origin.close()

@@ -50,7 +50,7 @@ class GeminiProvider:
         async with self._http.request("POST", path, json=body, timeout=target.timeout, stream=True) as resp:
             if resp.status >= 400:
                 raise self._error(resp.status, await resp.read(), resp.headers)
-            async for data in resp.content.iter_any():
+            async for data in resp.chunks():
                 piece = writer.feed(data)
                 if piece is not None:
                     yield piece

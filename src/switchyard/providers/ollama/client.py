@@ -105,7 +105,7 @@ class OllamaProvider:
         async with self._http.request("POST", path, json=body, timeout=timeout, stream=True) as resp:
             if resp.status >= 400:
                 raise self._error(resp.status, await resp.read(), resp.headers)
-            async for line in resp.content:
+            async for line in resp.lines():
                 if not line.strip():
                     continue
                 try:

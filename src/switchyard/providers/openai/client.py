@@ -43,7 +43,7 @@ class OpenAIProvider:
         ) as resp:
             if resp.status >= 400:
                 raise self._error(resp.status, await resp.read(), resp.headers)
-            async for data in resp.content.iter_any():
+            async for data in resp.chunks():
                 piece = relay.feed(data)
                 if piece is not None:
                     yield piece
