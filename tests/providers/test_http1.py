@@ -178,6 +178,31 @@ def test_a_pooled_connection_the_server_drops_unanswered_is_retried_once_on_a_fr
     asyncio.run(body())
 
 
+def test_bytes_arriving_on_an_idle_connection_retire_it() -> None:
+    """What an upstream sends when no request waits cannot belong to the next answer."""
+
+    async def handler(up: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await up.next_request(reader)
+        writer.write(ok(b'{"conn":%d}' % n))
+        await writer.drain()
+        if n == 1:
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Le")  # the start of an answer to nothing
+            await writer.drain()
+        await keep_alive_echo(up, reader, writer, n)
+
+    async def body() -> None:
+        async with Upstream(handler) as up:
+            client = UpstreamClient(f"http://127.0.0.1:{up.port}", {}, 5.0)
+            assert await client.call_json("GET", "/models", _never) == {"conn": 1}
+            await asyncio.sleep(0.2)
+            assert (await client.call_json("POST", "/chat/completions", _never, json={"x": 1}))["conn"] == 2
+            await client.aclose()
+        assert up.connections == 2 and len(up.requests) == 2
+
+    asyncio.run(body())
+
+
 def test_a_fresh_connection_dropped_unanswered_or_mid_answer_is_an_upstream_error_not_a_retry() -> None:
     async def handler(up: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await up.next_request(reader)

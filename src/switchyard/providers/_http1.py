@@ -71,6 +71,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.busy = False  # a request was sent and its answer is not yet handed back
         self.idle_since = 0.0
         self.reused = False
         self._reset()
@@ -94,6 +95,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if not self.busy:  # bytes nobody asked for, on an idle connection: it cannot be trusted
+            self.close()
+            return
         self.got_bytes = True
         try:
             self._parser.feed_data(data)
@@ -192,6 +196,7 @@ class _Connection(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         assert self.transport is not None
         self._reset()
+        self.busy = True
         self.transport.write(data)
 
     def close(self) -> None:
@@ -387,6 +392,7 @@ class Origin:
         return conn
 
     def _release(self, conn: _Connection) -> None:
+        conn.busy = False
         if conn.reusable() and len(self._idle) < _MAX_IDLE:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
