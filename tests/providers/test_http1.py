@@ -6,6 +6,8 @@ malformed answers. Every failure must come out as the gateway's own upstream err
 from __future__ import annotations
 
 import asyncio
+import gzip
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -332,7 +334,39 @@ def test_an_interim_103_answer_is_skipped_and_repeated_headers_are_joined() -> N
     asyncio.run(body())
 
 
-@pytest.mark.parametrize("garbage", [b"SMTP ready\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"])
+def test_a_body_compressed_though_nobody_asked_is_decompressed_whole_and_streamed() -> None:
+    events = b"".join(b'data: {"i":%d,"t":"%s"}\n\n' % (i, os.urandom(20).hex().encode()) for i in range(200))
+    packed = gzip.compress(events)
+
+    async def handler(up: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while await up.next_request(reader) is not None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for at in range(0, len(packed), 1000):
+                piece = packed[at:at + 1000]
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+                await asyncio.sleep(0.002)
+            writer.write(b"0\r\n\r\n")
+
+    async def body() -> None:
+        async with Upstream(handler) as up:
+            client = UpstreamClient(f"http://127.0.0.1:{up.port}", {}, 5.0)
+            whole = await client.call("POST", "/chat/completions", _never, json={})
+            async with client.request("POST", "/chat/completions", json={}, stream=True) as resp:
+                streamed = [data async for data in resp.chunks()]
+            await client.aclose()
+        assert whole == events
+        assert b"".join(streamed) == events and len(streamed) > 1
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("garbage", [
+    b"SMTP ready\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope",
+    b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\nnope",
+])
 def test_a_malformed_answer_is_a_502_upstream_error(garbage: bytes) -> None:
     async def handler(up: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await up.next_request(reader)
@@ -343,7 +377,7 @@ def test_a_malformed_answer_is_a_502_upstream_error(garbage: bytes) -> None:
     async def body() -> None:
         async with Upstream(handler) as up:
             client = UpstreamClient(f"http://127.0.0.1:{up.port}", {}, 5.0)
-            with pytest.raises(UpstreamError, match="malformed HTTP response") as caught:
+            with pytest.raises(UpstreamError, match=r"malformed HTTP response|compressed body|encoding") as caught:
                 await client.call("GET", "/models", _never)
             assert caught.value.status_code == 502
             await client.aclose()

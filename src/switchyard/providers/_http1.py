@@ -14,7 +14,8 @@ content-length bodies) is httptools' (llhttp); what is here is the connection ha
 - Answers are read as they arrive: :meth:`Response.read` for a whole body, :meth:`Response.chunks`
   and :meth:`Response.lines` for streams. Reading stops the socket when 1 MiB waits unread.
 - Timeouts: a deadline for the whole call and a limit on each wait for the next bytes.
-- No redirects, no cookies, no proxies from the environment, no compression asked for.
+- No redirects, no cookies, no proxies from the environment, no compression asked for (a gzip or
+  deflate body that comes anyway is decompressed).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -213,14 +215,22 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 class Response:
     """An answer being read. Use it inside :meth:`Origin.request`'s ``async with``."""
 
-    __slots__ = ("_conn", "_deadline", "_read_timeout", "headers", "status")
+    __slots__ = ("_conn", "_deadline", "_inflate", "_read_timeout", "headers", "status")
 
     def __init__(self, conn: _Connection, deadline: float | None, read_timeout: float | None) -> None:
         self._conn = conn
         self._deadline = deadline
         self._read_timeout = read_timeout
+        self._inflate: Any = None  # a zlib decompressor when the body came compressed
         self.status = conn.status
         self.headers = conn.headers
+
+    def _decoded(self, data: bytes, last: bool) -> bytes:
+        try:
+            data = self._inflate.decompress(data)
+            return data + self._inflate.flush() if last else data
+        except zlib.error as exc:
+            raise MalformedResponse("The upstream sent a compressed body that does not decompress.") from exc
 
     def _timeout(self) -> float | None:
         if self._deadline is None:
@@ -239,14 +249,20 @@ class Response:
             await conn.wait(self._timeout())
         if conn.error is not None:
             raise conn.error
-        return conn.take() if conn.has_body else b""
+        data = conn.take() if conn.has_body else b""
+        return data if self._inflate is None else self._decoded(data, last=True)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive, in pieces of any size."""
         conn = self._conn
         while True:
             if conn.has_body:
-                yield conn.take()
+                data = conn.take()
+                if self._inflate is not None:
+                    data = self._decoded(data, last=False)
+                    if not data:
+                        continue
+                yield data
                 continue
             if conn.error is not None:
                 raise conn.error
@@ -363,6 +379,13 @@ class Origin:
                 conn.close()
                 raise
             response.status, response.headers = conn.status, conn.headers
+            coding = conn.headers.get("content-encoding")
+            if coding is not None:
+                try:
+                    response._inflate = _decompressor(coding)
+                except MalformedResponse:
+                    conn.close()
+                    raise
             return response
         raise ConnectionClosed("The upstream closed the connection early.")  # pragma: no cover
 
@@ -403,6 +426,18 @@ class Origin:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+
+
+def _decompressor(coding: str) -> Any:
+    """For a body the upstream compressed although it was not asked to (RFC 9110 lets it)."""
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        return None
+    if coding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if coding == "deflate":
+        return zlib.decompressobj()
+    raise MalformedResponse(f"The upstream sent a body in the {coding!r} encoding, which it was not asked for.")
 
 
 def _breaks_line(text: str) -> bool:
