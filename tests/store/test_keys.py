@@ -3,11 +3,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from switchyard.core.keys import ApiKey
+from switchyard.errors import AuthenticationError
+from switchyard.service.keys import KeyService
 from switchyard.store import Database, SqlKeyStore
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -171,5 +174,62 @@ def test_touch_accumulates_and_keeps_latest_use(url: str) -> None:
             await store.touch({b.id: (4, t3.astimezone(PLUS2))})
             got_b = await store.get(b.id)
             assert got_b is not None and got_b.use_count == 15 and got_b.last_used_at == t3
+
+    asyncio.run(body())
+
+
+class SlowAnswers(SqlKeyStore):
+    """The real store on a database that answers late: each read is made at once, and its rows
+    are handed back only when the test lets them go, so a change can land in between."""
+
+    def __init__(self, engine: object) -> None:
+        super().__init__(engine)  # type: ignore[arg-type]
+        self.holding = False
+        self.read_done = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _late(self, rows: Any) -> Any:
+        if self.holding:
+            self.holding = False
+            self.read_done.set()
+            await self.release.wait()
+        return rows
+
+    async def changed_since(self, since: datetime) -> list[ApiKey]:
+        return await self._late(await super().changed_since(since))  # type: ignore[no-any-return]
+
+    async def find_by_hash(self, key_hash: str) -> ApiKey | None:
+        return await self._late(await super().find_by_hash(key_hash))  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("change", ["revoke", "rotate"])
+@pytest.mark.parametrize("read", ["refresh", "first use"])
+def test_a_read_that_began_before_a_revoke_or_rotation_never_brings_the_old_secret_back(
+        url: str, change: str, read: str) -> None:
+    """Revoked or rotated through this process: the old secret is refused on the very next
+    request, even when a cache refresh (or a first-use lookup) read the key just before."""
+
+    async def body() -> None:
+        async with Database.create(url) as db:
+            store = SlowAnswers(db.engine)
+            keys = KeyService(store, b"s" * 32, refresh_interval=3600)
+            await keys.start()
+            try:  # made elsewhere (the CLI, say): this process meets it on a refresh or a first use
+                new = await KeyService(SqlKeyStore(db.engine), b"s" * 32).create("racer")
+                store.holding = True
+                reading = asyncio.create_task(
+                    keys.refresh() if read == "refresh" else keys.authenticate(new.secret))
+                await asyncio.wait_for(store.read_done.wait(), 10)  # it read the key as it was
+                rotated = await keys.rotate(new.key.id) if change == "rotate" else None
+                if change == "revoke":
+                    await keys.revoke(new.key.id)
+                store.release.set()
+                await asyncio.gather(reading, return_exceptions=True)
+                with pytest.raises(AuthenticationError):
+                    await keys.authenticate(new.secret)
+                if rotated is not None:
+                    assert (await keys.authenticate(rotated.secret)).key_id == new.key.id
+            finally:
+                await keys.aclose()
 
     asyncio.run(body())

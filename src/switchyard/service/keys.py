@@ -18,6 +18,7 @@ import builtins
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -51,6 +52,7 @@ class TeamSource(Protocol):
 KEY_PREFIX = "sk-sy-"
 _DISPLAY = len(KEY_PREFIX) + 6
 _NEGATIVE_TTL = 2.0
+_STALE_AFTER = 60.0  # s: how long a local change is remembered against reads begun before it
 _NEGATIVE_MAX = 10_000
 log = logging.getLogger("switchyard.keys")
 
@@ -86,6 +88,9 @@ class KeyService:
             hash_key(secret_key, k): Principal(key_id=None, name="static", is_admin=True) for k in static_keys
         }
         self._misses: dict[str, float] = {}
+        # key id -> when (time.monotonic) it was last revoked, rotated or changed through this
+        # process: a store read that began before that is stale for it and must not be cached
+        self._changed_at: dict[str, float] = {}
         self._uses: dict[str, tuple[int, datetime]] = {}
         self._watermark: datetime | None = None
         self._task: asyncio.Task[None] | None = None
@@ -116,10 +121,22 @@ class KeyService:
         if self._team_store is not None:
             for team in await self._team_store.changed_since(since):
                 self._teams[team.id] = team
+        started = time.monotonic()
         changed = await self._store.changed_since(since)
         for key in changed:
-            self._cache(key)
+            if not self._stale(key, started):  # (a key revoked here meanwhile stays revoked)
+                self._cache(key)
         await self._load_teams_of(changed)  # a team created after the team query above
+        if self._changed_at:  # a read that starts now sees every change older than this
+            self._changed_at = {k: at for k, at in self._changed_at.items() if at > started - _STALE_AFTER}
+
+    def _stale(self, key: ApiKey, read_started: float) -> bool:
+        """Whether ``key`` was read before it last changed through this process."""
+        return self._changed_at.get(key.id, -math.inf) >= read_started
+
+    def _changed_here(self, key_id: str) -> None:
+        """Called once the store has the change, so that a read begun before it counts as stale."""
+        self._changed_at[key_id] = time.monotonic()
 
     async def _load_teams_of(self, keys: Sequence[ApiKey]) -> None:
         if self._team_store is None:
@@ -202,7 +219,10 @@ class KeyService:
         mono = time.monotonic()
         if self._misses.get(digest, 0.0) > mono:
             return None
+        started = time.monotonic()
         key = await self._store.find_by_hash(digest)
+        if key is not None and self._stale(key, started):  # changed here while we read: read again
+            key = await self._store.find_by_hash(digest)
         if key is not None and key.active and key.revoked_at is None:
             self._cache(key)
             await self._load_teams_of([key])
@@ -256,6 +276,7 @@ class KeyService:
     async def revoke(self, key_id: str) -> None:
         if not await self._store.revoke(key_id, self._clock()):
             raise NotFoundError(f"No API key with id '{key_id}'.", param="key_id")
+        self._changed_here(key_id)
         digest = self._id_to_hash.pop(key_id, None)
         if digest is not None:
             self._by_hash.pop(digest, None)
@@ -272,6 +293,7 @@ class KeyService:
         secret, prefix, digest = self._new_secret()
         await self._store.replace_secret(key_id, prefix, digest, self._clock())
         rotated = replace(key, prefix=prefix, key_hash=digest)
+        self._changed_here(key_id)
         self._cache(rotated)
         await self._changed(key_id)
         return NewKey(key=rotated, secret=secret)
@@ -303,6 +325,7 @@ class KeyService:
         updated = replace(key, **changes)
         if not await self._store.update(updated, self._clock()):
             raise NotFoundError(f"No active API key with id '{key_id}'.", param="key_id")
+        self._changed_here(key_id)
         self._cache(updated)
         await self._changed(key_id)
         return updated
