@@ -233,3 +233,34 @@ def test_a_read_that_began_before_a_revoke_or_rotation_never_brings_the_old_secr
                 await keys.aclose()
 
     asyncio.run(body())
+
+
+def test_a_change_event_refresh_is_not_undone_by_an_older_refresh_still_reading(url: str) -> None:
+    """Another replica: its one-second refresh read the key just before the revoke; the revoke's
+    event (Redis, in production) starts a second refresh meanwhile. The older read must not land
+    after the newer one and bring the key back."""
+
+    async def body() -> None:
+        async with Database.create(url) as db:
+            here = KeyService(SqlKeyStore(db.engine), b"s" * 32, refresh_interval=3600)
+            store = SlowAnswers(db.engine)
+            there = KeyService(store, b"s" * 32, refresh_interval=3600)
+            await here.start()
+            await there.start()
+            try:
+                new = await here.create("racer")
+                store.holding = True
+                periodic = asyncio.create_task(there.refresh())
+                await asyncio.wait_for(store.read_done.wait(), 10)  # it read the key, still active
+                await here.revoke(new.key.id)
+                event = asyncio.create_task(there.refresh())  # what the revoke's event starts
+                await asyncio.sleep(0.2)
+                store.release.set()
+                await asyncio.gather(periodic, event)
+                with pytest.raises(AuthenticationError):
+                    await there.authenticate(new.secret)
+            finally:
+                await here.aclose()
+                await there.aclose()
+
+    asyncio.run(body())

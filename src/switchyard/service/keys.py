@@ -91,6 +91,7 @@ class KeyService:
         # key id -> when (time.monotonic) it was last revoked, rotated or changed through this
         # process: a store read that began before that is stale for it and must not be cached
         self._changed_at: dict[str, float] = {}
+        self._refreshing = asyncio.Lock()  # one refresh at a time: an older read never lands after a newer one
         self._uses: dict[str, tuple[int, datetime]] = {}
         self._watermark: datetime | None = None
         self._task: asyncio.Task[None] | None = None
@@ -116,19 +117,22 @@ class KeyService:
         await self.flush_uses()
 
     async def refresh(self) -> None:
-        since = (self._watermark or self._clock()) - timedelta(seconds=2)  # tolerate clock skew
-        self._watermark = self._clock()
-        if self._team_store is not None:
-            for team in await self._team_store.changed_since(since):
-                self._teams[team.id] = team
-        started = time.monotonic()
-        changed = await self._store.changed_since(since)
-        for key in changed:
-            if not self._stale(key, started):  # (a key revoked here meanwhile stays revoked)
-                self._cache(key)
-        await self._load_teams_of(changed)  # a team created after the team query above
-        if self._changed_at:  # a read that starts now sees every change older than this
-            self._changed_at = {k: at for k, at in self._changed_at.items() if at > started - _STALE_AFTER}
+        """Bring the cache up to date with the store. The one-second loop and another replica's
+        change event (Redis) may both ask at once: they take turns, so the later read wins."""
+        async with self._refreshing:
+            since = (self._watermark or self._clock()) - timedelta(seconds=2)  # tolerate clock skew
+            self._watermark = self._clock()
+            if self._team_store is not None:
+                for team in await self._team_store.changed_since(since):
+                    self._teams[team.id] = team
+            started = time.monotonic()
+            changed = await self._store.changed_since(since)
+            for key in changed:
+                if not self._stale(key, started):  # (a key revoked here meanwhile stays revoked)
+                    self._cache(key)
+            await self._load_teams_of(changed)  # a team created after the team query above
+            if self._changed_at:  # a read that starts now sees every change older than this
+                self._changed_at = {k: at for k, at in self._changed_at.items() if at > started - _STALE_AFTER}
 
     def _stale(self, key: ApiKey, read_started: float) -> bool:
         """Whether ``key`` was read before it last changed through this process."""
