@@ -39,6 +39,8 @@ __all__ = [
     "RateLimitConfig",
     "Settings",
     "Sources",
+    "UpstreamURL",
+    "is_upstream_url",
     "load_settings",
     "model_problems",
     "read_sources",
@@ -65,8 +67,13 @@ def _reveal(value: SecretStr | None, info: SerializationInfo) -> str | None:
 _UPSTREAM_URL = re.compile(r"^https?://[^/\s]+\S*$")  # http(s), a host, no spaces
 
 
+def is_upstream_url(value: str) -> bool:
+    """What the upstream client can open: http:// or https://, a host, no whitespace."""
+    return _UPSTREAM_URL.match(value) is not None
+
+
 def _upstream_url(value: str) -> str:
-    if not _UPSTREAM_URL.match(value):
+    if not is_upstream_url(value):
         raise ValueError(
             f"an upstream URL is http:// or https:// and a host, like http://127.0.0.1:11434; not {value!r}")
     return value

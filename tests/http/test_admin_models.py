@@ -259,6 +259,7 @@ def test_the_file_wins_and_says_so(sdk: SdkFactory, server: RunningServer, upstr
          "provider_settings.drop_params", None),
         ({"alias": "x", "provider": "fake", "credential": "not-in-vault"}, "credential", "unknown_credential"),
         ({"alias": "x", "name": "y", "provider": "fake"}, "name", None),
+        ({"alias": "x", "provider": "openai", "base_url": "http:///v1"}, "base_url", None),
     ],
 )
 def test_bad_bodies_are_400_naming_the_field(server: RunningServer, body: dict[str, Any], param: str,

@@ -295,6 +295,7 @@ def test_ollama_is_checked_only_with_a_base_url(tmp_path: Path, ollama_up: FakeO
         ("ok", "openai", "sk-new\nline", None, "api_key"),
         ("ok", "openai", GOOD_KEY, "ftp://example.com", "base_url"),
         ("ok", "openai", GOOD_KEY, "not a url", "base_url"),
+        ("ok", "openai", GOOD_KEY, "http:///v1", "base_url"),
         ("ok", "azure", GOOD_KEY, None, "base_url"),
     ],
 )

@@ -43,7 +43,7 @@ from switchyard.core.capabilities import defaults_for, validate_drop
 from switchyard.errors import BadRequestError, NotFoundError
 from switchyard.service.background import every, stop_task
 from switchyard.service.routing import RoutingTable
-from switchyard.settings import PROVIDER_TYPES, ConfigError, ModelConfig, Settings, model_problems
+from switchyard.settings import PROVIDER_TYPES, ConfigError, ModelConfig, Settings, UpstreamURL, model_problems
 from switchyard.store.models import DuplicateAliasError, StoredModel
 
 __all__ = [
@@ -108,7 +108,7 @@ class ModelSpec(BaseModel):
     alias: str = Field(min_length=1, max_length=200, pattern=r"^\S+$")
     provider: str = Field(min_length=1, max_length=200)
     model: str | None = Field(default=None, min_length=1, max_length=500)
-    base_url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2048)
+    base_url: UpstreamURL | None = Field(default=None, max_length=2048)
     credential: str | None = Field(default=None, min_length=1, max_length=200)
     max_tokens: int | None = Field(default=None, gt=0)
     supports_streaming: bool = True

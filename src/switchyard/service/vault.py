@@ -23,7 +23,6 @@ import re
 import secrets as random
 from collections.abc import Callable
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from switchyard.core.credentials import (
     CREDENTIAL_PROVIDERS,
@@ -37,6 +36,7 @@ from switchyard.core.models import UpstreamSpec
 from switchyard.errors import BadRequestError, GatewayError, NotFoundError
 from switchyard.providers import load_provider
 from switchyard.service.background import every, stop_task
+from switchyard.settings import is_upstream_url
 
 __all__ = [
     "DEFAULT_BASE_URLS",
@@ -171,8 +171,7 @@ def _validate(name: str, provider: str, secret: str, base_url: str | None) -> st
     if any(c.isspace() or not c.isprintable() for c in secret):
         raise BadRequestError("The API key contains whitespace or control characters.", param="api_key")
     if base_url is not None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc or len(base_url) > 2048:
+        if not is_upstream_url(base_url) or len(base_url) > 2048:
             raise BadRequestError("base_url must be an http:// or https:// URL.", param="base_url")
         base_url = base_url.rstrip("/")
     elif provider == "azure":
