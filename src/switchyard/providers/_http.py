@@ -51,8 +51,6 @@ class UpstreamClient:
 
         A whole call must end within ``timeout``; a stream may run long, but no wait for its
         next bytes may pass ``timeout``."""
-        if self._origin.invalid_header is not None:  # a credential with a line break in it
-            raise UpstreamError(f"The upstream header {self._origin.invalid_header!r} holds a line break.")
         data = orjson.dumps(json) if json is not None else None
         t = timeout or self._timeout
         deadline = None if stream else time.monotonic() + t

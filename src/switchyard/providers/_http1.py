@@ -207,6 +207,16 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _wait_limit(deadline: float | None, read_timeout: float | None) -> float | None:
+    """How long the next wait for bytes may take: ``TimeoutError`` once the deadline passed."""
+    if deadline is None:
+        return read_timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left if read_timeout is None else min(left, read_timeout)
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -221,9 +231,11 @@ class Response:
         self._conn = conn
         self._deadline = deadline
         self._read_timeout = read_timeout
-        self._inflate: Any = None  # a zlib decompressor when the body came compressed
         self.status = conn.status
         self.headers = conn.headers
+        coding = conn.headers.get("content-encoding")
+        # a zlib decompressor when the body came compressed
+        self._inflate: Any = _decompressor(coding) if coding is not None else None
 
     def _decoded(self, data: bytes, last: bool) -> bytes:
         try:
@@ -233,12 +245,7 @@ class Response:
             raise MalformedResponse("The upstream sent a compressed body that does not decompress.") from exc
 
     def _timeout(self) -> float | None:
-        if self._deadline is None:
-            return self._read_timeout
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError
-        return left if self._read_timeout is None else min(left, self._read_timeout)
+        return _wait_limit(self._deadline, self._read_timeout)
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -267,6 +274,8 @@ class Response:
             if conn.error is not None:
                 raise conn.error
             if conn.complete:
+                if self._inflate is not None and (tail := self._decoded(b"", last=True)):
+                    yield tail
                 return
             await conn.wait(self._timeout())
 
@@ -323,7 +332,7 @@ class Origin:
         fixed = {"Host": host if default_port else f"{host}:{self.port}", **headers}
         if not any(name.lower() == "accept" for name in headers):
             fixed["Accept"] = "*/*"
-        self.invalid_header = next((n for n, v in fixed.items() if _breaks_line(n) or _breaks_line(v)), None)
+        self._invalid_header = next((n for n, v in fixed.items() if _breaks_line(n) or _breaks_line(v)), None)
         self._head = "".join(f"{n}: {v}\r\n" for n, v in fixed.items()).encode("latin-1", "replace")
         self._keepalive = keepalive
         self._idle: list[_Connection] = []
@@ -353,8 +362,8 @@ class Origin:
     async def _open(self, method: str, path: str, body: bytes | None, content_type: str | None,
                     deadline: float | None, read_timeout: float | None,
                     connect_timeout: float | None) -> Response:
-        if self.invalid_header is not None:
-            raise MalformedResponse(f"The upstream header {self.invalid_header!r} holds a line break.")
+        if self._invalid_header is not None:
+            raise MalformedResponse(f"The upstream header {self._invalid_header!r} holds a line break.")
         head = self._request_head(method, path)
         if body is not None:
             ctype = f"Content-Type: {content_type}\r\n" if content_type else ""
@@ -364,12 +373,12 @@ class Origin:
         for attempt in (1, 2):
             conn = (self._pooled() if attempt == 1 else None) or await self._connect(deadline, connect_timeout)
             conn.send(message)
-            response = Response(conn, deadline, read_timeout)
             try:
                 while not conn.head_done:
                     if conn.error is not None:
                         raise conn.error
-                    await conn.wait(response._timeout())
+                    await conn.wait(_wait_limit(deadline, read_timeout))
+                return Response(conn, deadline, read_timeout)
             except ConnectionClosed:
                 conn.close()
                 if conn.reused and not conn.got_bytes:
@@ -378,15 +387,6 @@ class Origin:
             except BaseException:
                 conn.close()
                 raise
-            response.status, response.headers = conn.status, conn.headers
-            coding = conn.headers.get("content-encoding")
-            if coding is not None:
-                try:
-                    response._inflate = _decompressor(coding)
-                except MalformedResponse:
-                    conn.close()
-                    raise
-            return response
         raise ConnectionClosed("The upstream closed the connection early.")  # pragma: no cover
 
     def _pooled(self) -> _Connection | None:
