@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -528,11 +528,12 @@ def switchyard_binary(explicit: str | None) -> str | None:
     return shutil.which("switchyard")
 
 
-def governed_key(binary: str, data_dir: Path) -> str:
+def governed_key(binary: str, data_dir: Path, store: Sequence[str] = ()) -> str:
     """A key with rate limits and a budget that the run never reaches, so that every request goes
-    through the limiter and the budget ledger (reserve, settle) without being refused."""
+    through the limiter and the budget ledger (reserve, settle) without being refused. ``store``:
+    more options naming the store (``--database-url URL``)."""
     out = subprocess.run(
-        [binary, "keys", "create", "bench-governed", "--data-dir", str(data_dir), "--rpm", "1000000000",
+        [binary, "keys", "create", "bench-governed", "--data-dir", str(data_dir), *store, "--rpm", "1000000000",
          "--tpm", "1000000000000", "--max-parallel", "100000", "--budget", "1000000000", "--budget-period", "total"],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout

@@ -3,11 +3,16 @@ that the raw usage table stays a capped ring and that the hourly rollups add up 
 
     .venv/bin/python bench/soak.py                      # 100,000 requests, ring of 10,000 rows
     .venv/bin/python bench/soak.py --requests 20000 --cap 2000 --out /tmp/soak.md
+    .venv/bin/python bench/soak.py --postgres postgresql+asyncpg://postgres@127.0.0.1:5432/test \
+        --redis redis://127.0.0.1:6379/0 --out bench/SOAK-postgres.md   # the at-scale stores
 
 The fake upstream (``bench/fake_upstream.py``) reports 9 prompt tokens and ``max_tokens``
 completion tokens for every request, so the expected totals are exact. A tenth of the requests
 are streams (usage from the final chunk), the rest are not. A reader samples the raw table's row
-count (SQLite, read-only) every 0.2 s while the load runs. At the end the gateway is stopped
+count every 0.2 s while the load runs. By default the gateway keeps its data in SQLite; with
+``--postgres URL`` the soak makes a fresh database on that server (dropped afterwards) and the
+gateway stores keys and usage there, and with ``--redis URL`` its limits and budget holds live in
+Redis. At the end the gateway is stopped
 (which writes what is still queued), started again, and ``/admin/usage`` is read back.
 
 Writes a Markdown report (default ``bench/SOAK.md``); exits 1 when a check fails.
@@ -16,6 +21,7 @@ Writes a Markdown report (default ``bench/SOAK.md``); exits 1 when a check fails
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sqlite3
@@ -24,6 +30,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -53,25 +60,82 @@ def _get(port: int, path: str) -> Any:
         return json.loads(resp.read())
 
 
-class RingWatch(threading.Thread):
-    """Samples ``SELECT COUNT(*) FROM usage_records`` until stopped."""
+_COUNT = "SELECT COUNT(*) FROM usage_records"
 
-    def __init__(self, db: Path, every: float = 0.2) -> None:
+
+def _asyncpg_dsn(url: str) -> str:
+    """``postgresql+asyncpg://…`` (SQLAlchemy's form, as the gateway takes it) → asyncpg's."""
+    _, sep, rest = url.partition("://")
+    return f"postgresql://{rest}" if sep else url
+
+
+class RingWatch(threading.Thread):
+    """Samples ``SELECT COUNT(*) FROM usage_records`` until stopped: in the SQLite file ``db``
+    (read-only), or in the PostgreSQL database ``pg_url``."""
+
+    def __init__(self, db: Path, pg_url: str | None = None, every: float = 0.2) -> None:
         super().__init__(daemon=True)
-        self.db, self.every = db, every
+        self.db, self.pg_url, self.every = db, pg_url, every
         self.counts: list[int] = []
         self.done = threading.Event()
 
     def run(self) -> None:
+        if self.pg_url is not None:
+            asyncio.run(self._run_pg(self.pg_url))
+            return
         while not self.db.exists() and not self.done.is_set():
             time.sleep(self.every)
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10) as conn:
             while not self.done.is_set():
                 try:
-                    self.counts.append(int(conn.execute("SELECT COUNT(*) FROM usage_records").fetchone()[0]))
+                    self.counts.append(int(conn.execute(_COUNT).fetchone()[0]))
                 except sqlite3.OperationalError:
                     pass  # busy: the next sample
                 self.done.wait(self.every)
+
+    async def _run_pg(self, url: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(_asyncpg_dsn(url))
+        try:
+            while not self.done.is_set():
+                self.counts.append(int(await conn.fetchval(_COUNT)))
+                await asyncio.sleep(self.every)
+        finally:
+            await conn.close()
+
+
+def final_rows(db: Path, pg_url: str | None) -> int:
+    if pg_url is None:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return int(conn.execute(_COUNT).fetchone()[0])
+
+    async def count() -> int:
+        import asyncpg
+
+        conn = await asyncpg.connect(_asyncpg_dsn(pg_url))
+        try:
+            return int(await conn.fetchval(_COUNT))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
+async def _pg_admin(server_url: str, statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_asyncpg_dsn(server_url))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def _with_database(url: str, name: str) -> str:
+    """``url`` with its database replaced by ``name``."""
+    head, _, _ = url.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stream-share", type=float, default=0.1)
     ap.add_argument("--switchyard-bin", default=None)
     ap.add_argument("--out", default=str(BENCH_DIR / "SOAK.md"))
+    ap.add_argument("--postgres", default=None, metavar="URL",
+                    help="a PostgreSQL server (postgresql+asyncpg://…/db): the gateway's store, in a fresh database")
+    ap.add_argument("--redis", default=None, metavar="URL", help="limits and budget holds in this Redis")
     args = ap.parse_args(argv)
     binary = switchyard_binary(args.switchyard_bin)
     if binary is None:
@@ -105,13 +172,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = work / "data"
     data.mkdir()
-    key = governed_key(binary, data)
+    pg_url = store = None
+    if args.postgres:
+        name = f"sy_soak_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_pg_admin(args.postgres, f'CREATE DATABASE "{name}"'))
+        pg_url = _with_database(args.postgres, name)
+        store = ["--database-url", pg_url]
+    env = dict(os.environ)
+    if args.redis:
+        env["SWITCHYARD_REDIS_URL"] = args.redis
     gateway = Service("switchyard", [binary, "serve", "--host", "127.0.0.1", "--port", str(gw_port), "--config",
-                                     str(cfg), "--data-dir", str(data), "--workers", "1", "--api-key", API_KEY],
-                      dict(os.environ), gw_port, "/health", OUT_DIR / "logs" / "soak-switchyard.log")
-    watch = RingWatch(data / "switchyard.db")
+                                     str(cfg), "--data-dir", str(data), "--workers", "1", "--api-key", API_KEY,
+                                     *(store or ())],
+                      env, gw_port, "/health", OUT_DIR / "logs" / "soak-switchyard.log")
+    watch = RingWatch(data / "switchyard.db", pg_url)
     failures: list[str] = []
     try:
+        key = governed_key(binary, data, store or ())
         upstream.start(30)
         gateway.start(30)
         rss_start = tree_rss_mb(gateway.pid)
@@ -128,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway.stop()  # drains: the queued usage rows are written before it exits
         watch.done.set()
         watch.join(10)
-        with sqlite3.connect(f"file:{data / 'switchyard.db'}?mode=ro", uri=True) as conn:
-            final_rows = int(conn.execute("SELECT COUNT(*) FROM usage_records").fetchone()[0])
+        rows_after = final_rows(data / "switchyard.db", pg_url)
         gateway.log = OUT_DIR / "logs" / "soak-switchyard-after.log"
         gateway.start(30)  # read back what the stopped gateway wrote
         totals = _get(gw_port, f"/admin/usage?key={key_id}")["totals"]
@@ -137,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         watch.done.set()
         gateway.stop()
         upstream.stop()
+        if pg_url is not None:
+            if watch.is_alive():
+                watch.join(10)
+            asyncio.run(_pg_admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     ok = plain.ok + (streamed.ok if streamed else 0)
     errors = plain.errors + (streamed.errors if streamed else 0)
@@ -152,15 +232,19 @@ def main(argv: list[str] | None = None) -> int:
         failures.append(f"rollups {got} != expected {want}")
     if abs(totals["cost_usd"] - cost) > 1e-9 * max(1.0, cost):
         failures.append(f"rollup cost {totals['cost_usd']} != expected {cost}")
-    if peak > bound or final_rows > bound:
-        failures.append(f"raw rows peaked at {peak} (final {final_rows}); bound {bound}")
+    if peak > bound or rows_after > bound:
+        failures.append(f"raw rows peaked at {peak} (final {rows_after}); bound {bound}")
+    options = (f" --postgres {args.postgres}" if args.postgres else "") + (
+        f" --redis {args.redis}" if args.redis else "")
+    stores = ("PostgreSQL (a fresh database)" if args.postgres else "SQLite") + (
+        ", limits and budget holds in Redis" if args.redis else ", limits and budget holds in process")
     lines = [
         "# Soak: usage ring and rollups under load",
         "",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- Command: `.venv/bin/python bench/soak.py --requests {args.requests} --cap {args.cap} "
-        f"--concurrency {args.concurrency}`",
-        f"- Gateway: `switchyard serve`, 1 worker, SQLite, a key with rate limits and a total budget (every "
+        f"--concurrency {args.concurrency}{options}`",
+        f"- Gateway: `switchyard serve`, 1 worker, {stores}, a key with rate limits and a total budget (every "
         f"request reserves and settles), model rate limits, prices {IN_PRICE}/{OUT_PRICE} USD per 1M tokens",
         f"- Load: {n_plain:,} non-stream + {n_stream:,} stream requests ({CHUNKS} chunks, usage in the last chunk), "
         f"c={args.concurrency}, in {elapsed:.1f} s ({args.requests / elapsed:,.0f} req/s)",
@@ -176,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'PASS' if abs(totals['cost_usd'] - cost) <= 1e-9 * max(1.0, cost) else 'FAIL'} |",
         f"| raw rows, peak while loaded (ring {args.cap:,}) | ≤ {bound:,} | {peak:,} | "
         f"{'PASS' if peak <= bound else 'FAIL'} |",
-        f"| raw rows once the gateway stopped | ≤ {bound:,} | {final_rows:,} | "
-        f"{'PASS' if final_rows <= bound else 'FAIL'} |",
+        f"| raw rows once the gateway stopped | ≤ {bound:,} | {rows_after:,} | "
+        f"{'PASS' if rows_after <= bound else 'FAIL'} |",
         "",
         f"- Raw-row samples: {len(watch.counts)} (every 0.2 s). Gateway RSS {rss_start:.1f} MB after start, "
         f"{rss_end:.1f} MB after the load.",
