@@ -4,7 +4,7 @@ that the raw usage table stays a capped ring and that the hourly rollups add up 
     .venv/bin/python bench/soak.py                      # 100,000 requests, ring of 10,000 rows
     .venv/bin/python bench/soak.py --requests 20000 --cap 2000 --out /tmp/soak.md
     .venv/bin/python bench/soak.py --postgres postgresql+asyncpg://postgres@127.0.0.1:5432/test \
-        --redis redis://127.0.0.1:6379/0 --out bench/SOAK-postgres.md   # the at-scale stores
+        --redis redis://127.0.0.1:6379/7 --out bench/SOAK-postgres.md   # the stores replicas share
 
 The fake upstream (``bench/fake_upstream.py``) reports 9 prompt tokens and ``max_tokens``
 completion tokens for every request, so the expected totals are exact. A tenth of the requests
@@ -33,6 +33,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -63,10 +67,15 @@ def _get(port: int, path: str) -> Any:
 _COUNT = "SELECT COUNT(*) FROM usage_records"
 
 
-def _asyncpg_dsn(url: str) -> str:
-    """``postgresql+asyncpg://…`` (SQLAlchemy's form, as the gateway takes it) → asyncpg's."""
-    _, sep, rest = url.partition("://")
-    return f"postgresql://{rest}" if sep else url
+async def _pg(url: str, statement: str, *, autocommit: bool = False) -> Any:
+    """Run one statement on PostgreSQL (the URL as the gateway takes it); its scalar result."""
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT" if autocommit else None)
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(sa.text(statement))
+            return result.scalar() if result.returns_rows else None
+    finally:
+        await engine.dispose()
 
 
 class RingWatch(threading.Thread):
@@ -81,7 +90,9 @@ class RingWatch(threading.Thread):
 
     def run(self) -> None:
         if self.pg_url is not None:
-            asyncio.run(self._run_pg(self.pg_url))
+            while not self.done.is_set():
+                self.counts.append(rows(self.db, self.pg_url))
+                self.done.wait(self.every)
             return
         while not self.db.exists() and not self.done.is_set():
             time.sleep(self.every)
@@ -93,49 +104,13 @@ class RingWatch(threading.Thread):
                     pass  # busy: the next sample
                 self.done.wait(self.every)
 
-    async def _run_pg(self, url: str) -> None:
-        import asyncpg
 
-        conn = await asyncpg.connect(_asyncpg_dsn(url))
-        try:
-            while not self.done.is_set():
-                self.counts.append(int(await conn.fetchval(_COUNT)))
-                await asyncio.sleep(self.every)
-        finally:
-            await conn.close()
-
-
-def final_rows(db: Path, pg_url: str | None) -> int:
-    if pg_url is None:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            return int(conn.execute(_COUNT).fetchone()[0])
-
-    async def count() -> int:
-        import asyncpg
-
-        conn = await asyncpg.connect(_asyncpg_dsn(pg_url))
-        try:
-            return int(await conn.fetchval(_COUNT))
-        finally:
-            await conn.close()
-
-    return asyncio.run(count())
-
-
-async def _pg_admin(server_url: str, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(_asyncpg_dsn(server_url))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def _with_database(url: str, name: str) -> str:
-    """``url`` with its database replaced by ``name``."""
-    head, _, _ = url.partition("?")
-    return head.rsplit("/", 1)[0] + "/" + name
+def rows(db: Path, pg_url: str | None) -> int:
+    """The raw usage table's row count now."""
+    if pg_url is not None:
+        return int(asyncio.run(_pg(pg_url, _COUNT)))
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return int(conn.execute(_COUNT).fetchone()[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,23 +147,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = work / "data"
     data.mkdir()
-    pg_url = store = None
+    pg_url: str | None = None
+    store: list[str] = []
     if args.postgres:
         name = f"sy_soak_{uuid.uuid4().hex[:12]}"
-        asyncio.run(_pg_admin(args.postgres, f'CREATE DATABASE "{name}"'))
-        pg_url = _with_database(args.postgres, name)
+        asyncio.run(_pg(args.postgres, f'CREATE DATABASE "{name}"', autocommit=True))
+        pg_url = make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
         store = ["--database-url", pg_url]
     env = dict(os.environ)
     if args.redis:
         env["SWITCHYARD_REDIS_URL"] = args.redis
     gateway = Service("switchyard", [binary, "serve", "--host", "127.0.0.1", "--port", str(gw_port), "--config",
                                      str(cfg), "--data-dir", str(data), "--workers", "1", "--api-key", API_KEY,
-                                     *(store or ())],
+                                     *store],
                       env, gw_port, "/health", OUT_DIR / "logs" / "soak-switchyard.log")
     watch = RingWatch(data / "switchyard.db", pg_url)
     failures: list[str] = []
     try:
-        key = governed_key(binary, data, store or ())
+        key = governed_key(binary, data, store)
         upstream.start(30)
         gateway.start(30)
         rss_start = tree_rss_mb(gateway.pid)
@@ -205,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway.stop()  # drains: the queued usage rows are written before it exits
         watch.done.set()
         watch.join(10)
-        rows_after = final_rows(data / "switchyard.db", pg_url)
+        rows_after = rows(data / "switchyard.db", pg_url)
         gateway.log = OUT_DIR / "logs" / "soak-switchyard-after.log"
         gateway.start(30)  # read back what the stopped gateway wrote
         totals = _get(gw_port, f"/admin/usage?key={key_id}")["totals"]
@@ -216,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         if pg_url is not None:
             if watch.is_alive():
                 watch.join(10)
-            asyncio.run(_pg_admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            asyncio.run(_pg(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', autocommit=True))
 
     ok = plain.ok + (streamed.ok if streamed else 0)
     errors = plain.errors + (streamed.errors if streamed else 0)
