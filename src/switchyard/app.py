@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
+from switchyard.admin.catalog import ModelCatalog
 from switchyard.core.models import UpstreamSpec
 from switchyard.core.ports import Provider
 from switchyard.http.errors import exception_handlers
@@ -29,7 +30,6 @@ from switchyard.observability.tracing import Tracing, TracingMiddleware, Tracing
 from switchyard.providers import load_provider
 from switchyard.runtime import check_credentials, open_runtime
 from switchyard.service.accounting import UsageRecorder
-from switchyard.service.catalog import ModelCatalog
 from switchyard.service.fleet import FleetWatcher
 from switchyard.service.gateway import Gateway
 from switchyard.service.governance import build_governance
@@ -73,7 +73,8 @@ def create_app(settings: Settings) -> Starlette:
         gateway = Gateway(routing, providers, recorder, metrics, provider_factory=provider_for,
                           on_credential_use=runtime.vault.note_use, governance=governance)
         catalog = ModelCatalog(runtime.models, settings, gateway,  # /admin/models, polled on every replica
-                               secrets=runtime.vault.secrets if runtime.vault.configured else None)
+                               audit=runtime.audit, secrets=runtime.vault.secrets if runtime.vault.configured else None)
+        runtime.admin.credentials.on_change = catalog.reload  # routing holds decrypted credentials
         fleet = FleetWatcher(providers, metrics, settings.loaded_models_poll_interval)
         try:
             if tracing is not None:
@@ -96,8 +97,7 @@ def create_app(settings: Settings) -> Starlette:
                 keys=runtime.keys,
                 vault=runtime.vault,
                 catalog=catalog,
-                audit=runtime.audit,
-                teams=runtime.teams,
+                admin=runtime.admin,
                 metrics=metrics,
                 ping_store=runtime.usage.ping,
                 usage=runtime.usage,

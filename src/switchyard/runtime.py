@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from switchyard.service.audit import AuditLog
+from switchyard.admin import Admin, CredentialAdmin, KeyAdmin, TeamAdmin
+from switchyard.admin.audit import AuditLog
+from switchyard.admin.teams import TeamService
+from switchyard.admin.vault import Vault
 from switchyard.service.keys import KeyService
 from switchyard.service.routing import RoutingTable
-from switchyard.service.teams import TeamService
-from switchyard.service.vault import Vault
 from switchyard.settings import ConfigError, Settings
 from switchyard.store import Database, SqlKeyStore, SqlUsageStore, ensure_schema
 from switchyard.store.audit import SqlAuditStore
@@ -59,6 +60,7 @@ class Runtime:
     vault: Vault
     teams: TeamService
     audit: AuditLog  # not started here: the CLI's entries are written when the runtime closes
+    admin: Admin  # what the CLI's and the admin API's commands call
 
     @property
     def models(self) -> SqlModelStore:
@@ -100,9 +102,12 @@ async def open_runtime(settings: Settings) -> Runtime:
     )
     master = settings.master_key.get_secret_value() if settings.master_key is not None else None
     vault = Vault(SqlCredentialStore(database.engine), master, flush_interval=settings.key_refresh_interval)
+    teams = TeamService(team_store, keys)
+    audit = AuditLog(SqlAuditStore(database.engine), settings.usage_flush_interval)
+    admin = Admin(keys=KeyAdmin(keys, audit), teams=TeamAdmin(teams, audit), credentials=CredentialAdmin(vault, audit),
+                  audit=audit)
     return Runtime(settings=settings, database=database, keys=keys, usage=SqlUsageStore(database.engine),
-                   vault=vault, teams=TeamService(team_store, keys),
-                   audit=AuditLog(SqlAuditStore(database.engine), settings.usage_flush_interval))
+                   vault=vault, teams=teams, audit=audit, admin=admin)
 
 
 async def check_credentials(settings: Settings, vault: Vault) -> None:

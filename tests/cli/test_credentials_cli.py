@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
+import io
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.support import SWITCHYARD, CliResult, clean_env
+from tests.cli.support import SWITCHYARD, CliResult, clean_env, db_rows, run_cli
 from tests.fakes import FakeOpenAI
 from tests.harness import run_server
 
@@ -174,3 +177,31 @@ def test_serve_refuses_a_config_whose_credentials_cannot_be_used(tmp_path: Path,
     assert missing.returncode != 0 and "credential 'main' is not in the vault" in missing.stderr, missing
     for result in (keyless, missing):
         assert "Traceback" not in result.stderr, result
+
+
+def test_credential_commands_are_in_the_audit_log_without_the_key(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    data_dir = tmp_path / "data"
+    store = ("--data-dir", data_dir)
+    added = cli("add", "audited", "--provider", "openai", "--base-url", upstream.base_url, "--api-key-stdin", *store,
+                cwd=tmp_path, stdin=GOOD_KEY)
+    assert added.returncode == 0, added
+    cred_id = next(line.split()[1] for line in added.stdout.splitlines() if line.startswith("id:"))
+    assert cli("check", "audited", *store, cwd=tmp_path).returncode == 0
+    assert cli("rekey", "--new-master-key-stdin", *store, cwd=tmp_path, stdin=NEW_MASTER).returncode == 0
+    assert cli("remove", "audited", *store, cwd=tmp_path, master=NEW_MASTER).returncode == 0
+    assert cli("remove", "audited", *store, cwd=tmp_path, master=NEW_MASTER).returncode != 0  # refused: not recorded
+
+    table = run_cli("audit", "--format", "csv", *store, cwd=tmp_path)
+    assert table.returncode == 0, table
+    records = list(csv.DictReader(io.StringIO(table.stdout)))[::-1]  # oldest first
+    assert [(r["actor"], r["action"], r["object_type"], r["object_id"]) for r in records] == [
+        ("cli", "credential.add", "credential", cred_id), ("cli", "credential.check", "credential", cred_id),
+        ("cli", "credential.rekey", "credential", ""), ("cli", "credential.remove", "credential", cred_id)]
+    details = [json.loads(r["details"]) for r in records]
+    assert details[0] == {"name": "audited", "provider": "openai", "base_url": upstream.base_url, "checked": True}
+    assert details[1] == {"name": "audited", "ok": True}
+    assert details[2] == {"count": 1, "key_version": fingerprint(NEW_MASTER)}
+    assert details[3] == {"name": "audited"}
+    raw = repr([tuple(row) for row in db_rows(data_dir, "SELECT * FROM audit_log")])
+    for secret in (GOOD_KEY, MASTER, NEW_MASTER):
+        assert secret not in raw

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from switchyard.admin.vault import CredentialIntegrityError, Vault, WrongMasterKeyError
 from switchyard.core.credentials import (
     Credential,
     CredentialStore,
@@ -17,7 +18,6 @@ from switchyard.core.credentials import (
     Sealed,
     SealedCredential,
 )
-from switchyard.service.vault import CredentialIntegrityError, Vault, WrongMasterKeyError
 from switchyard.store import Database
 from switchyard.store.credentials import SqlCredentialStore
 

@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from switchyard.admin.audit import REDACTED, AuditLog, scrub
+from switchyard.admin.teams import TeamService
 from switchyard.core.keys import ApiKey, Team
 from switchyard.core.limits import Budget, RateLimits
 from switchyard.errors import BadRequestError
-from switchyard.service.audit import REDACTED, AuditLog, scrub
 from switchyard.service.keys import KeyService
-from switchyard.service.teams import TeamService
 from switchyard.store import Database, SqlKeyStore, upgrade
 from switchyard.store.audit import AuditEntry, SqlAuditStore
 from switchyard.store.migrate import alembic_config

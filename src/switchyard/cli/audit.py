@@ -9,11 +9,10 @@ from pathlib import Path
 import click
 import orjson
 
+from switchyard.admin.audit import AuditEntry, parse_when
 from switchyard.cli.store_options import load, run_with_runtime, store_options
 from switchyard.errors import GatewayError
 from switchyard.runtime import Runtime
-from switchyard.service.audit import parse_when
-from switchyard.store.audit import AuditEntry
 
 __all__ = ["audit"]
 

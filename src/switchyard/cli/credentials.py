@@ -1,6 +1,8 @@
 """``switchyard credentials``: the encrypted provider-key vault, on the store (the server may be down).
 
 The master key comes from the settings (``SWITCHYARD_MASTER_KEY``), exactly as the server reads it.
+``CredentialAdmin`` applies each change and records it in the audit log with the actor ``cli``
+(never the key).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import TypeVar
 
 import click
 
+from switchyard.admin import CLI
+from switchyard.admin.vault import VaultError, VaultNotConfiguredError
 from switchyard.cli.store_options import load, run_with_runtime, store_options
 from switchyard.core.credentials import CREDENTIAL_PROVIDERS, Credential
 from switchyard.errors import GatewayError
 from switchyard.runtime import Runtime
-from switchyard.service.vault import VaultError, VaultNotConfiguredError
 from switchyard.settings import Settings
 
 __all__ = ["credentials"]
@@ -86,7 +89,9 @@ def add(name: str, provider: str, base_url: str | None, api_key_stdin: bool, no_
     secret = _read_secret(api_key_stdin, "API key")
 
     async def body(rt: Runtime) -> Credential:
-        return await rt.vault.add(name, provider, secret, base_url=base_url, check=not no_check)
+        return await rt.admin.credentials.add(
+            {"name": name, "provider": provider, "api_key": secret, "base_url": base_url, "check": not no_check},
+            actor=CLI)
 
     cred = _run(settings, body)
     click.echo(f"id:       {cred.id}\nname:     {cred.name}\nprovider: {cred.provider}\nkey:      {cred.display}")
@@ -116,12 +121,11 @@ def check(name: str, config_file: Path | None, data_dir: Path | None, database_u
     settings = load(config_file, data_dir=data_dir, database_url=database_url)
     _need_master(settings)
 
-    async def body(rt: Runtime) -> tuple[Credential, Credential]:
-        before = await rt.vault.get(name)
-        return before, await rt.vault.check(before.id)
+    async def body(rt: Runtime) -> tuple[Credential, bool]:
+        return await rt.admin.credentials.check(name, actor=CLI)
 
-    before, after = _run(settings, body)
-    if after.last_checked_at == before.last_checked_at:
+    after, checked = _run(settings, body)
+    if not checked:
         click.echo(f"{after.name}: not checked ({after.provider} without a base_url has nothing to check)")
     elif after.last_check_ok:
         click.echo(f"{after.name}: ok ({after.provider})")
@@ -137,7 +141,7 @@ def remove(name: str, config_file: Path | None, data_dir: Path | None, database_
     settings = load(config_file, data_dir=data_dir, database_url=database_url)
 
     async def body(rt: Runtime) -> Credential:
-        return await rt.vault.remove(name)
+        return await rt.admin.credentials.remove(name, actor=CLI)
 
     cred = _run(settings, body)
     click.echo(f"removed {cred.name} ({cred.id})")
@@ -154,7 +158,7 @@ def rekey(new_master_key_stdin: bool, config_file: Path | None, data_dir: Path |
     new_key = _read_secret(new_master_key_stdin, "New master key", confirm=True)
 
     async def body(rt: Runtime) -> tuple[int, str | None]:
-        count = await rt.vault.rekey(new_key)
+        count = await rt.admin.credentials.rekey(new_key, actor=CLI)
         return count, rt.vault.fingerprint
 
     count, fingerprint = _run(settings, body)

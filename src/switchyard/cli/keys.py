@@ -1,6 +1,7 @@
 """``switchyard keys``: create, list, update, revoke and rotate keys on the store (the server may be down).
 
-Each change is recorded in the audit log with the actor ``cli``.
+The options become the admin API's JSON; ``KeyAdmin`` applies it and records each change in the
+audit log with the actor ``cli``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from typing import Any
 
 import click
 
+from switchyard.admin import CLI
 from switchyard.cli.store_options import load, run_with_runtime, store_options
 from switchyard.cli.teams import (
-    CLI_ACTOR,
     budget_options,
     describe_budget,
     describe_budget_status,
@@ -27,10 +28,10 @@ from switchyard.cli.teams import (
     spend_of,
 )
 from switchyard.core.keys import ApiKey, NewKey
-from switchyard.core.limits import RateLimits
+from switchyard.core.limits import RateLimits, limits_to_json, model_limits_to_json
 from switchyard.errors import GatewayError
+from switchyard.protocol.admin import budget_json
 from switchyard.runtime import Runtime
-from switchyard.store.teams import limits_to_json, model_limits_to_json
 
 __all__ = ["keys"]
 
@@ -67,21 +68,6 @@ def _show_secret(new: NewKey) -> None:
     click.echo("The key is shown once; only its hash is stored.", err=True)
 
 
-def _audit_settings(key: ApiKey) -> dict[str, Any]:
-    """A key's settings for the audit log (never its secret or hash)."""
-    return {
-        "name": key.name,
-        "admin": key.is_admin,
-        "models": list(key.allowed_models) if key.allowed_models is not None else None,
-        "expires_at": key.expires_at,
-        "user": key.user_id,
-        "team": key.team_id,
-        "limits": limits_to_json(key.limits),
-        "model_limits": model_limits_to_json(key.model_limits),
-        "budget": {"amount_usd": key.budget.amount_usd, "period": key.budget.period} if key.budget else None,
-    }
-
-
 def _model_limits(values: tuple[str, ...], current: dict[str, RateLimits] | None = None) -> dict[str, RateLimits]:
     out = dict(current or {})
     for value in values:
@@ -116,16 +102,15 @@ def create(name: str, admin: bool, models: tuple[str, ...], expires_in: float | 
     """Create a key and print its secret once."""
     settings = load(config_file, data_dir=data_dir, database_url=database_url)
     expires = datetime.now(UTC) + timedelta(days=expires_in) if expires_in else None
-    rate = merge_limits(None, limits_from_options(limits))
-    per_model = _model_limits(model_limit)
-    spend = merge_budget(None, budget, budget_period)
+    spec: dict[str, Any] = {
+        "name": name, "admin": admin, "models": list(models) or None, "expires_at": expires, "user": user,
+        "team": team, "limits": limits_to_json(merge_limits(None, limits_from_options(limits))),
+        "model_limits": model_limits_to_json(_model_limits(model_limit)),
+        "budget": budget_json(merge_budget(None, budget, budget_period)),
+    }
 
     async def body(rt: Runtime) -> NewKey:
-        new = await rt.keys.create(name, is_admin=admin, allowed_models=list(models) or None, expires_at=expires,
-                                   user_id=user, team=team, limits=rate, model_limits=per_model, budget=spend)
-        rt.audit.record(CLI_ACTOR, "key.create", "api_key", new.key.id,
-                        {k: v for k, v in _audit_settings(new.key).items() if v is not None})
-        return new
+        return await rt.admin.keys.create({k: v for k, v in spec.items() if v is not None}, actor=CLI)
 
     try:
         _show_secret(run_with_runtime(settings, body))
@@ -162,30 +147,26 @@ def update(key_id: str, name: str | None, models: tuple[str, ...], all_models: b
     given = limits_from_options(limits)
 
     async def body(rt: Runtime) -> ApiKey:
-        current = await rt.keys.get(key_id)
-        changes: dict[str, Any] = {}
+        current = await rt.admin.keys.get(key_id)
+        changes: dict[str, Any] = {}  # each setting given, whole
         if name is not None:
             changes["name"] = name
         if models or all_models:
-            changes["allowed_models"] = None if all_models else list(models)
+            changes["models"] = None if all_models else list(models)
         if user is not None or no_user:
-            changes["user_id"] = None if no_user else user
+            changes["user"] = None if no_user else user
         if team is not None or no_team:
-            changes["team_id"] = None if no_team else team
+            changes["team"] = None if no_team else team
         if given or no_limits:
-            changes["limits"] = merge_limits(None if no_limits else current.limits, given)
+            changes["limits"] = limits_to_json(merge_limits(None if no_limits else current.limits, given))
         if model_limit or no_limits:
-            changes["model_limits"] = _model_limits(model_limit, None if no_limits else current.model_limits)
+            changes["model_limits"] = model_limits_to_json(
+                _model_limits(model_limit, None if no_limits else current.model_limits))
         if no_budget or budget is not None or budget_period is not None:
-            changes["budget"] = None if no_budget else merge_budget(current.budget, budget, budget_period)
+            changes["budget"] = None if no_budget else budget_json(merge_budget(current.budget, budget, budget_period))
         if not changes:
             raise click.UsageError("nothing to change")
-        updated = await rt.keys.update(key_id, **changes)
-        settings_now = _audit_settings(updated)
-        field_of = {"allowed_models": "models", "user_id": "user", "team_id": "team"}
-        rt.audit.record(CLI_ACTOR, "key.update", "api_key", key_id,
-                        {field_of.get(k, k): settings_now[field_of.get(k, k)] for k in changes})
-        return updated
+        return await rt.admin.keys.update(key_id, changes, actor=CLI, merge=False)
 
     try:
         key = run_with_runtime(settings, body)
@@ -240,8 +221,7 @@ def revoke(key_id: str, config_file: Path | None, data_dir: Path | None, databas
     settings = load(config_file, data_dir=data_dir, database_url=database_url)
 
     async def body(rt: Runtime) -> None:
-        await rt.keys.revoke(key_id)
-        rt.audit.record(CLI_ACTOR, "key.revoke", "api_key", key_id)
+        await rt.admin.keys.revoke(key_id, actor=CLI)
 
     try:
         run_with_runtime(settings, body)
@@ -258,9 +238,7 @@ def rotate(key_id: str, config_file: Path | None, data_dir: Path | None, databas
     settings = load(config_file, data_dir=data_dir, database_url=database_url)
 
     async def body(rt: Runtime) -> NewKey:
-        new = await rt.keys.rotate(key_id)
-        rt.audit.record(CLI_ACTOR, "key.rotate", "api_key", key_id)
-        return new
+        return await rt.admin.keys.rotate(key_id, actor=CLI)
 
     try:
         _show_secret(run_with_runtime(settings, body))

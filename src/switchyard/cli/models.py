@@ -404,9 +404,9 @@ def _ollama_key(settings: Settings, provider: str, cfg: ProviderConfig) -> str |
             return settings.resolve_secret(cfg.api_key)
         except ConfigError as exc:
             raise click.ClickException(f"provider {provider!r}: {exc}") from None
+    from switchyard.admin.vault import VaultError
     from switchyard.cli.store_options import run_with_runtime
     from switchyard.errors import GatewayError
-    from switchyard.service.vault import VaultError
 
     credential = cfg.credential
     try:

@@ -1,7 +1,8 @@
 """``switchyard teams``: create, list, update and delete teams on the store (the server may be down).
 
-Also the limit and budget options ``keys create`` / ``keys update`` share with ``teams``. Every
-change is recorded in the audit log with the actor ``cli``.
+Also the limit and budget options ``keys create`` / ``keys update`` share with ``teams``. The
+options become the admin API's JSON; ``TeamAdmin`` applies it and records each change in the
+audit log with the actor ``cli``.
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from typing import Any, TypeVar
 
 import click
 
+from switchyard.admin import CLI
 from switchyard.cli.store_options import load, run_with_runtime, store_options
 from switchyard.core.keys import Team
-from switchyard.core.limits import Budget, RateLimits
+from switchyard.core.limits import Budget, RateLimits, limits_to_json
 from switchyard.errors import GatewayError
+from switchyard.protocol.admin import budget_json
 from switchyard.runtime import Runtime
 from switchyard.service.budgets import budget_status
 from switchyard.settings import Settings
-from switchyard.store.teams import limits_to_json
 
 __all__ = [
-    "CLI_ACTOR",
     "budget_options",
     "describe_budget",
     "describe_budget_status",
@@ -37,7 +38,6 @@ __all__ = [
     "teams",
 ]
 
-CLI_ACTOR = "cli"
 LIMIT_NAMES = ("rpm", "tpm", "rph", "rpd", "max_parallel")
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -157,16 +157,11 @@ def create(name: str, config_file: Path | None, data_dir: Path | None, database_
            budget: float | None, budget_period: str | None, **limits: int | None) -> None:
     """Create a team."""
     settings = load(config_file, data_dir=data_dir, database_url=database_url)
-    given = limits_from_options(limits)
-    rate = merge_limits(None, given)
-    spent = merge_budget(None, budget, budget_period)
+    spec = {"name": name, "limits": limits_to_json(merge_limits(None, limits_from_options(limits))),
+            "budget": budget_json(merge_budget(None, budget, budget_period))}
 
     async def body(rt: Runtime) -> Team:
-        team = await rt.teams.create(name, limits=rate, budget=spent)
-        rt.audit.record(CLI_ACTOR, "team.create", "team", team.id,
-                        {"name": name, "limits": limits_to_json(rate),
-                         "budget": {"amount_usd": spent.amount_usd, "period": spent.period} if spent else None})
-        return team
+        return await rt.admin.teams.create({k: v for k, v in spec.items() if v is not None}, actor=CLI)
 
     _show(run(settings, body))
 
@@ -219,23 +214,17 @@ def update(team: str, new_name: str | None, no_limits: bool, no_budget: bool, co
     given = limits_from_options(limits)
 
     async def body(rt: Runtime) -> Team:
-        current = await rt.teams.get(team)
-        changes: dict[str, Any] = {}
-        details: dict[str, Any] = {}
+        current = await rt.admin.teams.get(team)
+        changes: dict[str, Any] = {}  # each setting given, whole
         if new_name is not None:
-            changes["name"] = details["name"] = new_name
+            changes["name"] = new_name
         if given or no_limits:
-            changes["limits"] = merge_limits(None if no_limits else current.limits, given)
-            details["limits"] = limits_to_json(changes["limits"])
+            changes["limits"] = limits_to_json(merge_limits(None if no_limits else current.limits, given))
         if no_budget or budget is not None or budget_period is not None:
-            changes["budget"] = None if no_budget else merge_budget(current.budget, budget, budget_period)
-            details["budget"] = None if changes["budget"] is None else {
-                "amount_usd": changes["budget"].amount_usd, "period": changes["budget"].period}
+            changes["budget"] = None if no_budget else budget_json(merge_budget(current.budget, budget, budget_period))
         if not changes:
             raise click.UsageError("nothing to change: give --name, a limit or a budget option")
-        updated = await rt.teams.update(current.id, **changes)
-        rt.audit.record(CLI_ACTOR, "team.update", "team", updated.id, details)
-        return updated
+        return await rt.admin.teams.update(current.id, changes, actor=CLI, merge=False)
 
     _show(run(settings, body))
 
@@ -248,9 +237,7 @@ def delete(team: str, config_file: Path | None, data_dir: Path | None, database_
     settings = load(config_file, data_dir=data_dir, database_url=database_url)
 
     async def body(rt: Runtime) -> Team:
-        removed = await rt.teams.delete(team)
-        rt.audit.record(CLI_ACTOR, "team.delete", "team", removed.id, {"name": removed.name})
-        return removed
+        return await rt.admin.teams.delete(team, actor=CLI)
 
     removed = run(settings, body)
     click.echo(f"deleted {removed.id} ({removed.name})")

@@ -8,7 +8,7 @@ from fnmatch import fnmatchcase
 
 from switchyard.core.limits import Budget, RateLimits
 
-__all__ = ["ApiKey", "NewKey", "Principal", "Team"]
+__all__ = ["ApiKey", "DuplicateTeamError", "NewKey", "Principal", "Team"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,14 @@ class Team:
     updated_at: datetime
     limits: RateLimits | None = None
     budget: Budget | None = None
+
+
+class DuplicateTeamError(Exception):
+    """Another team already has this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"A team named '{name}' already exists.")
+        self.name = name
 
 
 @dataclass(frozen=True, slots=True)

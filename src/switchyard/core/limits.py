@@ -7,8 +7,8 @@ process memory or in Redis (shared by every replica); both behave the same.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Literal, Protocol
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "Limiter",
     "RateLimits",
     "Reservation",
+    "limits_to_json",
+    "model_limits_to_json",
 ]
 
 LimitKind = Literal["requests", "tokens", "parallel"]
@@ -45,6 +47,21 @@ class RateLimits:
             if limit is not None:
                 out.append(LimitCheck(scope, kind, limit, window))  # type: ignore[arg-type]
         return out
+
+
+def limits_to_json(limits: RateLimits | None) -> dict[str, int] | None:
+    """The JSON form of limits (the admin API's, and the stores' columns): the limits that are
+    set; None when none is."""
+    if limits is None:
+        return None
+    out = {f.name: getattr(limits, f.name) for f in fields(RateLimits) if getattr(limits, f.name) is not None}
+    return out or None
+
+
+def model_limits_to_json(model_limits: Mapping[str, RateLimits]) -> dict[str, dict[str, int]] | None:
+    """Limits per model alias or pattern, in their JSON form; None when there are none."""
+    out = {alias: js for alias, limits in model_limits.items() if (js := limits_to_json(limits)) is not None}
+    return out or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,15 +17,16 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchyard.admin.catalog import ModelCatalog
+from switchyard.core.models import StoredModel
 from switchyard.errors import NotFoundError, ServiceUnavailableError
-from switchyard.http.audit import record
+from switchyard.http.audit import admin_actor
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
-from switchyard.service.catalog import ModelCatalog, spec_of
+from switchyard.protocol.admin.models import spec_of
 from switchyard.service.routing import display_url
 from switchyard.settings import ModelConfig
-from switchyard.store.models import StoredModel
 
 __all__ = ["create_model", "delete_model", "get_model", "list_models", "update_model"]
 
@@ -154,25 +155,22 @@ async def get_model(request: Request) -> Response:
 
 
 async def create_model(request: Request) -> Response:
-    principal = await require_admin(request)
+    actor = await admin_actor(request)
     catalog = _catalog(request)
     body = await read_json(request, services(request).settings.max_body_bytes)
-    row = await catalog.create(body)
-    record(request, principal, "model.create", "model", row.id, body)  # scrubbed of api_key and the like
+    row = await catalog.create(body, actor=actor)
     return _json(stored_model_json(catalog, row), 201)
 
 
 async def update_model(request: Request) -> Response:
-    principal = await require_admin(request)
+    actor = await admin_actor(request)
     catalog = _catalog(request)
     body = await read_json(request, services(request).settings.max_body_bytes)
-    row = await catalog.update(request.path_params["model_id"], body)
-    record(request, principal, "model.update", "model", row.id, body)
+    row = await catalog.update(request.path_params["model_id"], body, actor=actor)
     return _json(stored_model_json(catalog, row))
 
 
 async def delete_model(request: Request) -> Response:
-    principal = await require_admin(request)
-    row = await _catalog(request).delete(request.path_params["model_id"])
-    record(request, principal, "model.delete", "model", row.id, {"alias": row.alias})
+    actor = await admin_actor(request)
+    row = await _catalog(request).delete(request.path_params["model_id"], actor=actor)
     return _json({"id": row.id, "object": "model_config", "alias": row.alias, "deleted": True})

@@ -1,60 +1,49 @@
-"""The admin audit log: ``record`` (called by every mutating admin handler) and GET /admin/audit.
+"""GET /admin/audit, and who an admin request is for the audit log.
 
 ``GET /admin/audit`` (admin keys only) lists entries newest first. Filters: ``actor`` (an admin
 key's id, ``static``, ``cli``), ``action`` (a prefix: ``key.`` finds every key action),
 ``object_id``, ``since`` and ``until`` (ISO 8601, Unix seconds, or an age such as ``30m``,
 ``24h``, ``7d``: that long ago), ``limit`` (default 100, at most 1000).
+
+The admin services write the entries themselves; handlers only say who is acting
+(:func:`admin_actor`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.core.keys import Principal
+from switchyard.admin import Actor, Admin
+from switchyard.admin.audit import AuditEntry, parse_when
 from switchyard.errors import BadRequestError, ServiceUnavailableError
 from switchyard.http.auth import require_admin
 from switchyard.http.state import services
-from switchyard.service.audit import parse_when
-from switchyard.store.audit import AuditEntry
 
-__all__ = ["actor_of", "entry_json", "list_audit", "parse_when", "record"]
+__all__ = ["admin_actor", "admin_of", "entry_json", "list_audit"]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 
-def actor_of(principal: Principal) -> str:
-    """An admin key's id; ``static`` for keys from the settings, ``anonymous`` with auth off."""
-    return principal.key_id or principal.name
-
-
-def record(
-    request: Request,
-    principal: Principal,
-    action: str,
-    object_type: str,
-    object_id: str | None,
-    details: Mapping[str, Any] | None = None,
-) -> None:
-    """Queue an audit entry for an admin action that succeeded (never waits on the database)."""
-    audit = services(request).audit
-    if audit is None:
-        return
+async def admin_actor(request: Request) -> Actor:
+    """Require an admin key; the actor it is in the audit log: the key's id (``static`` for keys from
+    the settings, ``anonymous`` with auth off), with the client's address and the request id."""
+    principal = await require_admin(request)
     state = request.scope.get("state") or {}
-    audit.record(
-        actor_of(principal),
-        action,
-        object_type,
-        object_id,
-        details,
-        client_ip=request.client.host if request.client else None,
-        request_id=state.get("request_id"),
-    )
+    return Actor(principal.key_id or principal.name, client_ip=request.client.host if request.client else None,
+                 request_id=state.get("request_id"))
+
+
+def admin_of(request: Request) -> Admin:
+    """The admin services (keys, teams, credentials, the audit log) of this server."""
+    admin = services(request).admin
+    if admin is None:
+        raise ServiceUnavailableError("The admin API is not available in this server.")
+    return admin
 
 
 def entry_json(entry: AuditEntry) -> dict[str, Any]:
@@ -86,9 +75,7 @@ def _limit(raw: str | None) -> int:
 
 async def list_audit(request: Request) -> Response:
     await require_admin(request)
-    audit = services(request).audit
-    if audit is None:
-        raise ServiceUnavailableError("The audit log is not running.")
+    audit = admin_of(request).audit
     q = request.query_params
     known = {"actor", "action", "object_id", "since", "until", "limit"}
     for name in q:

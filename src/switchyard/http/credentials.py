@@ -15,19 +15,19 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchyard.admin import CredentialAdmin
+from switchyard.admin.vault import VaultError
 from switchyard.core.credentials import Credential
 from switchyard.errors import AuthenticationError, BadRequestError, NotFoundError, ServiceUnavailableError
-from switchyard.http.audit import record
+from switchyard.http.audit import admin_actor, admin_of
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.routes import INTERNAL_DECRYPT_PATHS
 from switchyard.http.state import services
-from switchyard.service.vault import Vault, VaultError
 from switchyard.settings import Settings
 
 __all__ = [
@@ -46,15 +46,6 @@ __all__ = [
 
 log = logging.getLogger("switchyard.credentials")
 T = TypeVar("T")
-
-
-class CreateCredential(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    provider: str
-    api_key: SecretStr
-    base_url: str | None = None
-    check: bool = True
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -85,12 +76,12 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
 
 
-def _vault(request: Request) -> Vault:
-    vault = services(request).vault
-    if vault is None:
+def _credentials(request: Request) -> CredentialAdmin:
+    credentials = admin_of(request).credentials
+    if services(request).vault is None:
         raise ServiceUnavailableError("The credential vault is not available in this server.",
                                       code="vault_not_configured")
-    return vault
+    return credentials
 
 
 async def _guard(call: Awaitable[T]) -> T:
@@ -112,67 +103,42 @@ def _flag(request: Request, name: str, default: bool) -> bool:
     raise BadRequestError(f"Query parameter '{name}' must be true or false.", param=name)
 
 
-async def _credentials_changed(request: Request) -> None:
-    """Routing holds decrypted credentials: rebuild it now rather than at the next model change."""
-    catalog = services(request).catalog
-    if catalog is not None:
-        await catalog.reload()
-
-
 async def list_credentials(request: Request) -> Response:
     await require_admin(request)
-    creds = await _vault(request).list()
+    creds = await _credentials(request).list()
     return _json({"object": "list", "data": [credential_json(c) for c in creds]})
 
 
 async def create_credential(request: Request) -> Response:
-    principal = await require_admin(request)
-    vault = _vault(request)
+    actor = await admin_actor(request)
+    credentials = _credentials(request)
     check = _flag(request, "check", True)
-    try:
-        spec = CreateCredential.model_validate(await read_json(request, services(request).settings.max_body_bytes))
-    except ValidationError as exc:
-        err = exc.errors(include_url=False, include_input=False)[0]
-        param = ".".join(str(p) for p in err["loc"]) or None
-        raise BadRequestError(f"Invalid request: {param}: {err['msg']}", param=param) from None
-    cred = await _guard(vault.add(spec.name, spec.provider, spec.api_key.get_secret_value(), base_url=spec.base_url,
-                                  check=check and spec.check))
-    await _credentials_changed(request)
-    record(request, principal, "credential.add", "credential", cred.id,  # never the api_key
-           {"name": cred.name, "provider": cred.provider, "base_url": cred.base_url, "checked": check and spec.check})
+    body = await read_json(request, services(request).settings.max_body_bytes)
+    cred = await _guard(credentials.add(body, actor=actor, check=check))
     return _json(credential_json(cred), 201)
 
 
 async def get_credential(request: Request) -> Response:
     await require_admin(request)
-    return _json(credential_json(await _vault(request).get(request.path_params["credential_id"])))
+    return _json(credential_json(await _credentials(request).get(request.path_params["credential_id"])))
 
 
 async def delete_credential(request: Request) -> Response:
-    principal = await require_admin(request)
-    cred = await _vault(request).remove(request.path_params["credential_id"])
-    await _credentials_changed(request)
-    record(request, principal, "credential.remove", "credential", cred.id, {"name": cred.name})
+    actor = await admin_actor(request)
+    cred = await _credentials(request).remove(request.path_params["credential_id"], actor=actor)
     return _json({"id": cred.id, "object": "credential", "name": cred.name, "deleted": True})
 
 
 async def check_credential(request: Request) -> Response:
     """Re-validate against the provider; 200 either way, with the outcome in last_check_*."""
-    principal = await require_admin(request)
-    vault = _vault(request)
-    before = await vault.get(request.path_params["credential_id"])
-    cred = await _guard(vault.check(before.id))
-    record(request, principal, "credential.check", "credential", cred.id,
-           {"name": cred.name, "ok": cred.last_check_ok})
-    return _json({**credential_json(cred), "checked": cred.last_checked_at != before.last_checked_at})
+    actor = await admin_actor(request)
+    cred, checked = await _guard(_credentials(request).check(request.path_params["credential_id"], actor=actor))
+    return _json({**credential_json(cred), "checked": checked})
 
 
 async def _set_active(request: Request, active: bool) -> Response:
-    principal = await require_admin(request)
-    cred = await _vault(request).set_active(request.path_params["credential_id"], active)
-    await _credentials_changed(request)
-    record(request, principal, "credential.activate" if active else "credential.deactivate", "credential", cred.id,
-           {"name": cred.name})
+    actor = await admin_actor(request)
+    cred = await _credentials(request).set_active(request.path_params["credential_id"], active, actor=actor)
     return _json(credential_json(cred))
 
 
@@ -198,7 +164,7 @@ async def internal_decrypt(request: Request) -> Response:
                                hashlib.sha256(expected.get_secret_value().encode("utf-8")).digest()):
         log.warning("credential decrypt refused", extra={"credential_id": credential_id, "client": client})
         raise AuthenticationError()
-    cred, secret = await _guard(_vault(request).decrypt(credential_id))
+    cred, secret = await _guard(_credentials(request).vault.decrypt(credential_id))
     log.info("credential decrypted", extra={"credential_id": cred.id, "credential": cred.name, "client": client})
     return _json({"id": cred.id, "name": cred.name, "provider": cred.provider, "api_key": secret},
                  headers={"Cache-Control": "no-store"})

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from switchyard.admin import Admin
+from switchyard.admin.catalog import ModelCatalog
+from switchyard.admin.vault import Vault
 from switchyard.core.ports import UsageStore
 from switchyard.observability.metrics import Metrics
-from switchyard.service.audit import AuditLog
-from switchyard.service.catalog import ModelCatalog
 from switchyard.service.gateway import CallContext, Gateway
 from switchyard.service.keys import KeyService
-from switchyard.service.teams import TeamService
-from switchyard.service.vault import Vault
 from switchyard.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,10 +31,9 @@ class Services:
     keys: KeyService
     metrics: Metrics
     ping_store: Callable[[], Awaitable[None]]
-    vault: Vault | None = None  # the credential vault (/admin/credentials)
+    vault: Vault | None = None  # the credential vault (the internal decrypt route)
     catalog: ModelCatalog | None = None  # models stored over /admin/models
-    audit: AuditLog | None = None  # the admin audit log (/admin/audit); None: actions are not recorded
-    teams: TeamService | None = None  # /admin/teams
+    admin: Admin | None = None  # keys, teams, credentials and the audit log (/admin/...)
     usage: UsageStore | None = None  # usage reports (/admin/usage)
     models: ModelManager | None = None  # local models (/v1/status, load and unload)
     # USD spent by a budget's scope (key:<id>, team:<id>) since a time, from the usage rollups

@@ -6,6 +6,10 @@ then a constant-time comparison; it never waits on the database for a known key.
 is refreshed from the store every ``refresh_interval`` seconds (so keys created or revoked by
 the CLI or another replica take effect), and revocations through this process apply at once.
 
+The writes (create, update, rotate, revoke) live here too, since each must land in the cache
+coherently; the operator's side of them (the admin API's JSON, validation, the audit entry) is
+``admin/keys.py``, which is what the edges call.
+
 Teams are cached beside the keys and refreshed with them, so the ``Principal`` of a key carries
 its owners, its limits and budget, and its team's limits and budget, without a database read;
 a team changed anywhere reaches every replica within the same refresh.

@@ -14,8 +14,8 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
-from switchyard.core.keys import Team
-from switchyard.core.limits import Budget, BudgetPeriod, RateLimits
+from switchyard.core.keys import DuplicateTeamError, Team
+from switchyard.core.limits import Budget, BudgetPeriod, RateLimits, limits_to_json, model_limits_to_json
 from switchyard.store.engine import AsyncEngine
 from switchyard.store.tables import api_keys, teams
 
@@ -34,30 +34,11 @@ _LIMIT_FIELDS = tuple(f.name for f in fields(RateLimits))
 _PERIODS: tuple[BudgetPeriod, ...] = ("daily", "monthly", "total")
 
 
-class DuplicateTeamError(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"A team named '{name}' already exists.")
-        self.name = name
-
-
-def limits_to_json(limits: RateLimits | None) -> dict[str, int] | None:
-    """The limits that are set; None when none is (stored as SQL NULL)."""
-    if limits is None:
-        return None
-    out = {name: getattr(limits, name) for name in _LIMIT_FIELDS if getattr(limits, name) is not None}
-    return out or None
-
-
 def limits_from_json(raw: Any) -> RateLimits | None:
     if not isinstance(raw, Mapping):
         return None
     values = {name: int(raw[name]) for name in _LIMIT_FIELDS if raw.get(name) is not None}
     return RateLimits(**values) if values else None
-
-
-def model_limits_to_json(model_limits: Mapping[str, RateLimits]) -> dict[str, dict[str, int]] | None:
-    out = {alias: js for alias, limits in model_limits.items() if (js := limits_to_json(limits)) is not None}
-    return out or None
 
 
 def model_limits_from_json(raw: Any) -> dict[str, RateLimits]:

@@ -1,6 +1,10 @@
 """The admin audit log: ``record`` queues an entry (never waits on the database), a background
 task writes them in batches, and readers flush first so they see every action taken so far.
 
+The admin services (``KeyAdmin``, ``TeamAdmin``, ``CredentialAdmin``, ``ModelCatalog``) record
+each action they apply themselves, for the :class:`Actor` the edge names: an HTTP handler the
+admin key that called it (with the client's address and the request id), the CLI ``cli``.
+
 Details are scrubbed before they are queued: a field whose name says secret (``api_key``,
 ``key``, ``secret``, ``password``, ``token``, ``authorization``, ...) keeps its name with the
 value ``"[redacted]"``, and any string that looks like a key (``sk-...``, a Switchyard key,
@@ -12,14 +16,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from switchyard.admin.ports import AuditStore
+from switchyard.core.audit import AuditEntry
 from switchyard.errors import BadRequestError
 from switchyard.service.batches import BatchWriter
-from switchyard.store.audit import AuditEntry, SqlAuditStore
 
-__all__ = ["REDACTED", "AuditLog", "parse_when", "scrub"]
+__all__ = ["CLI", "REDACTED", "Actor", "AuditEntry", "AuditLog", "parse_when", "scrub"]
 
 log = logging.getLogger("switchyard.audit")
 REDACTED = "[redacted]"
@@ -84,6 +90,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who takes an admin action: an admin key's id, ``static`` (a key from the settings),
+    ``anonymous`` (auth off) or ``cli`` (the command line on the store)."""
+
+    id: str
+    client_ip: str | None = None
+    request_id: str | None = None
+
+
+CLI = Actor("cli")
+
+
 class AuditLog:
     """Queue admin actions; write them off the request path.
 
@@ -91,15 +110,11 @@ class AuditLog:
     A failed write keeps its entries for the next attempt (up to ``_MAX_BUFFER``).
     """
 
-    def __init__(self, store: SqlAuditStore, interval: float = 0.5, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, store: AuditStore, interval: float = 0.5, clock: Callable[[], datetime] = _now) -> None:
         self._store = store
         self._clock = clock
         self._batches = BatchWriter[AuditEntry](store.write, what="audit entries", log=log, interval=interval,
                                                 max_buffer=_MAX_BUFFER)
-
-    @property
-    def store(self) -> SqlAuditStore:
-        return self._store
 
     @property
     def pending(self) -> int:
@@ -129,6 +144,12 @@ class AuditLog:
         self._batches.add(entry)
         return entry
 
+    def action(self, actor: Actor, action: str, object_type: str, object_id: str | None,
+               details: Mapping[str, Any] | None = None) -> AuditEntry:
+        """Queue the entry of an action ``actor`` took (and that succeeded)."""
+        return self.record(actor.id, action, object_type, object_id, details, client_ip=actor.client_ip,
+                           request_id=actor.request_id)
+
     def start(self) -> None:
         self._batches.start("switchyard-audit-writer")
 
@@ -136,7 +157,7 @@ class AuditLog:
         await self._batches.flush()
 
     async def query(self, **filters: Any) -> list[AuditEntry]:
-        """:meth:`SqlAuditStore.query`, after writing what is queued."""
+        """:meth:`AuditStore.query`, after writing what is queued."""
         await self.flush()
         return await self._store.query(**filters)
 

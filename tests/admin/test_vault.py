@@ -13,13 +13,13 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from switchyard.errors import BadRequestError, NotFoundError
-from switchyard.service.vault import (
+from switchyard.admin.vault import (
     CredentialIntegrityError,
     Vault,
     VaultNotConfiguredError,
     WrongMasterKeyError,
 )
+from switchyard.errors import BadRequestError, NotFoundError
 from switchyard.store import Database, upgrade
 from switchyard.store.credentials import SqlCredentialStore
 from tests.fakes import FakeOllama, FakeOpenAI

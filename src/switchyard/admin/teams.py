@@ -5,23 +5,30 @@ is what a request meets. Changes go to the key cache at once in this process, an
 replicas with the key cache's next refresh.
 
 A team that keys (not revoked) still belong to cannot be deleted: move or revoke them first.
+
+:class:`TeamService` applies changes given as values; :class:`TeamAdmin` is what the edges call:
+it takes the admin API's JSON (``TeamSpec``, a merge patch), applies it and records the action in
+the audit log.
 """
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from switchyard.core.keys import Team
+from switchyard.admin.audit import Actor, AuditLog
+from switchyard.admin.ports import TeamStore
+from switchyard.core.keys import DuplicateTeamError, Team
 from switchyard.core.limits import Budget, RateLimits
 from switchyard.errors import BadRequestError, NotFoundError
+from switchyard.protocol.admin import TeamSpec, merge_patch, rate_limits, team_settings_json, validate
 from switchyard.service.keys import KeyService
-from switchyard.store.teams import DuplicateTeamError, SqlTeamStore
 
-__all__ = ["TeamService"]
+__all__ = ["TeamAdmin", "TeamService"]
 
 _UPDATABLE = frozenset({"name", "limits", "budget"})
 
@@ -35,7 +42,7 @@ def _duplicate(name: str) -> BadRequestError:
 
 
 class TeamService:
-    def __init__(self, store: SqlTeamStore, keys: KeyService, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, store: TeamStore, keys: KeyService, clock: Callable[[], datetime] = _now) -> None:
         self._store = store
         self._keys = keys
         self._clock = clock
@@ -96,4 +103,58 @@ class TeamService:
                 )
             raise NotFoundError(f"No team with id or name '{id_or_name}'.", param="team")
         self._keys.team_removed(team.id)
+        return team
+
+
+class TeamAdmin:
+    """Teams for the edges: JSON in, validated, applied, and recorded in the audit log."""
+
+    def __init__(self, teams: TeamService, audit: AuditLog) -> None:
+        self._teams = teams
+        self._audit = audit
+
+    async def get(self, id_or_name: str) -> Team:
+        return await self._teams.get(id_or_name)
+
+    async def list(self) -> builtins.list[Team]:
+        return await self._teams.list()
+
+    async def key_counts(self) -> dict[str, int]:
+        return await self._teams.key_counts()
+
+    async def create(self, body: Any, *, actor: Actor) -> Team:
+        """A team from a ``TeamSpec`` body; the entry records the validated body."""
+        spec = validate(TeamSpec, body)
+        team = await self._teams.create(spec.name, limits=rate_limits(spec.limits),
+                                        budget=spec.budget.budget() if spec.budget else None)
+        self._audit.action(actor, "team.create", "team", team.id, spec.model_dump(mode="json", exclude_none=True))
+        return team
+
+    async def update(self, id_or_name: str, patch: Any, *, actor: Actor, merge: bool = True) -> Team:
+        """A JSON merge patch of ``TeamSpec`` (null removes a limit or the budget); with ``merge=False``
+        each field it names is replaced whole. The entry records the patch."""
+        if not isinstance(patch, dict):
+            raise BadRequestError("The request body must be a JSON object (a merge patch).")
+        for name in patch:
+            if name not in TeamSpec.model_fields:
+                raise BadRequestError(f"Unknown field '{name}'; a team has {sorted(TeamSpec.model_fields)}.",
+                                      param=name)
+        if "name" in patch and patch["name"] is None:
+            raise BadRequestError("A team's name cannot be removed.", param="name")
+        team = await self._teams.get(id_or_name)
+        spec = validate(TeamSpec, merge_patch(team_settings_json(team), patch, merge=merge))
+        changes: dict[str, Any] = {}
+        if "name" in patch:
+            changes["name"] = spec.name
+        if "limits" in patch:
+            changes["limits"] = rate_limits(spec.limits)
+        if "budget" in patch:
+            changes["budget"] = spec.budget.budget() if spec.budget else None
+        updated = await self._teams.update(team.id, **changes)
+        self._audit.action(actor, "team.update", "team", team.id, patch)
+        return updated
+
+    async def delete(self, id_or_name: str, *, actor: Actor) -> Team:
+        team = await self._teams.delete(id_or_name)
+        self._audit.action(actor, "team.delete", "team", team.id, {"name": team.name})
         return team
