@@ -16,8 +16,8 @@ from switchyard.cli.store_options import load, run_with_runtime, store_options
 from switchyard.core.keys import Team
 from switchyard.core.limits import Budget, RateLimits
 from switchyard.errors import GatewayError
+from switchyard.limits.budgets import budget_status
 from switchyard.runtime import Runtime
-from switchyard.service.budgets import budget_status
 from switchyard.settings import Settings
 from switchyard.store.teams import limits_to_json
 

@@ -8,7 +8,7 @@ from fnmatch import fnmatchcase
 
 from switchyard.core.limits import Budget, RateLimits
 
-__all__ = ["ApiKey", "NewKey", "Principal", "Team"]
+__all__ = ["ApiKey", "DuplicateTeamError", "NewKey", "Principal", "Team"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +77,9 @@ class Principal:
         if self.allowed_models is None:
             return True
         return any(fnmatchcase(model, pattern) for pattern in self.allowed_models)
+
+
+class DuplicateTeamError(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"A team named '{name}' already exists.")
+        self.name = name

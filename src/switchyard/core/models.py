@@ -1,13 +1,16 @@
-"""Routing targets: where a model name resolves to."""
+"""Routing targets: where a model name resolves to; and models stored over /admin/models."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from switchyard.core.capabilities import Capabilities
 from switchyard.core.limits import RateLimits
 
-__all__ = ["Route", "Target", "UpstreamSpec"]
+__all__ = ["DuplicateAliasError", "Route", "StoredModel", "Target", "UpstreamSpec"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +80,25 @@ class UpstreamSpec:
     cooldown_window: float = 30.0
     cooldown_seconds: float = 30.0
     api_version: str | None = None  # azure's api-version
+
+
+@dataclass(frozen=True, slots=True)
+class StoredModel:
+    """One live row: ``config`` is the API record without alias, active and default."""
+
+    id: str
+    alias: str
+    config: Mapping[str, Any]
+    active: bool
+    is_default: bool
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class DuplicateAliasError(Exception):
+    """Another stored model already has this alias."""
+
+    def __init__(self, alias: str) -> None:
+        super().__init__(f"a stored model already has the alias '{alias}'")
+        self.alias = alias

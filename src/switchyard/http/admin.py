@@ -33,7 +33,7 @@ from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
 from switchyard.http.teams import BudgetSpec, budget_json, merge_patch, rate_limits, validate
-from switchyard.service.budgets import budget_status
+from switchyard.limits.budgets import budget_status
 from switchyard.settings import RateLimitConfig
 from switchyard.store.teams import limits_to_json, model_limits_to_json
 

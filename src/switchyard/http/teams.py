@@ -30,7 +30,7 @@ from switchyard.http.audit import record
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
-from switchyard.service.budgets import budget_status
+from switchyard.limits.budgets import budget_status
 from switchyard.service.teams import TeamService
 from switchyard.settings import RateLimitConfig
 from switchyard.store.teams import limits_to_json

@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
+from switchyard.core.audit import AuditEntry
 from switchyard.store.engine import AsyncEngine
 from switchyard.store.tables import audit_log
 
 __all__ = ["AuditEntry", "SqlAuditStore"]
 
 _t = audit_log
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """One admin action. ``actor``: the admin key's id, ``"static"`` (a key from the settings),
-    ``"cli"`` (the command line on the store) or ``"anonymous"`` (auth off)."""
-
-    at: datetime
-    actor: str
-    action: str  # "key.create", "team.update", "credential.remove", ...
-    object_type: str  # "api_key", "team", "credential", "model"
-    object_id: str | None
-    details: dict[str, Any] = field(default_factory=dict)
-    client_ip: str | None = None
-    request_id: str | None = None
-    id: int | None = None  # set by the database
 
 
 def _to_row(entry: AuditEntry) -> dict[str, Any]:

@@ -16,12 +16,12 @@ import builtins
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from switchyard.core.models import DuplicateAliasError, StoredModel
 from switchyard.store.engine import AsyncConnection, AsyncEngine
 from switchyard.store.tables import model_configs
 
@@ -33,28 +33,6 @@ _RETRIES = 8
 _PG_WRITE_LOCK = 0x5357_4D43  # "SWMC": serialises model writes on PostgreSQL
 _NEXT_REVISION = sa.select(sa.func.coalesce(sa.func.max(_t.c.revision), 0) + 1)
 _LIVE = _t.c.deleted_at.is_(None)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredModel:
-    """One live row: ``config`` is the API record without alias, active and default."""
-
-    id: str
-    alias: str
-    config: Mapping[str, Any]
-    active: bool
-    is_default: bool
-    revision: int
-    created_at: datetime
-    updated_at: datetime
-
-
-class DuplicateAliasError(Exception):
-    """Another stored model already has this alias."""
-
-    def __init__(self, alias: str) -> None:
-        super().__init__(f"a stored model already has the alias '{alias}'")
-        self.alias = alias
 
 
 def _from_row(row: Mapping[Any, Any]) -> StoredModel:

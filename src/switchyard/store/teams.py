@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
-from switchyard.core.keys import Team
+from switchyard.core.keys import DuplicateTeamError, Team
 from switchyard.core.limits import Budget, BudgetPeriod, RateLimits
 from switchyard.store.engine import AsyncEngine
 from switchyard.store.tables import api_keys, teams
@@ -32,12 +32,6 @@ __all__ = [
 _t = teams
 _LIMIT_FIELDS = tuple(f.name for f in fields(RateLimits))
 _PERIODS: tuple[BudgetPeriod, ...] = ("daily", "monthly", "total")
-
-
-class DuplicateTeamError(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"A team named '{name}' already exists.")
-        self.name = name
 
 
 def limits_to_json(limits: RateLimits | None) -> dict[str, int] | None:
