@@ -79,12 +79,13 @@ class Circuit:
                 self._answered(probing)  # the store answered, with a refusal
                 raise
             self._failed(exc)
-            return await self._local(fallback, may_refuse)
+        else:
+            self._answered(probing)
+            return result
         finally:
             if probing:
                 self._probing = False
-        self._answered(probing)
-        return result
+        return await self._local(fallback, may_refuse)
 
     async def _local(self, fallback: Callable[[], Awaitable[_T]], may_refuse: bool) -> _T:
         if self._fail_closed and may_refuse:
@@ -93,7 +94,7 @@ class Circuit:
 
     def _failed(self, exc: BaseException) -> None:
         if not self._degraded:
-            log.warning("%s: the store is unreachable (%s); %s", self._what, type(exc).__name__,
+            log.warning("%s: the store is unreachable (%s); %s", self._what, type(exc.__cause__ or exc).__name__,
                         "refusing requests" if self._fail_closed else f"using per-process {self._what}")
             self._degraded = True
             if self._on_degraded is not None:
