@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from switchyard.service.background import stop_task
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["KeyEvents"]
 
@@ -25,10 +28,10 @@ _WAIT = 5.0  # s: one wait for a message on the subscribed connection
 
 
 class KeyEvents:
-    """``redis``: the process's Redis client (``redis.asyncio.Redis``), shared with the limit
-    engines and closed by its owner, not here."""
+    """``redis``: the process's Redis client, shared with the limit engines and closed by its
+    owner, not here."""
 
-    def __init__(self, redis: Any, on_change: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, redis: Redis, on_change: Callable[[], Awaitable[None]]) -> None:
         self._redis = redis
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
@@ -46,7 +49,7 @@ class KeyEvents:
 
     async def _listen(self) -> None:
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub: Any = self._redis.pubsub(ignore_subscribe_messages=True)  # (redis types aclose loosely)
             try:
                 await pubsub.subscribe(CHANNEL)
                 self.subscribed.set()
