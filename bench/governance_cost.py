@@ -27,7 +27,9 @@ from switchyard.core.chat import ChatRequest, GenerationKind
 from switchyard.core.keys import Principal
 from switchyard.core.limits import Budget, RateLimits
 from switchyard.core.usage import Usage
-from switchyard.service.governance import build_governance
+from switchyard.limits.budgets import MemoryLedger
+from switchyard.limits.rates import MemoryLimiter
+from switchyard.service.governance import Governance
 
 
 async def _nothing_spent(scope: str, since: datetime | None) -> float:
@@ -38,7 +40,7 @@ class _Bench:
     """The governed request of ``bench/run.py --governance``, admitted and finished in a loop."""
 
     def __init__(self) -> None:
-        self.gov = build_governance(None, False, _nothing_spent)
+        self.gov = Governance(MemoryLimiter(), MemoryLedger(_nothing_spent))
         self.key = Principal(key_id="key_bench", name="bench", is_admin=False,
                              limits=RateLimits(rpm=10**9, tpm=10**12, max_parallel=100_000),
                              budget=Budget(10**9, "total"))

@@ -18,12 +18,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from switchyard.admin.catalog import ModelCatalog
+from switchyard.core.limits import BudgetLedger, Limiter
 from switchyard.core.models import UpstreamSpec
 from switchyard.core.ports import Provider
 from switchyard.http.errors import exception_handlers
 from switchyard.http.middleware import EdgeMiddleware
 from switchyard.http.routes import routes
 from switchyard.http.state import Services
+from switchyard.limits.budgets import MemoryLedger, SpentSource
+from switchyard.limits.rates import MemoryLimiter
 from switchyard.observability.logging import AccessLog, configure_logging
 from switchyard.observability.metrics import Metrics
 from switchyard.observability.tracing import Tracing, TracingMiddleware, TracingUnavailableError
@@ -32,13 +35,15 @@ from switchyard.runtime import check_credentials, open_runtime
 from switchyard.service.accounting import UsageRecorder
 from switchyard.service.fleet import FleetWatcher
 from switchyard.service.gateway import Gateway
-from switchyard.service.governance import build_governance
+from switchyard.service.governance import Governance
 from switchyard.service.key_events import KeyEvents
 from switchyard.service.retention import UsageRetention
 from switchyard.service.routing import LOCAL, RoutingTable
 from switchyard.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from switchyard.local.provider import LocalProvider
 
 __all__ = ["create_app", "worker_app"]
@@ -66,8 +71,9 @@ def create_app(settings: Settings) -> Starlette:
         retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
         # told of every batch written, so that under load it prunes as often as the ring needs
         recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval, on_written=retention.note_written)
-        governance = build_governance(settings.redis_url, settings.limits_fail_closed, runtime.spent)
-        key_events = KeyEvents(settings.redis_url, runtime.keys.refresh) if settings.redis_url else None
+        redis = _open_redis(settings)  # one client: limits, budgets and key-change events
+        governance = Governance(*_limit_engines(settings, redis, runtime.spent))
+        key_events = KeyEvents(redis, runtime.keys.refresh) if redis is not None else None
         if key_events is not None:
             runtime.keys.on_change = key_events.publish
         gateway = Gateway(routing, providers, recorder, metrics, provider_factory=provider_for,
@@ -120,6 +126,8 @@ def create_app(settings: Settings) -> Starlette:
             await governance.aclose()
             if key_events is not None:
                 await key_events.aclose()
+            if redis is not None:
+                await redis.aclose()
             await runtime.aclose()
             access_log.flush()
             if tracing is not None:  # last: usage matters more than spans if a collector is slow
@@ -148,6 +156,30 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
+
+
+# -- rate-limit and budget engines -------------------------------------------------------------
+def _open_redis(settings: Settings) -> Redis | None:
+    """The process's one Redis client, when Redis is configured (``redis`` is imported only then)."""
+    if settings.redis_url is None:
+        return None
+    from switchyard.limits.redis_client import open_redis
+
+    return open_redis(settings.redis_url)
+
+
+def _limit_engines(settings: Settings, redis: Redis | None, spent: SpentSource) -> tuple[Limiter, BudgetLedger]:
+    """In-process engines; with Redis, Redis engines on the shared client that fall back to
+    in-process ones while it is unreachable (or refuse with 503, ``limits_fail_closed``)."""
+    if redis is None:
+        return MemoryLimiter(), MemoryLedger(spent)
+    from switchyard.limits.budgets_redis import RedisLedger
+    from switchyard.limits.fallback import FallbackLedger, FallbackLimiter
+    from switchyard.limits.rates_redis import RedisLimiter
+
+    fail_closed = settings.limits_fail_closed
+    return (FallbackLimiter(RedisLimiter(redis), MemoryLimiter(), fail_closed=fail_closed),
+            FallbackLedger(RedisLedger(redis, spent_source=spent), MemoryLedger(spent), fail_closed=fail_closed))
 
 
 def _local_provider(settings: Settings, routing: RoutingTable) -> LocalProvider | None:

@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from switchyard.admin import Admin, CredentialAdmin, KeyAdmin, TeamAdmin
 from switchyard.admin.audit import AuditLog
@@ -119,3 +120,14 @@ async def check_credentials(settings: Settings, vault: Vault) -> None:
         raise ConfigError(f"credential '{sorted(names)[0]}' is used, but no master key is set "
                           "(SWITCHYARD_MASTER_KEY) to decrypt the vault")
     RoutingTable(settings, secrets=await vault.secrets())  # names a credential that is missing or inactive
+
+
+if TYPE_CHECKING:
+    from switchyard.core.ports import AuditStore, KeyStore, ModelStore, TeamStore, UsageStore
+    from switchyard.store.engine import AsyncEngine
+
+    def _stores_implement_their_ports(engine: AsyncEngine) -> tuple[KeyStore, TeamStore, UsageStore, AuditStore,
+                                                                    ModelStore]:
+        """(For mypy: each SQL store is checked against its port in core/ports.py.)"""
+        return (SqlKeyStore(engine), SqlTeamStore(engine), SqlUsageStore(engine), SqlAuditStore(engine),
+                SqlModelStore(engine))

@@ -29,6 +29,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from switchyard.core.time import parse_duration
+
 __all__ = [
     "PROVIDER_TYPES",
     "ConfigError",
@@ -247,8 +249,6 @@ class LocalModelConfig(BaseModel):
     @field_validator("keep_alive")
     @classmethod
     def _duration(cls, value: str | float) -> str | float:
-        from switchyard.local.memory import parse_duration
-
         parse_duration(value)  # ValueError -> a config error naming the field
         return value
 

@@ -117,6 +117,9 @@ def test_usage_table_and_csv(tmp_path: Path) -> None:
     mid = _csv(run_cli("usage", *window, "--group-by", "hour", "--format", "csv", *store, cwd=tmp_path).stdout)
     assert [(r["period"], r["requests"]) for r in mid] == [
         ((H0 + timedelta(hours=1)).isoformat(), "2")]
+    unix = ("--since", str((H0 + timedelta(hours=1, minutes=40)).timestamp()),
+            "--until", str(int((H0 + timedelta(hours=2)).timestamp())))  # the same window in Unix seconds
+    assert _csv(run_cli("usage", *unix, "--group-by", "hour", "--format", "csv", *store, cwd=tmp_path).stdout) == mid
     recent = _csv(run_cli("usage", "--since", "1h", "--format", "csv", *store, cwd=tmp_path).stdout)
     assert sum(int(r["requests"]) for r in recent) == 3  # the current hour (NOW is half past it)
 

@@ -21,7 +21,7 @@ from switchyard.core.usage import UsageRecord
 from switchyard.service.retention import UsageRetention
 from switchyard.settings import Settings
 from switchyard.store import Database, SqlUsageStore, upgrade
-from switchyard.store.usage import format_usd, hour_start, nanousd, parse_group_by, parse_time
+from switchyard.store.usage import format_usd, hour_start, nanousd, parse_group_by
 
 T0 = datetime(2025, 3, 1, 9, 40, tzinfo=UTC)
 KEYS = ["key_a", "key_b", "key_c", None]
@@ -510,18 +510,7 @@ def test_migration_0004_adds_cost_and_fills_the_rollups_from_stored_rows(empty_u
 # -- parsing ---------------------------------------------------------------------------------
 
 
-def test_parse_time_and_group_by() -> None:
-    now = datetime(2025, 3, 10, 12, tzinfo=UTC)
-    assert parse_time("24h", now) == now - timedelta(hours=24)
-    assert parse_time("30m", now) == now - timedelta(minutes=30)
-    assert parse_time("7d", now) == now - timedelta(days=7)
-    assert parse_time("2w", now) == now - timedelta(days=14)
-    assert parse_time("2025-03-01", now) == datetime(2025, 3, 1, tzinfo=UTC)
-    assert parse_time("2025-03-01T12:30:00Z", now) == datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
-    assert parse_time("2025-03-01T12:30:00+02:00", now) == datetime(2025, 3, 1, 10, 30, tzinfo=UTC)
-    for bad in ("yesterday", "24", "h", "-1d", "2025-13-01", ""):
-        with pytest.raises(ValueError):
-            parse_time(bad, now)
+def test_parse_group_by() -> None:  # (times: tests/core/test_time.py)
     assert parse_group_by("day") == ("day",)
     assert parse_group_by(" key , model ") == ("key", "model")
     assert parse_group_by(["hour", "key"]) == ("hour", "key")

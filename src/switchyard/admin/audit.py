@@ -17,23 +17,20 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from switchyard.admin.ports import AuditStore
 from switchyard.core.audit import AuditEntry
-from switchyard.errors import BadRequestError
+from switchyard.core.ports import AuditStore
 from switchyard.service.batches import BatchWriter
 
-__all__ = ["CLI", "REDACTED", "Actor", "AuditEntry", "AuditLog", "parse_when", "scrub"]
+__all__ = ["CLI", "REDACTED", "Actor", "AuditEntry", "AuditLog", "scrub"]
 
 log = logging.getLogger("switchyard.audit")
 REDACTED = "[redacted]"
 _MAX_BUFFER = 100_000
 _MAX_DEPTH = 8
 _MAX_STRING = 2000
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 _SECRET_NAME = re.compile(
     r"(^key$|secret|api[-_]?key|apikey|password|passwd|token$|tokens?_?value|authorization|bearer|"
@@ -65,25 +62,6 @@ def scrub(value: Any, depth: int = 0) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     return scrub(str(value), depth + 1)
-
-
-def parse_when(value: str, param: str, now: datetime | None = None) -> datetime:
-    """ISO 8601 (naive means UTC), Unix seconds, or an age (``90s``, ``30m``, ``24h``, ``7d``, ``2w``)."""
-    now = now or datetime.now(UTC)
-    age = _AGE.match(value)
-    if age is not None:
-        return now - timedelta(seconds=float(age.group(1)) * _UNIT_S[age.group(2)])
-    try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except (ValueError, OverflowError, OSError):
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequestError(
-            f"'{param}' must be an ISO 8601 time, Unix seconds, or an age such as 24h; got '{value}'.", param=param
-        ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _now() -> datetime:

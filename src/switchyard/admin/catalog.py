@@ -26,9 +26,9 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from switchyard.admin.audit import Actor, AuditLog
-from switchyard.admin.ports import ModelStore
 from switchyard.core.capabilities import defaults_for, validate_drop
 from switchyard.core.models import DuplicateAliasError, StoredModel
+from switchyard.core.ports import ModelStore
 from switchyard.errors import BadRequestError, NotFoundError
 from switchyard.protocol.admin import merge_patch
 from switchyard.protocol.admin.models import (

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from switchyard.admin.audit import Actor, AuditLog
-from switchyard.admin.ports import TeamStore
 from switchyard.core.keys import DuplicateTeamError, Team
 from switchyard.core.limits import Budget, RateLimits
+from switchyard.core.ports import TeamStore
 from switchyard.errors import BadRequestError, NotFoundError
 from switchyard.protocol.admin import TeamSpec, merge_patch, rate_limits, team_settings_json, validate
 from switchyard.service.keys import KeyService

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from switchyard.cli.store_options import load, run_with_runtime, store_options
+from switchyard.cli.store_options import load, run_with_runtime, store_options, time_option
 from switchyard.runtime import Runtime
 from switchyard.service.routing import RoutingTable
 from switchyard.settings import ConfigError
-from switchyard.store.usage import format_usd, parse_group_by, parse_time
+from switchyard.store.usage import format_usd, parse_group_by
 
 __all__ = ["config", "db", "usage"]
 
@@ -62,16 +62,6 @@ def upgrade(config_file: Path | None, data_dir: Path | None, database_url: str |
     click.echo("database is up to date")
 
 
-def _when(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{exc}; use a duration such as 30m, 24h or 7d, or an ISO 8601 time",
-                                 param_hint=option) from None
-
-
 def _micro_usd(nanos: int) -> str:
     """USD rounded to the micro-dollar, for the table (CSV keeps every nano-dollar)."""
     return format_usd((nanos + 500) // 1000 * 1000)[:-3]
@@ -81,8 +71,8 @@ _COUNTS = ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "co
 
 
 @click.command()
-@click.option("--since", default=None, help="From: a duration back from now (30m, 24h, 7d) or an ISO 8601 time.")
-@click.option("--until", default=None, help="Until (excluded): a duration back from now or an ISO 8601 time.")
+@click.option("--since", default=None, help="From: an age (30m, 24h, 7d), an ISO 8601 time or Unix seconds.")
+@click.option("--until", default=None, help="Until (excluded): an age, an ISO 8601 time or Unix seconds.")
 @click.option("--key", "key", default=None, help="Only this key (its id or name).")
 @click.option("--model", default=None, help="Only this model alias.")
 @click.option("--group-by", "group_by", default="key,model", show_default=True,
@@ -99,7 +89,7 @@ def usage(since: str | None, until: str | None, key: str | None, model: str | No
         dims = parse_group_by(group_by)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--group-by") from None
-    start, end = _when(since, "--since"), _when(until, "--until")
+    start, end = time_option(since, "--since"), time_option(until, "--until")
     settings = load(config_file, data_dir=data_dir, database_url=database_url)
 
     async def body(rt: Runtime) -> tuple[list[dict[str, object]], dict[str, str]]:

@@ -9,9 +9,8 @@ from pathlib import Path
 import click
 import orjson
 
-from switchyard.admin.audit import AuditEntry, parse_when
-from switchyard.cli.store_options import load, run_with_runtime, store_options
-from switchyard.errors import GatewayError
+from switchyard.cli.store_options import load, run_with_runtime, store_options, time_option
+from switchyard.core.audit import AuditEntry
 from switchyard.runtime import Runtime
 
 __all__ = ["audit"]
@@ -24,8 +23,8 @@ def _details(entry: AuditEntry) -> str:
 
 
 @click.command()
-@click.option("--since", default=None, help="From: an age (30m, 24h, 7d) or an ISO 8601 time.")
-@click.option("--until", default=None, help="Until (excluded): an age or an ISO 8601 time.")
+@click.option("--since", default=None, help="From: an age (30m, 24h, 7d), an ISO 8601 time or Unix seconds.")
+@click.option("--until", default=None, help="Until (excluded): an age, an ISO 8601 time or Unix seconds.")
 @click.option("--actor", default=None, help="Only this actor: an admin key's id, 'static' or 'cli'.")
 @click.option("--action", default=None, help="Only actions starting with this (key., team.create, ...).")
 @click.option("--object", "object_id", default=None, help="Only entries about this object id.")
@@ -35,11 +34,7 @@ def _details(entry: AuditEntry) -> str:
 def audit(since: str | None, until: str | None, actor: str | None, action: str | None, object_id: str | None,
           limit: int, fmt: str, config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
     """Who did what to which object, and when: every admin action (never a secret)."""
-    try:
-        start = parse_when(since, "--since") if since is not None else None
-        end = parse_when(until, "--until") if until is not None else None
-    except GatewayError as exc:
-        raise click.BadParameter(exc.message, param_hint=exc.param) from None
+    start, end = time_option(since, "--since"), time_option(until, "--until")
     settings = load(config_file, data_dir=data_dir, database_url=database_url)
 
     async def body(rt: Runtime) -> list[AuditEntry]:

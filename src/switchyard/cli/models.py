@@ -27,6 +27,7 @@ import click
 
 from switchyard import __version__
 from switchyard.cli.status import _duration, _get, _Reply, resolve_server
+from switchyard.core.time import parse_duration
 from switchyard.settings import ConfigError, ProviderConfig, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ __all__ = ["models"]
 F = TypeVar("F", bound=Callable[..., Any])
 KeepAlive = str | int | float | None
 
-_DURATION = re.compile(r"-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)")
 _HUB_NAME = r"[A-Za-z0-9_](?:[\w.-]{0,94}[A-Za-z0-9_])?"
 _REPO_ID = re.compile(rf"(?:{_HUB_NAME}/)?{_HUB_NAME}", re.ASCII)
 _NETWORK_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException)
@@ -320,7 +320,11 @@ def _keep_alive(ctx: click.Context, param: click.Parameter, value: str | None) -
     else:
         if math.isfinite(seconds):
             return seconds
-    if _DURATION.fullmatch(value):
+    try:
+        parse_duration(value)
+    except ValueError:
+        pass
+    else:
         return value
     raise click.BadParameter(f"{value!r}: use seconds (600; -1 keeps it loaded) or a duration such as 10m or 1.5h")
 

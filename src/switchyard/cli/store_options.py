@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from switchyard.core.time import parse_since
 from switchyard.runtime import Runtime, open_runtime
 from switchyard.settings import ConfigError, Settings, load_settings
 
-__all__ = ["load", "run_with_runtime", "store_options"]
+__all__ = ["load", "run_with_runtime", "store_options", "time_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -27,6 +29,16 @@ def store_options(fn: F) -> F:
         help="YAML config file.",
     )(fn)
     return fn
+
+
+def time_option(value: str | None, option: str) -> datetime | None:
+    """--since and --until: an age (30m, 24h, 7d), an ISO 8601 time or Unix seconds (``core.time``)."""
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 def load(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -18,9 +18,9 @@ from switchyard.cli.store_options import load, run_with_runtime, store_options
 from switchyard.core.keys import Team
 from switchyard.core.limits import Budget, RateLimits, limits_to_json
 from switchyard.errors import GatewayError
+from switchyard.limits.budgets import budget_status
 from switchyard.protocol.admin import budget_json
 from switchyard.runtime import Runtime
-from switchyard.service.budgets import budget_status
 from switchyard.settings import Settings
 
 __all__ = [

@@ -1,12 +1,14 @@
 """Rate limits and budgets: what is limited, and the Protocols of the engines that enforce them.
 
 Scopes name what a counter belongs to: ``key:<id>``, ``key:<id>|model:<alias>``, ``model:<alias>``,
-``team:<id>``. Engines (``service/limits.py``, ``service/budgets.py``) keep the counters in
-process memory or in Redis (shared by every replica); both behave the same.
+``team:<id>``. Engines (``limits/rates.py``, ``limits/budgets.py``) keep the counters in
+process memory or in Redis (shared by every replica); both behave the same. An admission's
+counters go back to the client as OpenAI's ``x-ratelimit-*`` headers (``ratelimit_headers``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Literal, Protocol
@@ -21,8 +23,10 @@ __all__ = [
     "Limiter",
     "RateLimits",
     "Reservation",
+    "format_reset",
     "limits_to_json",
     "model_limits_to_json",
+    "ratelimit_headers",
 ]
 
 LimitKind = Literal["requests", "tokens", "parallel"]
@@ -155,3 +159,38 @@ class BudgetLedger(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def format_reset(seconds: float) -> str:
+    """OpenAI's (Go's) duration format for x-ratelimit-reset-*, to the millisecond, never early:
+    ``20ms``, ``1s``, ``12.5s``, ``6m0s``, ``1h0m0s``."""
+    ms = max(0, math.ceil(round(seconds * 1000, 6)))
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest // 1000}" + (f".{rest % 1000:03d}".rstrip("0") if rest % 1000 else "")
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def ratelimit_headers(
+    requests: Admission | LimitState | None, tokens: LimitState | None = None
+) -> dict[str, str]:
+    """The x-ratelimit-{limit,remaining,reset}-{requests,tokens} headers of an admission (or of
+    the request and token states), only those that apply."""
+    if isinstance(requests, Admission):
+        admission = requests
+        requests, tokens = admission.requests, admission.tokens
+    out: dict[str, str] = {}
+    for name, state in (("requests", requests), ("tokens", tokens)):
+        if state is not None:
+            out[f"x-ratelimit-limit-{name}"] = str(state.limit)
+            out[f"x-ratelimit-remaining-{name}"] = str(max(0, state.remaining))
+            out[f"x-ratelimit-reset-{name}"] = format_reset(state.reset_s)
+    return out

@@ -1,19 +1,45 @@
-"""The Protocols the gateway pipeline depends on. Implementations are injected by app.py."""
+"""The Protocols the services depend on. Implementations are injected by app.py (and runtime.py).
+
+    Provider, ReportsRunningModels, ManagesModels   upstreams (providers/, local/)
+    KeyStore, TeamStore, UsageStore, AuditStore,    stores (store/: SQL)
+    ModelStore
+    MetricsSink                                     metrics (observability/: Prometheus)
+
+The rate-limit and budget engines' Protocols, ``Limiter`` and ``BudgetLedger``, are in
+``core/limits.py`` (implemented in limits/).
+"""
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from switchyard.core.audit import AuditEntry
 from switchyard.core.chat import ChatRequest, ChatResult, StreamPiece
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
-from switchyard.core.keys import ApiKey
-from switchyard.core.models import Target
+from switchyard.core.keys import ApiKey, Team
+from switchyard.core.models import StoredModel, Target
 from switchyard.core.usage import UsageRecord
 
-__all__ = ["KeyStore", "ManagesModels", "Provider", "ReportsRunningModels", "UsageStore"]
+__all__ = [
+    "AuditStore",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "KeyStore",
+    "Labelled",
+    "ManagesModels",
+    "MetricsSink",
+    "ModelStore",
+    "Provider",
+    "ReportsRunningModels",
+    "TeamStore",
+    "UsageStore",
+]
+
+_Child_co = TypeVar("_Child_co", covariant=True)
 
 
 @runtime_checkable
@@ -120,4 +146,143 @@ class UsageStore(Protocol):
 
     async def ping(self) -> None:
         """Raise if the store is unreachable (readiness)."""
+        ...
+
+
+class TeamStore(Protocol):
+    """Teams. Lookups take an id or a name; ``add`` and ``update`` raise
+    ``core.keys.DuplicateTeamError`` for a name already taken."""
+
+    async def add(self, team: Team) -> None: ...
+
+    async def get(self, id_or_name: str) -> Team | None: ...
+
+    async def list(self) -> builtins.list[Team]: ...
+
+    async def changed_since(self, since: datetime) -> builtins.list[Team]:
+        """Teams created or changed after ``since`` (for cache refresh)."""
+        ...
+
+    async def update(self, team: Team) -> bool:
+        """Write the team's name, limits and budget; False if it is gone."""
+        ...
+
+    async def remove(self, team_id: str) -> bool:
+        """Delete a team no live key belongs to; False if it is gone or in use."""
+        ...
+
+    async def key_counts(self) -> dict[str, int]:
+        """Keys not revoked, per team id."""
+        ...
+
+
+class AuditStore(Protocol):
+    async def write(self, entries: Sequence[AuditEntry]) -> None: ...
+
+    async def query(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        object_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """Newest first; ``action`` is a prefix; ``since`` inclusive, ``until`` exclusive."""
+        ...
+
+
+class ModelStore(Protocol):
+    """Models stored over /admin/models. ``revision`` changes whenever anything changed (replicas
+    poll it); ``add`` and ``update`` raise ``core.models.DuplicateAliasError`` for an alias taken."""
+
+    async def get(self, model_id: str) -> StoredModel | None: ...
+
+    async def get_by_alias(self, alias: str) -> StoredModel | None: ...
+
+    async def list(self) -> builtins.list[StoredModel]: ...
+
+    async def revision(self) -> int: ...
+
+    async def add(
+        self, alias: str, config: Mapping[str, Any], *, at: datetime, active: bool = True,
+        is_default: bool = False, model_id: str | None = None,
+    ) -> StoredModel: ...
+
+    async def update(
+        self, model_id: str, *, alias: str, config: Mapping[str, Any], active: bool, is_default: bool, at: datetime,
+    ) -> StoredModel | None: ...
+
+    async def delete(self, model_id: str, at: datetime) -> bool: ...
+
+
+# -- metrics ------------------------------------------------------------------------------------
+class Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+    def inc(self, amount: float = 1) -> None: ...
+
+    def dec(self, amount: float = 1) -> None: ...
+
+    def set_function(self, f: Callable[[], float]) -> None: ...
+
+
+class Histogram(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class Labelled(Protocol[_Child_co]):
+    """A metric with labels: one child per set of label values."""
+
+    def labels(self, *labelvalues: str) -> _Child_co: ...
+
+    def remove(self, *labelvalues: str) -> None: ...
+
+
+class MetricsSink(Protocol):
+    """The metrics the services record (names and meaning: docs/metrics.md)."""
+
+    @property
+    def in_flight(self) -> Labelled[Gauge]: ...  # model
+
+    @property
+    def upstream_latency(self) -> Labelled[Histogram]: ...  # model, provider, endpoint
+
+    @property
+    def ttft(self) -> Labelled[Histogram]: ...  # model, provider
+
+    @property
+    def overhead(self) -> Histogram: ...
+
+    @property
+    def queue_depth(self) -> Labelled[Gauge]: ...  # gate
+
+    @property
+    def loaded_bytes(self) -> Labelled[Gauge]: ...  # provider, model
+
+    @property
+    def loaded_vram_bytes(self) -> Labelled[Gauge]: ...  # provider, model
+
+    @property
+    def cooldowns(self) -> Labelled[Counter]: ...  # provider
+
+    @property
+    def cooling_down(self) -> Labelled[Gauge]: ...  # provider
+
+    @property
+    def rejections(self) -> Labelled[Counter]: ...  # model, reason
+
+    @property
+    def upstream_errors(self) -> Labelled[Counter]: ...  # provider, code
+
+    def observe(
+        self, model: str, provider: str, endpoint: str, status: int, seconds: float, prompt: int, completion: int,
+        cost: float = 0.0,
+    ) -> None:
+        """One finished request: its count, latency, tokens and cost."""
         ...

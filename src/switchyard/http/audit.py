@@ -18,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.admin import Actor, Admin
-from switchyard.admin.audit import AuditEntry, parse_when
+from switchyard.core.audit import AuditEntry
 from switchyard.errors import BadRequestError, ServiceUnavailableError
 from switchyard.http.auth import require_admin
+from switchyard.http.query import query_time
 from switchyard.http.state import services
 
 __all__ = ["admin_actor", "admin_of", "entry_json", "list_audit"]
@@ -81,8 +82,7 @@ async def list_audit(request: Request) -> Response:
     for name in q:
         if name not in known:
             raise BadRequestError(f"Unknown query parameter '{name}'; use one of {sorted(known)}.", param=name)
-    since = parse_when(q["since"], "since") if "since" in q else None
-    until = parse_when(q["until"], "until") if "until" in q else None
+    since, until = query_time(request, "since"), query_time(request, "until")
     entries = await audit.query(actor=q.get("actor") or None, action=q.get("action") or None,
                                 object_id=q.get("object_id") or None, since=since, until=until,
                                 limit=_limit(q.get("limit")))

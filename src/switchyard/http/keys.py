@@ -28,8 +28,8 @@ from switchyard.http.audit import admin_actor, admin_of
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
+from switchyard.limits.budgets import budget_status
 from switchyard.protocol.admin import budget_json
-from switchyard.service.budgets import budget_status
 
 __all__ = ["create_key", "get_key", "key_json", "list_keys", "revoke_key", "rotate_key", "update_key"]
 

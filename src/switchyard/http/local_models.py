@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.core.ports import ManagesModels, ReportsRunningModels
+from switchyard.core.time import parse_duration
 from switchyard.errors import BadRequestError, GatewayError
 from switchyard.http.auth import authenticate, require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import call_context, services
-from switchyard.local.memory import parse_duration
 from switchyard.protocol.openai import parse_chat_request
 
 __all__ = ["inference", "load_model", "status", "unload_model"]

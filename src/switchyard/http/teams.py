@@ -25,8 +25,8 @@ from switchyard.http.audit import admin_actor, admin_of
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
+from switchyard.limits.budgets import budget_status
 from switchyard.protocol.admin import budget_json
-from switchyard.service.budgets import budget_status
 
 __all__ = ["create_team", "delete_team", "get_team", "list_teams", "team_json", "update_team"]
 

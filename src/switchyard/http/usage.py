@@ -1,7 +1,7 @@
 """GET /admin/usage: usage totals from the hourly rollups. Admin keys only.
 
 Query parameters (all optional): ``key`` (a key id, or a key's name), ``model`` (an alias),
-``since`` and ``until`` (ISO 8601, or a duration back from now: ``30m``, ``24h``, ``7d``, ``2w``),
+``since`` and ``until`` (ISO 8601, Unix seconds, or an age: ``30m``, ``24h``, ``7d``, ``2w``),
 ``group_by`` (``hour``, ``day`` (default), ``key`` or ``model``, or several: ``day,key``).
 Rollups are hourly, so ``since``/``until`` select the hours that overlap ``[since, until)``.
 
@@ -23,22 +23,13 @@ from starlette.responses import Response
 from switchyard.core.ports import UsageStore
 from switchyard.errors import BadRequestError, ServiceUnavailableError
 from switchyard.http.auth import require_admin
+from switchyard.http.query import query_time
 from switchyard.http.state import services
-from switchyard.store.usage import parse_group_by, parse_time
+from switchyard.store.usage import parse_group_by
 
 __all__ = ["usage", "usage_json"]
 
 _COUNTS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "estimated")
-
-
-def _time(request: Request, name: str, now: datetime) -> datetime | None:
-    value = request.query_params.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return parse_time(value, now)
-    except ValueError as exc:
-        raise BadRequestError(f"Invalid {name}: {exc}", param=name) from None
 
 
 def usage_json(rows: list[dict[str, object]], dims: tuple[str, ...], names: dict[str, str]) -> dict[str, Any]:
@@ -80,8 +71,8 @@ async def usage(request: Request) -> Response:
     except ValueError as exc:
         raise BadRequestError(f"Invalid group_by: {exc}", param="group_by") from None
     now = datetime.now(UTC)
-    since = _time(request, "since", now)
-    until = _time(request, "until", now)
+    since = query_time(request, "since", now)
+    until = query_time(request, "until", now)
     if since is not None and until is not None and until <= since:
         raise BadRequestError("until must be later than since", param="until")
     keys = await svc.keys.list(include_revoked=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from switchyard.core.time import parse_duration
 from switchyard.local.manager import ManagedModel, ModelManager
-from switchyard.local.memory import default_budget, parse_duration
+from switchyard.local.memory import default_budget
 from switchyard.local.spec import LocalModelSpec
 from switchyard.settings import LocalModelConfig, Settings
 

@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 
 from switchyard.core.chat import ChatRequest, GenerationKind
+from switchyard.core.time import parse_duration
 from switchyard.core.usage import Usage
 from switchyard.errors import BadRequestError
 from switchyard.local.engine import Constraint, SamplingParams
-from switchyard.local.memory import parse_duration
 from switchyard.providers._chunks import sse_chunk
 
 __all__ = ["Generation", "StreamWriter", "keep_alive_of", "result_body", "wanted"]

@@ -9,9 +9,8 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from switchyard.core.ports import Provider, ReportsRunningModels
+from switchyard.core.ports import MetricsSink, Provider, ReportsRunningModels
 from switchyard.errors import GatewayError
-from switchyard.observability.metrics import Metrics
 from switchyard.service.background import stop_task
 
 __all__ = ["FleetWatcher"]
@@ -20,7 +19,7 @@ log = logging.getLogger("switchyard.fleet")
 
 
 class FleetWatcher:
-    def __init__(self, providers: Mapping[str, Provider], metrics: Metrics, interval: float) -> None:
+    def __init__(self, providers: Mapping[str, Provider], metrics: MetricsSink, interval: float) -> None:
         self._watched = {n: p for n, p in providers.items() if isinstance(p, ReportsRunningModels)}
         self._metrics = metrics
         self._interval = interval

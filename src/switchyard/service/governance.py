@@ -11,6 +11,9 @@ the budget can pay for, ``max_tokens`` is lowered to what it can pay for, so the
 never produce a completion the budget cannot cover. After the call the hold is settled to the
 real cost; a failed or abandoned request releases it (a cut stream is settled to what it
 relayed).
+
+The engines (in memory, or in Redis behind a fallback circuit) are chosen by the composition
+root and reach this module only as the ``Limiter`` and ``BudgetLedger`` Protocols.
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
@@ -35,12 +37,11 @@ from switchyard.core.limits import (
     Limiter,
     RateLimits,
     Reservation,
+    ratelimit_headers,
 )
 from switchyard.core.usage import Usage
-from switchyard.service.budgets import FallbackLedger, MemoryLedger
-from switchyard.service.limits import FallbackLimiter, MemoryLimiter, ratelimit_headers
 
-__all__ = ["Governance", "Ticket", "build_governance", "prompt_bytes"]
+__all__ = ["Governance", "Ticket", "prompt_bytes"]
 
 
 def prompt_bytes(body: Mapping[str, Any]) -> int:
@@ -202,18 +203,3 @@ def _with_max_tokens(request: ChatRequest, cap: int) -> ChatRequest:
     field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     body[field] = cap
     return replace(request, body=body, max_tokens=cap)
-
-
-def build_governance(
-    redis_url: str | None, fail_closed: bool, spent: Callable[[str, datetime | None], Awaitable[float]]
-) -> Governance:
-    """In-process engines; with Redis, Redis engines that fall back to in-process ones while it is
-    unreachable (or refuse, ``fail_closed``). Redis is imported only when configured."""
-    if redis_url is None:
-        return Governance(MemoryLimiter(), MemoryLedger(spent))
-    from switchyard.service.budgets_redis import RedisLedger
-    from switchyard.service.limits_redis import RedisLimiter
-
-    limiter = FallbackLimiter(RedisLimiter(redis_url), MemoryLimiter(), fail_closed=fail_closed)
-    ledger = FallbackLedger(RedisLedger(redis_url, spent_source=spent), MemoryLedger(spent), fail_closed=fail_closed)
-    return Governance(limiter, ledger)

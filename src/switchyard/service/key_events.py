@@ -3,7 +3,8 @@
 A replica that revokes, rotates or changes a key publishes its id once the change is in the
 database; every replica listening refreshes its key cache from the database at once. The
 cache's one-second refresh stays as the backstop, so a lost message (Redis down) only delays a
-revocation to that second. Redis is imported only when this is used.
+revocation to that second. It uses the process's one Redis client (opened by ``app.py``): the
+listener holds one of its pooled connections, subscribed.
 """
 
 from __future__ import annotations
@@ -11,23 +12,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from switchyard.service.background import stop_task
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["KeyEvents"]
 
 log = logging.getLogger("switchyard.keys")
 CHANNEL = "switchyard:key-changes"
 _RECONNECT = 1.0
+_WAIT = 5.0  # s: one wait for a message on the subscribed connection
 
 
 class KeyEvents:
-    def __init__(self, url: str, on_change: Callable[[], Awaitable[None]], *, timeout: float = 0.5) -> None:
-        from redis.asyncio import Redis
+    """``redis``: the process's Redis client, shared with the limit engines and closed by its
+    owner, not here."""
 
-        self._redis: Any = Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-        self._listener: Any = Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=None)
+    def __init__(self, redis: Redis, on_change: Callable[[], Awaitable[None]]) -> None:
+        self._redis = redis
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()  # for tests and /ready: the listener is live
@@ -44,12 +49,13 @@ class KeyEvents:
 
     async def _listen(self) -> None:
         while True:
-            pubsub = self._listener.pubsub(ignore_subscribe_messages=True)
+            pubsub: Any = self._redis.pubsub(ignore_subscribe_messages=True)  # (redis types aclose loosely)
             try:
                 await pubsub.subscribe(CHANNEL)
                 self.subscribed.set()
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
+                while True:  # (a wait of our own: the client's socket timeout is for commands, not for this)
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_WAIT)
+                    if message is not None and message.get("type") == "message":
                         try:
                             await self._on_change()
                         except Exception:
@@ -66,5 +72,3 @@ class KeyEvents:
     async def aclose(self) -> None:
         await stop_task(self._task)
         self._task = None
-        await self._redis.aclose()
-        await self._listener.aclose()

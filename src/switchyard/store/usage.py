@@ -13,7 +13,6 @@ hours: a rollup counts when its hour overlaps ``[since, until)``.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,6 @@ __all__ = [
     "hour_start",
     "nanousd",
     "parse_group_by",
-    "parse_time",
 ]
 
 _u = usage_records
@@ -68,27 +66,6 @@ def format_usd(nanos: int) -> str:
     """Exact decimal USD of a nano-dollar amount: 1500 -> '0.000001500'."""
     whole, frac = divmod(nanos, 10**9)
     return f"{whole}.{frac:09d}"
-
-
-_RELATIVE = re.compile(r"(\d+)([smhdw])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_time(value: str, now: datetime | None = None) -> datetime:
-    """``24h``, ``30m``, ``7d``, ``2w`` (that long before now), or an ISO 8601 date or time
-    (``2025-03-01``, ``2025-03-01T12:00:00Z``; no offset means UTC). ValueError otherwise."""
-    text = value.strip()
-    match = _RELATIVE.fullmatch(text)
-    if match:
-        base = now if now is not None else datetime.now(UTC)
-        return base - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{value!r} is neither a duration (30m, 24h, 7d) nor an ISO 8601 time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def parse_group_by(value: str | Sequence[str]) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ for the prompt estimate it is given, and holds that estimate in the window while
 runs (so concurrent requests cannot all spend the same room); ``settle`` replaces the hold by
 the real total (prompt + completion) at the time the request ends. A single request can thus
 overshoot the remaining TPM by its completion: TPM paces traffic, the budget engine
-(``service/budgets.py``) is the hard money ceiling.
+(``limits/budgets.py``) is the hard money ceiling.
 
 Parallel limits hold one lease per admitted request until ``settle``; a lease that is never
 settled (a crashed replica) expires after ``lease_ttl`` seconds.
@@ -19,73 +19,26 @@ settled (a crashed replica) expires after ``lease_ttl`` seconds.
 
     MemoryLimiter    one process (an injected clock; idle scopes dropped)
     RedisLimiter     every replica: one Lua script per admit, Redis TIME as the clock
-                     (``service/limits_redis.py``)
+                     (``limits/rates_redis.py``)
     FallbackLimiter  Redis, and per-process limits (or 503) while Redis cannot be reached
+                     (``limits/fallback.py``)
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from switchyard.core.limits import Admission, LimitCheck, Limiter, LimitState
+from switchyard.core.limits import Admission, LimitCheck, LimitState, ratelimit_headers
 from switchyard.errors import RateLimitError, ServiceUnavailableError
 
-__all__ = [
-    "PARALLEL_RETRY_S",
-    "FallbackLimiter",
-    "MemoryLimiter",
-    "Verdict",
-    "decide",
-    "format_reset",
-    "ratelimit_headers",
-    "unavailable",
-]
-
-log = logging.getLogger("switchyard.limits")
+__all__ = ["PARALLEL_RETRY_S", "MemoryLimiter", "Verdict", "decide", "unavailable", "unique"]
 
 PARALLEL_RETRY_S = 1.0  # a parallel slot frees when some request ends: no better guess
 _SWEEP_S = 60.0  # the memory engine drops idle scopes at most this often
-
-
-# -- headers ---------------------------------------------------------------------------------
-def format_reset(seconds: float) -> str:
-    """OpenAI's (Go's) duration format for x-ratelimit-reset-*, to the millisecond, never early:
-    ``20ms``, ``1s``, ``12.5s``, ``6m0s``, ``1h0m0s``."""
-    ms = max(0, math.ceil(round(seconds * 1000, 6)))
-    if ms == 0:
-        return "0s"
-    if ms < 1000:
-        return f"{ms}ms"
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs = f"{rest // 1000}" + (f".{rest % 1000:03d}".rstrip("0") if rest % 1000 else "")
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
-
-
-def ratelimit_headers(
-    requests: Admission | LimitState | None, tokens: LimitState | None = None
-) -> dict[str, str]:
-    """The x-ratelimit-{limit,remaining,reset}-{requests,tokens} headers of an admission (or of
-    the request and token states), only those that apply."""
-    if isinstance(requests, Admission):
-        admission = requests
-        requests, tokens = admission.requests, admission.tokens
-    out: dict[str, str] = {}
-    for name, state in (("requests", requests), ("tokens", tokens)):
-        if state is not None:
-            out[f"x-ratelimit-limit-{name}"] = str(state.limit)
-            out[f"x-ratelimit-remaining-{name}"] = str(max(0, state.remaining))
-            out[f"x-ratelimit-reset-{name}"] = format_reset(state.reset_s)
-    return out
 
 
 # -- deciding, the same for every engine -------------------------------------------------------
@@ -370,72 +323,3 @@ class MemoryLimiter:
                 del self._parallel[scope]
         for lease in [lease for lease, held in self._held.items() if held.expires <= now]:
             del self._held[lease]
-
-
-# -- Redis, and this process when Redis is away --------------------------------------------------
-class FallbackLimiter:
-    """``primary`` (Redis) while it answers; while it cannot be reached (it raises the 503
-    ``limits_unavailable``), ``fallback``'s per-process limits, or that 503 when ``fail_closed``.
-    Redis is tried again at most every ``probe_interval`` seconds, by one request at a time;
-    ``degraded`` says whether the fallback is in use (for /ready)."""
-
-    def __init__(
-        self, primary: Limiter, fallback: MemoryLimiter, *, fail_closed: bool = False, retry_after: float = 1.0,
-        probe_interval: float = 1.0, monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._primary = primary
-        self._fallback = fallback
-        self._fail_closed = fail_closed
-        self._retry_after = retry_after
-        self._probe_interval = probe_interval
-        self._monotonic = monotonic
-        self._degraded = False
-        self._next_probe = 0.0
-        self._probing = False
-
-    @property
-    def degraded(self) -> bool:
-        return self._degraded
-
-    async def admit(self, checks: Sequence[LimitCheck], lease: str, tokens: int) -> Admission:
-        probe = False
-        if self._degraded:
-            now = self._monotonic()
-            if self._probing or now < self._next_probe:
-                return await self._local(checks, lease, tokens)
-            probe, self._probing, self._next_probe = True, True, now + self._probe_interval
-        try:
-            admission = await self._primary.admit(checks, lease, tokens)
-        except ServiceUnavailableError as exc:
-            if exc.code != "limits_unavailable":
-                raise
-            if not self._degraded:
-                log.warning("rate limits: the limits store is unreachable; %s",
-                            "refusing requests" if self._fail_closed else "using per-process limits")
-                self._degraded = True
-                self._next_probe = self._monotonic() + self._probe_interval
-            return await self._local(checks, lease, tokens)
-        finally:
-            if probe:
-                self._probing = False
-        if self._degraded:
-            log.warning("rate limits: the limits store is back")
-            self._degraded = False
-        return admission
-
-    async def settle(self, admission: Admission, tokens: int) -> None:
-        if self._fallback.holds(admission.lease):
-            await self._fallback.settle(admission, tokens)
-        else:
-            await self._primary.settle(admission, tokens)
-
-    async def aclose(self) -> None:
-        try:
-            await self._primary.aclose()
-        finally:
-            await self._fallback.aclose()
-
-    async def _local(self, checks: Sequence[LimitCheck], lease: str, tokens: int) -> Admission:
-        if self._fail_closed:
-            raise unavailable(self._retry_after)
-        return await self._fallback.admit(checks, lease, tokens)

@@ -1,4 +1,4 @@
-"""The budget ledger shared by every replica, in Redis (semantics in ``service/budgets.py``).
+"""The budget ledger shared by every replica, in Redis (semantics in ``limits/budgets.py``).
 
 Each (scope, period) is three keys under the prefix, ``budget:<scope>:<period>:`` then
 ``b`` (hash: ``spent`` and ``reserved``, micro-dollars), ``h`` (hash: lease -> held) and ``z``
@@ -25,14 +25,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from switchyard.core.limits import BudgetCheck, Reservation
-from switchyard.service.budgets import (
+from switchyard.limits.budgets import (
     MICRO,
     Clock,
     Held,
@@ -45,6 +43,7 @@ from switchyard.service.budgets import (
     to_micro,
     utcnow,
 )
+from switchyard.limits.redis_client import open_redis
 
 __all__ = ["RedisLedger"]
 
@@ -142,21 +141,14 @@ return {1}
 
 class RedisLedger:
     """Budgets in Redis, shared by every replica. ``url_or_client``: a redis:// URL (the ledger
-    opens a client with short socket timeouts and no retries, so an outage is reported in
-    ``socket_timeout`` seconds instead of hanging, and closes it in ``aclose``) or a client
-    (left open)."""
+    opens a client with short socket timeouts, so an outage is reported in ``socket_timeout``
+    seconds instead of hanging, and closes it in ``aclose``) or a client (shared: left open)."""
 
     def __init__(self, url_or_client: str | Redis, prefix: str = "switchyard:", hold_ttl: float = 900.0,
                  spent_source: SpentSource | None = None, clock: Clock = utcnow, *,
                  socket_timeout: float = 0.5, seed_cache_s: float = 2.0) -> None:
-        if isinstance(url_or_client, str):
-            self._redis: Redis = Redis.from_url(
-                url_or_client, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
-                retry=Retry(NoBackoff(), 0), health_check_interval=0)
-            self._owned = True
-        else:
-            self._redis = url_or_client
-            self._owned = False
+        self._owned = isinstance(url_or_client, str)
+        self._redis = open_redis(url_or_client, socket_timeout) if isinstance(url_or_client, str) else url_or_client
         self._prefix = prefix
         self._hold_ms = max(1, round(hold_ttl * 1000))
         self._margin = math.ceil(hold_ttl) + 3600  # a period's counters outlive it by this (s)

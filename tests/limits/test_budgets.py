@@ -22,8 +22,9 @@ import redis
 
 from switchyard.core.limits import BudgetCheck, BudgetLedger, Reservation
 from switchyard.errors import InsufficientQuotaError, ServiceUnavailableError
-from switchyard.service.budgets import FallbackLedger, Held, MemoryLedger, period_of
-from switchyard.service.budgets_redis import RedisLedger
+from switchyard.limits.budgets import Held, MemoryLedger, period_of
+from switchyard.limits.budgets_redis import RedisLedger
+from switchyard.limits.fallback import FallbackLedger
 from tests.harness import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -321,7 +322,7 @@ _CHILD = textwrap.dedent("""
     import redis
     from switchyard.core.limits import BudgetCheck
     from switchyard.errors import InsufficientQuotaError
-    from switchyard.service.budgets_redis import RedisLedger
+    from switchyard.limits.budgets_redis import RedisLedger
 
     url, prefix = sys.argv[1], sys.argv[2]
     checks = [BudgetCheck("key:k1", 1.00, "monthly"), BudgetCheck("team:t1", 5.00, "monthly")]

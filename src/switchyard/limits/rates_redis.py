@@ -15,7 +15,7 @@ own clocks say. Keys (``<prefix>rl:...``), per scope:
 
 Every write refreshes the key's TTL to its window (or ``lease_ttl``), so idle scopes expire.
 Redis that cannot be reached within ``timeout`` seconds (connection refused, a hung server)
-is the 503 ``limits_unavailable``; ``FallbackLimiter`` turns that into per-process limits.
+is the 503 ``limits_unavailable``; ``FallbackLimiter`` (``limits/fallback.py``) turns that into per-process limits.
 An admit that failed that way or was cancelled may still have run (or run later, from a
 queued command): a background task revokes it (takes back whatever it counted and leaves a
 tombstone, so a copy arriving later counts nothing), or a parallel slot would stay taken for
@@ -31,11 +31,10 @@ from typing import Any
 
 from redis import exceptions as rx
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from switchyard.core.limits import Admission, LimitCheck
-from switchyard.service.limits import Verdict, decide, unavailable, unique
+from switchyard.limits.rates import Verdict, decide, unavailable, unique
+from switchyard.limits.redis_client import open_redis
 
 __all__ = ["RedisLimiter"]
 
@@ -209,15 +208,13 @@ _REVOKE_TRIES = 3
 
 class RedisLimiter:
     """Limits in Redis, exact across replicas. ``url_or_client``: a ``redis://`` URL (a client
-    with ``timeout`` socket timeouts is made) or a ``redis.asyncio.Redis``; ``aclose`` closes it."""
+    with ``timeout`` socket timeouts is made, and closed by ``aclose``) or a ``redis.asyncio.Redis``
+    (shared: left open)."""
 
     def __init__(self, url_or_client: str | Redis, prefix: str = "switchyard:", lease_ttl: float = 600.0,
                  timeout: float = 0.5) -> None:
-        client: Redis = Redis.from_url(
-            url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(rx.ConnectionError,)),  # a stale pooled connection
-        ) if isinstance(url_or_client, str) else url_or_client
-        self._redis = client
+        self._owned = isinstance(url_or_client, str)
+        self._redis = open_redis(url_or_client, timeout) if isinstance(url_or_client, str) else url_or_client
         self._prefix = f"{prefix}rl:"
         self._lease_ttl_us = round(lease_ttl * 1_000_000)
         self._timeout = timeout
@@ -274,7 +271,8 @@ class RedisLimiter:
         for task in list(self._revoking):
             task.cancel()
         await asyncio.gather(*self._revoking, return_exceptions=True)
-        await self._redis.aclose()
+        if self._owned:
+            await self._redis.aclose()
 
     async def _revoke_lease(self, lease: str, checks: Sequence[LimitCheck], keys: list[str]) -> None:
         args: list[str | int] = [lease, self._lease_ttl_us // 1000 + 1000, len(checks)]

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from switchyard.core.limits import Admission, LimitCheck, LimitState, RateLimits
+from switchyard.core.limits import Admission, LimitCheck, LimitState, RateLimits, format_reset, ratelimit_headers
 from switchyard.errors import RateLimitError
-from switchyard.service.limits import MemoryLimiter, format_reset, ratelimit_headers
+from switchyard.limits.rates import MemoryLimiter
 
 
 class Clock:

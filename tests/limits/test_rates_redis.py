@@ -19,8 +19,9 @@ from redis.asyncio import Redis
 
 from switchyard.core.limits import Admission, LimitCheck, LimitState, RateLimits
 from switchyard.errors import RateLimitError, ServiceUnavailableError
-from switchyard.service.limits import FallbackLimiter, MemoryLimiter
-from switchyard.service.limits_redis import RedisLimiter
+from switchyard.limits.fallback import FallbackLimiter
+from switchyard.limits.rates import MemoryLimiter
+from switchyard.limits.rates_redis import RedisLimiter
 from tests.harness import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -151,7 +152,8 @@ def test_parallel_slots_shared_by_replicas_and_settled_once(prefix: str) -> None
 
     async def main() -> None:
         one = RedisLimiter(REDIS_URL, prefix=prefix)
-        two = RedisLimiter(Redis(host="127.0.0.1", port=6379, decode_responses=True), prefix=prefix)
+        shared = Redis(host="127.0.0.1", port=6379, decode_responses=True)  # a client it is given stays open
+        two = RedisLimiter(shared, prefix=prefix)
         try:
             a = await one.admit(checks, "a", 0)
             await two.admit(checks, "b", 0)
@@ -166,6 +168,7 @@ def test_parallel_slots_shared_by_replicas_and_settled_once(prefix: str) -> None
         finally:
             await one.aclose()
             await two.aclose()
+            await shared.aclose()
 
     asyncio.run(main())
 

@@ -5,7 +5,8 @@ nothing), then *settles* the hold to what it really cost, or *releases* it when 
 before costing anything. A budget admits a reservation only while
 ``spent + reserved + amount <= limit``, so concurrent requests can never spend past it.
 
-Semantics shared by every engine (``MemoryLedger`` here, ``RedisLedger`` in ``budgets_redis``):
+Semantics shared by every engine (``MemoryLedger`` here, ``RedisLedger`` in ``budgets_redis``;
+``FallbackLedger`` in ``fallback`` runs on this process's ledger while Redis is unreachable):
 
 - Amounts are kept as integer micro-dollars (USD rounded to the nearest 1e-6), so sums are
   exact: ten holds of $0.10 fill a $1.00 budget exactly.
@@ -24,20 +25,17 @@ Semantics shared by every engine (``MemoryLedger`` here, ``RedisLedger`` in ``bu
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
-from switchyard.core.limits import Budget, BudgetCheck, BudgetLedger, Reservation
-from switchyard.errors import InsufficientQuotaError, ServiceUnavailableError
+from switchyard.core.limits import Budget, BudgetCheck, Reservation
+from switchyard.errors import InsufficientQuotaError
 
 __all__ = [
-    "FallbackLedger",
     "Held",
     "LedgerUnavailableError",
     "MemoryLedger",
@@ -49,13 +47,11 @@ __all__ = [
     "utcnow",
 ]
 
-log = logging.getLogger("switchyard.budgets")
 
 SpentSource = Callable[[str, datetime | None], Awaitable[float]]
 Clock = Callable[[], datetime]
 MICRO = 1_000_000
 MAX_MICRO = 2**53 - 1  # exact in a Lua/IEEE double: about $9 billion
-_T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
@@ -264,126 +260,3 @@ class MemoryLedger:
 
     async def aclose(self) -> None:
         return None
-
-
-class FallbackLedger:
-    """The shared ledger (Redis), and a per-process one while it is unreachable.
-
-    A call that finds the primary unreachable (``LedgerUnavailableError``, or no answer within
-    ``timeout`` seconds) marks the ledger ``degraded``; from then on calls go straight to the
-    fallback (or fail with 503 ``budgets_unavailable`` when ``fail_closed``) and one call every
-    ``retry_interval`` seconds probes the primary, which takes over again once it answers.
-    Each reservation is settled or released by the engine that made it. A settle the primary
-    cannot take is counted on the fallback's seeded counters instead (the primary's hold
-    expires on its own), so this process still sees it while degraded.
-    """
-
-    def __init__(self, primary: BudgetLedger, fallback: BudgetLedger, fail_closed: bool = False, *,
-                 retry_interval: float = 2.0, timeout: float = 1.0) -> None:
-        self._primary = primary
-        self._fallback = fallback
-        self._fail_closed = fail_closed
-        self._retry_interval = retry_interval
-        self._timeout = timeout
-        self._degraded = False
-        self._next_probe = 0.0
-        self._probing = False
-
-    @property
-    def degraded(self) -> bool:
-        return self._degraded
-
-    def _failed(self, exc: BaseException) -> None:
-        if not self._degraded:
-            log.warning("budget store unreachable (%s); %s", type(exc).__name__,
-                        "refusing budgeted requests" if self._fail_closed else "using per-process budgets")
-            self._degraded = True
-            if isinstance(self._fallback, MemoryLedger):
-                self._fallback.reset()  # seed again from the database: it has what Redis counted
-        self._next_probe = time.monotonic() + self._retry_interval
-
-    def _try_primary(self) -> bool:
-        if not self._degraded:
-            return True
-        if self._probing or time.monotonic() < self._next_probe:
-            return False
-        self._probing = True
-        return True
-
-    async def _on_primary(self, call: Callable[[BudgetLedger], Awaitable[_T]]) -> tuple[bool, _T | None]:
-        """(True, result) from the primary; (False, None) when it is (or just proved) unreachable."""
-        if not self._try_primary():
-            return False, None
-        probing = self._degraded
-        try:
-            async with asyncio.timeout(self._timeout):
-                result = await call(self._primary)
-        except (LedgerUnavailableError, TimeoutError) as exc:
-            self._failed(exc)
-            return False, None
-        except Exception:
-            self._recovered(probing)  # it answered (e.g. with a 429)
-            raise
-        finally:
-            if probing:
-                self._probing = False
-        self._recovered(probing)
-        return True, result
-
-    def _recovered(self, probing: bool) -> None:
-        if probing and self._degraded:
-            log.warning("budget store reachable again")
-            self._degraded = False
-
-    def _unavailable(self) -> ServiceUnavailableError:
-        return ServiceUnavailableError("Budgets are unavailable: the budget store cannot be reached.",
-                                       code="budgets_unavailable", retry_after=self._retry_interval)
-
-    async def available(self, checks: Sequence[BudgetCheck]) -> float:
-        ok, result = await self._on_primary(lambda ledger: ledger.available(checks))
-        if ok:
-            assert result is not None
-            return result
-        if self._fail_closed:
-            raise self._unavailable()
-        return await self._fallback.available(checks)
-
-    async def reserve(self, checks: Sequence[BudgetCheck], lease: str, amount_usd: float) -> Reservation:
-        ok, result = await self._on_primary(lambda ledger: ledger.reserve(checks, lease, amount_usd))
-        if ok:
-            assert result is not None
-            return result
-        if self._fail_closed:
-            raise self._unavailable()
-        return await self._fallback.reserve(checks, lease, amount_usd)
-
-    def _made_by_fallback(self, reservation: Reservation) -> bool:
-        return isinstance(reservation, Held) and reservation.owner is self._fallback
-
-    async def settle(self, reservation: Reservation, actual_usd: float) -> None:
-        if reservation.done:
-            return
-        if self._made_by_fallback(reservation):
-            await self._fallback.settle(reservation, actual_usd)
-            return
-        ok, _ = await self._on_primary(lambda ledger: ledger.settle(reservation, actual_usd))
-        if not ok:
-            reservation.done = True
-            if isinstance(self._fallback, MemoryLedger):
-                self._fallback.record(reservation, actual_usd)
-
-    async def release(self, reservation: Reservation) -> None:
-        if reservation.done:
-            return
-        if self._made_by_fallback(reservation):
-            await self._fallback.release(reservation)
-            return
-        ok, _ = await self._on_primary(lambda ledger: ledger.release(reservation))
-        if not ok:  # the primary's hold expires on its own
-            reservation.done = True
-
-    async def aclose(self) -> None:
-        try:
-            await self._primary.aclose()
-        finally:
-            await self._fallback.aclose()

@@ -1,0 +1,22 @@
+"""The Redis client the engines share: one per process, opened by the composition root.
+
+Short socket timeouts, so that a Redis that is down or hung is reported in ``timeout`` seconds
+(and the engines fall back) instead of holding requests; one immediate retry on a connection
+error, for a pooled connection that went stale when Redis restarted.
+"""
+
+from __future__ import annotations
+
+from redis import exceptions as rx
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+__all__ = ["open_redis"]
+
+
+def open_redis(url: str, timeout: float = 0.5) -> Redis:
+    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``); the caller closes it."""
+    client: Redis = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                   retry=Retry(NoBackoff(), 1, supported_errors=(rx.ConnectionError,)))
+    return client
