@@ -16,7 +16,7 @@ from switchyard.core.usage import Usage
 from switchyard.errors import BadRequestError
 from switchyard.local.engine import Constraint, SamplingParams
 from switchyard.local.memory import parse_duration
-from switchyard.providers._chunks import sse_chunk
+from switchyard.protocol.openai import sse_chunk
 
 __all__ = ["Generation", "StreamWriter", "keep_alive_of", "result_body", "wanted"]
 

@@ -17,16 +17,9 @@ from switchyard.errors import (
 )
 from switchyard.providers._http1 import ConnectionClosed, MalformedResponse, Origin, Response
 
-__all__ = ["ErrorMapper", "Response", "UpstreamClient", "redact"]
+__all__ = ["ErrorMapper", "Response", "UpstreamClient"]
 
 ErrorMapper = Callable[[int, bytes, Mapping[str, str]], GatewayError]
-
-
-def redact(message: str, secret: str | None) -> str:
-    """Never let a credential through in an error message."""
-    if secret and secret in message:
-        message = message.replace(secret, "[redacted]")
-    return message
 
 
 class UpstreamClient:

@@ -1,9 +1,10 @@
-"""OpenAI request shapes: lenient wire models that keep unknown fields for pass-through."""
+"""OpenAI shapes: lenient request models that keep unknown fields for pass-through, and stream chunks."""
 
+from switchyard.protocol.openai.chunks import sse_chunk
 from switchyard.protocol.openai.requests import (
     parse_chat_request,
     parse_completion_request,
     parse_embedding_request,
 )
 
-__all__ = ["parse_chat_request", "parse_completion_request", "parse_embedding_request"]
+__all__ = ["parse_chat_request", "parse_completion_request", "parse_embedding_request", "sse_chunk"]

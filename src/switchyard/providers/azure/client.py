@@ -49,7 +49,7 @@ class AzureOpenAIProvider:
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
         body = translate.chat_body(request, target, self._version)
-        relay = translate.StreamNormalizer(request, target)
+        relay = translate.StreamConverter(request, target)
         async with self._http.request(
             "POST", self._path(request, target), json=body, timeout=target.timeout, stream=True
         ) as resp:

@@ -37,7 +37,7 @@ class OpenAIProvider:
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
         body = translate.chat_body(request, target)
-        relay = translate.StreamRelay(client_wants_usage=request.include_usage)
+        relay = translate.StreamConverter(client_wants_usage=request.include_usage)
         async with self._http.request(
             "POST", translate.chat_path(request), json=body, timeout=target.timeout, stream=True
         ) as resp:

@@ -1,4 +1,5 @@
-"""OpenAI stream chunks, for providers that translate another API's stream into OpenAI's. Pure."""
+"""OpenAI stream chunks, for whatever writes an OpenAI stream from another source (a translated
+upstream, a local engine). Pure."""
 
 from __future__ import annotations
 
