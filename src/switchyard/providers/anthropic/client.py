@@ -41,21 +41,10 @@ class AnthropicProvider:
         return ChatResult(body=orjson.dumps(result), usage=usage)
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
-        body = requests.messages_body(request, target)
-        translator = translate.StreamConverter(request, target, self._secret)
-        async with self._http.request(
-            "POST", translate.MESSAGES_PATH, json=body, timeout=target.timeout, stream=True
-        ) as resp:
-            if resp.status >= 400:
-                raise self._error(resp.status, await resp.read(), resp.headers)
-            async for data in resp.chunks():
-                piece = translator.feed(data)
-                if piece is not None:
-                    yield piece
-                translator.check()
-                if translator.done:
-                    break
-        translator.finish()
+        converter = translate.StreamConverter(request, target, self._secret)
+        async for piece in self._http.stream(translate.MESSAGES_PATH, self._error, converter,
+                                             json=requests.messages_body(request, target), timeout=target.timeout):
+            yield piece
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
         raise translate.embeddings_refused()

@@ -127,9 +127,9 @@ def _event_payload(event: ServerSentEvent) -> dict[str, Any]:
 class StreamConverter:
     """Anthropic's SSE events (in reads split anywhere) -> OpenAI chunk events.
 
-    Call :meth:`feed` with each network read and relay the piece it returns, then
-    :meth:`check` (an ``event: error`` arrived: raise it, after the content before it was
-    relayed); :meth:`finish` when the connection ends (raises when ``message_stop`` never came).
+    Call :meth:`feed` with each network read and relay the piece it returns; stop reading once
+    :attr:`stop_reading`, and call :meth:`finish`: it raises the ``event: error`` that came (after
+    the content before it was relayed), or an error when ``message_stop`` never came.
     """
 
     def __init__(self, request: ChatRequest, target: Target, secret: str | None = None) -> None:
@@ -268,6 +268,11 @@ class StreamConverter:
             return None
         return StreamPiece(data=b"".join(out), events=events, usage=self.usage if self.done else None,
                            done=self.done)
+
+    @property
+    def stop_reading(self) -> bool:
+        """``message_stop`` or an ``event: error`` came: nothing after it matters."""
+        return self.done or self._failure is not None
 
     def check(self) -> None:
         """Raise the error the upstream reported mid-stream, if it did."""

@@ -108,6 +108,8 @@ def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], sec
 class StreamConverter:
     """Relays Azure's SSE stream event by event, each in OpenAI's shape (see the module doc)."""
 
+    stop_reading = False  # the answer is read to its end, so its connection can be reused
+
     def __init__(self, request: ChatRequest, target: Target) -> None:
         self._wants_usage = request.include_usage
         self._content_key = "delta" if request.kind is GenerationKind.CHAT else "text"

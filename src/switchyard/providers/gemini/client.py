@@ -45,16 +45,10 @@ class GeminiProvider:
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
         body = requests.chat_body(request, target)
-        writer = translate.StreamConverter(request, target, self._secret)
-        path = requests.chat_path(target, stream=True)
-        async with self._http.request("POST", path, json=body, timeout=target.timeout, stream=True) as resp:
-            if resp.status >= 400:
-                raise self._error(resp.status, await resp.read(), resp.headers)
-            async for data in resp.chunks():
-                piece = writer.feed(data)
-                if piece is not None:
-                    yield piece
-        yield writer.finish()
+        converter = translate.StreamConverter(request, target, self._secret)
+        async for piece in self._http.stream(requests.chat_path(target, stream=True), self._error, converter,
+                                             json=body, timeout=target.timeout):
+            yield piece
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
         body = requests.embed_body(request, target)

@@ -202,6 +202,8 @@ class StreamConverter:
     stream gives the usage chunk and ``[DONE]``, or raises if the stream was not complete.
     """
 
+    stop_reading = False  # the answer is read to its end, so its connection can be reused
+
     def __init__(self, request: ChatRequest, target: Target, secret: str | None = None) -> None:
         self._chat = request.kind is GenerationKind.CHAT
         self._wants_usage = request.include_usage

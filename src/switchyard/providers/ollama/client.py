@@ -49,16 +49,8 @@ class OllamaProvider:
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
         path, body = translate.chat_body(request, target)
         converter = translate.StreamConverter(request, target)
-        async with self._http.request("POST", path, json=body, timeout=target.timeout, stream=True) as resp:
-            if resp.status >= 400:
-                raise self._error(resp.status, await resp.read(), resp.headers)
-            async for data in resp.chunks():
-                piece = converter.feed(data)
-                if piece is not None:
-                    yield piece
-        last = converter.finish()
-        if last is not None:
-            yield last
+        async for piece in self._http.stream(path, self._error, converter, json=body, timeout=target.timeout):
+            yield piece
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
         body = translate.embed_body(request.inputs, target, request.keep_alive)

@@ -219,6 +219,8 @@ class StreamConverter:
     connection ends (raises when the ``done`` object never came).
     """
 
+    stop_reading = False  # the answer is read to its end, so its connection can be reused
+
     def __init__(self, request: ChatRequest, target: Target) -> None:
         self._chat = request.kind is GenerationKind.CHAT
         self._wants_usage = request.include_usage

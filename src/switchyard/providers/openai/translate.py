@@ -92,6 +92,8 @@ class StreamConverter:
     per network read.
     """
 
+    stop_reading = False  # the answer is read to its end, so its connection can be reused
+
     def __init__(self, client_wants_usage: bool) -> None:
         self._wants_usage = client_wants_usage
         self._frame = EventFramer().feed
