@@ -19,7 +19,7 @@ from switchyard.core.models import Target
 from switchyard.core.usage import Usage
 from switchyard.errors import BadRequestError, GatewayError, RequestTooLargeError, UpstreamError
 from switchyard.protocol.anthropic.codes import error_status, finish_reason
-from switchyard.protocol.openai import sse_chunk
+from switchyard.protocol.openai import DONE, ChunkWriter
 from switchyard.protocol.sse import ServerSentEvent, SSEDecoder
 from switchyard.providers.errors import error_for_status, redact
 
@@ -133,12 +133,8 @@ class StreamConverter:
     """
 
     def __init__(self, request: ChatRequest, target: Target, secret: str | None = None) -> None:
-        self._chat = request.kind is GenerationKind.CHAT
-        self._wants_usage = request.include_usage
+        self._out = ChunkWriter(request, target.alias)
         self._secret = secret
-        self._id = f"{'chatcmpl' if self._chat else 'cmpl'}-{uuid.uuid4().hex}"
-        self._created = int(time.time())
-        self._model = target.alias
         self._decoder = SSEDecoder()
         self._blocks: dict[int, tuple[str, int]] = {}  # Anthropic block index -> ("text" | "tool", tool index)
         self._tools = 0
@@ -151,33 +147,16 @@ class StreamConverter:
         self.usage: Usage | None = None
 
     # ------------------------------------------------------------------ chunks
-    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
-        return sse_chunk(self._id, chat=self._chat, created=self._created, model=self._model, choices=choices,
-                         usage=usage, wants_usage=self._wants_usage)
-
-    def _delta(self, delta: dict[str, Any]) -> bytes:
-        return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
-
-    def _text(self, text: str) -> bytes:
-        if self._chat:
-            return self._delta({"content": text})
-        return self._chunk([{"index": 0, "text": text, "logprobs": None, "finish_reason": None}])
-
     def _arguments(self, tool: int, fragment: str) -> bytes:
         self._tool_args[tool] = True
-        return self._delta({"tool_calls": [{"index": tool, "function": {"arguments": fragment}}]})
+        return self._out.delta({"tool_calls": [{"index": tool, "function": {"arguments": fragment}}]})
 
     def _end(self) -> bytes:
         self.done = True
         usage = self._usage
         self.usage = Usage(prompt_tokens=_prompt_tokens(usage), completion_tokens=usage.get("output_tokens", 0))
-        reason = finish_reason(self._stop_reason)
-        last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": reason}
-        last["delta" if self._chat else "text"] = {} if self._chat else ""
-        out = self._chunk([last])
-        if self._wants_usage:
-            out += self._chunk([], _usage_json(self.usage, usage.get("cache_read_input_tokens", 0)))
-        return out + b"data: [DONE]\n\n"
+        return (self._out.finish(finish_reason(self._stop_reason))
+                + self._out.usage(_usage_json(self.usage, usage.get("cache_read_input_tokens", 0))) + DONE)
 
     def _take_usage(self, usage: Any) -> None:
         if isinstance(usage, Mapping):
@@ -195,7 +174,7 @@ class StreamConverter:
             if block is None or not isinstance(delta, Mapping):
                 return b"", 0
             if block[0] == "text" and delta.get("type") == "text_delta" and delta.get("text"):
-                return self._text(str(delta["text"])), 1
+                return self._out.text(str(delta["text"])), 1
             if block[0] == "tool" and delta.get("type") == "input_json_delta" and delta.get("partial_json"):
                 return self._arguments(block[1], str(delta["partial_json"])), 1
             return b"", 0  # thinking, signature and citation deltas carry nothing we relay
@@ -210,11 +189,11 @@ class StreamConverter:
             message = event.get("message") or {}
             if isinstance(message, Mapping):
                 if isinstance(message.get("id"), str):
-                    self._id = f"{'chatcmpl' if self._chat else 'cmpl'}-{message['id']}"
+                    self._out.id = self._out.id_for(message["id"])
                 self._take_usage(message.get("usage"))
             # The role chunk waits for the first content: an error before any content then fails the
             # request before its first byte (a proper status, and retries / fallbacks still possible).
-            self._role_pending = self._chat
+            self._role_pending = self._out.chat
             return b"", 0
         if kind == "message_delta":
             delta = event.get("delta") or {}
@@ -233,14 +212,14 @@ class StreamConverter:
             return b"", 0
         if block.get("type") == "text":
             self._blocks[index] = ("text", 0)
-            return (self._text(str(block["text"])), 1) if block.get("text") else (b"", 0)
-        if block.get("type") == "tool_use" and self._chat:
+            return (self._out.text(str(block["text"])), 1) if block.get("text") else (b"", 0)
+        if block.get("type") == "tool_use" and self._out.chat:
             tool = self._tools
             self._tools += 1
             self._blocks[index] = ("tool", tool)
             call = {"index": tool, "id": str(block.get("id") or f"call_{uuid.uuid4().hex[:24]}"), "type": "function",
                     "function": {"name": str(block.get("name") or ""), "arguments": ""}}
-            return self._delta({"tool_calls": [call]}), 1
+            return self._out.delta({"tool_calls": [call]}), 1
         return b"", 0
 
     # ---------------------------------------------------------------- plumbing
@@ -260,8 +239,8 @@ class StreamConverter:
                     self._role_pending = False
                     block = payload.get("content_block") if payload.get("type") == "content_block_start" else None
                     tool_first = isinstance(block, Mapping) and block.get("type") == "tool_use"
-                    out.append(self._delta({"role": "assistant", "content": None if tool_first else "",
-                                            "refusal": None}))
+                    out.append(self._out.delta({"role": "assistant", "content": None if tool_first else "",
+                                                "refusal": None}))
                 out.append(data_out)
                 events += count
         if not out:

@@ -22,7 +22,7 @@ from switchyard.core.chat import ChatRequest, GenerationKind, StreamPiece
 from switchyard.core.models import Target
 from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, UpstreamError
-from switchyard.protocol.openai import sse_chunk
+from switchyard.protocol.openai import DONE, ChunkWriter
 from switchyard.protocol.sse import SSEDecoder
 from switchyard.providers.errors import error_for_status, redact
 from switchyard.providers.gemini.requests import THOUGHT_SEPARATOR
@@ -38,7 +38,6 @@ __all__ = [
     "usage_of",
 ]
 
-_DONE = b"data: [DONE]\n\n"
 _FILTERED = frozenset({
     "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
     "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION",
@@ -205,12 +204,8 @@ class StreamConverter:
     stop_reading = False  # the answer is read to its end, so its connection can be reused
 
     def __init__(self, request: ChatRequest, target: Target, secret: str | None = None) -> None:
-        self._chat = request.kind is GenerationKind.CHAT
-        self._wants_usage = request.include_usage
+        self._out = ChunkWriter(request, target.alias)
         self._secret = secret
-        self._id = f"{'chatcmpl' if self._chat else 'cmpl'}-{uuid.uuid4().hex}"
-        self._created = int(time.time())
-        self._model = target.alias
         self._decoder = SSEDecoder()
         self.done = False
         self._seen: set[int] = set()
@@ -220,24 +215,14 @@ class StreamConverter:
         self._last: Mapping[str, Any] | None = None
         self.usage: Usage | None = None
 
-    def _event(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
-        return sse_chunk(self._id, chat=self._chat, created=self._created, model=self._model, choices=choices,
-                         usage=usage, wants_usage=self._wants_usage)
-
-    def _choice(self, index: int, delta: dict[str, Any] | None, text: str = "",
-                reason: str | None = None) -> dict[str, Any]:
-        if self._chat:
-            return {"index": index, "delta": delta or {}, "logprobs": None, "finish_reason": reason}
-        return {"index": index, "text": text, "logprobs": None, "finish_reason": reason}
-
     def _start(self, index: int) -> bytes:
         """The role chunk that opens a choice, as OpenAI sends it before text (or a finish)."""
         if index in self._started:
             return b""
         self._started.add(index)
-        if not self._chat:
+        if not self._out.chat:
             return b""
-        return self._event([self._choice(index, {"role": "assistant", "content": "", "refusal": None})])
+        return self._out.delta({"role": "assistant", "content": "", "refusal": None}, index)
 
     def _tool_calls(self, index: int, calls: list[dict[str, Any]]) -> tuple[bytes, int]:
         """Each call as OpenAI streams one: its id and name (opening the choice, if first), then its arguments."""
@@ -251,9 +236,9 @@ class StreamConverter:
             if index not in self._started:
                 self._started.add(index)
                 head = {"role": "assistant", "content": None, "refusal": None, **head}
-            out += self._event([self._choice(index, head)])
+            out += self._out.delta(head, index)
             args = {"tool_calls": [{"index": first + k, "function": {"arguments": function["arguments"]}}]}
-            out += self._event([self._choice(index, args)])
+            out += self._out.delta(args, index)
         return out, 2 * len(calls)
 
     def _candidate(self, candidate: Mapping[str, Any], pos: int) -> tuple[bytes, int]:
@@ -266,9 +251,9 @@ class StreamConverter:
         text, calls = _parts(candidate)
         if text:
             out += self._start(index)
-            out += self._event([self._choice(index, {"content": text}, text)])
+            out += self._out.text(text, index)
             events += 1
-        if calls and self._chat:
+        if calls and self._out.chat:
             data, count = self._tool_calls(index, calls)
             out += data
             events += count
@@ -276,7 +261,7 @@ class StreamConverter:
         if raw_reason:
             reason = finish_reason(str(raw_reason), self._calls.get(index, 0) > 0)
             out += self._start(index)
-            out += self._event([self._choice(index, {}, "", reason)])
+            out += self._out.finish(reason, index)
             self._finished.add(index)
         return out, events
 
@@ -294,7 +279,7 @@ class StreamConverter:
         if _blocked(payload):
             self._seen.add(0)
             out += self._start(0)
-            out += self._event([self._choice(0, {}, "", "content_filter")])
+            out += self._out.finish("content_filter")
             self._finished.add(0)
         for pos, candidate in enumerate(payload.get("candidates") or ()):
             data, count = self._candidate(candidate, pos)
@@ -324,11 +309,9 @@ class StreamConverter:
                 out, events = self._translate(payload)
         if not self._finished or self._seen - self._finished:
             raise UpstreamError("The upstream stream ended before it was complete.")
-        if self._wants_usage:
-            usage = self.usage or Usage()
-            out += self._event([], _usage_json(usage, self._last))
+        out += self._out.usage(_usage_json(self.usage or Usage(), self._last))
         self.done = True
-        return StreamPiece(data=out + _DONE, events=events, usage=self.usage, done=True)
+        return StreamPiece(data=out + DONE, events=events, usage=self.usage, done=True)
 
 
 # ------------------------------------------------------------------------------ errors

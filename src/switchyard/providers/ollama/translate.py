@@ -14,7 +14,7 @@ from switchyard.core.models import Target
 from switchyard.core.usage import Usage
 from switchyard.errors import BadRequestError, GatewayError, UpstreamError
 from switchyard.protocol.ndjson import MAX_LINE, LineTooLong, MalformedLine, NDJSONDecoder
-from switchyard.protocol.openai import sse_chunk
+from switchyard.protocol.openai import DONE, ChunkWriter
 from switchyard.providers.errors import error_for_status, redact
 
 __all__ = [
@@ -222,11 +222,7 @@ class StreamConverter:
     stop_reading = False  # the answer is read to its end, so its connection can be reused
 
     def __init__(self, request: ChatRequest, target: Target) -> None:
-        self._chat = request.kind is GenerationKind.CHAT
-        self._wants_usage = request.include_usage
-        self._id = f"{'chatcmpl' if self._chat else 'cmpl'}-{uuid.uuid4().hex}"
-        self._created = int(time.time())
-        self._model = target.alias
+        self._out = ChunkWriter(request, target.alias)
         self._first = True
         self._saw_tools = False
         self._calls = 0  # tool calls streamed so far: each gets the next index
@@ -234,19 +230,12 @@ class StreamConverter:
         self.done = False
         self.usage: Usage | None = None
 
-    def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
-        return sse_chunk(self._id, chat=self._chat, created=self._created, model=self._model, choices=choices,
-                         usage=usage, wants_usage=self._wants_usage)
-
-    def _delta(self, delta: dict[str, Any]) -> bytes:
-        return self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
-
     def _open(self) -> bytes:
         """The role chunk that opens the answer, before its first text."""
         if not self._first:
             return b""
         self._first = False
-        return self._delta({"role": "assistant", "content": "", "refusal": None})
+        return self._out.delta({"role": "assistant", "content": "", "refusal": None})
 
     def feed(self, data: bytes) -> StreamPiece | None:
         """The OpenAI events for every object this read completes (None if none)."""
@@ -276,10 +265,10 @@ class StreamConverter:
             raise UpstreamError(f"The upstream failed mid-stream: {payload['error']}")
         out = b""
         events = 0
-        if self._chat:
+        if self._out.chat:
             message = payload.get("message") or {}
             if message.get("content"):
-                out += self._open() + self._delta({"content": message["content"]})
+                out += self._open() + self._out.text(message["content"])
                 events += 1
             for call in _tool_calls(message):  # as OpenAI streams a call: id and name, then the arguments
                 self._saw_tools = True
@@ -290,29 +279,22 @@ class StreamConverter:
                 if self._first:
                     self._first = False
                     head = {"role": "assistant", "content": None, "refusal": None, **head}
-                out += self._delta(head)
-                out += self._delta({"tool_calls": [{"index": index,
+                out += self._out.delta(head)
+                out += self._out.delta({"tool_calls": [{"index": index,
                                                     "function": {"arguments": call["function"]["arguments"]}}]})
                 events += 2
         elif payload.get("response"):
-            out += self._event([{"index": 0, "text": payload["response"], "logprobs": None, "finish_reason": None}])
+            out += self._out.text(payload["response"])
             events += 1
         if payload.get("done"):
             self.done = True
-            if self._chat:
+            if self._out.chat:
                 out += self._open()  # an empty answer still opens with the role, as OpenAI's do
-            self.usage = usage_of(payload)
-            reason = finish_reason(payload, self._saw_tools)
-            last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": reason}
-            last["delta" if self._chat else "text"] = {} if self._chat else ""
-            out += self._event([last])
-            if self._wants_usage:
-                u = self.usage
-                out += self._event(
-                    [], {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                         "total_tokens": u.total_tokens}
-                )
-            out += b"data: [DONE]\n\n"
+            u = self.usage = usage_of(payload)
+            out += self._out.finish(finish_reason(payload, self._saw_tools))
+            out += self._out.usage({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                                    "total_tokens": u.total_tokens})
+            out += DONE
         return out, events
 
 
