@@ -19,12 +19,12 @@ from switchyard.errors import (
     UpstreamError,
     UpstreamRateLimitError,
 )
+from switchyard.providers.anthropic.requests import messages_body
 from switchyard.providers.anthropic.translate import (
-    StreamTranslator,
+    StreamConverter,
     chat_result,
     embeddings_refused,
     error_from_response,
-    messages_body,
     model_page,
 )
 from tests.contract.openapi import validate
@@ -368,7 +368,7 @@ TEXT_STREAM = b"".join([
 ])
 
 
-def feed_all(translator: StreamTranslator, reads: list[bytes]) -> list[StreamPiece]:
+def feed_all(translator: StreamConverter, reads: list[bytes]) -> list[StreamPiece]:
     pieces = []
     for data in reads:
         piece = translator.feed(data)
@@ -407,7 +407,7 @@ SPLITS += [pytest.param(split_every(TOOL_STREAM.replace(b"\n", b"\r\n"), 5), id=
 
 @pytest.mark.parametrize("reads", SPLITS)
 def test_tool_stream_reassembles_exactly_whatever_the_read_boundaries(reads: list[bytes]) -> None:
-    translator = StreamTranslator(chat({"messages": HELLO}, stream=True, include_usage=True), TARGET)
+    translator = StreamConverter(chat({"messages": HELLO}, stream=True, include_usage=True), TARGET)
     pieces = feed_all(translator, reads)
     events = openai_events(pieces)
     assert events[-1] == "[DONE]"
@@ -450,7 +450,7 @@ def test_tool_stream_reassembles_exactly_whatever_the_read_boundaries(reads: lis
 
 @pytest.mark.parametrize("size", [1, 3, 11, 10**7])
 def test_text_stream_without_usage_requested(size: int) -> None:
-    translator = StreamTranslator(chat({"messages": HELLO}, stream=True), TARGET)
+    translator = StreamConverter(chat({"messages": HELLO}, stream=True), TARGET)
     chunks = openai_events(feed_all(translator, split_every(TEXT_STREAM, size)))
     assert chunks[-1] == "[DONE]"
     for chunk in chunks[:-1]:
@@ -462,7 +462,7 @@ def test_text_stream_without_usage_requested(size: int) -> None:
 
 
 def test_legacy_completion_streams_text_completion_chunks() -> None:
-    translator = StreamTranslator(legacy({"prompt": "x"}, stream=True, include_usage=True), TARGET)
+    translator = StreamConverter(legacy({"prompt": "x"}, stream=True, include_usage=True), TARGET)
     pieces = feed_all(translator, split_every(TEXT_STREAM, 9))
     events = openai_events(pieces)
     assert events[-1] == "[DONE]" and events[-2]["choices"] == [] and events[-2]["usage"]["completion_tokens"] == 6
@@ -492,7 +492,7 @@ def test_an_error_event_mid_stream_raises_after_relaying_what_came_before(
     stream = TEXT_STREAM.split(b"event: content_block_stop")[0] + ev(
         "error", {"type": "error", "error": {"type": kind, "message": f"trouble for {SECRET}"}})
     stream += ev("message_stop", {"type": "message_stop"})  # nothing after the error is relayed
-    translator = StreamTranslator(chat({"messages": HELLO}, stream=True), TARGET, secret=SECRET)
+    translator = StreamConverter(chat({"messages": HELLO}, stream=True), TARGET, secret=SECRET)
     relayed = b""
     with pytest.raises(exc) as info:
         for data in split_every(stream, size):
@@ -510,7 +510,7 @@ def test_an_error_event_mid_stream_raises_after_relaying_what_came_before(
 
 
 def test_an_error_before_any_content_relays_nothing() -> None:
-    translator = StreamTranslator(chat({"messages": HELLO}, stream=True), TARGET)
+    translator = StreamConverter(chat({"messages": HELLO}, stream=True), TARGET)
     start = TEXT_STREAM.split(b"event: content_block_delta")[0]  # message_start, block start, ping
     assert translator.feed(start) is None
     overloaded = ev("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
@@ -520,7 +520,7 @@ def test_an_error_before_any_content_relays_nothing() -> None:
 
 
 def test_an_empty_answer_still_streams_role_finish_and_done() -> None:
-    translator = StreamTranslator(chat({"messages": HELLO}, stream=True), TARGET)
+    translator = StreamConverter(chat({"messages": HELLO}, stream=True), TARGET)
     stream = START + ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
                                           "usage": {"output_tokens": 1}}) + ev("message_stop", {"type": "message_stop"})
     events = openai_events(feed_all(translator, [stream]))
@@ -529,7 +529,7 @@ def test_an_empty_answer_still_streams_role_finish_and_done() -> None:
 
 
 def test_a_stream_cut_before_message_stop_is_an_upstream_error() -> None:
-    translator = StreamTranslator(chat({"messages": HELLO}, stream=True), TARGET)
+    translator = StreamConverter(chat({"messages": HELLO}, stream=True), TARGET)
     cut = TEXT_STREAM[: TEXT_STREAM.index(b"event: message_delta") + 10]
     piece = translator.feed(cut)
     assert piece is not None and b"[DONE]" not in piece.data and not piece.done
@@ -539,7 +539,7 @@ def test_a_stream_cut_before_message_stop_is_an_upstream_error() -> None:
 
 
 def test_a_malformed_event_is_an_upstream_error() -> None:
-    translator = StreamTranslator(chat({"messages": HELLO}, stream=True), TARGET)
+    translator = StreamConverter(chat({"messages": HELLO}, stream=True), TARGET)
     with pytest.raises(UpstreamError):
         translator.feed(b"event: message_start\ndata: {not json\n\n")
 

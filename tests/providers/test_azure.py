@@ -14,7 +14,7 @@ import pytest
 from switchyard.core.chat import ChatRequest, GenerationKind
 from switchyard.core.models import Target
 from switchyard.errors import UpstreamError
-from switchyard.providers.azure.translate import StreamNormalizer
+from switchyard.providers.azure.translate import StreamConverter
 from tests.contract.openapi import validate
 from tests.contract.test_chat import HELLO, WEATHER_TOOL, sse_events
 from tests.fakes import FakeOllama, FakeOpenAI
@@ -255,7 +255,7 @@ ALIAS = Target(alias="mine", provider="az", provider_type="azure", upstream_mode
 @pytest.mark.parametrize("split", [1, 5, 33, len(AZ_STREAM)])
 def test_normalizer_split_anywhere(split: int, wants_usage: bool) -> None:
     request = ChatRequest(kind=GenerationKind.CHAT, model="mine", body={}, stream=True, include_usage=wants_usage)
-    relay = StreamNormalizer(request, ALIAS)
+    relay = StreamConverter(request, ALIAS)
     out = b""
     events = 0
     for i in range(0, len(AZ_STREAM), split):
@@ -276,7 +276,7 @@ def test_normalizer_split_anywhere(split: int, wants_usage: bool) -> None:
 
 def test_normalizer_flags_an_unfinished_stream() -> None:
     request = ChatRequest(kind=GenerationKind.CHAT, model="mine", body={}, stream=True)
-    relay = StreamNormalizer(request, ALIAS)
+    relay = StreamConverter(request, ALIAS)
     relay.feed(AZ_STREAM[: AZ_STREAM.index(b"data: [DONE]")])
     with pytest.raises(UpstreamError):
         relay.finish()

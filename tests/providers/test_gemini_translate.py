@@ -18,15 +18,8 @@ from switchyard.errors import (
     UpstreamError,
     UpstreamRateLimitError,
 )
-from switchyard.providers.gemini.translate import (
-    StreamTranslator,
-    chat_body,
-    chat_path,
-    chat_result,
-    embed_body,
-    error_from_response,
-    model_names,
-)
+from switchyard.providers.gemini.requests import chat_body, chat_path, embed_body
+from switchyard.providers.gemini.translate import StreamConverter, chat_result, error_from_response, model_names
 from tests.contract.openapi import validate
 
 TARGET = Target(alias="alias", provider="g", provider_type="gemini", upstream_model="gemini-2.0-flash", timeout=5)
@@ -296,7 +289,7 @@ STREAM = (text_event("Hel") + text_event("lo ") + sse({"candidates": [candidate(
     + text_event("there", "STOP", USAGE))
 
 
-def run(translator: StreamTranslator, data: bytes, split: int) -> tuple[list[Any], int]:
+def run(translator: StreamConverter, data: bytes, split: int) -> tuple[list[Any], int]:
     out = b""
     events = 0
     for i in range(0, len(data), split):
@@ -313,7 +306,7 @@ def run(translator: StreamTranslator, data: bytes, split: int) -> tuple[list[Any
 @pytest.mark.parametrize("split", [1, 2, 3, 7, 31, 64, len(STREAM)])
 def test_stream_reassembles_events_split_anywhere(split: int) -> None:
     req = chat({"messages": [user("hi")]}, stream=True, usage=True)
-    translator = StreamTranslator(req, TARGET)
+    translator = StreamConverter(req, TARGET)
     events, count = run(translator, STREAM, split)
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
@@ -336,7 +329,7 @@ def test_stream_reassembles_events_split_anywhere(split: int) -> None:
 
 
 def test_stream_without_include_usage_hides_usage_but_reports_it() -> None:
-    translator = StreamTranslator(chat({"messages": [user("hi")]}, stream=True), TARGET)
+    translator = StreamConverter(chat({"messages": [user("hi")]}, stream=True), TARGET)
     events, _ = run(translator, text_event("Hi", "STOP", USAGE).replace(b"\r\n", b"\n"), 5)
     assert all(e == "[DONE]" or (e["choices"] and "usage" not in e) for e in events)
     assert [e["choices"][0].get("finish_reason") for e in events[:-1]] == [None, None, "stop"]
@@ -346,17 +339,17 @@ def test_stream_without_include_usage_hides_usage_but_reports_it() -> None:
 def test_stream_candidates_legacy_and_blocked() -> None:
     two = sse({"candidates": [candidate([{"text": "a"}], None, 0), candidate([{"text": "b"}], None, 1)]}) + sse(
         {"candidates": [candidate([], "STOP", 0), candidate([{"text": "!"}], "MAX_TOKENS", 1)], "usageMetadata": USAGE})
-    events, _ = run(StreamTranslator(chat({"messages": [user("hi")], "n": 2}, stream=True), TARGET), two, 9)
+    events, _ = run(StreamConverter(chat({"messages": [user("hi")], "n": 2}, stream=True), TARGET), two, 9)
     finishes = {c["choices"][0]["index"]: c["choices"][0]["finish_reason"] for c in events[:-1]
                 if c["choices"][0]["finish_reason"]}
     assert finishes == {0: "stop", 1: "length"}
-    legacy = StreamTranslator(chat({"prompt": "x"}, stream=True, kind=GenerationKind.COMPLETION), TARGET)
+    legacy = StreamConverter(chat({"prompt": "x"}, stream=True, kind=GenerationKind.COMPLETION), TARGET)
     events, _ = run(legacy, text_event("once") + text_event(" more", "STOP", USAGE), 4)
     validate(events[-2], "CreateCompletionResponse")  # the spec forbids the null finish_reason of earlier chunks
     assert all(c["object"] == "text_completion" and c["choices"][0]["finish_reason"] is None for c in events[:-2])
     assert "".join(c["choices"][0]["text"] for c in events[:-1]) == "once more"
     blocked = sse({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": {"promptTokenCount": 3}})
-    events, count = run(StreamTranslator(chat({"messages": [user("hi")]}, stream=True), TARGET), blocked, 100)
+    events, count = run(StreamConverter(chat({"messages": [user("hi")]}, stream=True), TARGET), blocked, 100)
     assert [c["choices"][0]["finish_reason"] for c in events[:-1]] == [None, "content_filter"] and count == 0
 
 
@@ -366,7 +359,7 @@ def test_stream_candidates_legacy_and_blocked() -> None:
     sse({"candidates": [candidate([{"text": "a"}], None, 0), candidate([{"text": "b"}], "STOP", 1)]}),
 ])
 def test_stream_that_ends_early_raises(data: bytes) -> None:
-    translator = StreamTranslator(chat({"messages": [user("hi")]}, stream=True), TARGET)
+    translator = StreamConverter(chat({"messages": [user("hi")]}, stream=True), TARGET)
     if data:
         translator.feed(data)
     with pytest.raises(UpstreamError):
@@ -375,7 +368,7 @@ def test_stream_that_ends_early_raises(data: bytes) -> None:
 
 def test_stream_errors_mid_stream() -> None:
     malformed = text_event("Let me") + sse({"candidates": [candidate(None, "MALFORMED_FUNCTION_CALL")]})
-    translator = StreamTranslator(chat({"messages": [user("hi")]}, stream=True), TARGET)
+    translator = StreamConverter(chat({"messages": [user("hi")]}, stream=True), TARGET)
     first = translator.feed(malformed[:40])
     assert first is None
     with pytest.raises(UpstreamError) as info:
@@ -383,7 +376,7 @@ def test_stream_errors_mid_stream() -> None:
     assert info.value.code == "malformed_function_call"
     failed = sse({"error": {"code": 500, "message": f"boom {SECRET}", "status": "INTERNAL"}})
     with pytest.raises(UpstreamError) as err:
-        StreamTranslator(chat({"messages": [user("hi")]}, stream=True), TARGET, SECRET).feed(failed)
+        StreamConverter(chat({"messages": [user("hi")]}, stream=True), TARGET, SECRET).feed(failed)
     assert SECRET not in err.value.message and "boom" in err.value.message
 
 

@@ -16,7 +16,7 @@ from switchyard.errors import (
     UpstreamRateLimitError,
     UpstreamTimeoutError,
 )
-from switchyard.providers.openai.translate import StreamRelay, chat_body, error_from_response
+from switchyard.providers.openai.translate import StreamConverter, chat_body, error_from_response
 
 TARGET = Target(alias="alias", provider="p", provider_type="openai", upstream_model="upstream", timeout=5)
 
@@ -44,7 +44,7 @@ def test_chat_body_swaps_model_asks_for_usage_and_drops_gateway_fields() -> None
 @pytest.mark.parametrize("split", [1, 7, 50, len(CHUNK) + 3])
 def test_relay_reassembles_events_split_across_reads(split: int) -> None:
     stream = CHUNK + CHUNK + USAGE + DONE
-    relay = StreamRelay(client_wants_usage=True)
+    relay = StreamConverter(client_wants_usage=True)
     out = b""
     events = 0
     for i in range(0, len(stream), split):
@@ -58,7 +58,7 @@ def test_relay_reassembles_events_split_across_reads(split: int) -> None:
 
 
 def test_relay_drops_the_usage_chunk_the_client_did_not_ask_for() -> None:
-    relay = StreamRelay(client_wants_usage=False)
+    relay = StreamConverter(client_wants_usage=False)
     piece = relay.feed(CHUNK + USAGE + DONE)
     assert piece is not None and piece.data == CHUNK + DONE and piece.usage is not None and piece.done
 
@@ -66,20 +66,32 @@ def test_relay_drops_the_usage_chunk_the_client_did_not_ask_for() -> None:
 def test_relay_nulls_usage_riding_on_content_chunks_when_not_asked() -> None:
     both = event({"id": "c", "choices": [{"index": 0, "delta": {"content": "x"}}],
                   "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
-    piece = StreamRelay(client_wants_usage=False).feed(both)
+    piece = StreamConverter(client_wants_usage=False).feed(both)
     assert piece is not None and json.loads(piece.data[6:])["usage"] is None and piece.usage is not None
 
 
 def test_relay_accepts_crlf_and_flags_streams_that_end_early() -> None:
-    relay = StreamRelay(client_wants_usage=True)
+    relay = StreamConverter(client_wants_usage=True)
     piece = relay.feed(CHUNK.replace(b"\n", b"\r\n"))
     assert piece is not None and piece.data == CHUNK
     with pytest.raises(UpstreamError):
         relay.finish()
 
 
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\r"])
+def test_relay_makes_every_line_end_lf_however_the_reads_cut_them(line_end: bytes) -> None:
+    stream = CHUNK + CHUNK + USAGE + DONE
+    upstream = stream.replace(b"\n", line_end)
+    for cut in range(1, len(upstream)):
+        relay = StreamConverter(client_wants_usage=True)
+        pieces = [relay.feed(upstream[:cut]), relay.feed(upstream[cut:])]
+        relay.finish()
+        assert b"".join(p.data for p in pieces if p is not None) == stream
+        assert sum(p.events for p in pieces if p is not None) == 3 and relay.usage is not None
+
+
 def test_relay_turns_an_upstream_error_event_into_an_error() -> None:
-    relay = StreamRelay(client_wants_usage=False)
+    relay = StreamConverter(client_wants_usage=False)
     with pytest.raises(UpstreamError, match="boom"):
         relay.feed(CHUNK + event({"error": {"message": "boom", "type": "server_error"}}))
 

@@ -16,7 +16,7 @@ from switchyard.core.time import parse_duration
 from switchyard.core.usage import Usage
 from switchyard.errors import BadRequestError
 from switchyard.local.engine import Constraint, SamplingParams
-from switchyard.providers._chunks import sse_chunk
+from switchyard.protocol.openai import DONE, ChunkWriter
 
 __all__ = ["Generation", "StreamWriter", "keep_alive_of", "result_body", "wanted"]
 
@@ -127,36 +127,14 @@ def result_body(request: ChatRequest, model: str, text: str, finish: str, usage:
     })
 
 
-class StreamWriter:
+class StreamWriter(ChunkWriter):
     """OpenAI SSE events for a local generation: the role chunk, text deltas, the finish chunk,
     the usage chunk when asked for, then ``[DONE]``."""
 
-    def __init__(self, request: ChatRequest, model: str) -> None:
-        self._chat = request.kind is GenerationKind.CHAT
-        self._wants_usage = request.include_usage
-        self._id = f"{'chatcmpl' if self._chat else 'cmpl'}-{uuid.uuid4().hex}"
-        self._created = int(time.time())
-        self._model = model
-
-    def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
-        return sse_chunk(self._id, chat=self._chat, created=self._created, model=self._model, choices=choices,
-                         usage=usage, wants_usage=self._wants_usage)
+    __slots__ = ()
 
     def opening(self) -> bytes:
-        if not self._chat:
-            return b""
-        return self._event([{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None},
-                             "logprobs": None, "finish_reason": None}])
-
-    def text(self, text: str) -> bytes:
-        if self._chat:
-            return self._event([{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}])
-        return self._event([{"index": 0, "text": text, "logprobs": None, "finish_reason": None}])
+        return self.delta({"role": "assistant", "content": "", "refusal": None}) if self.chat else b""
 
     def closing(self, finish: str, usage: Usage) -> bytes:
-        last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
-        last["delta" if self._chat else "text"] = {} if self._chat else ""
-        out = self._event([last])
-        if self._wants_usage:
-            out += self._event([], _usage(usage))
-        return out + b"data: [DONE]\n\n"
+        return self.finish(finish) + self.usage(_usage(usage)) + DONE

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
+from switchyard.core.chat import StreamPiece
 from switchyard.errors import (
     GatewayError,
     UpstreamConnectionError,
@@ -17,16 +18,25 @@ from switchyard.errors import (
 )
 from switchyard.providers._http1 import ConnectionClosed, MalformedResponse, Origin, Response
 
-__all__ = ["ErrorMapper", "Response", "UpstreamClient", "redact"]
+__all__ = ["ErrorMapper", "Response", "StreamConverter", "UpstreamClient"]
 
 ErrorMapper = Callable[[int, bytes, Mapping[str, str]], GatewayError]
 
 
-def redact(message: str, secret: str | None) -> str:
-    """Never let a credential through in an error message."""
-    if secret and secret in message:
-        message = message.replace(secret, "[redacted]")
-    return message
+class StreamConverter(Protocol):
+    """What each provider's ``translate.StreamConverter`` is: the upstream's stream bytes in (reads
+    split anywhere), OpenAI SSE pieces out."""
+
+    @property
+    def stop_reading(self) -> bool:
+        """Nothing the upstream sends after this read can matter (otherwise the answer is read to
+        its end, so its connection can be reused)."""
+
+    def feed(self, data: bytes) -> StreamPiece | None:
+        """The OpenAI events this read completes (None if none); raises on an upstream failure."""
+
+    def finish(self) -> StreamPiece | None:
+        """What the end of the stream adds; raises when the stream was cut short or failed."""
 
 
 class UpstreamClient:
@@ -69,6 +79,23 @@ class UpstreamClient:
             raise UpstreamError(str(exc)) from exc
         except OSError as exc:  # refused, unreachable, unresolvable, TLS
             raise UpstreamConnectionError("Could not connect to the upstream.") from exc
+
+    async def stream(self, path: str, on_error: ErrorMapper, converter: StreamConverter, *, json: Any,
+                     timeout: float | None) -> AsyncIterator[StreamPiece]:
+        """POST a streaming request: the converter's pieces as reads complete them, then what
+        its ``finish`` adds; an error status is raised as ``on_error`` maps it."""
+        async with self.request("POST", path, json=json, timeout=timeout, stream=True) as resp:
+            if resp.status >= 400:
+                raise on_error(resp.status, await resp.read(), resp.headers)
+            async for data in resp.chunks():
+                piece = converter.feed(data)
+                if piece is not None:
+                    yield piece
+                if converter.stop_reading:
+                    break
+        last = converter.finish()
+        if last is not None:
+            yield last
 
     async def call(
         self, method: str, path: str, on_error: ErrorMapper, *, json: Any = None, timeout: float | None = None

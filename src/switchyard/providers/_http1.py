@@ -31,12 +31,13 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
+from switchyard.protocol.ndjson import MAX_LINE, LineDecoder, LineTooLong
+
 __all__ = ["ConnectionClosed", "Headers", "MalformedResponse", "Origin", "Response"]
 
 _PAUSE_AT = 1 << 20  # unread bytes that stop reading from the socket
 _MAX_IDLE = 256  # idle connections kept per origin
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%?"  # what may stay as it is in a request target
-_MAX_LINE = 16 << 20  # the longest line Response.lines() accepts
 
 
 class ConnectionClosed(Exception):
@@ -281,17 +282,15 @@ class Response:
 
     async def lines(self) -> AsyncIterator[bytes]:
         """Body lines, each with its ``\\n``; a last line without one is yielded too."""
-        rest = b""
+        decoder = LineDecoder()
         async for data in self.chunks():
-            rest += data
-            if b"\n" not in data:
-                if len(rest) > _MAX_LINE:
-                    raise MalformedResponse("The upstream sent a line longer than 16 MiB.")
-                continue
-            *whole, rest = rest.split(b"\n")
-            for line in whole:
-                yield line + b"\n"
-        if rest:
+            try:
+                lines = decoder.feed(data)
+            except LineTooLong as exc:
+                raise MalformedResponse(f"The upstream sent a line longer than {MAX_LINE >> 20} MiB.") from exc
+            for line in lines:
+                yield line
+        if rest := decoder.close():
             yield rest
 
 

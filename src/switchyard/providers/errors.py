@@ -1,4 +1,4 @@
-"""Upstream HTTP status -> gateway error, by status code (never by message text)."""
+"""Upstream errors -> gateway errors: by status code (never by message text), credentials redacted."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from switchyard.errors import (
     UpstreamTimeoutError,
 )
 
-__all__ = ["error_for_status", "retry_after"]
+__all__ = ["error_for_status", "redact", "retry_after"]
+
+
+def redact(message: str, secret: str | None) -> str:
+    """Never let a credential through in an error message."""
+    if secret and secret in message:
+        message = message.replace(secret, "[redacted]")
+    return message
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

@@ -13,7 +13,7 @@ from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.models import Target, UpstreamSpec
 from switchyard.errors import GatewayError
 from switchyard.providers._http import UpstreamClient
-from switchyard.providers.anthropic import translate
+from switchyard.providers.anthropic import requests, translate
 
 __all__ = ["AnthropicProvider"]
 
@@ -35,27 +35,16 @@ class AnthropicProvider:
         return await self._http.call_object(method, path, self._error, json=body, timeout=timeout)
 
     async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
-        body = translate.messages_body(request, target)
+        body = requests.messages_body(request, target)
         payload = await self._json("POST", translate.MESSAGES_PATH, body, target.timeout)
         result, usage = translate.chat_result(payload, request, target)
         return ChatResult(body=orjson.dumps(result), usage=usage)
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
-        body = translate.messages_body(request, target)
-        translator = translate.StreamTranslator(request, target, self._secret)
-        async with self._http.request(
-            "POST", translate.MESSAGES_PATH, json=body, timeout=target.timeout, stream=True
-        ) as resp:
-            if resp.status >= 400:
-                raise self._error(resp.status, await resp.read(), resp.headers)
-            async for data in resp.chunks():
-                piece = translator.feed(data)
-                if piece is not None:
-                    yield piece
-                translator.check()
-                if translator.done:
-                    break
-        translator.finish()
+        converter = translate.StreamConverter(request, target, self._secret)
+        async for piece in self._http.stream(translate.MESSAGES_PATH, self._error, converter,
+                                             json=requests.messages_body(request, target), timeout=target.timeout):
+            yield piece
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
         raise translate.embeddings_refused()

@@ -49,17 +49,10 @@ class AzureOpenAIProvider:
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
         body = translate.chat_body(request, target, self._version)
-        relay = translate.StreamNormalizer(request, target)
-        async with self._http.request(
-            "POST", self._path(request, target), json=body, timeout=target.timeout, stream=True
-        ) as resp:
-            if resp.status >= 400:
-                raise self._error(resp.status, await resp.read(), resp.headers)
-            async for data in resp.chunks():
-                piece = relay.feed(data)
-                if piece is not None:
-                    yield piece
-        relay.finish()
+        converter = translate.StreamConverter(request, target)
+        async for piece in self._http.stream(self._path(request, target), self._error, converter, json=body,
+                                             timeout=target.timeout):
+            yield piece
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
         body = openai_translate.embedding_body(request, target)

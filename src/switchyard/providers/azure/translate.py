@@ -30,12 +30,13 @@ from switchyard.core.chat import ChatRequest, GenerationKind, StreamPiece
 from switchyard.core.models import Target
 from switchyard.core.usage import Usage
 from switchyard.errors import BadRequestError, GatewayError, UpstreamError
-from switchyard.providers._http import redact
+from switchyard.protocol.sse import SSEDecoder
+from switchyard.providers.errors import redact
 from switchyard.providers.openai import translate as openai_translate
 
 __all__ = [
     "DEFAULT_API_VERSION",
-    "StreamNormalizer",
+    "StreamConverter",
     "chat_body",
     "chat_result",
     "deployment_path",
@@ -104,19 +105,21 @@ def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], sec
     return openai_translate.error_from_response(status, raw, headers, secret)
 
 
-class StreamNormalizer:
-    """Splits Azure's SSE stream into events and relays each in OpenAI's shape (see the module doc)."""
+class StreamConverter:
+    """Relays Azure's SSE stream event by event, each in OpenAI's shape (see the module doc)."""
+
+    stop_reading = False  # the answer is read to its end, so its connection can be reused
 
     def __init__(self, request: ChatRequest, target: Target) -> None:
         self._wants_usage = request.include_usage
         self._content_key = "delta" if request.kind is GenerationKind.CHAT else "text"
         self._alias = target.alias
-        self._buffer = b""
+        self._decoder = SSEDecoder()
         self.done = False
         self.usage: Usage | None = None
 
-    def _event(self, event: bytes) -> tuple[bytes, int]:
-        data = b"\n".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+    def _event(self, data: bytes) -> tuple[bytes, int]:
+        data = data.strip()
         if not data:
             return b"", 0
         if data == _DONE[6:]:
@@ -145,17 +148,11 @@ class StreamNormalizer:
         return b"data: " + orjson.dumps(payload) + b"\n\n", 1 if choices else 0
 
     def feed(self, data: bytes) -> StreamPiece | None:
-        buffer = (self._buffer + data).replace(b"\r\n", b"\n")
-        cut = buffer.rfind(b"\n\n")
-        if cut < 0:
-            self._buffer = buffer
-            return None
-        complete, self._buffer = buffer[:cut], buffer[cut + 2 :]
         out = b""
         events = 0
         usage_before = self.usage
-        for event in complete.split(b"\n\n"):
-            data_out, count = self._event(event)
+        for event in self._decoder.feed(data):
+            data_out, count = self._event(event.data)
             out += data_out
             events += count
         usage = self.usage if self.usage is not usage_before else None

@@ -18,7 +18,7 @@ from switchyard.core.models import Target, UpstreamSpec
 from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError
 from switchyard.providers._http import UpstreamClient
-from switchyard.providers.gemini import translate
+from switchyard.providers.gemini import requests, translate
 
 __all__ = ["GeminiProvider"]
 
@@ -38,27 +38,21 @@ class GeminiProvider:
         return await self._http.call_object(method, path, self._error, json=body, timeout=timeout)
 
     async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
-        body = translate.chat_body(request, target)
-        payload = await self._json("POST", translate.chat_path(target, stream=False), body, target.timeout)
+        body = requests.chat_body(request, target)
+        payload = await self._json("POST", requests.chat_path(target, stream=False), body, target.timeout)
         result, usage = translate.chat_result(payload, request, target, self._secret)
         return ChatResult(body=orjson.dumps(result), usage=usage)
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
-        body = translate.chat_body(request, target)
-        writer = translate.StreamTranslator(request, target, self._secret)
-        path = translate.chat_path(target, stream=True)
-        async with self._http.request("POST", path, json=body, timeout=target.timeout, stream=True) as resp:
-            if resp.status >= 400:
-                raise self._error(resp.status, await resp.read(), resp.headers)
-            async for data in resp.chunks():
-                piece = writer.feed(data)
-                if piece is not None:
-                    yield piece
-        yield writer.finish()
+        body = requests.chat_body(request, target)
+        converter = translate.StreamConverter(request, target, self._secret)
+        async for piece in self._http.stream(requests.chat_path(target, stream=True), self._error, converter,
+                                             json=body, timeout=target.timeout):
+            yield piece
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
-        body = translate.embed_body(request, target)
-        path = translate.model_path(target.upstream_model, "batchEmbedContents")
+        body = requests.embed_body(request, target)
+        path = requests.model_path(target.upstream_model, "batchEmbedContents")
         payload = await self._json("POST", path, body, target.timeout)
         vectors = translate.embed_vectors(payload, len(request.inputs))
         # batchEmbedContents reports no token counts: about four characters a token, marked estimated.

@@ -13,7 +13,9 @@ from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.models import Target, UpstreamSpec
 from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, ModelNotFoundError, UpstreamError
-from switchyard.providers._http import UpstreamClient, redact
+from switchyard.protocol.ndjson import NDJSONDecoder
+from switchyard.providers._http import UpstreamClient
+from switchyard.providers.errors import redact
 from switchyard.providers.ollama import translate
 
 __all__ = ["OllamaProvider"]
@@ -46,16 +48,9 @@ class OllamaProvider:
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
         path, body = translate.chat_body(request, target)
-        writer = translate.ChunkWriter(request, target)
-        done = False
-        async with aclosing(self._ndjson(path, body, target.timeout, "stream")) as lines:  # closed with us
-            async for payload in lines:
-                data, events = writer.feed(payload)
-                done = bool(payload.get("done"))
-                if data:
-                    yield StreamPiece(data=data, events=events, usage=writer.usage if done else None, done=done)
-        if not done:
-            raise UpstreamError("The upstream stream ended before it was complete.")
+        converter = translate.StreamConverter(request, target)
+        async for piece in self._http.stream(path, self._error, converter, json=body, timeout=target.timeout):
+            yield piece
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
         body = translate.embed_body(request.inputs, target, request.keep_alive)
@@ -105,15 +100,11 @@ class OllamaProvider:
         async with self._http.request("POST", path, json=body, timeout=timeout, stream=True) as resp:
             if resp.status >= 400:
                 raise self._error(resp.status, await resp.read(), resp.headers)
-            async for line in resp.lines():
-                if not line.strip():
-                    continue
-                try:
-                    payload = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise UpstreamError(f"The upstream sent a malformed {what} line.") from exc
-                if not isinstance(payload, dict):
-                    raise UpstreamError(f"The upstream sent a malformed {what} line.")
+            decoder = NDJSONDecoder()
+            async for data in resp.chunks():
+                for payload in translate.objects(decoder, data, what):
+                    yield payload
+            for payload in translate.objects(decoder, None, what):
                 yield payload
 
     async def _manage(self, body: dict[str, object]) -> None:

@@ -9,21 +9,22 @@ from typing import Any
 
 import orjson
 
-from switchyard.core.chat import ChatRequest, GenerationKind
+from switchyard.core.chat import ChatRequest, GenerationKind, StreamPiece
 from switchyard.core.models import Target
 from switchyard.core.usage import Usage
 from switchyard.errors import BadRequestError, GatewayError, UpstreamError
-from switchyard.providers._chunks import sse_chunk
-from switchyard.providers._http import redact
-from switchyard.providers.errors import error_for_status
+from switchyard.protocol.ndjson import MAX_LINE, LineTooLong, MalformedLine, NDJSONDecoder
+from switchyard.protocol.openai import DONE, ChunkWriter
+from switchyard.providers.errors import error_for_status, redact
 
 __all__ = [
-    "ChunkWriter",
+    "StreamConverter",
     "chat_body",
     "chat_result",
     "embed_body",
     "error_from_response",
     "finish_reason",
+    "objects",
     "usage_of",
 ]
 
@@ -197,44 +198,77 @@ def chat_result(payload: Mapping[str, Any], request: ChatRequest, target: Target
     }
 
 
-class ChunkWriter:
-    """Turns Ollama's NDJSON stream objects into OpenAI SSE chunk events."""
+def objects(decoder: NDJSONDecoder, data: bytes | None, what: str) -> list[dict[str, Any]]:
+    """The objects of the NDJSON lines ``data`` completes (None: the stream ended, so its last line
+    too); a line that is not a JSON object is a 502 naming ``what`` the lines are."""
+    try:
+        values = decoder.feed(data) if data is not None else decoder.close()
+    except LineTooLong as exc:
+        raise UpstreamError(f"The upstream sent a line longer than {MAX_LINE >> 20} MiB.") from exc
+    except MalformedLine as exc:
+        raise UpstreamError(f"The upstream sent a malformed {what} line.") from exc
+    if not all(isinstance(value, dict) for value in values):
+        raise UpstreamError(f"The upstream sent a malformed {what} line.")
+    return values
+
+
+class StreamConverter:
+    """Turns Ollama's NDJSON stream (in reads split anywhere) into OpenAI SSE chunk events.
+
+    :meth:`feed` each network read and relay the piece it returns; :meth:`finish` when the
+    connection ends (raises when the ``done`` object never came).
+    """
+
+    stop_reading = False  # the answer is read to its end, so its connection can be reused
 
     def __init__(self, request: ChatRequest, target: Target) -> None:
-        self._chat = request.kind is GenerationKind.CHAT
-        self._wants_usage = request.include_usage
-        self._id = f"{'chatcmpl' if self._chat else 'cmpl'}-{uuid.uuid4().hex}"
-        self._created = int(time.time())
-        self._model = target.alias
+        self._out = ChunkWriter(request, target.alias)
         self._first = True
         self._saw_tools = False
         self._calls = 0  # tool calls streamed so far: each gets the next index
+        self._decoder = NDJSONDecoder()
+        self.done = False
         self.usage: Usage | None = None
-
-    def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
-        return sse_chunk(self._id, chat=self._chat, created=self._created, model=self._model, choices=choices,
-                         usage=usage, wants_usage=self._wants_usage)
-
-    def _delta(self, delta: dict[str, Any]) -> bytes:
-        return self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
 
     def _open(self) -> bytes:
         """The role chunk that opens the answer, before its first text."""
         if not self._first:
             return b""
         self._first = False
-        return self._delta({"role": "assistant", "content": "", "refusal": None})
+        return self._out.delta({"role": "assistant", "content": "", "refusal": None})
 
-    def feed(self, payload: Mapping[str, Any]) -> tuple[bytes, int]:
+    def feed(self, data: bytes) -> StreamPiece | None:
+        """The OpenAI events for every object this read completes (None if none)."""
+        return self._piece(objects(self._decoder, data, "stream"))
+
+    def finish(self) -> StreamPiece | None:
+        """The last object if the stream did not end its line; raises if ``done`` never came."""
+        piece = self._piece(objects(self._decoder, None, "stream"))
+        if not self.done:
+            raise UpstreamError("The upstream stream ended before it was complete.")
+        return piece
+
+    def _piece(self, payloads: list[dict[str, Any]]) -> StreamPiece | None:
+        out = b""
+        events = 0
+        for payload in payloads:
+            data, count = self._object(payload)
+            out += data
+            events += count
+        if not out:
+            return None
+        return StreamPiece(data=out, events=events, usage=self.usage if self.done else None, done=self.done)
+
+    def _object(self, payload: Mapping[str, Any]) -> tuple[bytes, int]:
         """SSE bytes for one NDJSON object, and how many content events they hold."""
         if "error" in payload:
             raise UpstreamError(f"The upstream failed mid-stream: {payload['error']}")
         out = b""
         events = 0
-        if self._chat:
+        if self._out.chat:
             message = payload.get("message") or {}
             if message.get("content"):
-                out += self._open() + self._delta({"content": message["content"]})
+                out += self._open() + self._out.text(message["content"])
                 events += 1
             for call in _tool_calls(message):  # as OpenAI streams a call: id and name, then the arguments
                 self._saw_tools = True
@@ -245,28 +279,22 @@ class ChunkWriter:
                 if self._first:
                     self._first = False
                     head = {"role": "assistant", "content": None, "refusal": None, **head}
-                out += self._delta(head)
-                out += self._delta({"tool_calls": [{"index": index,
+                out += self._out.delta(head)
+                out += self._out.delta({"tool_calls": [{"index": index,
                                                     "function": {"arguments": call["function"]["arguments"]}}]})
                 events += 2
         elif payload.get("response"):
-            out += self._event([{"index": 0, "text": payload["response"], "logprobs": None, "finish_reason": None}])
+            out += self._out.text(payload["response"])
             events += 1
         if payload.get("done"):
-            if self._chat:
+            self.done = True
+            if self._out.chat:
                 out += self._open()  # an empty answer still opens with the role, as OpenAI's do
-            self.usage = usage_of(payload)
-            reason = finish_reason(payload, self._saw_tools)
-            last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": reason}
-            last["delta" if self._chat else "text"] = {} if self._chat else ""
-            out += self._event([last])
-            if self._wants_usage:
-                u = self.usage
-                out += self._event(
-                    [], {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                         "total_tokens": u.total_tokens}
-                )
-            out += b"data: [DONE]\n\n"
+            u = self.usage = usage_of(payload)
+            out += self._out.finish(finish_reason(payload, self._saw_tools))
+            out += self._out.usage({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                                    "total_tokens": u.total_tokens})
+            out += DONE
         return out, events
 
 

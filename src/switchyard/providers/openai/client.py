@@ -36,18 +36,10 @@ class OpenAIProvider:
         return ChatResult(body=raw, usage=translate.usage_from(payload))
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
-        body = translate.chat_body(request, target)
-        relay = translate.StreamRelay(client_wants_usage=request.include_usage)
-        async with self._http.request(
-            "POST", translate.chat_path(request), json=body, timeout=target.timeout, stream=True
-        ) as resp:
-            if resp.status >= 400:
-                raise self._error(resp.status, await resp.read(), resp.headers)
-            async for data in resp.chunks():
-                piece = relay.feed(data)
-                if piece is not None:
-                    yield piece
-        relay.finish()
+        converter = translate.StreamConverter(client_wants_usage=request.include_usage)
+        async for piece in self._http.stream(translate.chat_path(request), self._error, converter,
+                                             json=translate.chat_body(request, target), timeout=target.timeout):
+            yield piece
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
         body = translate.embedding_body(request, target)

@@ -17,11 +17,11 @@ from switchyard.core.embeddings import EmbeddingRequest
 from switchyard.core.models import Target
 from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, UpstreamError
-from switchyard.providers._http import redact
-from switchyard.providers.errors import error_for_status
+from switchyard.protocol.sse import EventFramer, SSEDecoder
+from switchyard.providers.errors import error_for_status, redact
 
 __all__ = [
-    "StreamRelay",
+    "StreamConverter",
     "chat_body",
     "chat_path",
     "embedding_body",
@@ -29,7 +29,6 @@ __all__ = [
     "usage_from",
 ]
 
-_USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _DONE = b"data: [DONE]"
 # Fields that are the gateway's own and never go upstream.
 _GATEWAY_FIELDS = ("keep_alive",)
@@ -85,30 +84,29 @@ def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], sec
     return error_for_status(status, message, param, headers)
 
 
-class StreamRelay:
-    """Splits an upstream SSE byte stream into complete events and relays them unchanged.
+class StreamConverter:
+    """Relays an upstream SSE byte stream as its complete events arrive, unchanged.
 
-    Only events that carry a usage report are parsed; everything else is forwarded as the
-    bytes that arrived, so relaying costs a split and a count per network read.
+    Only events that carry a usage report (or an error) are parsed; everything else is forwarded
+    as the bytes that arrived (line ends made ``\\n``), so relaying costs a framing and a count
+    per network read.
     """
+
+    stop_reading = False  # the answer is read to its end, so its connection can be reused
 
     def __init__(self, client_wants_usage: bool) -> None:
         self._wants_usage = client_wants_usage
-        self._buffer = b""
+        self._frame = EventFramer().feed
+        self._decoder = SSEDecoder()
         self.done = False
         self.usage: Usage | None = None
 
     def feed(self, data: bytes) -> StreamPiece | None:
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        buffer = self._buffer + data
-        cut = buffer.rfind(b"\n\n")
-        if cut < 0:
-            self._buffer = buffer
+        complete = self._frame(data)
+        if not complete:
             return None
-        complete, self._buffer = buffer[: cut + 2], buffer[cut + 2 :]
         usage = None
-        if any(marker in complete for marker in _USAGE_MARKERS) or b'"error"' in complete:
+        if b'"usage":{' in complete or b'"usage": {' in complete or b'"error"' in complete:
             complete, usage = self._inspect(complete)
         if _DONE in complete:
             self.done = True
@@ -121,7 +119,7 @@ class StreamRelay:
         for event in complete.split(b"\n\n"):
             if not event:
                 continue
-            payload = _event_json(event)
+            payload = self._json(event)
             if payload is not None and isinstance(payload.get("error"), Mapping):
                 raise UpstreamError(f"The upstream failed mid-stream: {payload['error'].get('message', '')}")
             if payload is not None and isinstance(payload.get("usage"), Mapping):
@@ -135,19 +133,16 @@ class StreamRelay:
             kept.append(event)
         return b"".join(e + b"\n\n" for e in kept), usage
 
+    def _json(self, event: bytes) -> dict[str, Any] | None:
+        parsed = self._decoder.event(event)
+        if parsed is None or parsed.data == b"[DONE]":
+            return None
+        try:
+            value = orjson.loads(parsed.data)
+        except orjson.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+
     def finish(self) -> None:
         if not self.done:
             raise UpstreamError("The upstream stream ended before it was complete.")
-
-
-def _event_json(event: bytes) -> dict[str, Any] | None:
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            data = line[5:].strip()
-            if data and data != b"[DONE]":
-                try:
-                    value = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    return None
-                return value if isinstance(value, dict) else None
-    return None

@@ -1,0 +1,101 @@
+"""The gateway's OpenAI answers -> Anthropic Messages shapes: the message, errors. Pure.
+
+* ``stop_sequence`` is always ``null``: an OpenAI upstream reports ``finish_reason: stop`` for a
+  stop sequence and for a natural end alike, so both become ``end_turn``.
+* Error ``type`` follows the HTTP status (:mod:`.codes`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from switchyard.core.usage import Usage
+from switchyard.errors import GatewayError
+from switchyard.protocol.anthropic.codes import error_type, stop_reason
+
+__all__ = ["as_mapping", "error_body", "message_from_completion", "new_id", "sse_event"]
+
+
+def error_body(exc: GatewayError, request_id: str | None = None) -> dict[str, Any]:
+    """``{"type": "error", "error": {"type", "message"}}`` (+ ``request_id`` when known)."""
+    body: dict[str, Any] = {"type": "error", "error": {"type": error_type(exc.status_code), "message": exc.message}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
+def sse_event(kind: str, payload: Mapping[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def new_id(prefix: str) -> str:
+    """An Anthropic-style id: ``msg_`` or ``toolu_`` and 24 hex digits."""
+    return prefix + uuid.uuid4().hex[:24]
+
+
+def _tool_input(arguments: Any) -> dict[str, Any]:
+    if isinstance(arguments, Mapping):
+        return dict(arguments)
+    if not isinstance(arguments, str) or not arguments.strip():
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        value = None
+    # Not an object: keep what the model wrote, so the tool's input validation reports it.
+    return dict(value) if isinstance(value, dict) else {"_raw_arguments": arguments}
+
+
+def _flat_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    return ""
+
+
+def message_from_completion(payload: Any, model: str, usage: Usage | None = None) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` -> an Anthropic ``message`` (first choice)."""
+    choices = payload.get("choices") if isinstance(payload, Mapping) else None
+    choice = as_mapping(choices[0]) if isinstance(choices, list) and choices else {}
+    message = as_mapping(choice.get("message"))
+    content: list[dict[str, Any]] = []
+    text = _flat_text(message.get("content")) or (message.get("refusal") or "")
+    if text:
+        content.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or ():
+        if not isinstance(call, Mapping):
+            continue
+        function = as_mapping(call.get("function"))
+        content.append({
+            "type": "tool_use",
+            "id": call.get("id") or new_id("toolu_"),
+            "name": function.get("name") or "",
+            "input": _tool_input(function.get("arguments")),
+        })
+    has_tools = any(block["type"] == "tool_use" for block in content)
+    reported = payload.get("usage") if isinstance(payload, Mapping) else None
+    if isinstance(reported, Mapping):
+        input_tokens = int(reported.get("prompt_tokens") or 0)
+        output_tokens = int(reported.get("completion_tokens") or 0)
+    else:
+        input_tokens = usage.prompt_tokens if usage else 0
+        output_tokens = usage.completion_tokens if usage else 0
+    return {
+        "id": new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(choice.get("finish_reason"), has_tools),
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
