@@ -256,6 +256,14 @@ def test_two_parallel_tool_calls_with_interleaved_fragments() -> None:
     assert [e["output_index"] for e in events if e["type"] == "response.output_item.done"] == [0, 1, 2]
 
 
+def test_whole_calls_at_a_reused_index_stay_apart() -> None:
+    events = run([chunk(call(0, '{"city":"Oslo"}', "call_1", "get_weather")),
+                  chunk(call(0, '{"city":"Rome"}', "call_2", "get_weather")), chunk({}, "tool_calls")])
+    first, second = events[-1]["response"]["output"]
+    assert (first["call_id"], first["arguments"]) == ("call_1", '{"city":"Oslo"}')
+    assert (second["call_id"], second["arguments"]) == ("call_2", '{"city":"Rome"}')
+
+
 def test_refusal_stream_and_length() -> None:
     events = run([chunk({"content": "Well"}), chunk({"refusal": "No."}), chunk({}, "length")])
     assert kinds(events)[2:] == ["output_item.added", "content_part.added", "output_text.delta", "output_text.done",

@@ -131,7 +131,9 @@ class ResponseStream:
         self._open: dict[str, Any] | None = None  # the reasoning or message item being written
         self._open_index = 0  # its output_index
         self._part: dict[str, Any] | None = None  # its content part being written
-        self._calls: dict[int, _Call] = {}  # chat tool_calls[].index -> call
+        self._calls: list[_Call] = []  # in output order
+        self._by_index: dict[int, _Call] = {}  # chat tool_calls[].index -> its latest call
+        self._by_id: dict[str, _Call] = {}  # call id -> call
         self._finish: str | None = None
         self._usage: Mapping[str, Any] | None = None
         self._logprobs = bool(translation.body.get("logprobs"))
@@ -167,7 +169,7 @@ class ResponseStream:
         status, incomplete = status_of(self._finish)
         item_status = "incomplete" if status == "incomplete" else "completed"
         self._close_open(out, item_status)
-        for call in sorted(self._calls.values(), key=lambda c: c.index):
+        for call in self._calls:
             self._close_call(call, out, item_status)
         self.ended = True
         self.response = response_object(
@@ -324,12 +326,20 @@ class ResponseStream:
         key = key if isinstance(key, int) and not isinstance(key, bool) else position
         function = call.get("function")
         function = function if isinstance(function, Mapping) else {}
-        state = self._calls.get(key)
+        call_id = call.get("id")
+        if isinstance(call_id, str) and call_id:
+            # a new id is a new call even at a reused index (servers that send each call whole, index 0)
+            state = self._by_id.get(call_id)
+        else:
+            call_id, state = None, self._by_index.get(key)
         if state is None:
             self._close_open(out, "completed")
-            item = tool_call_item(self.translation, str(call.get("id") or new_id("call_")),
-                                  str(function.get("name") or ""), "", "in_progress")
-            state = self._calls[key] = _Call(self._add(item, out), item)
+            item = tool_call_item(self.translation, call_id or new_id("call_"), str(function.get("name") or ""), "",
+                                  "in_progress")
+            state = _Call(self._add(item, out), item)
+            self._calls.append(state)
+            self._by_id[item["call_id"]] = state
+        self._by_index[key] = state
         fragment = function.get("arguments")
         if isinstance(fragment, Mapping):  # some servers send the whole object at once
             fragment = orjson.dumps(fragment).decode()
