@@ -319,3 +319,21 @@ def test_usage_given_at_finish_when_no_chunk_carries_it() -> None:
     empty = ResponseStream(translation(stream=True)).finish()
     assert [e["type"] for e in empty] == ["response.created", "response.in_progress", "response.completed"]
     assert empty[-1]["response"]["output"] == [] and empty[-1]["response"]["usage"] is None
+
+
+def test_a_stream_ends_with_the_response_the_same_completion_gives_without_streaming() -> None:
+    def shape(response: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in item.items() if k != "id"} for item in response["output"]]
+
+    patch = 'line "one"\nline two'
+    whole = completion({"reasoning_content": "Plan.", "content": "Doing it.", "tool_calls": [
+        {"id": "call_w", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
+        {"id": "call_p", "type": "function", "function": {"name": "apply_patch",
+                                                          "arguments": json.dumps({"input": patch})}}]}, "tool_calls")
+    streamed = run([chunk({"reasoning_content": "Plan."}), chunk({"content": "Doing it."}),
+                    chunk(call(0, '{"city":"Oslo"}', "call_w", "get_weather")),
+                    chunk(call(1, json.dumps({"input": patch}), "call_p", "apply_patch")),
+                    chunk({}, "tool_calls"), chunk(None, usage=USAGE)])[-1]["response"]
+    plain = response_from_completion(whole, translation(stream=True), response_id="resp_s", created_at=1000)
+    assert shape(streamed) == shape(plain)
+    assert streamed["usage"] == plain["usage"] and streamed["status"] == plain["status"] == "completed"
