@@ -150,10 +150,11 @@ class ResponseStream:
             info = err if isinstance(err, Mapping) else {"message": str(err)}
             out += self.fail(UpstreamError(str(info.get("message") or "The upstream failed mid-stream.")))
             return out
-        if isinstance(chunk.get("usage"), Mapping):
-            self._usage = chunk["usage"]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):  # decoded JSON: dict checks are cheaper than Mapping's
+            self._usage = usage
         for choice in chunk.get("choices") or ():
-            if isinstance(choice, Mapping) and choice.get("index", 0) == 0:
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 self._choice(choice, out)
         return out
 
@@ -302,21 +303,23 @@ class ResponseStream:
     # -- chunks
     def _choice(self, choice: Mapping[str, Any], out: list[dict[str, Any]]) -> None:
         delta = choice.get("delta")
-        if isinstance(delta, Mapping):
+        if isinstance(delta, dict):
             thought = reasoning_text(delta)
             if thought:
                 self._delta("reasoning_text", "text", thought, out)
             text = delta.get("content")
             if isinstance(text, str) and text:
-                found = choice.get("logprobs")
-                entries = found.get("content") if isinstance(found, Mapping) and self._logprobs else None
-                valid = [e for e in entries or () if isinstance(e, Mapping) and isinstance(e.get("token"), str)]
+                valid: list[Mapping[str, Any]] | None = None
+                if self._logprobs:
+                    found = choice.get("logprobs")
+                    entries = found.get("content") if isinstance(found, dict) else None
+                    valid = [e for e in entries or () if isinstance(e, dict) and isinstance(e.get("token"), str)]
                 self._delta("output_text", "text", text, out, valid)
             refusal = delta.get("refusal")
             if isinstance(refusal, str) and refusal:
                 self._delta("refusal", "refusal", refusal, out)
             for position, call in enumerate(delta.get("tool_calls") or ()):
-                if isinstance(call, Mapping):
+                if isinstance(call, dict):
                     self._tool_call(call, position, out)
         if choice.get("finish_reason"):
             self._finish = str(choice["finish_reason"])
