@@ -225,7 +225,7 @@ def test_generation_fields() -> None:
         "response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema": schema, "strict": True}},
         "reasoning_effort": "high", "max_tokens": 300, "temperature": 0.2, "top_p": 0.9, "prompt_cache_key": "k",
         "safety_identifier": "u-1", "user": "legacy", "stream": True, "stream_options": {"include_usage": True}}
-    assert got.stream and not got.store and got.previous_response_id == "resp_1"
+    assert got.stream and not got.store and got.previous_response_id == "resp_1" and got.ignored == ()
     assert got.include == ("reasoning.encrypted_content",)
     assert got.request.max_tokens == 300 and got.request.include_usage
     assert got.echo["metadata"] == {"ticket": "42"} and got.echo["text"]["verbosity"] == "low"
@@ -250,7 +250,6 @@ ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].id"),
     ({"input": 3}, "input"), ({}, "input"), ({"input": "x", "model": ""}, "model"),
     ({"input": "x", "conversation": "conv_1"}, "conversation"), ({"input": "x", "background": True}, "background"),
-    ({"input": "x", "frobnicate": 1}, "frobnicate"),
     ({"input": "x", "tools": [{"type": "namespace", "name": "ns", "tools": []}]}, "tools[0].type"),
     ({"input": "x", "tools": [WEATHER, {**WEATHER}]}, "tools[1].name"),
     ({"input": "x", "tools": [{**PATCH, "format": {"type": "grammar", "syntax": "ebnf", "definition": "x"}}]},
@@ -287,3 +286,9 @@ def test_hosted_tools_can_be_refused_and_steering_fields_are() -> None:
     assert err.value.param == "api_base" and err.value.code == "field_not_allowed"
     with pytest.raises(BadRequestError):
         to_chat(["not", "an", "object"])
+
+
+def test_unknown_fields_are_not_forwarded_and_are_reported() -> None:
+    got = translate(input="x", frobnicate=1, client_metadata={"k": "v"}, service_tier="flex", aardvark=None)
+    assert got.ignored == ("aardvark", "frobnicate")
+    assert got.body == {"model": "m", "messages": [{"role": "user", "content": "x"}]}

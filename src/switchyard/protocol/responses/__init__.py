@@ -8,9 +8,15 @@ sequence, and :func:`sse` frames one event.
 
 from switchyard.protocol.responses.items import ReasoningHistory, Resolve
 from switchyard.protocol.responses.request import ChatTranslation, to_chat
-from switchyard.protocol.responses.response import new_id, response_from_completion, response_object, usage_object
+from switchyard.protocol.responses.response import (
+    error_object,
+    new_id,
+    response_from_completion,
+    response_object,
+    usage_object,
+)
 from switchyard.protocol.responses.stream import ResponseStream, sse
-from switchyard.protocol.responses.tools import HOSTED_TOOL_TYPES, HostedTools
+from switchyard.protocol.responses.tools import HOSTED_TOOL_TYPES, HostedTools, ToolSet
 
 __all__ = [
     "HOSTED_TOOL_TYPES",
@@ -19,6 +25,8 @@ __all__ = [
     "ReasoningHistory",
     "Resolve",
     "ResponseStream",
+    "ToolSet",
+    "error_object",
     "new_id",
     "response_from_completion",
     "response_object",

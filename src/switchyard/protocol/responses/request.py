@@ -28,10 +28,12 @@ _READ = frozenset({
     "safety_identifier", "user", "stream", "store", "previous_response_id", "truncation", "background",
     "conversation", "prompt", "moderation",
 })
-# Accepted, and without effect on what a chat model generates: not forwarded.
+# Accepted, and without effect on what a chat model generates: not forwarded, not reported.
+# Any other field is not forwarded either, and is reported in ``ChatTranslation.ignored`` (for a
+# log line): new client releases add fields, and refusing them would break those clients.
 _IGNORED = frozenset({
     "service_tier", "stream_options", "prompt_cache_retention", "prompt_cache_options", "max_tool_calls",
-    "context_management", "access_programs", "image", "background_options",
+    "context_management", "access_programs", "image", "background_options", "client_metadata",
 })
 # Platform features the translation cannot give: refused when set.
 _REFUSED = {
@@ -60,6 +62,7 @@ class ChatTranslation:
     store: bool
     previous_response_id: str | None
     include: tuple[str, ...]
+    ignored: tuple[str, ...] = ()  # top-level fields the translation does not know, not forwarded
 
     @property
     def removed_tools(self) -> tuple[str, ...]:
@@ -74,21 +77,20 @@ def _opt(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], what: str) 
     return value
 
 
-def _check_fields(body: Mapping[str, Any]) -> None:
+def _check_fields(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """Refuse steering fields and platform features; return the unknown fields."""
     steering = sorted(STEERING_FIELDS.intersection(body))
     if steering:
         raise BadRequestError(
             f"Invalid request: {steering[0]}: not accepted; the gateway decides where requests go.",
             param=steering[0], code="field_not_allowed",
         )
-    for key in body:
-        if key not in _READ and key not in _IGNORED:
-            raise bad(key, "not supported", code="unsupported_parameter")
     for key, why in _REFUSED.items():
         if body.get(key) is not None:
             raise bad(key, why, code="unsupported_parameter")
     if body.get("background") is True:
         raise bad("background", "background responses are not supported", code="unsupported_parameter")
+    return tuple(sorted(key for key in body if key not in _READ and key not in _IGNORED))
 
 
 def _text_format(raw: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -214,7 +216,7 @@ def to_chat(body: Any, *, history: Sequence[Mapping[str, Any]] = (), resolve: Re
     """
     if not isinstance(body, Mapping):
         raise BadRequestError("The request body must be a JSON object.")
-    _check_fields(body)
+    ignored = _check_fields(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad("model", "a model is required")
@@ -245,5 +247,5 @@ def to_chat(body: Any, *, history: Sequence[Mapping[str, Any]] = (), resolve: Re
     return ChatTranslation(
         body=out, request=parse_chat_request(out), tools=tools,
         echo=_echo(body, tools, text, reasoning, metadata), input_items=items, stream=bool(stream),
-        store=store is not False, previous_response_id=previous, include=include,
+        store=store is not False, previous_response_id=previous, include=include, ignored=ignored,
     )
