@@ -498,6 +498,7 @@ def test_compose_validates_with_four_health_checked_services(compose_config: dic
     assert env["SWITCHYARD_DATABASE_URL"].startswith("postgresql+asyncpg://switchyard:")
     assert env["SWITCHYARD_DATABASE_URL"].endswith("@postgres:5432/switchyard")
     assert env["SWITCHYARD_SECRET_KEY"] == SECRET
+    assert env["SWITCHYARD_REDIS_URL"] == "redis://redis:6379/0"  # the redis service: limits shared by replicas
     mounts = {v["target"]: v for v in switchyard["volumes"]}
     config_file = mounts[env["SWITCHYARD_CONFIG_FILE"]]
     assert config_file["read_only"] and Path(config_file["source"]) == ROOT / "deploy" / "docker" / "switchyard.yaml"
