@@ -211,7 +211,8 @@ def resolve_server(url: str | None, api_key: str | None, config_file: Path | Non
 
 
 @click.command()
-@click.option("--url", default=None, help="The server's base URL (default: from the settings' host and port).")
+@click.option("--url", default=None, help="The server's base URL (default: the server running from the data dir, "
+              "else the settings' host and port).")
 @click.option("--api-key", default=None, envvar="SWITCHYARD_ADMIN_KEY", show_envvar=True,
               help="An admin key (default: the local admin token the server left in its data dir).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
