@@ -3,8 +3,10 @@ load and unload against a running server whose alias ``qwen`` is served by that 
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,6 +172,45 @@ def test_pull_from_an_unreachable_hub_is_one_clear_line(tmp_path: Path, ollama: 
                   cwd=tmp_path, env=hub_env)
     assert hub.returncode == 1 and "from the Hugging Face hub" in one_line_error(hub.stderr)
     assert ollama.requests == []
+
+
+class _MissingRepoHub(http.server.BaseHTTPRequestHandler):
+    """The hub's answer for a repository that does not exist (or is private), as huggingface.co
+    gives it to a client without a token: 401 with X-Error-Code: RepoNotFound."""
+
+    paths: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.paths.append(self.path)
+        body = b'{"error": "Repository not found"}'
+        self.send_response(401)
+        self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+def test_pull_of_a_repo_the_hub_lacks_says_so(tmp_path: Path) -> None:
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MissingRepoHub)
+    thread = threading.Thread(target=hub.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {"HF_ENDPOINT": f"http://127.0.0.1:{hub.server_address[1]}", "HF_HOME": str(tmp_path / "hf")}
+        result = run_cli("models", "pull", "nobody/no-such-model", "--data-dir", tmp_path / "data", cwd=tmp_path,
+                         env=env)
+    finally:
+        hub.shutdown()
+        hub.server_close()
+        thread.join(5)
+    assert result.returncode == 1
+    assert one_line_error(result.stderr) == ("Error: cannot download nobody/no-such-model from the Hugging Face hub: "
+                                             "no such repository on the hub (or it is private: set HF_TOKEN)")
+    assert "/api/models/nobody/no-such-model/revision/main" in _MissingRepoHub.paths  # it asked the hub
+    assert not (tmp_path / "data" / "models").exists()
 
 
 def test_pull_refuses_a_repo_id_that_is_a_path(tmp_path: Path) -> None:
