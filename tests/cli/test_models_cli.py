@@ -180,7 +180,7 @@ class _MissingRepoHub(http.server.BaseHTTPRequestHandler):
 
     paths: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self.paths.append(self.path)
         body = b'{"error": "Repository not found"}'
         self.send_response(401)
@@ -190,7 +190,7 @@ class _MissingRepoHub(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
