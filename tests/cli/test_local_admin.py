@@ -26,8 +26,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) ->
         yield running
 
 
-def token_record(data_dir: Path) -> dict[str, str]:
-    record: dict[str, str] = json.loads((data_dir / TOKEN_FILE).read_text(encoding="utf-8"))
+def token_record(data_dir: Path) -> dict[str, str | None]:
+    record: dict[str, str | None] = json.loads((data_dir / TOKEN_FILE).read_text(encoding="utf-8"))
     return record
 
 
@@ -35,9 +35,10 @@ def test_the_server_writes_a_private_token_with_its_url(server: ServeProcess) ->
     path = server.data_dir / TOKEN_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     record = token_record(server.data_dir)
-    assert record["url"] == server.url and record["token"].startswith("sy-local-")
-    assert len(record["token"]) > 40
-    assert record["token"] not in server.stdout + server.stderr  # never printed or logged
+    token = record["token"]
+    assert record["url"] == server.url and token is not None and token.startswith("sy-local-")
+    assert len(token) > 40
+    assert token not in server.stdout + server.stderr  # never printed or logged
 
 
 def test_status_and_models_need_no_key_on_the_servers_host(tmp_path: Path, server: ServeProcess) -> None:
@@ -58,7 +59,7 @@ def test_status_and_models_need_no_key_on_the_servers_host(tmp_path: Path, serve
     # the same with the server's URL given explicitly: it is the token's server
     explicit = run_cli("models", "ps", "--url", server.url, "--data-dir", server.data_dir, cwd=tmp_path)
     assert explicit.returncode == 0, explicit
-    token = token_record(server.data_dir)["token"]
+    token = str(token_record(server.data_dir)["token"])
     for result in (status, listed, ps, explicit):
         assert token not in result.stdout + result.stderr
 
@@ -134,3 +135,12 @@ def test_each_start_rotates_the_token_and_a_clean_stop_removes_it(tmp_path: Path
         (data / TOKEN_FILE).write_text(json.dumps({"url": second.url, "token": old}))
         refused = run_cli("status", "--data-dir", data, cwd=tmp_path)
         assert refused.returncode == 2 and "was refused" in refused.stderr
+
+
+def test_without_authentication_the_address_is_still_found(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    config = write_config(tmp_path / "switchyard.yaml", fake_openai.base_url, UPSTREAM_KEY)
+    with serve(tmp_path, tmp_path / "data", "--no-auth", config=config) as server:
+        assert token_record(server.data_dir) == {"url": server.url, "token": None, "certfile": None}
+        status = run_cli("status", "--data-dir", server.data_dir, cwd=tmp_path)
+        assert status.returncode == 0, status
+        assert f"at {server.url}: healthy, ready" in status.stdout

@@ -3,9 +3,9 @@ it without a key, as ``docker`` and ``ollama`` do.
 
 At every start ``switchyard serve`` makes a fresh random token, accepts it as an admin key, and
 writes it with the server's URL to ``DATA_DIR/local-admin.json`` (mode 0600: only that user can
-read it). A clean shutdown removes the file. A client that is given no key reads it, and sends the
-token only to the URL written beside it: the server that wrote it. The token is never logged
-or printed.
+read it); with authentication off, only the URL. A clean shutdown removes the file. A client
+that is given no key reads it, and sends the token only to the URL written beside it: the
+server that wrote it. The token is never logged or printed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class LocalAdmin:
     """What a running server left in its data dir: where it listens, and its admin token."""
 
     url: str
-    token: str
+    token: str | None  # None: the server runs without authentication
     certfile: Path | None  # the TLS certificate it serves, to verify it by
 
 
@@ -75,22 +75,24 @@ def issued(settings: Settings) -> Iterator[Settings]:
     """While serving: a fresh token in the data dir, and the settings that accept it as an admin key.
 
     The token is one more static admin key (so every worker process accepts it, and it shows as
-    ``static`` in the audit log). With authentication off there is nothing to write.
+    ``static`` in the audit log). With authentication off only the URL is written.
     """
-    if not settings.auth:
-        yield settings
-        return
-    token = _PREFIX + secrets.token_urlsafe(32)
+    token = _PREFIX + secrets.token_urlsafe(32) if settings.auth else None
     path = token_path(settings.data_dir)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     record = {"url": local_url(settings), "token": token,
               "certfile": str(settings.ssl_certfile) if settings.ssl_certfile else None}
     _write_private(path, json.dumps(record) + "\n")
+    mine = record["url"], token
     try:
-        yield settings.model_copy(update={"api_keys": [*settings.api_keys, SecretStr(token)]})
+        if token is None:
+            yield settings
+        else:
+            yield settings.model_copy(update={"api_keys": [*settings.api_keys, SecretStr(token)]})
     finally:
         with suppress(OSError, ValueError):
-            if json.loads(path.read_text(encoding="utf-8")).get("token") == token:  # not a later server's
+            written = json.loads(path.read_text(encoding="utf-8"))
+            if (written.get("url"), written.get("token")) == mine:  # not a later server's
                 path.unlink()
 
 
@@ -107,7 +109,8 @@ def discover(data_dir: Path) -> LocalAdmin | None:
         return None
     record = json.loads(raw)
     if not isinstance(record, dict) or not isinstance(record.get("url"), str) \
-            or not isinstance(record.get("token"), str):
+            or not isinstance(record.get("token"), str | None):
         raise ValueError(f"{path} is not a file switchyard serve wrote")
     cert = record.get("certfile")
-    return LocalAdmin(url=record["url"], token=record["token"], certfile=Path(cert) if isinstance(cert, str) else None)
+    return LocalAdmin(url=record["url"], token=record.get("token"),
+                      certfile=Path(cert) if isinstance(cert, str) else None)

@@ -202,7 +202,7 @@ def resolve_server(url: str | None, api_key: str | None, config_file: Path | Non
     source: str | None = "given" if api_key else None
     if api_key is None and local is not None:
         if _same_server(local.url, url):
-            api_key, source = local.token, "local"
+            api_key, source = local.token, "local" if local.token else None
         else:
             problem = f"{token_file} is for the server at {local.url}, not {url}"
     if api_key is None and settings is not None and settings.api_keys:
