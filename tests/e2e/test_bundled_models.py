@@ -38,11 +38,11 @@ def test_serve_with_no_config_answers_from_the_bundled_models_offline(tmp_path: 
 
 def test_the_bundled_models_are_listed_with_their_true_capabilities(tmp_path: Path) -> None:
     """/v1/models before and after loading: the chat model's context (its GGUF's, as configured)
-    and no embeddings; the embedding model's max_seq_length and no streaming. The loads go
+    and no embeddings; the embedding model's max_seq_length, no chat and no streaming. The loads go
     through ``switchyard models load`` with no key: the local admin token."""
-    chat = {"context_length": 8192, "embeddings": False, "streaming": True, "response_format": ["text", "json_object",
-                                                                                               "json_schema"]}
-    embed = {"context_length": 256, "embeddings": True, "streaming": False, "response_format": ["text"]}
+    chat = {"context_length": 8192, "embeddings": False, "chat": True, "streaming": True,
+            "response_format": ["text", "json_object", "json_schema"]}
+    embed = {"context_length": 256, "embeddings": True, "chat": False, "streaming": False, "response_format": ["text"]}
 
     def listed(client: openai.OpenAI) -> dict[str, dict[str, object]]:
         return {m.id: (m.model_extra or {})["capabilities"] for m in client.models.list()}
@@ -62,4 +62,4 @@ def test_the_bundled_models_are_listed_with_their_true_capabilities(tmp_path: Pa
             assert no_embed.value.code == "unsupported_model"
             with pytest.raises(openai.BadRequestError) as no_chat:
                 client.chat.completions.create(model="all-minilm-l6-v2", messages=[{"role": "user", "content": "hi"}])
-            assert "embedding model" in no_chat.value.message
+            assert no_chat.value.code == "unsupported_model" and "embeddings only" in no_chat.value.message
