@@ -68,6 +68,12 @@ def test_clear_forgets_and_end_of_input_exits(tmp_path: Path, server: ServeProce
     assert upstream_messages(fake_openai, f"second {tag}") == [[{"role": "user", "content": f"second {tag}"}]]
 
 
+def test_help(tmp_path: Path) -> None:
+    result = run_cli("run", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result
+    assert "Usage: python -m switchyard run [OPTIONS] MODEL [PROMPT]..." in result.stdout
+
+
 def test_a_prompt_argument_is_answered_once(tmp_path: Path, server: ServeProcess) -> None:
     result = run_cli("run", "chat", "What", "is", "up?", "--data-dir", server.data_dir, cwd=tmp_path)
     assert result.returncode == 0, result
@@ -156,6 +162,10 @@ def test_ctrl_c_stops_an_answer_and_ctrl_d_leaves(tmp_path: Path, server: ServeP
         term.wait_for("(stopped)", "the answer to stop")
         term.wait_for(">>>", "the prompt again", count=2)
         assert "tick49" not in term.screen()
+        term.type("C-c")  # at the prompt: a hint and a new prompt, not an exit
+        term.wait_for("(/bye or Ctrl-D to leave)", "the hint")
+        term.wait_for(">>>", "the prompt after the hint", count=3)
+        assert not term.ended() and "Traceback" not in term.screen()
         term.type("C-d")
         wait_until(term.ended, timeout=30, what="run to exit at Ctrl-D")
     finally:

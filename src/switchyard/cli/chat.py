@@ -112,10 +112,13 @@ def _answer(client: ServerClient, model: str, messages: list[Message]) -> str:
 def _next_line(interactive: bool) -> str | None:
     """The next line typed or piped (None at the end of input)."""
     if interactive:
-        try:
-            return input(">>> ")
-        except EOFError:
-            return None
+        while True:
+            try:
+                return input(">>> ")
+            except EOFError:
+                return None
+            except KeyboardInterrupt:  # as at a shell prompt: a fresh line, not an exit
+                click.echo("\n(/bye or Ctrl-D to leave)", err=True)
     raw = sys.stdin.readline()
     return None if raw == "" else raw.rstrip("\n")
 
