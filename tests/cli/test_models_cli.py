@@ -3,8 +3,10 @@ load and unload against a running server whose alias ``qwen`` is served by that 
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,8 +111,8 @@ def test_pull_of_a_model_the_registry_lacks(tmp_path: Path, ollama: FakeOllama) 
     result = run_cli("models", "pull", "no-such-model:7b", "--config", cfg, cwd=tmp_path)
     assert result.returncode == 1, result
     error = one_line_error(result.stderr)
-    assert f"cannot pull no-such-model:7b into ollama ({ollama.base_url})" in error
-    assert "'no-such-model:7b' does not exist" in error
+    assert error == (f"Error: cannot pull no-such-model:7b into ollama ({ollama.base_url}): Ollama's registry has "
+                     "no model 'no-such-model:7b'")
     assert result.stdout == "" and "no-such-model:7b" not in tags(ollama)
 
 
@@ -119,7 +121,33 @@ def test_pull_when_ollama_is_down(tmp_path: Path) -> None:
     cfg = config(tmp_path / "switchyard.yaml", {"ollama": {"type": "ollama", "base_url": url}})
     result = run_cli("models", "pull", "qwen2.5:0.5b", "--config", cfg, cwd=tmp_path)
     assert result.returncode == 1
-    assert f"cannot pull qwen2.5:0.5b into ollama ({url}): Could not connect" in one_line_error(result.stderr)
+    assert one_line_error(result.stderr) == (
+        f"Error: cannot pull qwen2.5:0.5b: Ollama is not reachable at {url} (provider 'ollama' in {cfg}): "
+        "is it running there?")
+
+
+def test_pull_with_no_ollama_configured_says_so(tmp_path: Path) -> None:
+    """An Ollama model name with no Ollama provider: the cause is the missing provider (and a
+    missing --config), not the name."""
+    result = run_cli("models", "pull", "qwen2.5:3b", "--data-dir", tmp_path / "data", cwd=tmp_path)
+    assert result.returncode == 1
+    assert one_line_error(result.stderr) == (
+        "Error: cannot pull qwen2.5:3b: no Ollama provider is configured (no config file was given: pass --config "
+        "FILE, or set SWITCHYARD_CONFIG_FILE). Add one (type: ollama) to pull Ollama models; to download from the "
+        "Hugging Face hub, give a repo id (owner/name) with --hub")
+    cfg = config(tmp_path / "switchyard.yaml", {"openai": {"type": "openai", "base_url": "http://127.0.0.1:9/v1"}})
+    with_config = run_cli("models", "pull", "llama3.2", "--config", cfg, cwd=tmp_path)
+    assert with_config.returncode == 1
+    assert f"no Ollama provider is configured in {cfg}. Add one" in one_line_error(with_config.stderr)
+    assert not (tmp_path / "data").exists()
+
+
+def test_pull_of_a_hub_name_from_ollama_suggests_the_hub(tmp_path: Path, ollama: FakeOllama) -> None:
+    cfg = config(tmp_path / "switchyard.yaml", {"ollama": {"type": "ollama", "base_url": ollama.base_url}})
+    result = run_cli("models", "pull", "HuggingFaceTB/SmolLM2-135M", "--config", cfg, cwd=tmp_path)
+    assert result.returncode == 1
+    assert one_line_error(result.stderr).endswith(
+        "Ollama's registry has no model 'HuggingFaceTB/SmolLM2-135M'; for the Hugging Face hub, add --hub")
 
 
 # ---------------------------------------------------------------- pull from the hub
@@ -144,6 +172,45 @@ def test_pull_from_an_unreachable_hub_is_one_clear_line(tmp_path: Path, ollama: 
                   cwd=tmp_path, env=hub_env)
     assert hub.returncode == 1 and "from the Hugging Face hub" in one_line_error(hub.stderr)
     assert ollama.requests == []
+
+
+class _MissingRepoHub(http.server.BaseHTTPRequestHandler):
+    """The hub's answer for a repository that does not exist (or is private), as huggingface.co
+    gives it to a client without a token: 401 with X-Error-Code: RepoNotFound."""
+
+    paths: list[str] = []
+
+    def do_GET(self) -> None:
+        self.paths.append(self.path)
+        body = b'{"error": "Repository not found"}'
+        self.send_response(401)
+        self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_pull_of_a_repo_the_hub_lacks_says_so(tmp_path: Path) -> None:
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MissingRepoHub)
+    thread = threading.Thread(target=hub.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {"HF_ENDPOINT": f"http://127.0.0.1:{hub.server_address[1]}", "HF_HOME": str(tmp_path / "hf")}
+        result = run_cli("models", "pull", "nobody/no-such-model", "--data-dir", tmp_path / "data", cwd=tmp_path,
+                         env=env)
+    finally:
+        hub.shutdown()
+        hub.server_close()
+        thread.join(5)
+    assert result.returncode == 1
+    assert one_line_error(result.stderr) == ("Error: cannot download nobody/no-such-model from the Hugging Face hub: "
+                                             "no such repository on the hub (or it is private: set HF_TOKEN)")
+    assert "/api/models/nobody/no-such-model/revision/main" in _MissingRepoHub.paths  # it asked the hub
+    assert not (tmp_path / "data" / "models").exists()
 
 
 def test_pull_refuses_a_repo_id_that_is_a_path(tmp_path: Path) -> None:

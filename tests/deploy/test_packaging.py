@@ -123,8 +123,31 @@ def cli_commands() -> dict[tuple[str, ...], set[str]]:
 
 
 @cache
+def cli_env_names() -> set[str]:
+    """The environment variables CLI options read (the client's SWITCHYARD_ADMIN_KEY)."""
+    from switchyard.cli.main import cli
+
+    names: set[str] = set()
+
+    def walk(cmd: click.Command) -> None:
+        for param in cmd.params:
+            envvar = getattr(param, "envvar", None)
+            names.update([envvar] if isinstance(envvar, str) else envvar or [])
+        if isinstance(cmd, click.Group):
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None, name
+                walk(sub)
+
+    walk(cli)
+    return names
+
+
+@cache
 def setting_env_names() -> tuple[set[str], dict[str, set[str]]]:
-    """SWITCHYARD_<FIELD> for every Settings field (and its env aliases); nested model fields."""
+    """SWITCHYARD_<FIELD> for every Settings field (and its env aliases), and the variables CLI
+    options read; nested model fields."""
     from pydantic import AliasChoices
 
     from switchyard.settings import ModelConfig, ProviderConfig, Settings
@@ -135,6 +158,7 @@ def setting_env_names() -> tuple[set[str], dict[str, set[str]]]:
             names |= {c.upper() for c in field.validation_alias.choices if isinstance(c, str)}
     nested = {"SWITCHYARD_PROVIDERS": {f.upper() for f in ProviderConfig.model_fields},
               "SWITCHYARD_MODELS": {f.upper() for f in ModelConfig.model_fields}}
+    names |= cli_env_names()
     return {n for n in names if n.startswith("SWITCHYARD_")}, nested
 
 
@@ -498,6 +522,7 @@ def test_compose_validates_with_four_health_checked_services(compose_config: dic
     assert env["SWITCHYARD_DATABASE_URL"].startswith("postgresql+asyncpg://switchyard:")
     assert env["SWITCHYARD_DATABASE_URL"].endswith("@postgres:5432/switchyard")
     assert env["SWITCHYARD_SECRET_KEY"] == SECRET
+    assert env["SWITCHYARD_REDIS_URL"] == "redis://redis:6379/0"  # the redis service: limits shared by replicas
     mounts = {v["target"]: v for v in switchyard["volumes"]}
     config_file = mounts[env["SWITCHYARD_CONFIG_FILE"]]
     assert config_file["read_only"] and Path(config_file["source"]) == ROOT / "deploy" / "docker" / "switchyard.yaml"

@@ -18,6 +18,23 @@ def test_health_is_public(gateway: RunningServer) -> None:
     assert resp.status_code == 200 and resp.json()["status"] == "healthy"
 
 
+def test_the_root_points_to_the_api_without_a_key(gateway: RunningServer) -> None:
+    with httpx.Client(base_url=gateway.url) as http:
+        resp = http.get("/")
+        assert http.post("/").status_code == 405
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+    body = resp.json()
+    assert body["name"] == "switchyard" and body["version"] == http_version(gateway)
+    assert (body["api"], body["models"], body["health"], body["ready"]) == ("/v1", "/v1/models", "/health", "/ready")
+    assert "docs" in body and "ui" not in body  # no console yet: nothing links to one
+    assert "sk-" not in resp.text and "key" not in {k.lower() for k in body}
+
+
+def http_version(gateway: RunningServer) -> str:
+    version: str = httpx.get(gateway.url + "/health").json()["version"]
+    return version
+
+
 def test_ready_names_the_failing_upstream(gateway: RunningServer) -> None:
     with httpx.Client(base_url=gateway.url) as http:
         resp = http.get("/ready")

@@ -54,22 +54,22 @@ ADVERTISED = {
     "openai": {
         "tools": True, "tool_choice": ["auto", "none", "required", "function"], "parallel_tool_calls": True,
         "response_format": ["text", "json_object", "json_schema"], "vision": True, "logprobs": True, "n": 128,
-        "context_length": None, "streaming": True, "embeddings": True,
+        "context_length": None, "streaming": True, "embeddings": True, "chat": True,
     },
     "ollama": {
         "tools": True, "tool_choice": ["auto", "none"], "parallel_tool_calls": False,
         "response_format": ["text", "json_object", "json_schema"], "vision": True, "logprobs": False, "n": 1,
-        "context_length": None, "streaming": True, "embeddings": True,
+        "context_length": None, "streaming": True, "embeddings": True, "chat": True,
     },
     "anthropic": {
         "tools": True, "tool_choice": ["auto", "none", "required", "function"], "parallel_tool_calls": True,
         "response_format": ["text"], "vision": True, "logprobs": False, "n": 1,
-        "context_length": None, "streaming": True, "embeddings": False,
+        "context_length": None, "streaming": True, "embeddings": False, "chat": True,
     },
     "gemini": {
         "tools": True, "tool_choice": ["auto", "none", "required", "function"], "parallel_tool_calls": False,
         "response_format": ["text", "json_object", "json_schema"], "vision": True, "logprobs": False, "n": 8,
-        "context_length": None, "streaming": True, "embeddings": True,
+        "context_length": None, "streaming": True, "embeddings": True, "chat": True,
     },
 }
 ADVERTISED["azure"] = ADVERTISED["openai"]
@@ -423,6 +423,20 @@ def test_embeddings_only_where_supported() -> None:
     assert (exc.status_code, exc.param) == (400, "model")
     assert "embeddings" in exc.message
     validate(exc.to_dict(), "ErrorResponse")
+
+
+def test_an_embedding_only_model_refuses_chat() -> None:
+    embed_only = OLLAMA.merged({"chat": False})
+    assert embed_only.as_json()["chat"] is False and not embed_only.unrestricted
+    assert embed_only.intersect(OPENAI).chat is False and OPENAI.intersect(OPENAI).chat is True
+    enforce_embeddings(embed_only)
+    with pytest.raises(BadRequestError) as info:
+        enforce(chat(), embed_only, ("tools", "vision"))  # never dropped
+    exc = info.value
+    assert (exc.status_code, exc.param, exc.code) == (400, "model", "unsupported_model")
+    assert "embeddings only" in exc.message
+    with pytest.raises(ValueError, match=r"capabilities\.chat must be true or false"):
+        OPENAI.merged({"chat": "no"})
 
 
 def test_odd_shapes_are_left_to_request_validation() -> None:

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "usage": "switchyard.cli.admin:usage",
     "status": "switchyard.cli.status:status",
     "models": "switchyard.cli.models:models",
+    "run": "switchyard.cli.chat:run",
     "stop": "switchyard.cli.ops:stop",
     "doctor": "switchyard.cli.doctor:doctor",
     "init": "switchyard.cli.init:init",

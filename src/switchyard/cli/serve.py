@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from switchyard.cli import local_admin
 from switchyard.cli.store_options import load, run_with_runtime
 from switchyard.core.keys import NewKey
 from switchyard.observability.logging import configure_logging
@@ -132,7 +133,7 @@ def _run(settings: object) -> None:
     }
     scheme = "https" if settings.ssl_certfile else "http"
     click.echo(f"Switchyard listening on {scheme}://{settings.host}:{settings.port}/v1", err=True)
-    with _pid_file(settings.pid_file):
+    with _pid_file(settings.pid_file), local_admin.issued(settings) as settings:
         if settings.workers > 1:
             settings.export_for_workers()
             uvicorn.run("switchyard.app:worker_app", factory=True, workers=settings.workers,

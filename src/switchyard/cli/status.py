@@ -8,12 +8,14 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from switchyard import __version__
+from switchyard.cli.local_admin import discover, local_url, token_path
 from switchyard.settings import ConfigError, Settings, load_settings
 
 __all__ = ["status"]
@@ -69,18 +71,6 @@ def _get(opener: urllib.request.OpenerDirector, url: str, key: str | None, timeo
     except ValueError:
         body = None
     return _Reply(status, body)
-
-
-def _default_url(settings: Settings) -> str:
-    host = settings.host
-    if host in ("0.0.0.0", ""):  # noqa: S104 - a bind address, mapped to loopback to connect
-        host = "127.0.0.1"
-    elif host in ("::", "[::]"):
-        host = "::1"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    scheme = "https" if settings.ssl_certfile else "http"
-    return f"{scheme}://{host}:{settings.port}"
 
 
 def _duration(seconds: float) -> str:
@@ -144,11 +134,43 @@ def _print_status(url: str, ready: _Reply, admin: dict[str, Any], errors: int) -
                    f"{err.get('message')}  [request {err.get('request_id')}]")
 
 
+@dataclass(frozen=True)
+class ServerTarget:
+    """A running server as the CLI reaches it: its URL, the key to send (and where it came from)."""
+
+    url: str
+    key: str | None
+    opener: urllib.request.OpenerDirector
+    key_source: str | None  # "given", "local" (the data dir's token), "SWITCHYARD_API_KEY", or None
+    token_file: Path | None  # the data dir's token file, looked for when no key was given
+    token_problem: str | None = None  # why that file could not be used
+
+    def refused(self, status: int) -> str:
+        """Why the server answered 401 or 403 to this key, and what to do, in one sentence."""
+        if status == 403:
+            return "the key is not an admin key; pass an admin key with --api-key or SWITCHYARD_ADMIN_KEY"
+        if self.key_source == "local":
+            return (f"the local admin token in {self.token_file} was refused: the server at {self.url} is not the "
+                    "one that wrote it (restart it, or pass --api-key or set SWITCHYARD_ADMIN_KEY)")
+        if self.key is not None:
+            return "the key was refused; pass an admin key with --api-key or set SWITCHYARD_ADMIN_KEY"
+        where = f" ({self.token_problem})" if self.token_problem else ""
+        return (f"no key was given, and no local admin token was found{where}: run this as the server's user with "
+                "the server's --data-dir, or pass --api-key or set SWITCHYARD_ADMIN_KEY")
+
+
+def _same_server(a: str, b: str) -> bool:
+    return a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
 def resolve_server(url: str | None, api_key: str | None, config_file: Path | None, data_dir: Path | None,
-                   insecure: bool) -> tuple[str, str | None, urllib.request.OpenerDirector]:
-    """The running server's URL, key and an opener for it: --url and --api-key when given, else
-    what the settings say (host, port, TLS certificate, the first static key). The CLI commands
-    that talk to a running server (status, models) all find it this way."""
+                   insecure: bool) -> ServerTarget:
+    """The running server's URL, key and an opener for it. The URL: --url, else the settings'
+    host and port when they are set, else the one the data dir's server wrote beside its local
+    admin token, else the default address.
+    The key: --api-key (or SWITCHYARD_ADMIN_KEY), else that token when the URL is its server's,
+    else the first static key of the settings (SWITCHYARD_API_KEY). The CLI commands that talk to
+    a running server (status, models, run) all find it this way."""
     settings: Settings | None
     try:
         settings = load_settings(config_file, data_dir=data_dir)
@@ -156,22 +178,43 @@ def resolve_server(url: str | None, api_key: str | None, config_file: Path | Non
         if url is None or api_key is None:
             raise click.ClickException(f"configuration error:\n{exc}") from None
         settings = None
+    local, problem, token_file = None, None, None
+    if settings is not None and api_key is None:
+        token_file = token_path(settings.data_dir)
+        try:
+            local = discover(settings.data_dir)
+        except PermissionError:
+            problem = f"{token_file} belongs to another user"
+        except (OSError, ValueError) as exc:
+            problem = f"cannot read {token_file}: {exc}"
+        if local is None and problem is None:
+            problem = f"no {token_file}: is the server running with this data dir?"
     own_cert = None
     if url is None:
         assert settings is not None
-        url = _default_url(settings)
-        own_cert = settings.ssl_certfile
+        if local is not None and not {"host", "port", "ssl_certfile"} & settings.model_fields_set:
+            url, own_cert = local.url, local.certfile  # no address was asked for: the data dir's server
+        else:
+            url, own_cert = local_url(settings), settings.ssl_certfile
     url = url.rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise click.BadParameter("use an http:// or https:// URL", param_hint="--url")
+    source: str | None = "given" if api_key else None
+    if api_key is None and local is not None:
+        if _same_server(local.url, url):
+            api_key, source = local.token, "local" if local.token else None
+        else:
+            problem = f"{token_file} is for the server at {local.url}, not {url}"
     if api_key is None and settings is not None and settings.api_keys:
-        api_key = settings.api_keys[0].get_secret_value()
-    return url, api_key, _opener(url, own_cert, insecure)
+        api_key, source = settings.api_keys[0].get_secret_value(), "SWITCHYARD_API_KEY"
+    return ServerTarget(url, api_key, _opener(url, own_cert, insecure), source, token_file, problem)
 
 
 @click.command()
-@click.option("--url", default=None, help="The server's base URL (default: from the settings' host and port).")
-@click.option("--api-key", default=None, help="An admin key (default: the first of SWITCHYARD_API_KEY).")
+@click.option("--url", default=None, help="The server's base URL (default: the server running from the data dir, "
+              "else the settings' host and port).")
+@click.option("--api-key", default=None, envvar="SWITCHYARD_ADMIN_KEY", show_envvar=True,
+              help="An admin key (default: the local admin token the server left in its data dir).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="YAML config file (host, port, TLS, static keys).")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Data directory.")
@@ -184,9 +227,11 @@ def status(url: str | None, api_key: str | None, config_file: Path | None, data_
     """Health, version, uptime, models, upstreams and recent errors of a running server.
 
     Exit status: 0 healthy and ready; 1 not running, unhealthy or not ready (an upstream or
-    the store fails); 2 the server needs an admin key (--api-key or SWITCHYARD_API_KEY).
+    the store fails); 2 the server refused the key, or none was found (run as the server's user
+    with its --data-dir, or give one with --api-key or SWITCHYARD_ADMIN_KEY).
     """
-    url, api_key, opener = resolve_server(url, api_key, config_file, data_dir, insecure)
+    target = resolve_server(url, api_key, config_file, data_dir, insecure)
+    url, api_key, opener = target.url, target.key, target.opener
 
     try:
         health = _get(opener, url + "/health", None, timeout)
@@ -208,11 +253,8 @@ def status(url: str | None, api_key: str | None, config_file: Path | None, data_
         click.echo(f"switchyard at {url} stopped answering ({getattr(exc, 'reason', exc)})", err=True)
         raise SystemExit(EXIT_DOWN) from None
     if admin.status in (401, 403):
-        why = ("no key was given" if not api_key else
-               "the key is not an admin key" if admin.status == 403 else "the key was refused")
         click.echo(f"switchyard {health.body.get('version', '?')} at {url}: healthy", err=True)
-        click.echo(f"error: status details need an admin key ({why}): pass --api-key or set SWITCHYARD_API_KEY",
-                   err=True)
+        click.echo(f"error: status details need an admin key: {target.refused(admin.status)}", err=True)
         raise SystemExit(EXIT_NEEDS_ADMIN)
     if admin.status != 200 or not isinstance(admin.body, dict):
         click.echo(f"switchyard at {url}: GET /admin/status answered {admin.status}", err=True)

@@ -30,6 +30,8 @@ that remove it instead]:
 - ``stream: true`` -> ``not streaming`` -> ``stream`` [never]
 - prompt + completion tokens -> over ``context_length`` -> ``messages`` (``prompt`` for legacy
   completions), code ``context_length_exceeded`` [never]
+- any chat or completions request -> ``not chat`` (an embedding-only model) -> ``model``, code
+  ``unsupported_model`` [never]
 
 Tool-choice modes: ``"auto"``, ``"none"``, ``"required"`` (the string) and ``"function"``
 (``{"type": "function", "function": {"name": ...}}``, or legacy ``function_call: {"name": ...}``).
@@ -99,7 +101,8 @@ class Capabilities:
     without ``tools`` it is at most ``{"none"}`` and ``parallel_tool_calls`` is false; with
     ``tools`` it includes ``"auto"``. ``parallel_tool_calls`` means ``parallel_tool_calls: false``
     is enforced upstream. ``max_n`` is the largest ``n`` (1: no ``n > 1``). ``context_length``
-    is in tokens, ``None`` when unknown (no check then).
+    is in tokens, ``None`` when unknown (no check then). ``chat`` is false for a model that only
+    embeds (chat and legacy completions are refused).
     """
 
     tools: bool
@@ -113,6 +116,7 @@ class Capabilities:
     context_length: int | None
     streaming: bool
     embeddings: bool
+    chat: bool = True
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -139,8 +143,8 @@ class Capabilities:
     @property
     def unrestricted(self) -> bool:
         """Honours everything but ``n`` beyond ``max_n``: a request without ``n`` needs no check."""
-        return (self.tools and self.parallel_tool_calls and self.json_object and self.json_schema and self.vision
-                and self.logprobs and self.streaming and self.context_length is None
+        return (self.chat and self.tools and self.parallel_tool_calls and self.json_object and self.json_schema
+                and self.vision and self.logprobs and self.streaming and self.context_length is None
                 and self.tool_choice == _ALL_MODES)
 
     def as_json(self) -> dict[str, Any]:
@@ -150,7 +154,7 @@ class Capabilities:
         :data:`TOOL_CHOICE_MODES` order), ``parallel_tool_calls`` (bool: ``false`` is honoured),
         ``response_format`` (list: ``"text"`` then ``"json_object"`` / ``"json_schema"`` when
         supported), ``vision``, ``logprobs`` (bools), ``n`` (the largest ``n``),
-        ``context_length`` (int or null), ``streaming``, ``embeddings`` (bools).
+        ``context_length`` (int or null), ``streaming``, ``embeddings``, ``chat`` (bools).
         """
         formats = ["text"]
         if self.json_object:
@@ -168,6 +172,7 @@ class Capabilities:
             "context_length": self.context_length,
             "streaming": self.streaming,
             "embeddings": self.embeddings,
+            "chat": self.chat,
         }
 
     def intersect(self, other: Capabilities) -> Capabilities:
@@ -185,6 +190,7 @@ class Capabilities:
             context_length=min(lengths) if lengths else None,
             streaming=self.streaming and other.streaming,
             embeddings=self.embeddings and other.embeddings,
+            chat=self.chat and other.chat,
         )
 
     def merged(self, overrides: Mapping[str, object]) -> Capabilities:
@@ -406,6 +412,9 @@ def enforce(
     ``max_tokens`` exceeds it gets ``code="context_length_exceeded"`` (never droppable).
     Unknown ``drop`` entries are ignored here; :func:`validate_drop` refuses them at start.
     """
+    if not caps.chat:
+        raise BadRequestError("This model does not support chat or completions; it makes embeddings only.",
+                              param="model", code="unsupported_model")
     out = dict(body)
     drops: _Drops | None = None
 

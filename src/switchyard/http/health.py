@@ -1,4 +1,5 @@
-"""GET /health (liveness, public), GET /ready (readiness, public), GET /metrics (admin)."""
+"""GET / (where things are, public), GET /health (liveness, public), GET /ready (readiness,
+public), GET /metrics (admin)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,28 @@ from switchyard.http.auth import require_admin
 from switchyard.http.state import services
 from switchyard.observability.metrics import CONTENT_TYPE
 
-__all__ = ["health", "metrics", "ready"]
+__all__ = ["health", "index", "metrics", "ready"]
 
 _READY_TIMEOUT = 3.0
+
+
+_INDEX = orjson.dumps({
+    "name": "switchyard",
+    "version": __version__,
+    "message": "An OpenAI-compatible model gateway: send OpenAI (or Anthropic Messages) API requests under /v1, "
+               "with a key in 'Authorization: Bearer ...'.",
+    "api": "/v1",
+    "models": "/v1/models",
+    "health": "/health",
+    "ready": "/ready",
+    "docs": "https://platform.openai.com/docs/api-reference for the API under /v1; Switchyard's own guide is "
+            "README.md and docs/ in its source.",
+})
+
+
+async def index(request: Request) -> Response:
+    """What a person who opens the server's address in a browser sees: where the API is."""
+    return Response(_INDEX, media_type="application/json")
 
 
 async def health(request: Request) -> Response:

@@ -1,9 +1,9 @@
-"""Model management over HTTP (the third seed's routes):
+"""Model management over HTTP:
 
 - ``POST /v1/models/{id}/load`` and ``/unload`` (admin): a local model through the model manager,
   a model on an Ollama upstream through its ``keep_alive`` (``0`` unloads);
 - ``GET /v1/status`` (any key): loaded models, their measured memory, queue depths, the budget;
-- ``POST /v1/inference``: the seed's ``{model_id, prompt, json_schema, temperature, max_tokens}``
+- ``POST /v1/inference``: one prompt ``{model_id, prompt, json_schema, temperature, max_tokens}``
   onto the chat path (limits, budgets and usage apply as to any request).
 """
 
@@ -126,7 +126,7 @@ async def status(request: Request) -> Response:
 
 
 async def inference(request: Request) -> Response:
-    """The seed's inference route: a prompt (and optionally a JSON Schema) in, text (and the
+    """The inference route: a prompt (and optionally a JSON Schema) in, text (and the
     parsed object) out."""
     principal = request.scope["state"]["principal"] = await authenticate(request)
     svc = services(request)

@@ -1,4 +1,4 @@
-"""The route table. Public routes (no key): /health and /ready. Everything else needs a key."""
+"""The route table. Public routes (no key): /, /health and /ready. Everything else needs a key."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["PUBLIC_PATHS", "routes"]
 
 # The credential decrypt routes take x-internal-secret, not a key; app.py adds them only when it is set.
 INTERNAL_DECRYPT_PATHS = ("/internal/credentials/{credential_id}/decrypt", "/api/api-keys/{credential_id}/decrypt")
-PUBLIC_PATHS = frozenset({"/health", "/ready", *INTERNAL_DECRYPT_PATHS})
+PUBLIC_PATHS = frozenset({"/", "/health", "/ready", *INTERNAL_DECRYPT_PATHS})
 
 
 def _admin(name: str) -> Callable[[Request], Awaitable[Response]]:
@@ -39,6 +39,7 @@ def routes() -> list[Route]:
         Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
         Route("/v1/messages", messages.messages, methods=["POST"]),
         Route("/health", health.health, methods=["GET"]),
+        Route("/", health.index, methods=["GET"]),
         Route("/ready", health.ready, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
         Route("/v1/models", models.list_models, methods=["GET"]),

@@ -26,6 +26,7 @@ from types import EllipsisType
 from typing import Any
 
 from switchyard.errors import GatewayError, NotFoundError, ServiceUnavailableError
+from switchyard.local.context import declared_context_length
 from switchyard.local.engine import Engine
 from switchyard.local.spec import LocalModelSpec
 
@@ -112,6 +113,7 @@ class ModelManager:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self.evictions = 0
+        self._declared: dict[str, int | None] = {}
 
     # --- queries -------------------------------------------------------------------------
 
@@ -134,6 +136,15 @@ class ModelManager:
 
     def loaded(self) -> list[str]:
         return [n for n, s in self._slots.items() if s.state == "loaded"]
+
+    def context_length(self, name: str) -> int | None:
+        """The tokens its context holds: the loaded engine's figure, else what its files declare."""
+        slot = self._get(name)
+        if slot.engine is not None:
+            return int(slot.engine.context_length)
+        if name not in self._declared:
+            self._declared[name] = declared_context_length(slot.model.spec)
+        return self._declared[name]
 
     def status(self) -> dict[str, Any]:
         now = self._clock()

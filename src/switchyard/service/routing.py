@@ -192,7 +192,9 @@ class RoutingTable:
         )
         caps = defaults_for(LOCAL)
         if model.engine == "sentence_transformers":
-            caps = caps.merged({"json_object": False, "json_schema": False, "streaming": False})
+            caps = caps.merged({"json_object": False, "json_schema": False, "streaming": False, "chat": False})
+        else:  # a chat model: the local engines embed only with an embedding model
+            caps = caps.merged({"embeddings": False})
         return Route(alias=model.alias, deployments=(target,), capabilities=caps,
                      default_temperature=model.default_temperature)
 
