@@ -351,7 +351,8 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict, description="Named upstreams.")
     models: list[ModelConfig] = Field(default_factory=list, description="Model aliases.")
     local_models: list[LocalModelConfig] = Field(
-        default_factory=list, description="Models run in this process (needs pip install 'switchyard[local]')."
+        default_factory=list, description="Models run in this process (needs pip install 'switchyard[local]'; "
+        "the transformers engine needs 'switchyard[transformers]')."
     )
     memory_budget: ByteSize | None = Field(
         default=None, description="Bytes local models may hold ('6GiB', '512MB'); default half of the RAM. "

@@ -39,6 +39,8 @@ ENGINE_MODULES = {
     "transformers": "switchyard.local.engines.transformers",
     "sentence_transformers": "switchyard.local.engines.sentence",
 }
+# The pip extra that installs each engine's libraries.
+ENGINE_EXTRAS = {"llamacpp": "local", "transformers": "transformers", "sentence_transformers": "local"}
 _MiB = 1024 * 1024
 
 
@@ -48,9 +50,10 @@ def load_engine(spec: LocalModelSpec) -> Engine:
         module = import_module(ENGINE_MODULES[spec.engine])
         engine: Engine = module.load(spec)
     except ImportError as exc:
+        extra = ENGINE_EXTRAS[spec.engine]
         raise ServiceUnavailableError(
-            f"The {spec.engine} engine is not installed ({exc.name or exc}); "
-            "install the local extra: pip install 'switchyard[local]'.", code="engine_unavailable",
+            f"The {spec.engine} engine is not installed ({exc.name or exc} is missing); "
+            f"install the {extra} extra: pip install 'switchyard[{extra}]'.", code="engine_unavailable",
         ) from None
     return engine
 

@@ -33,7 +33,7 @@ from switchyard.local.engines.xgrammar_constraint import CompiledConstraint, Row
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BatchJob", "BatchScheduler", "ModelSlot"]
+__all__ = ["BatchJob", "BatchScheduler", "ModelSlot", "cache_argument"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,15 @@ class ModelSlot:
     context_length: int
     max_batch: int
     name: str
+    cache_arg: str  # the forward argument that takes the Cache (``cache_argument``)
+
+
+def cache_argument(model: Any) -> str:
+    """The name under which ``model.forward`` takes its ``Cache``: ``cache`` in transformers 5's
+    cache API, ``past_key_values`` before it (5.x warns for that name, and drops it in 5.40)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class BatchJob:
@@ -186,7 +195,8 @@ class BatchScheduler:
                            RowGrammar(job.grammar) if job.grammar is not None else None)
                 ids = torch.tensor([job.prompt], dtype=torch.long, device=self._slot.device)
                 row.cache = DynamicCache()
-                out = self._slot.model(input_ids=ids, past_key_values=row.cache, use_cache=True, logits_to_keep=1)
+                out = self._slot.model(input_ids=ids, use_cache=True, logits_to_keep=1,
+                                       **{self._slot.cache_arg: row.cache})
                 token = self._sample(out.logits[:, -1, :], [row])[0]
                 reason = self._advance(row, token)
             except Exception as exc:
@@ -245,8 +255,8 @@ class BatchScheduler:
         positions = torch.tensor([[row.length - 1] for row in self._rows], dtype=torch.long, device=device)
         mask = torch.cat([self._mask, self._mask.new_ones((len(self._rows), 1))], dim=1)
         try:
-            out = self._slot.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                   past_key_values=self._cache, use_cache=True)
+            out = self._slot.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                   **{self._slot.cache_arg: self._cache})
             self._mask = mask
             tokens = self._sample(out.logits[:, -1, :], self._rows)
         except Exception as exc:

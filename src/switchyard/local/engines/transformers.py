@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from switchyard.errors import BadRequestError
 from switchyard.local.engine import Constraint, Detokenizer, Job, OnDone, OnToken, SamplingParams
 from switchyard.local.engines.content import text_content
-from switchyard.local.engines.hf_batch import BatchJob, BatchScheduler, ModelSlot
+from switchyard.local.engines.hf_batch import BatchJob, BatchScheduler, ModelSlot, cache_argument
 from switchyard.local.engines.hf_detok import IncrementalDetokenizer
 from switchyard.local.engines.threads import usable_cpus
 from switchyard.local.engines.xgrammar_constraint import CompiledConstraint, GrammarCompilerCache
@@ -31,6 +31,7 @@ __all__ = ["TransformersEngine", "generate_blocking", "load"]
 def load(spec: LocalModelSpec) -> TransformersEngine:
     """Load ``spec.source`` (a directory, else a hub id resolved by transformers' cache/hub logic)."""
     import torch
+    import xgrammar  # noqa: F401  (decoding needs it: without the extra, fail here, not on the first request)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = _pick_device(spec.device)
@@ -64,6 +65,7 @@ def load(spec: LocalModelSpec) -> TransformersEngine:
         context_length=int(context_length),
         max_batch=max(1, spec.max_batch),
         name=spec.name,
+        cache_arg=cache_argument(model),
     )
     return TransformersEngine(slot, tokenizer, vocab_size, footprint)
 
