@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,24 @@ FAKE_MODELS = [
     "gpt-4o-mini", "slow-stream", "fail-mid-stream", "no-usage", "slow",
     "error-400", "error-401", "error-429", "error-500", "error-503",
 ]
+
+
+class _ExitFilters(Warning):
+    """The one warning :func:`_judge_exit_warnings_by_pythons_filters` checks (and ignores)."""
+
+
+@atexit.register
+def _judge_exit_warnings_by_pythons_filters() -> None:
+    """Let the interpreter's shut-down judge warnings by Python's filters, not the suite's.
+
+    Once the warnings module is torn down at exit, CPython falls back to the filter list it last
+    checked a warning against, which after a pytest run is the suite's ``error`` list: the
+    /dev/null files that llama-cpp-python opens at import and never closes then print
+    "Exception ignored ... ResourceWarning" after pytest's summary. Checking one ignored warning
+    here, after pytest has put Python's filters back, makes those the list that is kept.
+    """
+    warnings.filterwarnings("ignore", category=_ExitFilters)
+    warnings.warn("the test session is over", _ExitFilters, stacklevel=1)
 
 
 @pytest.fixture(scope="session")

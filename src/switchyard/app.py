@@ -82,6 +82,7 @@ def create_app(settings: Settings) -> Starlette:
                                audit=runtime.audit, secrets=runtime.vault.secrets if runtime.vault.configured else None)
         runtime.admin.credentials.on_change = catalog.reload  # routing holds decrypted credentials
         fleet = FleetWatcher(providers, metrics, settings.loaded_models_poll_interval)
+        gc_threshold: tuple[int, int, int] | None = None
         try:
             if tracing is not None:
                 tracing.start()
@@ -112,9 +113,11 @@ def create_app(settings: Settings) -> Starlette:
             )
             app.state.recorder = recorder
             app.state.started_at = int(time.time())
-            _settle_memory()
+            gc_threshold = _settle_memory()
             yield
         finally:
+            if gc_threshold is not None:
+                _unsettle_memory(gc_threshold)
             await catalog.aclose()
             await fleet.aclose()
             await retention.aclose()
@@ -195,7 +198,7 @@ def _local_provider(settings: Settings, routing: RoutingTable) -> LocalProvider 
 _YOUNG_GC_THRESHOLD = 10_000
 
 
-def _settle_memory() -> None:
+def _settle_memory() -> tuple[int, int, int]:
     """After start-up: collect its garbage, and keep what it built (it lives as long as the
     process) out of every later GC pass.
 
@@ -205,11 +208,25 @@ def _settle_memory() -> None:
     paid about 36 µs of collections at the default and about 4 µs at 10,000 (measured with gc.callbacks on
     ``thread_time``; see docs/governance.md). Garbage cycles wait a little longer, which is
     a few MB at most.
+
+    Returns the thresholds it replaced, for :func:`_unsettle_memory`.
     """
     gc.collect()
     gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(_YOUNG_GC_THRESHOLD, older, oldest)
+    before = gc.get_threshold()
+    gc.set_threshold(_YOUNG_GC_THRESHOLD, before[1], before[2])
+    return before
+
+
+def _unsettle_memory(threshold: tuple[int, int, int]) -> None:
+    """At shut-down: hand what start-up froze back to the collector and restore the thresholds.
+
+    Frozen objects are never collected, not even when the interpreter exits, so extension
+    modules caught in a frozen cycle are never freed (torch's triton then prints nanobind
+    leak reports at exit).
+    """
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 def _internal_routes(settings: Settings) -> list[Route]:

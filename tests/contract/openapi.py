@@ -1,45 +1,34 @@
-"""Validate JSON payloads against OpenAI's official OpenAPI spec.
+"""Validate JSON payloads against the schemas of OpenAI's official OpenAPI spec.
 
-The spec lives outside the repository, in ``../shared/specs/openai-openapi.yaml``
-(CI clones the repo with ``shared/`` beside it; ``SWITCHYARD_OPENAI_SPEC`` overrides
-the location).  It is ~3 MB of YAML, so it is parsed once per process with libyaml
-and cached as JSON under the system temp dir, keyed by the spec's path, mtime and
-size, which makes later test sessions start fast.
+The schemas come from ``openai_schemas.json`` beside this module: a verbatim subset of the
+``components.schemas`` of OpenAI's published spec (MIT licensed, ``openai-openapi.LICENSE``),
+namely the schemas the tests use plus the Responses API, with everything they reference.
+``extract_schemas.py`` writes it from the full spec; the tests read nothing outside the repo.
 
-The document says ``openapi: 3.1.0`` (JSON Schema 2020-12) but still uses the
-OpenAPI 3.0 keyword ``nullable: true`` in ~110 places (e.g. the stream chunk's
-``usage`` and ``finish_reason``).  JSON Schema ignores unknown keywords, so those
-fields would reject ``null``; :func:`load_spec` rewrites them into real
-2020-12 constructs.  ``discriminator``, ``x-*`` and ``format`` are annotations
-and are left alone (formats are not asserted).
+The spec says ``openapi: 3.1.0`` (JSON Schema 2020-12) but still uses the OpenAPI 3.0
+keyword ``nullable: true`` in many places (e.g. the stream chunk's ``usage`` and
+``finish_reason``).  JSON Schema ignores unknown keywords, so those fields would reject
+``null``; :func:`load_spec` rewrites them into real 2020-12 constructs, once per process.
+``discriminator``, ``x-*`` and ``format`` are annotations and are left alone (formats are
+not asserted).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 from jsonschema.exceptions import best_match
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-__all__ = ["SPEC_PATH", "iter_errors", "load_spec", "schema", "validate", "validator_for"]
+__all__ = ["SCHEMAS_PATH", "iter_errors", "load_spec", "schema", "validate", "validator_for"]
 
-SPEC_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "openai-openapi.yaml"
+SCHEMAS_PATH = Path(__file__).resolve().parent / "openai_schemas.json"
 SPEC_URI = "urn:openai:openapi"
-_TRANSFORM_VERSION = "1"  # bump when _fix_nullable changes, to invalidate old caches
-
-
-def _spec_path() -> Path:
-    override = os.environ.get("SWITCHYARD_OPENAI_SPEC")
-    return Path(override) if override else SPEC_PATH
 
 
 def _fix_nullable(node: Any) -> Any:
@@ -65,44 +54,12 @@ def _fix_nullable(node: Any) -> Any:
     return {"anyOf": [out, {"type": "null"}], **keep}
 
 
-def _parse_yaml(path: Path) -> dict[str, Any]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with path.open("rb") as fh:
-        data = yaml.load(fh, Loader=loader)
-    # Round-trip through JSON so YAML-only values (int keys such as response codes,
-    # dates) look exactly like what the JSON cache gives back.
-    return json.loads(json.dumps(data, default=str))
-
-
 @functools.cache
 def load_spec() -> dict[str, Any]:
-    """The parsed (and ``nullable``-fixed) spec, cached per process and on disk."""
-    path = _spec_path()
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"OpenAI OpenAPI spec not found at {path}; expected the repo to be cloned with "
-            "shared/ beside it (or set SWITCHYARD_OPENAI_SPEC)"
-        ) from None
-    key = f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{_TRANSFORM_VERSION}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    cache = Path(tempfile.gettempdir()) / f"switchyard-openai-openapi-{digest}.json"
-    try:
-        with cache.open("rb") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        pass
-    spec = _parse_yaml(path)
-    spec["components"] = _fix_nullable(spec.get("components", {}))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=cache.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(spec, fh, separators=(",", ":"))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, cache)
-    except OSError:  # a read-only temp dir only costs speed
-        pass
+    """The bundled schemas (``nullable``-fixed), with the spec's version under ``source``."""
+    with SCHEMAS_PATH.open(encoding="utf-8") as fh:
+        spec: dict[str, Any] = json.load(fh)
+    spec["components"] = _fix_nullable(spec["components"])
     return spec
 
 
@@ -115,7 +72,7 @@ def schema(schema_name: str) -> dict[str, Any]:
     """The raw (``nullable``-fixed) ``#/components/schemas/<schema_name>``."""
     schemas = load_spec()["components"]["schemas"]
     if schema_name not in schemas:
-        raise KeyError(f"no schema {schema_name!r} in the OpenAI spec")
+        raise KeyError(f"no schema {schema_name!r} in {SCHEMAS_PATH.name} (see extract_schemas.py's ROOTS)")
     return schemas[schema_name]
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
-from tests.contract import openapi
+from tests.contract import extract_schemas, openapi
 from tests.contract.openapi import validate
 
 COMPLETION: dict[str, Any] = {  # the example from OpenAI's API reference
@@ -112,10 +110,67 @@ def test_unknown_schema_name() -> None:
         validate({}, "NoSuchSchema")
 
 
-def test_spec_is_cached_as_json_in_the_temp_dir() -> None:
-    spec = openapi.load_spec()
-    assert spec["openapi"].startswith("3.1")
-    caches = list(Path(tempfile.gettempdir()).glob("switchyard-openai-openapi-*.json"))
-    assert caches, "no JSON cache of the spec was written"
-    newest = max(caches, key=lambda p: p.stat().st_mtime)
-    assert json.loads(newest.read_text())["components"]["schemas"].keys() == spec["components"]["schemas"].keys()
+def test_the_bundled_schemas_are_the_closure_of_their_roots() -> None:
+    doc = json.loads(openapi.SCHEMAS_PATH.read_text(encoding="utf-8"))
+    assert doc["source"]["title"] == "OpenAI API" and doc["source"]["version"]
+    assert doc["openapi"].startswith("3.1")
+    schemas = doc["components"]["schemas"]
+    roots = [*extract_schemas.ROOTS, *(n for n in schemas if extract_schemas.EVENT.match(n))]
+    # every $ref resolves inside the file, and nothing in it is unreachable from a root
+    assert extract_schemas.closure(schemas, roots).keys() == schemas.keys()
+    license_text = (openapi.SCHEMAS_PATH.parent / "openai-openapi.LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("The MIT License") and "OpenAI" in license_text
+
+
+RESPONSE: dict[str, Any] = {  # shaped like the example in OpenAI's Responses API reference
+    "id": "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b",
+    "object": "response",
+    "created_at": 1741476542,
+    "status": "completed",
+    "error": None,
+    "incomplete_details": None,
+    "instructions": None,
+    "max_output_tokens": None,
+    "model": "gpt-4.1-2025-04-14",
+    "output": [
+        {
+            "type": "message",
+            "id": "msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Once upon a time...", "annotations": [], "logprobs": []}],
+        }
+    ],
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "reasoning": {"effort": None, "summary": None},
+    "store": True,
+    "temperature": 1.0,
+    "text": {"format": {"type": "text"}},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_p": 1.0,
+    "truncation": "disabled",
+    "usage": {
+        "input_tokens": 36,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": 87,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 123,
+    },
+    "metadata": {},
+}
+
+
+def test_responses_api_schemas_are_bundled() -> None:
+    validate({"model": "gpt-4.1", "input": "Tell me a three sentence bedtime story about a unicorn."},
+             "CreateResponse")
+    validate(RESPONSE, "Response")
+    with pytest.raises(jsonschema.ValidationError, match="status"):
+        validate({**RESPONSE, "status": "done"}, "Response")
+    delta = {"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0, "content_index": 0,
+             "delta": "Once", "sequence_number": 3, "logprobs": []}
+    validate(delta, "ResponseStreamEvent")
+    validate({"type": "response.completed", "response": RESPONSE, "sequence_number": 9}, "ResponseStreamEvent")
+    with pytest.raises(jsonschema.ValidationError):
+        validate({**delta, "delta": 7}, "ResponseStreamEvent")
