@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.cli.support import (
     KEY_RE,
@@ -305,6 +306,24 @@ def test_config_check_prints_routing_table(tmp_path: Path, config: Path, fake_op
         row = next((line.split() for line in lines if line.split()[:1] == [alias]), None)
         assert row == [alias, "fake", upstream, fake_openai.base_url], result
     assert UPSTREAM_KEY not in result.stdout + result.stderr
+
+
+def test_config_check_prints_urls_whole(tmp_path: Path) -> None:
+    """Long provider names and URLs are printed whole (http://gpu-box:8000 never becomes :80),
+    without the password of a URL that carries one."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"models": [
+        {"alias": "local-vllm", "provider": "openai", "base_url": "http://gpu-box:8000/v1"},
+        {"alias": "behind-proxy", "provider": "openai", "base_url": "http://bob:hunter2-pw@gpu-box:8443/v1"},
+    ]}), encoding="utf-8")
+    result = run_cli("config", "check", "--config", path, cwd=tmp_path)
+    assert result.returncode == 0, result
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows["local-vllm"] == ["local-vllm", "openai@http://gpu-box:8000/v1", "local-vllm",
+                                  "http://gpu-box:8000/v1"], result
+    assert rows["behind-proxy"] == ["behind-proxy", "openai@http://gpu-box:8443/v1", "behind-proxy",
+                                    "http://gpu-box:8443/v1"], result
+    assert "hunter2" not in result.stdout + result.stderr
 
 
 BROKEN = {
