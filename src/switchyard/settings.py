@@ -318,7 +318,10 @@ class Settings(BaseSettings):
     )
     metrics_public: bool = Field(default=False, description="Serve /metrics without the admin key.")
     log_level: str = Field(default="info", description="debug, info, warning, error.")
-    log_json: bool = Field(default=True, description="JSON log lines (with request ids).")
+    log_json: bool | None = Field(
+        default=None, description="JSON log lines (true) or readable text lines (false); default: JSON when "
+        "stderr is not a terminal (a service manager, a pipe, a file), text in a terminal.",
+    )
     otel_endpoint: str | None = Field(
         default=None,
         pattern=r"^https?://",

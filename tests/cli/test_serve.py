@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import signal
 import socket
 import threading
@@ -72,9 +75,17 @@ def test_first_start_prints_admin_key_once_and_stores_only_its_hash(tmp_path: Pa
 
     for name, content in _data_files(data_dir).items():
         assert admin.encode() not in content, f"{name} holds the admin key in clear"
-    stored = db_rows(data_dir, "SELECT name, is_admin, key_hash, prefix FROM api_keys")
+    stored = db_rows(data_dir, "SELECT id, name, is_admin, key_hash, prefix FROM api_keys")
     assert len(stored) == 1 and stored[0]["is_admin"] == 1
     assert admin.startswith(stored[0]["prefix"]) and len(stored[0]["prefix"]) < 20
+
+    # Its creation is in the audit log, by the server itself, without the secret.
+    audit = run_cli("audit", "--data-dir", data_dir, "--format", "csv", cwd=tmp_path)
+    assert audit.returncode == 0, audit
+    rows = list(csv.DictReader(io.StringIO(audit.stdout)))
+    assert [(r["actor"], r["action"], r["object_id"]) for r in rows] == [("system", "key.create", stored[0]["id"])]
+    assert json.loads(rows[0]["details"]) == {"name": "admin", "admin": True, "reason": "first start"}
+    assert admin not in audit.stdout and admin[6:] not in audit.stdout
 
     # Second start on the same data dir: no new key, and the first one still works.
     with serve(tmp_path, data_dir, config=config, name="second") as server:

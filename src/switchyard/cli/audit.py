@@ -27,7 +27,8 @@ def _details(entry: AuditEntry) -> str:
 @click.command()
 @click.option("--since", default=None, help="From: an age (30m, 24h, 7d) or an ISO 8601 time.")
 @click.option("--until", default=None, help="Until (excluded): an age or an ISO 8601 time.")
-@click.option("--actor", default=None, help="Only this actor: an admin key's id, 'static' or 'cli'.")
+@click.option("--actor", default=None,
+              help="Only this actor: an admin key's id, 'static', 'cli' or 'system' (the server itself).")
 @click.option("--action", default=None, help="Only actions starting with this (key., team.create, ...).")
 @click.option("--object", "object_id", default=None, help="Only entries about this object id.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
