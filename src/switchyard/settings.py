@@ -374,6 +374,12 @@ class Settings(BaseSettings):
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
 
+    @field_validator("bundled_models", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        """YAML reads a bare on/off (and yes/no, true/false) as a boolean."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @field_serializer("secret_key", "master_key", "internal_secret", when_used="json")
     def _ser_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
         return _reveal(value, info)
