@@ -94,6 +94,9 @@ def serve(
             f"{exc}. Stop it first (switchyard stop --data-dir {settings.data_dir}), or serve from another "
             "--data-dir."
         ) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot take the pid file {settings.pid_file}: {exc.strerror}; serve needs "
+                                   "to write in its data dir (--data-dir)") from None
     try:
         _serve(settings)
     finally:
