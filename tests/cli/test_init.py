@@ -55,6 +55,7 @@ def test_init_yes_makes_a_working_install(tmp_path: Path, fake_ollama: FakeOllam
         assert secret not in result.stdout + result.stderr + config.read_text()
 
     parsed = yaml.safe_load(config.read_text())
+    assert parsed["bundled_models"] is True  # `on`: the local install's bundled models stay served
     assert parsed["default_provider"] == "ollama"
     assert parsed["providers"]["ollama"] == {"type": "ollama", "base_url": fake_ollama.base_url,
                                              "prefix_routing": True}
@@ -63,6 +64,8 @@ def test_init_yes_makes_a_working_install(tmp_path: Path, fake_ollama: FakeOllam
     check = run_cli("config", "check", "--config", config, cwd=tmp_path)
     assert check.returncode == 0, check
     assert "ollama/*" in check.stdout
+    served = {line.split()[0]: line.split()[1] for line in check.stdout.splitlines()[1:]}
+    assert served["smollm2-135m-instruct"] == served["all-minilm-l6-v2"] == "local", check
 
     # serve with the env file's values (as systemd's EnvironmentFile= gives them): no flags needed.
     admin = env["SWITCHYARD_API_KEY"]
@@ -72,6 +75,7 @@ def test_init_yes_makes_a_working_install(tmp_path: Path, fake_ollama: FakeOllam
             assert client.get("/admin/status").status_code == 200
             models = client.get("/v1/models")
             assert models.status_code == 200, models.text
+            assert {"smollm2-135m-instruct", "all-minilm-l6-v2"} <= {m["id"] for m in models.json()["data"]}
         with server.http("sk-sy-not-the-key") as client:
             assert client.get("/v1/models").status_code == 401
 
@@ -128,6 +132,71 @@ def test_init_interactive_openai(tmp_path: Path, fake_openai: FakeOpenAI) -> Non
     assert doctor.returncode == 0, doctor
     assert f"openai (openai, {fake_openai.base_url}): reachable" in doctor.stdout
     assert "providers.openai.api_key: $OPENAI_API_KEY is set" in doctor.stdout
+
+
+def test_init_no_bundled_models_serves_the_upstream_only(tmp_path: Path) -> None:
+    result = run_cli("init", "-y", "--no-bundled-models", "--dir", tmp_path / "inst", cwd=tmp_path)
+    assert result.returncode == 0, result
+    assert yaml.safe_load((tmp_path / "inst" / "switchyard.yaml").read_text())["bundled_models"] is False
+    check = run_cli("config", "check", "--config", tmp_path / "inst" / "switchyard.yaml", cwd=tmp_path)
+    assert check.returncode == 0, check
+    assert "smollm2" not in check.stdout and "ollama/*" in check.stdout
+
+
+def _git_work_tree(path: Path) -> Path:
+    path.mkdir()
+    subprocess.run(["git", "init", "-q", str(path)], check=True, capture_output=True, timeout=60)
+    return path
+
+
+def _git_untracked(repo: Path) -> set[str]:
+    out = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=all"],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    return {line[3:] for line in out.splitlines()}
+
+
+def test_init_yes_in_a_git_work_tree_writes_the_secrets_outside_it(tmp_path: Path, fake_ollama: FakeOllama) -> None:
+    repo = _git_work_tree(tmp_path / "repo")
+    config_home = tmp_path / "config-home"
+    result = run_cli("init", "--yes", "--dir", repo / "deploy", "--base-url", fake_ollama.base_url, "--port",
+                     free_port(), cwd=repo, env={"XDG_CONFIG_HOME": str(config_home)})
+    assert result.returncode == 0, result
+    env_path = config_home / "switchyard" / "switchyard.env"
+    assert f"wrote {env_path}  (secrets, mode 0600" in result.stdout and "outside the git work tree" in result.stdout
+    assert _mode(env_path) == 0o600 and _mode(env_path.parent) == 0o700
+    assert not (repo / "deploy" / "switchyard.env").exists()
+    assert _git_untracked(repo) == {"deploy/switchyard.yaml"}  # no secret for git to pick up
+    env = _env_file(env_path)
+    assert env["SWITCHYARD_CONFIG_FILE"] == str(repo / "deploy" / "switchyard.yaml")
+    assert f"set -a; . {env_path}; set +a" in result.stdout
+
+    doctor = run_cli("doctor", cwd=tmp_path, env=env)  # the env file leads to the config
+    assert doctor.returncode == 0, doctor
+    assert "secret_key is set" in doctor.stdout
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+def test_init_in_a_git_work_tree_asks_first(tmp_path: Path, answer: str) -> None:
+    repo = _git_work_tree(tmp_path / "repo")
+    config_home = tmp_path / "config-home"
+    answers = "\n".join(["ollama", "http://127.0.0.1:11434", "8080", "", "n", "n", answer]) + "\n"
+    proc = subprocess.run(
+        [*SWITCHYARD, "init"], input=answers, cwd=repo, capture_output=True, text=True, timeout=60,
+        env=clean_env({"XDG_CONFIG_HOME": str(config_home)}),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{repo} is in the git work tree {repo}. Write the secrets" in proc.stdout
+    inside, outside = repo / "switchyard.env", config_home / "switchyard" / "switchyard.env"
+    if answer == "y":
+        assert inside.exists() and not outside.exists()
+        assert _mode(inside) == 0o600
+        assert (repo / ".gitignore").read_text().splitlines() == ["switchyard.env"]
+        assert f"wrote {repo / '.gitignore'}" in proc.stdout
+        assert _git_untracked(repo) == {".gitignore", "switchyard.yaml"}  # git ignores the secrets
+    else:
+        assert outside.exists() and not inside.exists()
+        assert not (repo / ".gitignore").exists()
+        assert _git_untracked(repo) == {"switchyard.yaml"}
 
 
 def test_init_nginx_needs_a_host_name(tmp_path: Path) -> None:

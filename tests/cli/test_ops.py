@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cli.support import KEY_RE, CliResult, ServeProcess, alive, chat, run_cli, serve, wait_until
+from tests.cli.support import (
+    KEY_RE,
+    CliResult,
+    ServeProcess,
+    alive,
+    chat,
+    port_refuses,
+    run_cli,
+    serve,
+    wait_until,
+)
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes import FakeOllama, FakeOpenAI
 from tests.harness import free_port
@@ -167,7 +177,7 @@ def test_stop_a_background_server(tmp_path: Path, fake_openai: FakeOpenAI, fake_
     config = _config(tmp_path / "switchyard.yaml", fake_openai, fake_ollama)
     data = tmp_path / "data"
     with serve(tmp_path, data, "--api-key", ADMIN, config=config) as server:
-        assert (data / "switchyard.pid").read_text().strip() == str(server.pid)
+        assert (data / "switchyard.pid").read_text().splitlines() == [str(server.pid), server.url]
         result = run_cli("stop", "--data-dir", data, cwd=tmp_path)
         assert result.returncode == 0, result
         assert f"stopped switchyard (pid {server.pid})" in result.stdout
@@ -178,6 +188,52 @@ def test_stop_a_background_server(tmp_path: Path, fake_openai: FakeOpenAI, fake_
     assert again.returncode == 1, again
     assert "switchyard is not running" in again.stderr
     assert "no pid file" in again.stderr
+
+
+def test_a_second_serve_on_the_same_data_dir_refuses_and_stop_stops_the_first(
+        tmp_path: Path, fake_openai: FakeOpenAI, fake_ollama: FakeOllama) -> None:
+    config = _config(tmp_path / "switchyard.yaml", fake_openai, fake_ollama)
+    data = tmp_path / "data"
+    pid_file = data / "switchyard.pid"
+    with serve(tmp_path, data, "--api-key", ADMIN, config=config, name="first") as first:
+        before = pid_file.read_bytes(), pid_file.stat().st_ino
+        port = free_port()
+        second = run_cli("serve", "--port", port, "--data-dir", data, "--config", config, "--api-key", ADMIN,
+                         cwd=tmp_path, timeout=60)
+        assert second.returncode == 1, second
+        assert f"switchyard is already running from {data} (pid {first.pid}, {first.url})" in second.stderr
+        assert f"switchyard stop --data-dir {data}" in second.stderr
+        assert "listening" not in second.stdout + second.stderr
+        assert port_refuses(port)
+        assert (pid_file.read_bytes(), pid_file.stat().st_ino) == before  # the first's file, untouched
+
+        with first.http(ADMIN) as client:  # the first still serves
+            assert chat(client, "chat").status_code == 200
+        stopped = run_cli("stop", "--data-dir", data, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped
+        assert f"stopped switchyard (pid {first.pid})" in stopped.stdout
+        assert first.wait(15) == 0, first.describe()
+        assert not pid_file.exists()
+
+
+def test_a_killed_server_leaves_a_pid_file_that_the_next_serve_takes_over(
+        tmp_path: Path, fake_openai: FakeOpenAI, fake_ollama: FakeOllama) -> None:
+    config = _config(tmp_path / "switchyard.yaml", fake_openai, fake_ollama)
+    data = tmp_path / "data"
+    with serve(tmp_path, data, "--api-key", ADMIN, config=config, name="killed") as killed:
+        killed.proc.kill()
+        killed.wait(15)
+    assert (data / "switchyard.pid").read_text().splitlines()[0] == str(killed.pid)  # stale: nobody holds it
+    with serve(tmp_path, data, "--api-key", ADMIN, "--workers", "2", config=config, name="next") as server:
+        assert (data / "switchyard.pid").read_text().splitlines() == [str(server.pid), server.url]
+        refused = run_cli("serve", "--port", free_port(), "--data-dir", data, "--config", config,
+                          "--api-key", ADMIN, cwd=tmp_path, timeout=60)
+        assert refused.returncode == 1, refused  # the supervisor of the workers holds the lock
+        assert f"(pid {server.pid}, {server.url})" in refused.stderr
+        stopped = run_cli("stop", "--data-dir", data, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped
+        assert f"stopped switchyard (pid {server.pid})" in stopped.stdout
+        assert server.wait(30) == 0, server.describe()
 
 
 def test_stop_with_nothing_running(tmp_path: Path) -> None:
@@ -223,8 +279,11 @@ def test_stop_leaves_other_programs_alone(tmp_path: Path) -> None:
 
 
 STUBBORN = """
-import signal, sys, time
+import fcntl, os, signal, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)  # as the server does, for its whole life
+os.write(fd, f"{os.getpid()}\\nhttp://127.0.0.1:9\\n".encode())
 print("ready", flush=True)
 time.sleep(120)
 """
@@ -232,14 +291,13 @@ time.sleep(120)
 
 def test_stop_times_out_then_force_kills(tmp_path: Path) -> None:
     """A server that does not exit within --timeout: exit 1 and say so; --force then SIGKILLs it.
-    (A stand-in that ignores SIGTERM, named like a switchyard server in its command line.)"""
+    (A stand-in that ignores SIGTERM and holds the pid file's lock, as a server does.)"""
     data = tmp_path / "data"
     data.mkdir()
-    stubborn = subprocess.Popen([sys.executable, "-c", STUBBORN, "switchyard", "serve"], stdout=subprocess.PIPE,
-                                text=True)
+    stubborn = subprocess.Popen([sys.executable, "-c", STUBBORN, str(data / "switchyard.pid")],
+                                stdout=subprocess.PIPE, text=True)
     try:
         assert stubborn.stdout is not None and stubborn.stdout.readline() == "ready\n"
-        (data / "switchyard.pid").write_text(f"{stubborn.pid}\n")
         result = run_cli("stop", "--data-dir", data, "--timeout", "0.5", cwd=tmp_path)
         assert result.returncode == 1, result
         assert "still running after 0.5s" in result.stderr and "--force" in result.stderr

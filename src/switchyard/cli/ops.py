@@ -1,5 +1,8 @@
-"""``switchyard stop``: signal the server named in the data dir's pid file, and the /proc
-helpers that tell a live switchyard from a stale pid file (``doctor`` uses them too)."""
+"""``switchyard stop``: signal the server that holds the data dir's pid file, and the helpers
+that tell a live switchyard from a stale pid file (``doctor`` uses them too).
+
+The pid file's lock says whether a server runs (see ``pid_file``); /proc says what became of
+the pid in a stale file, for the messages."""
 
 from __future__ import annotations
 
@@ -8,9 +11,11 @@ import signal
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
+from switchyard.cli.pid_file import holder, read_pid_file, remove_stale
 from switchyard.settings import ConfigError, Settings, load_settings
 
 __all__ = ["is_switchyard", "live_server_pid", "stop"]
@@ -64,27 +69,41 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
 def live_server_pid(settings: Settings) -> int | None:
     """The pid of the switchyard serving from this data dir, or None (no pid file, or a stale one)."""
-    pid = _read_pid(settings.pid_file)
-    return pid if pid is not None and _alive(pid) and is_switchyard(pid) else None
+    running = holder(settings.pid_file)
+    return running.pid if running is not None else None
 
 
-def _remove_pid_file(path: Path, pid: int) -> None:
+def _remove_pid_file(path: Path) -> None:
     with suppress(OSError):
-        if _read_pid(path) == pid:
-            path.unlink()
+        remove_stale(path)
 
 
 # ---------------------------------------------------------------- stop
+def _stale(path: Path) -> NoReturn:
+    """No process holds the pid file: say what became of the pid in it, remove it, exit 1."""
+    found = read_pid_file(path)
+    pid = found.pid if found is not None else None
+    _remove_pid_file(path)
+    if pid is None:
+        raise click.ClickException(f"removed the damaged pid file {path}; switchyard is not running")
+    if not _alive(pid):
+        raise click.ClickException(
+            f"switchyard is not running: process {pid} is gone; removed the stale pid file {path}"
+        )
+    if not is_switchyard(pid):
+        command = " ".join(_cmdline(pid))[:200] or "?"
+        raise click.ClickException(
+            f"switchyard is not running: pid {pid} from {path} now belongs to another program ({command}); "
+            "left it alone and removed the stale pid file"
+        )
+    raise click.ClickException(
+        f"switchyard is not running from {path.parent}: pid {pid} is a switchyard that does not hold its pid "
+        "file (it serves another data dir); left it alone and removed the stale pid file"
+    )
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while _alive(pid):
@@ -117,29 +136,18 @@ def stop(config_file: Path | None, data_dir: Path | None, timeout: float | None,
         path, drain = data_dir / "switchyard.pid", 30.0
     if not path.exists():
         raise click.ClickException(f"switchyard is not running from {path.parent} (no pid file at {path})")
-    pid = _read_pid(path)
+    running = holder(path)
+    if running is None:
+        _stale(path)
+    pid = running.pid
     if pid is None:
-        with suppress(OSError):
-            path.unlink()
-        raise click.ClickException(f"removed the damaged pid file {path}; switchyard is not running")
-    if not _alive(pid):
-        _remove_pid_file(path, pid)
-        raise click.ClickException(
-            f"switchyard is not running: process {pid} is gone; removed the stale pid file {path}"
-        )
-    if not is_switchyard(pid):
-        command = " ".join(_cmdline(pid))[:200] or "?"
-        _remove_pid_file(path, pid)
-        raise click.ClickException(
-            f"switchyard is not running: pid {pid} from {path} now belongs to another program ({command}); "
-            "left it alone and removed the stale pid file"
-        )
+        raise click.ClickException(f"a switchyard holds {path} but its pid cannot be read from it")
     wait = timeout if timeout is not None else drain + 10
     family = _descendants(pid)
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        _remove_pid_file(path, pid)
+        _remove_pid_file(path)
         click.echo(f"switchyard (pid {pid}) had already exited")
         return
     except PermissionError:
@@ -149,7 +157,7 @@ def stop(config_file: Path | None, data_dir: Path | None, timeout: float | None,
     click.echo(f"sent SIGTERM to switchyard (pid {pid}); waiting up to {wait:g}s for it to drain and exit",
                err=True)
     if _wait_gone(pid, wait):
-        _remove_pid_file(path, pid)
+        _remove_pid_file(path)
         click.echo(f"stopped switchyard (pid {pid})")
         return
     if not force:
@@ -161,5 +169,5 @@ def stop(config_file: Path | None, data_dir: Path | None, timeout: float | None,
             os.kill(target, signal.SIGKILL)
     if not _wait_gone(pid, 10):
         raise click.ClickException(f"switchyard (pid {pid}) survived SIGKILL")
-    _remove_pid_file(path, pid)
+    _remove_pid_file(path)
     click.echo(f"killed switchyard (pid {pid}) after {wait:g}s: in-flight requests were cut")

@@ -1,24 +1,26 @@
-"""``switchyard serve``: prepare the store, print a first admin key once, run uvicorn."""
+"""``switchyard serve``: take the data dir's pid file, prepare the store, print a first admin
+key once, say which models it serves, run uvicorn."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import click
 
 from switchyard.cli import local_admin
+from switchyard.cli.banner import log_models
+from switchyard.cli.pid_file import PidFile, ServerRunningError
 from switchyard.cli.store_options import load, run_with_runtime
 from switchyard.core.keys import NewKey
-from switchyard.observability.logging import configure_logging
+from switchyard.observability.logging import configure_logging, json_logs
 from switchyard.runtime import Runtime, check_credentials
-from switchyard.settings import ConfigError
+from switchyard.settings import ConfigError, Settings
 
 __all__ = ["serve"]
+
+SYSTEM_ACTOR = "system"  # the audit log's actor for what the server does by itself
 
 
 @click.command()
@@ -43,6 +45,8 @@ __all__ = ["serve"]
               help="Bytes local models may hold, e.g. 6GiB (default: half the RAM).")
 @click.option("--max-loaded-models", type=int, default=None, help="At most this many local models loaded at once.")
 @click.option("--log-level", default=None, help="debug, info, warning, error.")
+@click.option("--log-json/--log-text", "log_json", default=None,
+              help="JSON log lines, or readable text (default: text in a terminal, JSON otherwise).")
 def serve(
     host: str | None,
     port: int | None,
@@ -59,6 +63,7 @@ def serve(
     memory_budget: str | None,
     max_loaded_models: int | None,
     log_level: str | None,
+    log_json: bool | None,
 ) -> None:
     """Run the gateway (OpenAI API under /v1)."""
     settings = load(
@@ -66,7 +71,7 @@ def serve(
         api_keys=list(api_keys) or None, auth=False if no_auth else None,
         database_url=database_url, drain_timeout=drain_timeout, log_level=log_level,
         ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, forwarded_allow_ips=forwarded_allow_ips,
-        memory_budget=memory_budget, max_loaded_models=max_loaded_models,
+        memory_budget=memory_budget, max_loaded_models=max_loaded_models, log_json=log_json,
     )
     if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
@@ -81,14 +86,44 @@ def serve(
         create_app(settings)  # no I/O: checks routing, credentials and optional extras up front
     except ConfigError as exc:
         raise click.ClickException(f"configuration error:\n{exc}") from None
+    settings = settings.model_copy(update={"log_json": json_logs(settings.log_json)})  # workers log alike
+    pid_file = PidFile(settings.pid_file)
+    try:  # before anything is printed, created or bound
+        pid_file.acquire(_address(settings))
+    except ServerRunningError as exc:
+        raise click.ClickException(
+            f"{exc}. Stop it first (switchyard stop --data-dir {settings.data_dir}), or serve from another "
+            "--data-dir."
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot take the pid file {settings.pid_file}: {exc.strerror}; serve needs "
+                                   "to write in its data dir (--data-dir)") from None
+    try:
+        _serve(settings)
+    finally:
+        pid_file.release()
+
+
+def _address(settings: Settings) -> str:
+    scheme = "https" if settings.ssl_certfile else "http"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"{scheme}://{host}:{settings.port}"
+
+
+def _serve(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_json)
 
-    async def prepare(runtime: Runtime) -> NewKey | None:
+    async def prepare(runtime: Runtime) -> tuple[NewKey | None, list[str]]:
         await check_credentials(settings, runtime.vault)
-        return await runtime.keys.ensure_admin() if settings.auth else None
+        created = await runtime.keys.ensure_admin() if settings.auth else None
+        if created is not None:  # written when the runtime closes, like the CLI's entries
+            runtime.audit.record(SYSTEM_ACTOR, "key.create", "api_key", created.key.id,
+                                 {"name": created.key.name, "admin": True, "reason": "first start"})
+        stored = [m.alias for m in await runtime.models.list() if m.active]
+        return created, stored
 
     try:
-        created = run_with_runtime(settings, prepare)
+        created, stored = run_with_runtime(settings, prepare)
     except ConfigError as exc:
         raise click.ClickException(f"configuration error:\n{exc}") from None
     if created is not None:
@@ -99,6 +134,7 @@ def serve(
         )
     if not settings.auth:
         click.echo("warning: authentication is off (loopback only)", err=True)
+    log_models(settings, stored)
     _run(settings)
 
 
@@ -107,13 +143,11 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     sys.exit(0)
 
 
-def _run(settings: object) -> None:
+def _run(settings: Settings) -> None:
     import uvicorn
 
     from switchyard.app import create_app
-    from switchyard.settings import Settings
 
-    assert isinstance(settings, Settings)
     common = {
         "host": settings.host,
         "port": settings.port,
@@ -131,10 +165,9 @@ def _run(settings: object) -> None:
         "ssl_certfile": str(settings.ssl_certfile) if settings.ssl_certfile else None,
         "ssl_keyfile": str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
     }
-    scheme = "https" if settings.ssl_certfile else "http"
-    click.echo(f"Switchyard listening on {scheme}://{settings.host}:{settings.port}/v1", err=True)
-    with _pid_file(settings.pid_file), local_admin.issued(settings) as settings:
-        if settings.workers > 1:
+    click.echo(f"Switchyard listening on {_address(settings)}/v1", err=True)
+    with local_admin.issued(settings) as settings:
+        if settings.workers > 1:  # this process supervises the workers and keeps the pid file's lock
             settings.export_for_workers()
             uvicorn.run("switchyard.app:worker_app", factory=True, workers=settings.workers,
                         **common)  # type: ignore[arg-type]
@@ -143,16 +176,3 @@ def _run(settings: object) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _exit_cleanly)
         uvicorn.Server(config).run()
-
-
-@contextmanager
-def _pid_file(path: Path) -> Iterator[None]:
-    """data_dir/switchyard.pid while serving, for `switchyard stop` and `switchyard status`."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.write_text(f"{os.getpid()}\n", encoding="ascii")
-    try:
-        yield
-    finally:
-        with suppress(OSError):
-            if path.read_text(encoding="ascii").strip() == str(os.getpid()):
-                path.unlink()

@@ -1,16 +1,24 @@
-"""JSON log lines carrying request ids. No keys or prompts are ever passed to a logger."""
+"""Log lines carrying request ids: JSON when stderr is not a terminal (a service manager, a
+pipe, a file), readable text in a terminal; ``log_json`` forces either. No keys or prompts are
+ever passed to a logger.
+
+Progress bars (tqdm, drawn by huggingface_hub, transformers and sentence-transformers while a
+local model loads) would land in the middle of the log lines: they are turned off unless the
+logs are text in a terminal.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 from typing import Any
 
 import orjson
 
-__all__ = ["AccessLog", "JsonFormatter", "configure_logging"]
+__all__ = ["AccessLog", "JsonFormatter", "TextFormatter", "configure_logging", "json_logs"]
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message", "asctime", "taskName", "color_message",  # uvicorn's ANSI twin of msg
@@ -33,10 +41,55 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-def configure_logging(level: str = "info", json: bool = True) -> None:
+class TextFormatter(logging.Formatter):
+    """``HH:MM:SS.mmm LEVEL   logger  message  key=value ...``: one readable line per record (local
+    time; the fields the message does not already show come after it)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        message = record.getMessage()
+        extras = " ".join(f"{key}={value}" for key, value in record.__dict__.items()
+                          if key not in _STANDARD and not key.startswith("_") and value is not None
+                          and str(value) not in message)  # what the message says already is not repeated
+        line = f"{stamp} {record.levelname:<7} {record.name}  {message}"
+        if extras:
+            line += f"  {extras}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+def json_logs(setting: bool | None = None) -> bool:
+    """JSON lines or text: the setting when given, else JSON unless stderr is a terminal."""
+    return setting if setting is not None else not _stderr_is_terminal()
+
+
+def _quiet_progress_bars() -> None:
+    """No tqdm bars from the model libraries, in this process and the ones it starts."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    hub = sys.modules.get("huggingface_hub.utils")
+    if hub is not None:  # already imported: it read the variable then
+        hub.disable_progress_bars()
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    if hf_logging is not None:
+        hf_logging.disable_progress_bar()
+
+
+def configure_logging(level: str = "info", json: bool | None = None) -> None:
+    """Root logging to stderr: JSON lines or text (``json=None``: JSON unless stderr is a terminal)."""
+    json = json_logs(json)
     handler = logging.StreamHandler(sys.stderr)
-    plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    handler.setFormatter(JsonFormatter() if json else plain)
+    handler.setFormatter(JsonFormatter() if json else TextFormatter())
+    if json or not _stderr_is_terminal():
+        _quiet_progress_bars()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -57,8 +110,8 @@ class AccessLog:
     logger as usual.
     """
 
-    def __init__(self, json: bool = True, delay: float = 0.05) -> None:
-        self._json = json
+    def __init__(self, json: bool | None = None, delay: float = 0.05) -> None:
+        self._json = json_logs(json)
         self._delay = delay
         self._logger = logging.getLogger("switchyard.access")
         self._pending: list[bytes] = []
@@ -69,7 +122,10 @@ class AccessLog:
 
     def write(self, fields: dict[str, Any]) -> None:
         if not self._json:
-            self._logger.info("request", extra=fields)
+            shown = ("method", "path", "status", "duration_ms")
+            self._logger.info("%s %s %s %.1f ms", *(fields.get(k) for k in shown[:3]),
+                              fields.get("duration_ms") or 0.0,
+                              extra={k: v for k, v in fields.items() if k not in shown})
             return
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
