@@ -13,7 +13,8 @@ from switchyard.core.ports import UsageStore
 from switchyard.observability.metrics import Metrics
 from switchyard.service.audit import AuditLog
 from switchyard.service.catalog import ModelCatalog
-from switchyard.service.gateway import CallContext, Gateway
+from switchyard.service.call import CallContext
+from switchyard.service.gateway import Gateway
 from switchyard.service.keys import KeyService
 from switchyard.service.teams import TeamService
 from switchyard.service.vault import Vault
