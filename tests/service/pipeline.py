@@ -27,7 +27,7 @@ from tests.service.fake_provider import Answer, Call, FakeProvider, Handler
 __all__ = ["ADMIN", "HELLO", "FakeClock", "Pipeline", "Streamed"]
 
 ADMIN = Principal(key_id=None, name="admin", is_admin=True)
-HELLO = [{"role": "user", "content": "Say hello."}]
+HELLO = [{"role": "user", "content": "hello there"}]
 
 
 class FakeClock:

@@ -226,12 +226,12 @@ def test_a_client_that_leaves_is_accounted_as_499_and_frees_everything(pipe: Pip
     row = pipe.row(seen.ctx)
     assert row.status == CLIENT_CLOSED and row.estimated and row.completion_tokens >= 1
     assert pipe.attempts.in_flight == 0 and set(pipe.attempts.busy.values()) == {0}
-    assert pipe.accounting.recent_errors == type(pipe.accounting.recent_errors)()  # a client leaving is no error
+    assert not pipe.accounting.recent_errors  # a client leaving is no error
 
 
-def test_errors_are_kept_for_operators_newest_last(pipe: Pipeline) -> None:
+def test_failures_are_kept_for_operators(pipe: Pipeline) -> None:
     run(pipe.refused("picky"))
-    exc, ctx = run(pipe.refused("nothing-like-it"))
+    exc, _ctx = run(pipe.refused("nothing-like-it"))
     assert exc.status_code == 404
     [entry] = list(pipe.accounting.recent_errors)  # an unknown model never reaches accounting
     assert (entry["model"], entry["status"]) == ("picky", 400)
@@ -269,7 +269,7 @@ def test_an_upstream_that_goes_down_cools_down_and_a_probe_brings_it_back() -> N
         await pipe.chat("m")
         down = True  # the upstream goes away
         assert [(await pipe.refused("m"))[0].status_code for _ in range(2)] == [502, 502]
-        cooling, ctx = await pipe.refused("m")
+        cooling, _ctx = await pipe.refused("m")
         assert (cooling.status_code, cooling.code, cooling.retry_after) == (503, "upstream_cooldown", 1.0)
         status = {u["name"]: u for u in await pipe.upstreams.status()}
         assert status["up"]["cooldown_s"] == 0.5

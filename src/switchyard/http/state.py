@@ -12,8 +12,8 @@ from starlette.requests import Request
 from switchyard.core.ports import UsageStore
 from switchyard.observability.metrics import Metrics
 from switchyard.service.audit import AuditLog
-from switchyard.service.catalog import ModelCatalog
 from switchyard.service.call import CallContext
+from switchyard.service.catalog import ModelCatalog
 from switchyard.service.gateway import Gateway
 from switchyard.service.keys import KeyService
 from switchyard.service.teams import TeamService

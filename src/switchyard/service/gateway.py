@@ -187,7 +187,9 @@ def _stream(provider: Provider, request: ChatRequest, target: Target) -> AsyncGe
     return provider.stream(request, target)  # type: ignore[return-value]  # providers' streams are generators
 
 
-async def _embedding(provider: Provider, request: EmbeddingRequest, target: Target) -> AsyncGenerator[EmbeddingResult, None]:
+async def _embedding(
+    provider: Provider, request: EmbeddingRequest, target: Target,
+) -> AsyncGenerator[EmbeddingResult, None]:
     yield await provider.embed(request, target)
 
 
