@@ -194,9 +194,9 @@ async def _embedding(
 
 
 async def _drained(pieces: AsyncGenerator[_P, None]) -> _P:
-    """A whole answer: the one piece, once the loop that produced it has finished."""
-    async with aclosing(pieces):
-        answer = await anext(pieces)  # _serve yields or raises
-        async for _ in pieces:  # nothing more: this lets the attempt end as a success
-            pass
+    """A whole answer: the one piece, once the loop that produced it has finished (it always
+    finishes here, by returning or raising, so it needs no closing)."""
+    answer = await anext(pieces)  # _serve yields or raises
+    async for _ in pieces:  # nothing more: this lets the attempt end as a success
+        pass
     return answer
