@@ -13,7 +13,7 @@ import pytest
 
 from switchyard.core.chat import StreamPiece
 from switchyard.core.keys import Principal
-from switchyard.core.limits import Budget
+from switchyard.core.limits import Budget, RateLimits
 from switchyard.core.usage import Usage
 from switchyard.errors import (
     BadRequestError,
@@ -358,6 +358,21 @@ def test_without_max_tokens_the_answer_is_capped_to_what_the_budget_pays() -> No
     run(pipe.chat("m", principal=key))
     # $0.50 at a cent a token, less the prompt counted at a token a byte: well under 50 tokens
     assert 1 <= pipe.calls[-1].body["max_tokens"] < 50
+
+
+def test_max_parallel_counts_requests_in_flight() -> None:
+    pipe, _ = governed(1.0)
+    key = Principal(key_id="k2", name="parallel", is_admin=False, limits=RateLimits(max_parallel=1))
+
+    async def body() -> None:
+        held, _ = pipe.open_stream("slow", principal=key, max_tokens=50)
+        await anext(held)
+        refused, _ = await pipe.refused("m", principal=key)
+        assert refused.status_code == 429 and "1 parallel requests" in refused.message
+        assert len([chunk async for chunk in held]) > 10  # the held stream went on to its end
+        await pipe.chat("m", principal=key)  # the slot came back when the stream ended
+
+    run(body())
 
 
 def test_a_stream_piece_without_events_is_not_counted() -> None:
