@@ -75,7 +75,7 @@ def gateway_config(fake_openai: FakeOpenAI, fake_ollama: FakeOllama) -> dict[str
     ]
     return {
         "providers": {
-            # these upstreams fail on purpose in many tests: no cooldowns here (tests/http/test_cooldown.py)
+            # these upstreams fail on purpose in many tests: no cooldowns here (tests/service/test_gateway.py)
             "fake": {"type": "openai", "base_url": fake_openai.base_url, "api_key": UPSTREAM_KEY,
                      "cooldown_failures": 0},
             "ollama": {"type": "ollama", "base_url": fake_ollama.base_url, "prefix_routing": True,

@@ -9,7 +9,7 @@ import asyncio
 import gc
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -32,13 +32,16 @@ from switchyard.observability.metrics import Metrics
 from switchyard.observability.tracing import Tracing, TracingMiddleware, TracingUnavailableError
 from switchyard.providers import load_provider
 from switchyard.runtime import check_credentials, open_runtime
-from switchyard.service.accounting import UsageRecorder
+from switchyard.service.accounting import Accounting
+from switchyard.service.attempt import Attempts
 from switchyard.service.fleet import FleetWatcher
 from switchyard.service.gateway import Gateway
 from switchyard.service.governance import Governance
 from switchyard.service.key_events import KeyEvents
 from switchyard.service.retention import UsageRetention
 from switchyard.service.routing import LOCAL, RoutingTable
+from switchyard.service.upstreams import Upstreams
+from switchyard.service.usage import UsageRecorder
 from switchyard.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -60,44 +63,61 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        runtime = await open_runtime(settings)
-        local = _local_provider(settings, routing)  # models run in this process, if any
-
-        def provider_for(spec: UpstreamSpec) -> Provider:
-            return local if spec.type == LOCAL and local is not None else load_provider(spec)
-
-        providers: dict[str, Provider] = {name: provider_for(spec) for name, spec in routing.upstreams.items()}
-        metrics = Metrics()
-        retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
-        # told of every batch written, so that under load it prunes as often as the ring needs
-        recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval, on_written=retention.note_written)
-        redis = _open_redis(settings)  # one client: limits, budgets and key-change events
-        governance = Governance(*_limit_engines(settings, redis, runtime.spent))
-        key_events = KeyEvents(redis, runtime.keys.refresh) if redis is not None else None
-        if key_events is not None:
-            runtime.keys.on_change = key_events.publish
-        gateway = Gateway(routing, providers, recorder, metrics, provider_factory=provider_for,
-                          on_credential_use=runtime.vault.note_use, governance=governance)
-        catalog = ModelCatalog(runtime.models, settings, gateway,  # /admin/models, polled on every replica
-                               audit=runtime.audit, secrets=runtime.vault.secrets if runtime.vault.configured else None)
-        runtime.admin.credentials.on_change = catalog.reload  # routing holds decrypted credentials
-        fleet = FleetWatcher(providers, metrics, settings.loaded_models_poll_interval)
-        gc_threshold: tuple[int, int, int] | None = None
-        try:
-            if tracing is not None:
+        async with AsyncExitStack() as stack:  # stops in the reverse order of starting, however far it got
+            if tracing is not None:  # stopped last: usage matters more than spans if a collector is slow
                 tracing.start()
+                stack.push_async_callback(asyncio.to_thread, tracing.shutdown)  # sends the queued spans
+            stack.callback(access_log.flush)
+            runtime = await open_runtime(settings)
+            stack.push_async_callback(runtime.aclose)
+            local = _local_provider(settings, routing)  # models run in this process, if any
+
+            def provider_for(spec: UpstreamSpec) -> Provider:
+                return local if spec.type == LOCAL and local is not None else load_provider(spec)
+
+            providers: dict[str, Provider] = {name: provider_for(spec) for name, spec in routing.upstreams.items()}
+            metrics = Metrics()
+            retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
+            # told of every batch written, so that under load it prunes as often as the ring needs
+            recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval, on_written=retention.note_written)
+            redis = _open_redis(settings)  # one client: limits, budgets and key-change events
+            if redis is not None:
+                stack.push_async_callback(redis.aclose)
+            governance = Governance(*_limit_engines(settings, redis, runtime.spent))
+            stack.push_async_callback(governance.aclose)
+            key_events = KeyEvents(redis, runtime.keys.refresh) if redis is not None else None
+            if key_events is not None:
+                runtime.keys.on_change = key_events.publish
+                stack.push_async_callback(key_events.aclose)
+            attempts = Attempts(routing, metrics, on_credential_use=runtime.vault.note_use)
+            upstreams = Upstreams(routing, providers, provider_factory=provider_for, cooldowns=attempts.cooldowns)
+            stack.push_async_callback(upstreams.aclose)
+            gateway = Gateway(upstreams, attempts, Accounting(recorder.record, metrics, governance))
+            secrets = runtime.vault.secrets if runtime.vault.configured else None
+            catalog = ModelCatalog(runtime.models, settings, gateway,  # /admin/models, polled on every replica
+                                   audit=runtime.audit, secrets=secrets)
+            runtime.admin.credentials.on_change = catalog.reload  # routing holds decrypted credentials
+            fleet = FleetWatcher(providers, metrics, settings.loaded_models_poll_interval)
+
             await runtime.keys.start()
+            stack.push_async_callback(runtime.keys.aclose)
             if key_events is not None:
                 key_events.start()
             runtime.audit.start()
+            stack.push_async_callback(runtime.audit.aclose)
             await runtime.vault.start()
+            stack.push_async_callback(runtime.vault.aclose)
             await check_credentials(settings, runtime.vault)
             recorder.start()
+            stack.push_async_callback(recorder.aclose)
             retention.start()
+            stack.push_async_callback(retention.aclose)
             fleet.start()
+            stack.push_async_callback(fleet.aclose)
             if local is not None:
-                local.manager.start()
+                local.manager.start()  # stopped when its provider closes
             await catalog.start()
+            stack.push_async_callback(catalog.aclose)
             app.state.services = Services(
                 settings=settings,
                 gateway=gateway,
@@ -111,30 +131,9 @@ def create_app(settings: Settings) -> Starlette:
                 spent=runtime.spent,
                 models=local.manager if local is not None else None,
             )
-            app.state.recorder = recorder
             app.state.started_at = int(time.time())
-            gc_threshold = _settle_memory()
+            stack.callback(_unsettle_memory, _settle_memory())  # frozen objects are freed again at shutdown
             yield
-        finally:
-            if gc_threshold is not None:
-                _unsettle_memory(gc_threshold)
-            await catalog.aclose()
-            await fleet.aclose()
-            await retention.aclose()
-            await recorder.aclose()
-            await runtime.keys.aclose()
-            await runtime.audit.aclose()
-            await runtime.vault.aclose()
-            await gateway.aclose()
-            await governance.aclose()
-            if key_events is not None:
-                await key_events.aclose()
-            if redis is not None:
-                await redis.aclose()
-            await runtime.aclose()
-            access_log.flush()
-            if tracing is not None:  # last: usage matters more than spans if a collector is slow
-                await asyncio.to_thread(tracing.shutdown)  # sends the queued spans
 
     access_log = AccessLog(json=settings.log_json)
     middleware = [Middleware(EdgeMiddleware, access_log=access_log)]

@@ -158,7 +158,8 @@ class ModelCatalog:
     def _table(self, extra: list[tuple[StoredModel, ModelConfig]], secrets: Mapping[str, str] | None,
                problems: dict[str, str]) -> RoutingTable:
         try:
-            return RoutingTable(self._settings, extra_models=[c for _, c in extra], secrets=secrets)
+            return RoutingTable(self._settings, extra_models=[c for _, c in extra], secrets=secrets,
+                                default_model=self.default_alias)
         except (ConfigError, ValueError):
             pass
         good: list[ModelConfig] = []
@@ -168,7 +169,7 @@ class ModelCatalog:
                 good.append(config)
             except (ConfigError, ValueError) as exc:
                 problems[row.id] = str(exc)
-        return RoutingTable(self._settings, extra_models=good, secrets=secrets)
+        return RoutingTable(self._settings, extra_models=good, secrets=secrets, default_model=self.default_alias)
 
     def _report(self, rows: Sequence[StoredModel], problems: Mapping[str, str]) -> None:
         by_id = {row.id: row for row in rows}

@@ -51,13 +51,13 @@ async def ready(request: Request) -> Response:
     except Exception as exc:
         checks["store"] = f"unreachable ({type(exc).__name__})"
     try:
-        upstreams = await asyncio.wait_for(svc.gateway.check_upstreams(), _READY_TIMEOUT)
+        upstreams = await asyncio.wait_for(svc.gateway.upstreams.check(), _READY_TIMEOUT)
         for name, problem in upstreams.items():
             checks[f"upstream:{name}"] = problem or "ok"
     except TimeoutError:
         checks["upstreams"] = "timed out"
     ok = all(v == "ok" for v in checks.values())
-    governance = svc.gateway.governance
+    governance = svc.gateway.accounting.governance
     degraded = governance.degraded if governance is not None else []
     for part in degraded:  # still serving, on per-process limits: ready, but say so
         checks[f"redis:{part}"] = "unreachable: using per-process " + part

@@ -64,7 +64,7 @@ async def _manage(request: Request, load: bool) -> Response:
             return _json({"id": model_id, "object": "model.load", "status": "loaded", **info})
         await svc.models.unload(target.upstream_model)
         return _json({"id": model_id, "object": "model.unload", "status": "unloaded"})
-    provider = svc.gateway.provider(target.provider)
+    provider = svc.gateway.upstreams.provider(target.provider)
     if not isinstance(provider, ManagesModels):
         raise BadRequestError(
             f"'{model_id}' is served by a {target.provider_type} upstream, which does not load or unload "
@@ -94,7 +94,7 @@ async def _upstream_models(request: Request) -> list[dict[str, Any]]:
         for target in route.deployments:
             aliases.setdefault((target.provider, target.upstream_model), route.alias)
     out: list[dict[str, Any]] = []
-    for name, provider in gateway.providers().items():
+    for name, provider in gateway.upstreams.providers().items():
         if not isinstance(provider, ReportsRunningModels):
             continue
         try:
@@ -120,7 +120,7 @@ async def status(request: Request) -> Response:
         routes = svc.gateway.routing.routes
         for model in payload["models"]:
             route = routes.get(model["id"])
-            model["queued"] = svc.gateway.queue_depth(route.primary) if route is not None else 0
+            model["queued"] = svc.gateway.attempts.queue_depth(route.primary) if route is not None else 0
     payload["upstream_models"] = await _upstream_models(request)
     return _json(payload)
 
@@ -128,7 +128,7 @@ async def status(request: Request) -> Response:
 async def inference(request: Request) -> Response:
     """The inference route: a prompt (and optionally a JSON Schema) in, text (and the
     parsed object) out."""
-    principal = request.scope["state"]["principal"] = await authenticate(request)
+    principal = await authenticate(request)
     svc = services(request)
     body = await read_json(request, svc.settings.max_body_bytes)
     if not isinstance(body, dict):

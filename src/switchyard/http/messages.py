@@ -16,12 +16,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchyard.core.keys import Principal
 from switchyard.errors import GatewayError
 from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
 from switchyard.http.sse import open_stream
 from switchyard.http.state import call_context, services
-from switchyard.service.gateway import estimate_prompt_tokens
+from switchyard.service.accounting import estimate_prompt_tokens
 
 if TYPE_CHECKING:
     from switchyard.protocol.anthropic import StreamConverter
@@ -51,9 +52,9 @@ async def _anthropic_errors(request: Request, handler: Callable[[Request], Await
         return _error_response(request, exc)
 
 
-async def _read(request: Request) -> Any:
-    request.scope["state"]["principal"] = await authenticate(request)
-    return await read_json(request, services(request).settings.max_body_bytes)
+async def _read(request: Request) -> tuple[Principal, Any]:
+    principal = await authenticate(request)
+    return principal, await read_json(request, services(request).settings.max_body_bytes)
 
 
 async def _relay(first: bytes, chunks: AsyncIterator[bytes], converter: StreamConverter) -> AsyncIterator[bytes]:
@@ -79,10 +80,9 @@ async def _relay(first: bytes, chunks: AsyncIterator[bytes], converter: StreamCo
 
 
 async def _messages(request: Request) -> Response:
-    body = await _read(request)
+    principal, body = await _read(request)
     chat = _translate().chat_request(body)
     svc = services(request)
-    principal = request.scope["state"]["principal"]
     ctx = call_context(request)
     if chat.stream:
         chunks = svc.gateway.stream(principal, chat, ctx)
@@ -115,9 +115,9 @@ def _extra_chars(body: Mapping[str, Any]) -> int:
 
 async def _count_tokens(request: Request) -> Response:
     """An estimate (about four characters a token): the gateway has no tokenizer for arbitrary models."""
-    body = await _read(request)
+    principal, body = await _read(request)
     chat = _translate().chat_request(body, need_max_tokens=False)
-    services(request).gateway.target_for(request.scope["state"]["principal"], chat.model)
+    services(request).gateway.target_for(principal, chat.model)
     tokens = estimate_prompt_tokens(chat.body) + _extra_chars(chat.body) // 4
     return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
 

@@ -39,10 +39,10 @@ async def _visible(request: Request) -> list[dict[str, object]]:
     principal = await authenticate(request)
     created = request.app.state.started_at
     data = [_model(r.alias, r.primary.provider_type, created, r.capabilities)
-            for r in svc.gateway.models_for(principal)]
+            for r in svc.gateway.upstreams.models_for(principal)]
     data = [_local(m, svc.models) if m["owned_by"] == LOCAL else m for m in data]
     data += [_model(m, owner, created, defaults_for(owner))
-             for m, owner in await svc.gateway.discovered_for(principal)]
+             for m, owner in await svc.gateway.upstreams.discovered_for(principal)]
     return data
 
 

@@ -14,7 +14,8 @@ from switchyard.admin.catalog import ModelCatalog
 from switchyard.admin.vault import Vault
 from switchyard.core.ports import UsageStore
 from switchyard.observability.metrics import Metrics
-from switchyard.service.gateway import CallContext, Gateway
+from switchyard.service.call import CallContext
+from switchyard.service.gateway import Gateway
 from switchyard.service.keys import KeyService
 from switchyard.settings import Settings
 

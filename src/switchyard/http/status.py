@@ -27,7 +27,7 @@ def _json(payload: Any, status: int = 200) -> Response:
 async def upstreams(request: Request) -> Response:
     """GET /admin/upstreams: reachability, models and (Ollama) loaded models of each upstream."""
     await require_admin(request)
-    return _json({"object": "list", "data": await services(request).gateway.upstream_status()})
+    return _json({"object": "list", "data": await services(request).gateway.upstreams.status()})
 
 
 async def status(request: Request) -> Response:
@@ -41,8 +41,8 @@ async def status(request: Request) -> Response:
         "pid": os.getpid(),
         "started_at": started,
         "uptime_s": round(time.time() - started, 1),
-        "in_flight": svc.gateway.in_flight,
-        "models": [t.alias for t in svc.gateway.models_for(_EVERYONE)],
-        "upstreams": await svc.gateway.upstream_status(),
-        "recent_errors": list(svc.gateway.recent_errors)[::-1],
+        "in_flight": svc.gateway.attempts.in_flight,
+        "models": [t.alias for t in svc.gateway.upstreams.models_for(_EVERYONE)],
+        "upstreams": await svc.gateway.upstreams.status(),
+        "recent_errors": list(svc.gateway.accounting.recent_errors)[::-1],
     })

@@ -20,7 +20,10 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 
 class Metrics:
     def __init__(self) -> None:
+        # children by label values: labels() takes a lock and builds a key, so each set is resolved once
         self._children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
+        self._in_flight: dict[str, Any] = {}
+        self._upstream_latency: dict[tuple[str, str, str], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "switchyard_requests",
@@ -119,7 +122,7 @@ class Metrics:
     ) -> None:
         key = (model, provider, endpoint, status)
         kids = self._children.get(key)
-        if kids is None:  # labels() takes a lock and builds a key; resolve each label set once
+        if kids is None:
             code = str(status)
             kids = self._children[key] = (
                 self.requests.labels(model, provider, endpoint, code),
@@ -137,6 +140,27 @@ class Metrics:
             completion_tokens.inc(completion)
         if cost:
             spend.inc(cost)
+
+    def in_flight_for(self, model: str) -> Any:
+        """The in-flight gauge of one alias."""
+        gauge = self._in_flight.get(model)
+        if gauge is None:
+            gauge = self._in_flight[model] = self.in_flight.labels(model)
+        return gauge
+
+    def upstream_latency_for(self, model: str, provider: str, endpoint: str) -> Any:
+        """The upstream-call histogram of one alias, provider and endpoint."""
+        key = (model, provider, endpoint)
+        hist = self._upstream_latency.get(key)
+        if hist is None:
+            hist = self._upstream_latency[key] = self.upstream_latency.labels(*key)
+        return hist
+
+    def cooling_down_changed(self, provider: str, cooling: bool) -> None:
+        """An upstream (or deployment) started or stopped cooling down."""
+        self.cooling_down.labels(provider).set(1 if cooling else 0)
+        if cooling:
+            self.cooldowns.labels(provider).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

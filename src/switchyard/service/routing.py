@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -44,7 +45,8 @@ class RoutingTable:
     """Built from Settings (plus models from the database); lookups are dict hits on the hot path.
 
     ``secrets`` resolves ``credential:`` references (vault name -> plaintext). Without it (for
-    checking a configuration offline) such references are accepted unresolved.
+    checking a configuration offline) such references are accepted unresolved. ``default_model``
+    is the alias meant by a request that names none (the stored model marked default).
     """
 
     def __init__(
@@ -53,9 +55,11 @@ class RoutingTable:
         *,
         extra_models: Sequence[ModelConfig] = (),
         secrets: Mapping[str, str] | None = None,
+        default_model: str | None = None,
     ) -> None:
         self._settings = settings
         self._secrets = secrets
+        self.default_model = default_model
         self.upstreams: dict[str, UpstreamSpec] = {}
         self.credentials: dict[str, str] = {}  # upstream name -> vault credential it uses
         for name, cfg in settings.providers.items():
@@ -223,6 +227,12 @@ class RoutingTable:
             credential=self.credentials.get(spec.name),
         )
 
+    def with_default_model(self, body: Any) -> Any:
+        """A request body that names no model, naming the default model (when one is marked)."""
+        if isinstance(body, dict) and not body.get("model") and self.default_model:
+            return {**body, "model": self.default_model}
+        return body
+
     def route(self, name: str) -> Route:
         """The route for a model name: alias, then ``provider/model``, then the default provider."""
         found = self.routes.get(name)
@@ -240,6 +250,17 @@ class RoutingTable:
             raise ModelNotFoundError(name)
         target = self._target(name, rest, spec)
         return Route(alias=name, deployments=(target,), capabilities=defaults_for(spec.type))
+
+    def prices(self, route: Route) -> tuple[float, float]:
+        """The dearest input and output prices (USD per token) of every deployment that may serve
+        ``route``: its own and its fallbacks' (budgets reserve the worst case)."""
+        routes = [route]
+        for alias in (*route.fallbacks, *route.context_fallbacks):
+            found = self.routes.get(alias)
+            if found is not None:
+                routes.append(found)
+        targets = [t for r in routes for t in r.deployments]
+        return (max(t.input_cost_per_1m for t in targets) / 1e6, max(t.output_cost_per_1m for t in targets) / 1e6)
 
     def resolve(self, name: str) -> Target:
         return self.route(name).primary
