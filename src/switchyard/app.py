@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from datetime import timedelta
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -31,12 +32,13 @@ from switchyard.observability.logging import AccessLog, configure_logging
 from switchyard.observability.metrics import Metrics
 from switchyard.observability.tracing import Tracing, TracingMiddleware, TracingUnavailableError
 from switchyard.providers import load_provider
-from switchyard.runtime import check_credentials, open_runtime
+from switchyard.runtime import check_credentials, open_runtime, server_secret
 from switchyard.service.accounting import UsageRecorder
 from switchyard.service.fleet import FleetWatcher
 from switchyard.service.gateway import Gateway
 from switchyard.service.governance import Governance
 from switchyard.service.key_events import KeyEvents
+from switchyard.service.responses import ResponseLog
 from switchyard.service.retention import UsageRetention
 from switchyard.service.routing import LOCAL, RoutingTable
 from switchyard.settings import ConfigError, Settings
@@ -69,6 +71,9 @@ def create_app(settings: Settings) -> Starlette:
         providers: dict[str, Provider] = {name: provider_for(spec) for name, spec in routing.upstreams.items()}
         metrics = Metrics()
         retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
+        responses = ResponseLog(runtime.responses, server_secret(settings))  # sealed at rest
+        responses_retention = UsageRetention(responses.store, settings.responses_max_rows,
+                                             timedelta(days=settings.responses_max_age_days), what="responses")
         # told of every batch written, so that under load it prunes as often as the ring needs
         recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval, on_written=retention.note_written)
         redis = _open_redis(settings)  # one client: limits, budgets and key-change events
@@ -93,6 +98,7 @@ def create_app(settings: Settings) -> Starlette:
             await check_credentials(settings, runtime.vault)
             recorder.start()
             retention.start()
+            responses_retention.start()
             fleet.start()
             if local is not None:
                 local.manager.start()
@@ -109,6 +115,7 @@ def create_app(settings: Settings) -> Starlette:
                 usage=runtime.usage,
                 spent=runtime.spent,
                 models=local.manager if local is not None else None,
+                responses=responses,
             )
             app.state.recorder = recorder
             app.state.started_at = int(time.time())
@@ -118,6 +125,7 @@ def create_app(settings: Settings) -> Starlette:
             await catalog.aclose()
             await fleet.aclose()
             await retention.aclose()
+            await responses_retention.aclose()
             await recorder.aclose()
             await runtime.keys.aclose()
             await runtime.audit.aclose()
