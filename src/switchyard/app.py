@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from datetime import timedelta
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette

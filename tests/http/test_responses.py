@@ -18,7 +18,8 @@ from openai.types.responses import ResponseItemList
 from pydantic import BaseModel, TypeAdapter
 
 from tests.fakes import FakeOllama, FakeOpenAI
-from tests.harness import RunningServer, make_key
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.harness import RunningServer, make_key, run_server
 from tests.protocol.responses_schema import strict, strict_event, strict_response
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather for a city",
@@ -96,7 +97,8 @@ def test_create_text(client: openai.OpenAI, gateway: RunningServer, fake_openai:
     assert upstream["max_tokens"] == 50 and upstream["temperature"] == 0.5  # what budgets reserve from
     assert "metadata" not in upstream and "input" not in upstream and "stream" not in upstream
     row = gateway.usage_row(request_id)  # the same gateway call as chat: accounted as chat
-    assert row["endpoint"] == "chat" and row["status"] == 200 and (row["prompt_tokens"], row["completion_tokens"]) == (4, 3)
+    assert row["endpoint"] == "chat" and row["status"] == 200
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (4, 3)
     assert row["key_id"] is not None and not row["streamed"]
 
 
@@ -176,8 +178,8 @@ def test_hosted_tools_are_removed_and_named(gateway: RunningServer, fake_openai:
     assert resp.headers["x-switchyard-removed-tools"] == "web_search,code_interpreter"
     strict_response(resp.json())
     assert "tools" not in sent(fake_openai, "hosted-r5")
-    with gateway.http(gateway.admin_key) as http, http.stream("POST", "/v1/responses", json={
-            "model": "gpt-4o-mini", "input": "hosted-r5 stream", "stream": True, "tools": [{"type": "web_search"}]}) as s:
+    body = {"model": "gpt-4o-mini", "input": "hosted-r5 stream", "stream": True, "tools": [{"type": "web_search"}]}
+    with gateway.http(gateway.admin_key) as http, http.stream("POST", "/v1/responses", json=body) as s:
         assert s.headers["x-switchyard-removed-tools"] == "web_search"
         s.read()
 
@@ -192,7 +194,8 @@ def test_parse_with_pydantic_format(client: openai.OpenAI, fake_openai: FakeOpen
     assert isinstance(parsed.output_parsed, Weather)
     fmt = sent(fake_openai, "parse-r6")["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "Weather"
-    assert fmt["json_schema"]["strict"] is True and set(fmt["json_schema"]["schema"]["properties"]) == {"city", "celsius"}
+    assert fmt["json_schema"]["strict"] is True
+    assert set(fmt["json_schema"]["schema"]["properties"]) == {"city", "celsius"}
 
 
 # ---------------------------------------------------------------------- state
@@ -286,8 +289,8 @@ def test_errors_before_and_after_the_first_byte(client: openai.OpenAI, gateway: 
         client.responses.create(model="error-429", input="limited-r12")
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="no-such-model", input="missing-r12")
-    bad = raw_create(gateway, {"model": "gpt-4o-mini", "input": [{"type": "message", "role": "user",
-                                                                   "content": [{"type": "input_image", "file_id": "f"}]}]})
+    image = {"type": "message", "role": "user", "content": [{"type": "input_image", "file_id": "f"}]}
+    bad = raw_create(gateway, {"model": "gpt-4o-mini", "input": [image]})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "input[0].content[0].file_id"
     assert raw_create(gateway, {"model": "gpt-4o-mini"}).json()["error"]["param"] == "input"
     with gateway.http(gateway.admin_key) as http:
@@ -298,3 +301,37 @@ def test_errors_before_and_after_the_first_byte(client: openai.OpenAI, gateway: 
     failed = events[-1]["response"]
     assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
     assert client.responses.retrieve(failed["id"]).status == "failed"
+
+
+# ------------------------------------------------------------ a non-OpenAI provider
+@pytest.fixture(scope="module")
+def claude_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, FakeAnthropic]]:
+    with FakeAnthropic(api_key="sk-ant-upstream-0123456789") as fake, run_server(
+        tmp_path_factory.mktemp("responses-anthropic"),
+        providers={"claude": {"type": "anthropic", "base_url": fake.base_url, "api_key": "sk-ant-upstream-0123456789",
+                              "cooldown_failures": 0}},
+        models=[{"alias": "claude", "provider": "claude", "model": "claude-sonnet-4-5"}],
+    ) as server:
+        yield server, fake
+
+
+def test_anthropic_upstream(claude_server: tuple[RunningServer, FakeAnthropic]) -> None:
+    server, fake = claude_server
+    with openai.OpenAI(base_url=server.v1, api_key=server.admin_key, max_retries=0, timeout=30) as oai:
+        raw = oai.responses.with_raw_response.create(model="claude", instructions="be brief", input="hello claude-r13")
+        strict_response(raw.http_response.json())
+        first = raw.parse()
+        assert first.output_text == "echo: hello claude-r13" and first.usage is not None
+        upstream = fake.messages_requests()[-1]
+        assert upstream["system"] in ("be brief", [{"type": "text", "text": "be brief"}])
+        events = raw_events(server, {"model": "claude", "input": "streamed claude-r13",
+                                     "previous_response_id": first.id})
+        assert events[-1]["type"] == "response.completed"
+        assert events[-1]["response"]["output"][0]["content"][0]["text"] == "echo: streamed claude-r13"
+        assert [m["role"] for m in fake.messages_requests()[-1]["messages"]] == ["user", "assistant", "user"]
+        call = oai.responses.create(model="claude", input="weather claude-r13", tools=[WEATHER])  # type: ignore[list-item]
+        assert call.output[-1].type == "function_call" and call.output[-1].name == "get_weather"
+        answer = oai.responses.create(model="claude", previous_response_id=call.id, tools=[WEATHER],  # type: ignore[list-item]
+                                      input=[{"type": "function_call_output", "call_id": call.output[-1].call_id,
+                                              "output": "sunny"}])
+        assert answer.output_text == "tool said: sunny"
