@@ -208,6 +208,13 @@ def test_previous_response_chain_of_three(client: openai.OpenAI, fake_openai: Fa
         {"role": "user", "content": "first chain-r7"}, {"role": "assistant", "content": "echo: first chain-r7"},
         {"role": "user", "content": "second chain-r7"}, {"role": "assistant", "content": "echo: second chain-r7"},
         {"role": "user", "content": "third chain-r7"}]
+    # an item_reference names an item of the chain
+    again = client.responses.create(model="gpt-4o-mini", previous_response_id=three.id,
+                                    input=[{"type": "item_reference", "id": one.output[0].id}])
+    assert sent(fake_openai, "third chain-r7")["messages"][-1] == {"role": "assistant", "content": "echo: first chain-r7"}
+    assert client.responses.input_items.list(again.id).data[0].type == "message"
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="gpt-4o-mini", input=[{"type": "item_reference", "id": "msg_unknown"}])
     with client.responses.stream(model="gpt-4o-mini", previous_response_id=three.id, input="fourth chain-r7") as s:
         fourth = s.get_final_response()
     # a streamed turn is stored before its last event: chained at once

@@ -24,7 +24,14 @@ from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
 from switchyard.http.sse import open_stream
 from switchyard.http.state import call_context, services
-from switchyard.protocol.responses import ChatTranslation, ResponseStream, response_from_completion, sse, to_chat
+from switchyard.protocol.responses import (
+    ChatTranslation,
+    Resolve,
+    ResponseStream,
+    response_from_completion,
+    sse,
+    to_chat,
+)
 from switchyard.protocol.sse import SSEDecoder
 from switchyard.service.gateway import estimate_prompt_tokens
 from switchyard.service.responses import ResponseLog, listed_items, not_found
@@ -54,20 +61,23 @@ async def _read(request: Request) -> tuple[Principal, Any]:
     return principal, body
 
 
-async def _translate(request: Request, principal: Principal, body: Any) -> ChatTranslation:
+async def _translate(request: Request, principal: Principal, body: Any) -> tuple[ChatTranslation, Resolve]:
+    """The translation, with a ``previous_response_id`` chain's items as history; ``item_reference``
+    ids are looked up among those items."""
     history: list[dict[str, Any]] = []
     previous = body.get("previous_response_id") if isinstance(body, dict) else None
     if isinstance(previous, str) and previous:
         history = await _log_of(request).history(previous, principal)
-    return to_chat(body, history=history)
+    known = {item["id"]: item for item in history if isinstance(item.get("id"), str)}
+    return to_chat(body, history=history, resolve=known.get), known.get
 
 
-def _saver(request: Request, principal: Principal, translation: ChatTranslation) -> Save | None:
+def _saver(request: Request, principal: Principal, translation: ChatTranslation, resolve: Resolve) -> Save | None:
     """Keeps the response (with ``store``), before the client sees it; a store failure is logged."""
     responses = services(request).responses
     if not translation.store or responses is None:
         return None
-    items = listed_items(translation.input_items)
+    items = listed_items([_dereferenced(item, resolve) for item in translation.input_items])
 
     async def save(response: Mapping[str, Any]) -> None:
         try:
@@ -77,6 +87,15 @@ def _saver(request: Request, principal: Principal, translation: ChatTranslation)
                       extra={"request_id": request.scope["state"].get("request_id")})
 
     return save
+
+
+def _dereferenced(item: Mapping[str, Any], resolve: Resolve) -> Mapping[str, Any]:
+    """An ``item_reference`` is kept as the item it names (the translation has already found it)."""
+    if item.get("type") == "item_reference" or (item.get("type") is None and "role" not in item):
+        found = resolve(str(item.get("id")))
+        if found is not None:
+            return found
+    return item
 
 
 def _feed(decoder: SSEDecoder, stream: ResponseStream, data: bytes) -> bytes:
@@ -132,13 +151,13 @@ def _removed_tools(request: Request, translation: ChatTranslation) -> dict[str, 
 
 async def create_response(request: Request) -> Response:
     principal, body = await _read(request)
-    translation = await _translate(request, principal, body)
+    translation, resolve = await _translate(request, principal, body)
     headers = _removed_tools(request, translation)
     if translation.ignored:
         log.debug("ignored request fields: %s", ", ".join(translation.ignored))
     svc = services(request)
     ctx = call_context(request)
-    save = _saver(request, principal, translation)
+    save = _saver(request, principal, translation, resolve)
     if translation.stream:
         chunks = svc.gateway.stream(principal, translation.request, ctx)
         try:  # routing, scope and upstream errors surface here, before any byte: a normal HTTP error
@@ -229,7 +248,7 @@ async def input_tokens(request: Request) -> Response:
     principal, body = await _read(request)
     if isinstance(body, dict):
         body = {k: v for k, v in body.items() if k not in ("stream", "store")}
-    translation = await _translate(request, principal, body)
+    translation, _ = await _translate(request, principal, body)
     services(request).gateway.target_for(principal, translation.request.model)
     tokens = estimate_prompt_tokens(translation.body) + _extra_chars(translation.body) // 4
     return Response(orjson.dumps({"object": "response.input_tokens", "input_tokens": tokens}),
