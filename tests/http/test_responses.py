@@ -211,7 +211,8 @@ def test_previous_response_chain_of_three(client: openai.OpenAI, fake_openai: Fa
     # an item_reference names an item of the chain
     again = client.responses.create(model="gpt-4o-mini", previous_response_id=three.id,
                                     input=[{"type": "item_reference", "id": one.output[0].id}])
-    assert sent(fake_openai, "third chain-r7")["messages"][-1] == {"role": "assistant", "content": "echo: first chain-r7"}
+    referenced = sent(fake_openai, "third chain-r7")["messages"][-1]
+    assert referenced == {"role": "assistant", "content": "echo: first chain-r7"}
     assert client.responses.input_items.list(again.id).data[0].type == "message"
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model="gpt-4o-mini", input=[{"type": "item_reference", "id": "msg_unknown"}])
