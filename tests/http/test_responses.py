@@ -311,6 +311,44 @@ def test_errors_before_and_after_the_first_byte(client: openai.OpenAI, gateway: 
     assert client.responses.retrieve(failed["id"]).status == "failed"
 
 
+
+def test_client_disconnect_cancels_the_upstream(gateway: RunningServer, fake_openai: FakeOpenAI) -> None:
+    before = fake_openai.disconnects
+    with gateway.http(gateway.admin_key) as http, http.stream(
+        "POST", "/v1/responses", json={"model": "slow-stream", "input": "leave-r14", "stream": True},
+        headers={"x-request-id": "responses-disconnect-1"},
+    ) as resp:
+        for line in resp.iter_lines():  # leave at the first text delta
+            if line == "event: response.output_text.delta":
+                break
+    assert fake_openai.wait_for_disconnects(before + 1, timeout=3.0)  # long before its 50 chunks would end
+    row = gateway.usage_row("responses-disconnect-1")
+    assert row["status"] == 499 and row["streamed"]
+
+
+# ---------------------------------------------------------------------- budgets
+def test_a_budget_reserves_from_max_output_tokens(tmp_path_factory: pytest.TempPathFactory) -> None:
+    priced = {"input_cost_per_1m": 10_000.0, "output_cost_per_1m": 10_000.0}  # a cent a token
+    with FakeOpenAI() as up, run_server(
+        tmp_path_factory.mktemp("responses-budget"),
+        providers={"up": {"type": "openai", "base_url": up.base_url, "cooldown_failures": 0}},
+        models=[{"alias": "m", "provider": "up", "model": "gpt-4o-mini", **priced}],
+    ) as server:
+        with server.http(server.admin_key) as http:
+            made = http.post("/admin/keys", json={"name": "thrifty", "budget": {"amount_usd": 0.5, "period": "daily"}})
+        key = made.json()["key"]
+        with openai.OpenAI(base_url=server.v1, api_key=key, max_retries=0, timeout=30) as oai:
+            oai.responses.create(model="m", input="within budget", max_output_tokens=5)
+            assert up.last_request.body["max_tokens"] == 5
+            oai.responses.create(model="m", input="beyond budget", max_output_tokens=1000)
+            assert 1 <= up.last_request.body["max_tokens"] < 50  # lowered to what $0.50 pays for
+            with server.http(server.admin_key) as http:
+                spent = {"budget": {"amount_usd": 0.0001, "period": "total"}}
+                assert http.patch(f"/admin/keys/{made.json()['id']}", json=spent).status_code == 200
+            with pytest.raises(openai.RateLimitError) as err:
+                oai.responses.create(model="m", input="no budget left", max_output_tokens=5)
+            assert err.value.code == "insufficient_quota"
+
 # ------------------------------------------------------------ a non-OpenAI provider
 @pytest.fixture(scope="module")
 def claude_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, FakeAnthropic]]:

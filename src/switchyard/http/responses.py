@@ -98,8 +98,8 @@ def _dereferenced(item: Mapping[str, Any], resolve: Resolve) -> Mapping[str, Any
     return item
 
 
-def _feed(decoder: SSEDecoder, stream: ResponseStream, data: bytes) -> bytes:
-    """The Responses events the gateway's chat SSE bytes complete, framed."""
+def _feed(decoder: SSEDecoder, stream: ResponseStream, data: bytes) -> list[dict[str, Any]]:
+    """The Responses events the gateway's chat SSE bytes complete."""
     out: list[dict[str, Any]] = []
     for event in decoder.feed(data):
         if event.data == b"[DONE]":
@@ -110,32 +110,37 @@ def _feed(decoder: SSEDecoder, stream: ResponseStream, data: bytes) -> bytes:
             continue
         if isinstance(chunk, dict):
             out += stream.feed(chunk)
-    return b"".join(sse(e) for e in out)
+    return out
+
+
+async def _framed(events: list[dict[str, Any]], stream: ResponseStream, save: Save | None) -> bytes:
+    """The events, framed; the batch that ends the stream is sent only once the response is stored
+    (a stream ends once: after that it completes no more events)."""
+    if events and stream.ended and save is not None:
+        await save(stream.response)
+    return b"".join(sse(e) for e in events)
 
 
 async def _relay(first: bytes, chunks: AsyncIterator[bytes], stream: ResponseStream,
                  save: Save | None) -> AsyncIterator[bytes]:
     """The Responses events for the gateway's chat stream; an error after the first byte ends it
-    with ``response.failed``. The response is stored before its last event is sent."""
+    with ``response.failed``."""
     decoder = SSEDecoder()
     try:
         try:
-            head = _feed(decoder, stream, first)
-            if head:
-                yield head
+            out = await _framed(_feed(decoder, stream, first), stream, save)
+            if out:
+                yield out
             async for chunk in chunks:
-                out = _feed(decoder, stream, chunk)
+                out = await _framed(_feed(decoder, stream, chunk), stream, save)
                 if out:
                     yield out
             tail = stream.finish()
         except GatewayError as exc:
             tail = stream.fail(exc)
-        if tail and save is not None:
-            yield b"".join(sse(e) for e in tail[:-1])
-            await save(stream.response)
-            tail = tail[-1:]
-        if tail:
-            yield b"".join(sse(e) for e in tail)
+        out = await _framed(tail, stream, save)
+        if out:
+            yield out
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
 
