@@ -191,6 +191,10 @@ class ModelConfig(BaseModel):
     default_temperature: float | None = Field(
         default=None, ge=0, le=2, description="temperature used when the request sets none."
     )
+    hosted_tools: Literal["remove", "reject"] = Field(
+        default="remove", description="/v1/responses: hosted tools (web_search, file_search, ...) the model "
+        "cannot run are removed and named in a header, or refused with 400 (reject).",
+    )
     rate_limits: RateLimitConfig | None = Field(
         default=None, description="Limits on this model across every key (rpm, tpm, rph, rpd, max_parallel)."
     )

@@ -356,7 +356,9 @@ def claude_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ru
         tmp_path_factory.mktemp("responses-anthropic"),
         providers={"claude": {"type": "anthropic", "base_url": fake.base_url, "api_key": "sk-ant-upstream-0123456789",
                               "cooldown_failures": 0}},
-        models=[{"alias": "claude", "provider": "claude", "model": "claude-sonnet-4-5"}],
+        models=[{"alias": "claude", "provider": "claude", "model": "claude-sonnet-4-5"},
+                {"alias": "claude-strict", "provider": "claude", "model": "claude-sonnet-4-5",
+                 "hosted_tools": "reject"}],
     ) as server:
         yield server, fake
 
@@ -381,3 +383,13 @@ def test_anthropic_upstream(claude_server: tuple[RunningServer, FakeAnthropic]) 
                                       input=[{"type": "function_call_output", "call_id": call.output[-1].call_id,
                                               "output": "sunny"}])
         assert answer.output_text == "tool said: sunny"
+
+
+
+def test_a_model_can_refuse_hosted_tools(claude_server: tuple[RunningServer, FakeAnthropic]) -> None:
+    server, _ = claude_server
+    body = {"input": "search claude-r15", "tools": [WEATHER, {"type": "web_search"}]}
+    refused = raw_create(server, {**body, "model": "claude-strict"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools[1].type", refused.text
+    removed = raw_create(server, {**body, "model": "claude"})
+    assert removed.status_code == 200 and removed.headers["x-switchyard-removed-tools"] == "web_search"

@@ -26,6 +26,7 @@ from switchyard.http.sse import open_stream
 from switchyard.http.state import call_context, services
 from switchyard.protocol.responses import (
     ChatTranslation,
+    HostedTools,
     Resolve,
     ResponseStream,
     response_from_completion,
@@ -69,7 +70,12 @@ async def _translate(request: Request, principal: Principal, body: Any) -> tuple
     if isinstance(previous, str) and previous:
         history = await _log_of(request).history(previous, principal)
     known = {item["id"]: item for item in history if isinstance(item.get("id"), str)}
-    return to_chat(body, history=history, resolve=known.get), known.get
+    hosted: HostedTools = "remove"
+    model = body.get("model") if isinstance(body, dict) else None
+    if isinstance(model, str) and model and isinstance(body.get("tools"), list):
+        if services(request).gateway.route_for(principal, model).hosted_tools == "reject":
+            hosted = "reject"
+    return to_chat(body, history=history, resolve=known.get, hosted_tools=hosted), known.get
 
 
 def _saver(request: Request, principal: Principal, translation: ChatTranslation, resolve: Resolve) -> Save | None:
