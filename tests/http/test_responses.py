@@ -6,6 +6,7 @@ Every Response object and stream event is checked against the SDK's own types, s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from openai.types.responses import ResponseItemList
 from pydantic import BaseModel, TypeAdapter
 
+from tests.conftest import UPSTREAM_KEY, reset_pg_schema
 from tests.fakes import FakeOllama, FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.harness import RunningServer, make_key, run_server
@@ -393,3 +395,29 @@ def test_a_model_can_refuse_hosted_tools(claude_server: tuple[RunningServer, Fak
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools[1].type", refused.text
     removed = raw_create(server, {**body, "model": "claude"})
     assert removed.status_code == 200 and removed.headers["x-switchyard-removed-tools"] == "web_search"
+
+
+# ------------------------------------------------------------ two replicas, one PostgreSQL
+def test_two_replicas_on_postgresql_chain_at_once(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI,
+                                                  pg_url: str) -> None:
+    asyncio.run(reset_pg_schema(pg_url))
+    shared = {"database_url": pg_url, "secret_key": "replicas-share-this-secret-0123456789",
+              "providers": {"fake": {"type": "openai", "base_url": fake_openai.base_url, "api_key": UPSTREAM_KEY}},
+              "models": [{"alias": "gpt-4o-mini", "provider": "fake"}]}
+    with run_server(tmp_path_factory.mktemp("replica-a"), **shared) as a, \
+            run_server(tmp_path_factory.mktemp("replica-b"), **shared) as b:
+        user = make_key(a.settings, "replica-user")
+        with openai.OpenAI(base_url=a.v1, api_key=user, max_retries=0, timeout=30) as on_a, \
+                openai.OpenAI(base_url=b.v1, api_key=user, max_retries=0, timeout=30) as on_b, \
+                openai.OpenAI(base_url=b.v1, api_key=make_key(b.settings, "replica-other"), max_retries=0,
+                              timeout=30) as stranger:
+            first = on_a.responses.create(model="gpt-4o-mini", input="made on replica-a")
+            second = on_b.responses.create(model="gpt-4o-mini", previous_response_id=first.id,
+                                           input="chained on replica-b")  # the very next request
+            assert [m["content"] for m in sent(fake_openai, "chained on replica-b")["messages"]] == [
+                "made on replica-a", "echo: made on replica-a", "chained on replica-b"]
+            assert on_a.responses.retrieve(second.id).output_text == "echo: chained on replica-b"
+            with pytest.raises(openai.NotFoundError):
+                stranger.responses.retrieve(first.id)
+            with pytest.raises(openai.NotFoundError):
+                stranger.responses.create(model="gpt-4o-mini", previous_response_id=first.id, input="steal")
