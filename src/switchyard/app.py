@@ -10,6 +10,7 @@ import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -31,13 +32,14 @@ from switchyard.observability.logging import AccessLog, configure_logging
 from switchyard.observability.metrics import Metrics
 from switchyard.observability.tracing import Tracing, TracingMiddleware, TracingUnavailableError
 from switchyard.providers import load_provider
-from switchyard.runtime import check_credentials, open_runtime
+from switchyard.runtime import check_credentials, open_runtime, server_secret
 from switchyard.service.accounting import Accounting
 from switchyard.service.attempt import Attempts
 from switchyard.service.fleet import FleetWatcher
 from switchyard.service.gateway import Gateway
 from switchyard.service.governance import Governance
 from switchyard.service.key_events import KeyEvents
+from switchyard.service.responses import ResponseLog
 from switchyard.service.retention import UsageRetention
 from switchyard.service.routing import LOCAL, RoutingTable
 from switchyard.service.upstreams import Upstreams
@@ -78,6 +80,9 @@ def create_app(settings: Settings) -> Starlette:
             providers: dict[str, Provider] = {name: provider_for(spec) for name, spec in routing.upstreams.items()}
             metrics = Metrics()
             retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
+            responses = ResponseLog(runtime.responses, server_secret(settings))  # sealed at rest
+            responses_retention = UsageRetention(responses.store, settings.responses_max_rows,
+                                                 timedelta(days=settings.responses_max_age_days), what="responses")
             # told of every batch written, so that under load it prunes as often as the ring needs
             recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval, on_written=retention.note_written)
             redis = _open_redis(settings)  # one client: limits, budgets and key-change events
@@ -112,6 +117,8 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(recorder.aclose)
             retention.start()
             stack.push_async_callback(retention.aclose)
+            responses_retention.start()
+            stack.push_async_callback(responses_retention.aclose)
             fleet.start()
             stack.push_async_callback(fleet.aclose)
             if local is not None:
@@ -130,6 +137,7 @@ def create_app(settings: Settings) -> Starlette:
                 usage=runtime.usage,
                 spent=runtime.spent,
                 models=local.manager if local is not None else None,
+                responses=responses,
             )
             app.state.started_at = int(time.time())
             stack.callback(_unsettle_memory, _settle_memory())  # frozen objects are freed again at shutdown

@@ -24,6 +24,7 @@ from switchyard.store import Database, SqlKeyStore, SqlUsageStore, ensure_schema
 from switchyard.store.audit import SqlAuditStore
 from switchyard.store.credentials import SqlCredentialStore
 from switchyard.store.models import SqlModelStore
+from switchyard.store.responses import SqlResponseStore
 from switchyard.store.teams import SqlTeamStore
 
 __all__ = ["Runtime", "check_credentials", "open_runtime", "server_secret"]
@@ -67,6 +68,11 @@ class Runtime:
     def models(self) -> SqlModelStore:
         """Models stored over /admin/models (the store holds no state beyond the engine)."""
         return SqlModelStore(self.database.engine)
+
+    @property
+    def responses(self) -> SqlResponseStore:
+        """Stored Responses API responses (sealed content; the store holds no state beyond the engine)."""
+        return SqlResponseStore(self.database.engine)
 
     async def spent(self, scope: str, since: datetime | None) -> float:
         """USD spent by a budget's scope (``key:<id>`` or ``team:<id>``) since ``since``, from the
@@ -123,11 +129,11 @@ async def check_credentials(settings: Settings, vault: Vault) -> None:
 
 
 if TYPE_CHECKING:
-    from switchyard.core.ports import AuditStore, KeyStore, ModelStore, TeamStore, UsageStore
+    from switchyard.core.ports import AuditStore, KeyStore, ModelStore, ResponseStore, TeamStore, UsageStore
     from switchyard.store.engine import AsyncEngine
 
     def _stores_implement_their_ports(engine: AsyncEngine) -> tuple[KeyStore, TeamStore, UsageStore, AuditStore,
-                                                                    ModelStore]:
+                                                                    ModelStore, ResponseStore]:
         """(For mypy: each SQL store is checked against its port in core/ports.py.)"""
         return (SqlKeyStore(engine), SqlTeamStore(engine), SqlUsageStore(engine), SqlAuditStore(engine),
-                SqlModelStore(engine))
+                SqlModelStore(engine), SqlResponseStore(engine))

@@ -191,6 +191,10 @@ class ModelConfig(BaseModel):
     default_temperature: float | None = Field(
         default=None, ge=0, le=2, description="temperature used when the request sets none."
     )
+    hosted_tools: Literal["remove", "reject"] = Field(
+        default="remove", description="/v1/responses: hosted tools (web_search, file_search, ...) the model "
+        "cannot run are removed and named in a header, or refused with 400 (reject).",
+    )
     rate_limits: RateLimitConfig | None = Field(
         default=None, description="Limits on this model across every key (rpm, tpm, rph, rpd, max_parallel)."
     )
@@ -343,6 +347,13 @@ class Settings(BaseSettings):
         "rollups are kept for ever.",
     )
     usage_raw_max_age_days: float = Field(default=30.0, gt=0, description="Raw usage rows older than this are pruned.")
+    responses_max_rows: int = Field(
+        default=100_000, ge=1000, description="Stored Responses API responses kept (/v1/responses with store; "
+        "oldest pruned).",
+    )
+    responses_max_age_days: float = Field(
+        default=30.0, gt=0, description="Stored Responses API responses older than this are pruned.",
+    )
     usage_flush_interval: float = Field(default=0.5, gt=0, description="Seconds between usage batch writes.")
     key_refresh_interval: float = Field(default=1.0, gt=0, description="Seconds between key-cache refreshes.")
     loaded_models_poll_interval: float = Field(

@@ -57,6 +57,7 @@ class Route:
     drop: tuple[str, ...] = ()
     default_temperature: float | None = None
     limits: RateLimits | None = None  # this model's own limits, across every key
+    hosted_tools: str = "remove"  # /v1/responses: hosted tools removed, or "reject"ed with 400
 
     @property
     def primary(self) -> Target:

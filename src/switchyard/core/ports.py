@@ -2,7 +2,7 @@
 
     Provider, ReportsRunningModels, ManagesModels   upstreams (providers/, local/)
     KeyStore, TeamStore, UsageStore, AuditStore,    stores (store/: SQL)
-    ModelStore
+    ModelStore, ResponseStore
     MetricsSink                                     metrics (observability/: Prometheus)
 
 The rate-limit and budget engines' Protocols, ``Limiter`` and ``BudgetLedger``, are in
@@ -21,6 +21,7 @@ from switchyard.core.chat import ChatRequest, ChatResult, StreamPiece
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.keys import ApiKey, Team
 from switchyard.core.models import StoredModel, Target
+from switchyard.core.responses import SealedResponse
 from switchyard.core.usage import UsageRecord
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "ModelStore",
     "Provider",
     "ReportsRunningModels",
+    "ResponseStore",
     "TeamStore",
     "UsageStore",
 ]
@@ -215,6 +217,25 @@ class ModelStore(Protocol):
     ) -> StoredModel | None: ...
 
     async def delete(self, model_id: str, at: datetime) -> bool: ...
+
+
+class ResponseStore(Protocol):
+    """Responses API responses kept for ``previous_response_id`` and retrieval (sealed content)."""
+
+    async def add(self, response: SealedResponse) -> None: ...
+
+    async def get(self, response_id: str) -> SealedResponse | None: ...
+
+    async def chain(self, response_id: str, limit: int) -> builtins.list[SealedResponse]:
+        """The response and its ancestors through ``previous_response_id``, newest first, at most
+        ``limit``; the walk stops at an ancestor that is gone."""
+        ...
+
+    async def delete(self, response_id: str) -> bool: ...
+
+    async def prune(self, max_rows: int, max_age: timedelta, now: datetime | None = None) -> int:
+        """Delete responses older than ``max_age`` and beyond the newest ``max_rows``."""
+        ...
 
 
 # -- metrics ------------------------------------------------------------------------------------

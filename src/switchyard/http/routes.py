@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from switchyard.http import chat, embeddings, health, messages, models
+from switchyard.http import chat, embeddings, health, messages, models, responses
 
 __all__ = ["PUBLIC_PATHS", "routes"]
 
@@ -38,6 +38,12 @@ def routes() -> list[Route]:
         Route("/v1/completions", chat.completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
         Route("/v1/messages", messages.messages, methods=["POST"]),
+        Route("/v1/responses", responses.create_response, methods=["POST"]),
+        Route("/v1/responses/input_tokens", responses.input_tokens, methods=["POST"]),
+        Route("/v1/responses/{response_id}", responses.get_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", responses.delete_response, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", responses.input_items, methods=["GET"]),
+        Route("/v1/responses/{response_id}/cancel", responses.cancel_response, methods=["POST"]),
         Route("/health", health.health, methods=["GET"]),
         Route("/", health.index, methods=["GET"]),
         Route("/ready", health.ready, methods=["GET"]),

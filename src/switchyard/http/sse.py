@@ -7,7 +7,7 @@ whole time and cancels the relay, which closes the upstream connection.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import anyio
 from starlette.types import Receive, Scope, Send
@@ -24,8 +24,9 @@ _HEADERS = [
 ]
 
 
-async def open_stream(chunks: AsyncIterator[bytes]) -> SSEResponse:
-    """Advance to the first chunk, so errors before any byte become a normal HTTP error."""
+async def open_stream(chunks: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> SSEResponse:
+    """Advance to the first chunk, so errors before any byte become a normal HTTP error.
+    ``headers``: added to the response's."""
     try:
         first = await anext(chunks)
     except StopAsyncIteration:
@@ -33,13 +34,14 @@ async def open_stream(chunks: AsyncIterator[bytes]) -> SSEResponse:
     except BaseException:
         await chunks.aclose()  # type: ignore[attr-defined]
         raise
-    return SSEResponse(first, chunks)
+    return SSEResponse(first, chunks, headers)
 
 
 class SSEResponse:
-    def __init__(self, first: bytes, chunks: AsyncIterator[bytes]) -> None:
+    def __init__(self, first: bytes, chunks: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
         self._first = first
         self._chunks = chunks
+        self._headers = _HEADERS + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -61,7 +63,7 @@ class SSEResponse:
                 await self._chunks.aclose()  # type: ignore[attr-defined]
 
     async def _relay(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": self._headers})
         try:
             if self._first:
                 await send({"type": "http.response.body", "body": self._first, "more_body": True})

@@ -17,6 +17,7 @@ from switchyard.observability.metrics import Metrics
 from switchyard.service.call import CallContext
 from switchyard.service.gateway import Gateway
 from switchyard.service.keys import KeyService
+from switchyard.service.responses import ResponseLog
 from switchyard.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Services:
     admin: Admin | None = None  # keys, teams, credentials and the audit log (/admin/...)
     usage: UsageStore | None = None  # usage reports (/admin/usage)
     models: ModelManager | None = None  # local models (/v1/status, load and unload)
+    responses: ResponseLog | None = None  # stored Responses API responses (/v1/responses)
     # USD spent by a budget's scope (key:<id>, team:<id>) since a time, from the usage rollups
     spent: Callable[[str, datetime | None], Awaitable[float]] | None = None
 

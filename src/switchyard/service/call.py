@@ -30,6 +30,7 @@ class CallContext:
     deployment: str | None = None
     attempts: int = 0
     headers: dict[str, str] | None = None  # x-ratelimit-* for the response
+    endpoint: str | None = None  # the API the client called, for usage rows and metrics (else: the request's kind)
 
 
 @dataclass(slots=True)

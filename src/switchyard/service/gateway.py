@@ -71,7 +71,7 @@ class Gateway:
     # -- the calls -----------------------------------------------------------------------
     async def chat(self, principal: Principal, request: ChatRequest, ctx: CallContext) -> ChatResult:
         route = self.route_for(principal, request.model)
-        endpoint = _endpoint(request)
+        endpoint = ctx.endpoint or _endpoint(request)
         async with self._accounted(principal, route, endpoint, ctx, False, request.body, request) as out:
             fit = partial(_fit, request=out.request or request)
             result = await _drained(self._serve(principal, route, ctx, out, endpoint, False, fit, _answer))
@@ -89,7 +89,7 @@ class Gateway:
         sent, never.
         """
         route = self.route_for(principal, request.model)
-        endpoint = _endpoint(request)
+        endpoint = ctx.endpoint or _endpoint(request)
         async with self._accounted(principal, route, endpoint, ctx, True, request.body, request) as out:
             fit = partial(_fit, request=out.request or request)
             async with aclosing(self._serve(principal, route, ctx, out, endpoint, True, fit, _stream)) as pieces:

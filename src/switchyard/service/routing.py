@@ -185,6 +185,7 @@ class RoutingTable:
             drop=drop,
             default_temperature=model.default_temperature,
             limits=RateLimits(**model.rate_limits.model_dump()) if model.rate_limits is not None else None,
+            hosted_tools=model.hosted_tools,
         )
 
     def _local_route(self, model: LocalModelConfig) -> Route:

@@ -18,6 +18,7 @@ __all__ = [
     "credentials",
     "metadata",
     "model_configs",
+    "responses",
     "teams",
     "usage_records",
     "usage_rollups",
@@ -212,4 +213,19 @@ model_configs = sa.Table(
     sa.Column("deleted_at", UtcDateTime(), nullable=True),
     sa.Index("ix_model_configs_alias", "alias", unique=True),
     sa.Index("ix_model_configs_revision", "revision", unique=True),
+)
+
+# Responses API responses (revision 0006), kept for previous_response_id and GET. ``ciphertext``
+# holds the input items and the Response object, AES-256-GCM under a key derived from the server
+# secret; the associated data binds the id and the owner, so a row copied elsewhere fails to open.
+responses = sa.Table(
+    "responses",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner_key_id", sa.String(64), nullable=True),
+    sa.Column("previous_response_id", sa.String(64), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("nonce", sa.LargeBinary(), nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
+    sa.Index("ix_responses_created_at", "created_at"),
 )

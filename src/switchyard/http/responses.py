@@ -1,0 +1,267 @@
+"""The OpenAI Responses API (/v1/responses), translated onto the chat-completions pipeline.
+
+``POST /v1/responses`` is parsed by ``protocol.responses.to_chat`` (with the earlier turns of a
+``previous_response_id`` chain as history), sent through the same gateway call as
+``/v1/chat/completions`` (keys, scopes, limits, budgets, failover, accounting), and rendered as a
+``Response`` object or the Responses event stream. With ``store`` (the default) the response and
+its input items are kept, sealed, before the answer (or the stream's last event) is sent, so the
+very next request can chain from it. Errors are OpenAI error bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.core.keys import Principal
+from switchyard.errors import BadRequestError, GatewayError
+from switchyard.http.auth import authenticate
+from switchyard.http.body import read_json
+from switchyard.http.sse import open_stream
+from switchyard.http.state import call_context, services
+from switchyard.protocol.responses import (
+    ChatTranslation,
+    HostedTools,
+    Resolve,
+    ResponseStream,
+    response_from_completion,
+    sse,
+    to_chat,
+)
+from switchyard.protocol.sse import SSEDecoder
+from switchyard.service.accounting import estimate_prompt_tokens
+from switchyard.service.responses import ResponseLog, listed_items, not_found
+
+__all__ = ["cancel_response", "create_response", "delete_response", "get_response", "input_items", "input_tokens"]
+
+log = logging.getLogger("switchyard.responses")
+
+REMOVED_TOOLS_HEADER = "x-switchyard-removed-tools"
+Save = Callable[[Mapping[str, Any]], Awaitable[None]]
+
+
+def _log_of(request: Request) -> ResponseLog:
+    found = services(request).responses
+    if found is None:  # a server built without a store (never by create_app)
+        raise not_found(request.path_params.get("response_id", ""))
+    return found
+
+
+async def _read(request: Request) -> tuple[Principal, Any]:
+    principal = await authenticate(request)
+    request.scope["state"]["principal"] = principal
+    body = await read_json(request, services(request).settings.max_body_bytes)
+    catalog = services(request).catalog
+    if isinstance(body, dict) and not body.get("model") and catalog is not None and catalog.default_alias:
+        body = {**body, "model": catalog.default_alias}
+    return principal, body
+
+
+async def _translate(request: Request, principal: Principal, body: Any) -> tuple[ChatTranslation, Resolve]:
+    """The translation, with a ``previous_response_id`` chain's items as history; ``item_reference``
+    ids are looked up among those items."""
+    history: list[dict[str, Any]] = []
+    previous = body.get("previous_response_id") if isinstance(body, dict) else None
+    if isinstance(previous, str) and previous:
+        history = await _log_of(request).history(previous, principal)
+    known = {item["id"]: item for item in history if isinstance(item.get("id"), str)}
+    hosted: HostedTools = "remove"
+    model = body.get("model") if isinstance(body, dict) else None
+    if isinstance(model, str) and model and isinstance(body.get("tools"), list):
+        if services(request).gateway.route_for(principal, model).hosted_tools == "reject":
+            hosted = "reject"
+    return to_chat(body, history=history, resolve=known.get, hosted_tools=hosted), known.get
+
+
+def _saver(request: Request, principal: Principal, translation: ChatTranslation, resolve: Resolve) -> Save | None:
+    """Keeps the response (with ``store``), before the client sees it; a store failure is logged."""
+    responses = services(request).responses
+    if not translation.store or responses is None:
+        return None
+    items = listed_items([_dereferenced(item, resolve) for item in translation.input_items])
+
+    async def save(response: Mapping[str, Any]) -> None:
+        try:
+            await responses.save(response, items, principal.key_id, translation.previous_response_id)
+        except Exception:
+            log.error("could not store response %s", response.get("id"), exc_info=True,
+                      extra={"request_id": request.scope["state"].get("request_id")})
+
+    return save
+
+
+def _dereferenced(item: Mapping[str, Any], resolve: Resolve) -> Mapping[str, Any]:
+    """An ``item_reference`` is kept as the item it names (the translation has already found it)."""
+    if item.get("type") == "item_reference" or (item.get("type") is None and "role" not in item):
+        found = resolve(str(item.get("id")))
+        if found is not None:
+            return found
+    return item
+
+
+def _feed(decoder: SSEDecoder, stream: ResponseStream, data: bytes) -> list[dict[str, Any]]:
+    """The Responses events the gateway's chat SSE bytes complete."""
+    out: list[dict[str, Any]] = []
+    for event in decoder.feed(data):
+        if event.data == b"[DONE]":
+            continue
+        try:
+            chunk = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(chunk, dict):
+            out += stream.feed(chunk)
+    return out
+
+
+async def _framed(events: list[dict[str, Any]], stream: ResponseStream, save: Save | None) -> bytes:
+    """The events, framed; the batch that ends the stream is sent only once the response is stored
+    (a stream ends once: after that it completes no more events)."""
+    if events and stream.ended and save is not None:
+        await save(stream.response)
+    return b"".join(sse(e) for e in events)
+
+
+async def _relay(first: bytes, chunks: AsyncIterator[bytes], stream: ResponseStream,
+                 save: Save | None) -> AsyncIterator[bytes]:
+    """The Responses events for the gateway's chat stream; an error after the first byte ends it
+    with ``response.failed``."""
+    decoder = SSEDecoder()
+    try:
+        try:
+            out = await _framed(_feed(decoder, stream, first), stream, save)
+            if out:
+                yield out
+            async for chunk in chunks:
+                out = await _framed(_feed(decoder, stream, chunk), stream, save)
+                if out:
+                    yield out
+            tail = stream.finish()
+        except GatewayError as exc:
+            tail = stream.fail(exc)
+        out = await _framed(tail, stream, save)
+        if out:
+            yield out
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+def _removed_tools(request: Request, translation: ChatTranslation) -> dict[str, str]:
+    removed = translation.removed_tools
+    if not removed:
+        return {}
+    log.info("removed hosted tools the model cannot run: %s", ", ".join(removed),
+             extra={"request_id": request.scope["state"].get("request_id")})
+    return {REMOVED_TOOLS_HEADER: ",".join(removed)}
+
+
+async def create_response(request: Request) -> Response:
+    principal, body = await _read(request)
+    translation, resolve = await _translate(request, principal, body)
+    headers = _removed_tools(request, translation)
+    if translation.ignored:
+        log.debug("ignored request fields: %s", ", ".join(translation.ignored))
+    svc = services(request)
+    ctx = call_context(request)
+    ctx.endpoint = "responses"
+    save = _saver(request, principal, translation, resolve)
+    if translation.stream:
+        chunks = svc.gateway.stream(principal, translation.request, ctx)
+        try:  # routing, scope and upstream errors surface here, before any byte: a normal HTTP error
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = b""
+        except BaseException:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            raise
+        relay = _relay(first, chunks, ResponseStream(translation), save)
+        return await open_stream(relay, headers)  # type: ignore[return-value]
+    result = await svc.gateway.chat(principal, translation.request, ctx)
+    try:
+        payload = orjson.loads(result.body)
+    except orjson.JSONDecodeError:
+        payload = {}
+    response = response_from_completion(payload, translation, usage=result.usage)
+    if save is not None:
+        await save(response)
+    return Response(orjson.dumps(response), headers=headers, media_type="application/json")
+
+
+async def get_response(request: Request) -> Response:
+    principal = await authenticate(request)
+    found = await _log_of(request).get(request.path_params["response_id"], principal)
+    return Response(orjson.dumps(found.response), media_type="application/json")
+
+
+async def delete_response(request: Request) -> Response:
+    principal = await authenticate(request)
+    response_id = request.path_params["response_id"]
+    await _log_of(request).delete(response_id, principal)
+    return Response(orjson.dumps({"id": response_id, "object": "response", "deleted": True}),
+                    media_type="application/json")
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "20")
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise BadRequestError("limit must be an integer between 1 and 100.", param="limit")
+    return limit
+
+
+async def input_items(request: Request) -> Response:
+    """``GET /v1/responses/{id}/input_items``: the response's own input items, paged by ``after``."""
+    principal = await authenticate(request)
+    found = await _log_of(request).get(request.path_params["response_id"], principal)
+    order = request.query_params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise BadRequestError("order must be 'asc' or 'desc'.", param="order")
+    limit = _limit(request)
+    items = found.input_items if order == "asc" else found.input_items[::-1]
+    after = request.query_params.get("after")
+    if after:
+        ids = [item.get("id") for item in items]
+        if after not in ids:
+            raise BadRequestError(f"No input item with id '{after}' in this response.", param="after")
+        items = items[ids.index(after) + 1:]
+    page = items[:limit]
+    body = {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def cancel_response(request: Request) -> Response:
+    """Only background responses can be cancelled, and this gateway makes none: a 400 (or 404)."""
+    principal = await authenticate(request)
+    await _log_of(request).get(request.path_params["response_id"], principal)
+    raise BadRequestError("Only responses created with background=true can be cancelled")
+
+
+def _extra_chars(body: Mapping[str, Any]) -> int:
+    """What ``estimate_prompt_tokens`` does not read: tool schemas and earlier tool calls."""
+    chars = sum(len(orjson.dumps(tool)) for tool in body.get("tools") or ())
+    for msg in body.get("messages") or ():
+        for call in msg.get("tool_calls") or ():
+            function = call.get("function") or {}
+            chars += len(str(function.get("name", ""))) + len(str(function.get("arguments", "")))
+    return chars
+
+
+async def input_tokens(request: Request) -> Response:
+    """``POST /v1/responses/input_tokens``: an estimate (about four characters a token)."""
+    principal, body = await _read(request)
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k not in ("stream", "store")}
+    translation, _ = await _translate(request, principal, body)
+    services(request).gateway.target_for(principal, translation.request.model)
+    tokens = estimate_prompt_tokens(translation.body) + _extra_chars(translation.body) // 4
+    return Response(orjson.dumps({"object": "response.input_tokens", "input_tokens": tokens}),
+                    media_type="application/json")

@@ -1,0 +1,150 @@
+"""Stored Responses API responses: sealed at rest, visible only to their owner (and admin keys).
+
+Content (the input items and the Response object) is sealed with AES-256-GCM under a key derived
+with HKDF-SHA256 from the server secret (info ``switchyard responses v1``), a fresh 96-bit nonce
+per row, and associated data binding the response id and its owner key id: a row copied onto
+another id or owner fails to open. A response another non-admin key asks for is reported exactly
+as an unknown id is, so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from switchyard.core.keys import Principal
+from switchyard.core.ports import ResponseStore
+from switchyard.core.responses import SealedResponse
+from switchyard.errors import NotFoundError
+
+__all__ = ["MAX_CHAIN", "ResponseLog", "StoredResponse", "listed_items", "not_found"]
+
+log = logging.getLogger("switchyard.responses")
+
+MAX_CHAIN = 1000
+"""The most earlier responses a ``previous_response_id`` chain is read back through."""
+_INFO = b"switchyard responses v1"
+_AAD = b"switchyard-response:"
+_ID_PREFIXES = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_",
+                "custom_tool_call": "ctc_", "custom_tool_call_output": "ctco_", "reasoning": "rs_"}
+
+
+def not_found(response_id: str, param: str | None = None) -> NotFoundError:
+    """What an unknown id, and another key's response, both get."""
+    what = "Previous response" if param == "previous_response_id" else "Response"
+    return NotFoundError(f"{what} with id '{response_id}' not found.", param=param,
+                         code="previous_response_not_found" if param else "not_found")
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    response: dict[str, Any]  # the Response object as it was returned
+    input_items: list[dict[str, Any]]  # its own input items (not the earlier turns'), with ids
+
+
+def _item_id(kind: str) -> str:
+    return _ID_PREFIXES.get(kind, "item_") + os.urandom(12).hex()
+
+
+def listed_items(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Input items as OpenAI lists them: each with an id, messages with typed parts and a status."""
+    out = []
+    for given in items:
+        item = dict(given)
+        kind = item.get("type") or ("message" if "role" in item else "item_reference")
+        item["type"] = kind
+        if kind == "message":
+            content = item.get("content")
+            text_type = "output_text" if item.get("role") == "assistant" else "input_text"
+            if isinstance(content, str):
+                part: dict[str, Any] = {"type": text_type, "text": content}
+                if text_type == "output_text":
+                    part["annotations"] = []
+                item["content"] = [part]
+            item.setdefault("status", "completed")
+        elif kind in ("function_call", "function_call_output", "custom_tool_call_output") and "status" not in item:
+            item["status"] = "completed"
+        if not item.get("id"):
+            item["id"] = _item_id(kind)
+        out.append(item)
+    return out
+
+
+class ResponseLog:
+    """Seals, stores, opens and forgets responses, through a :class:`ResponseStore`."""
+
+    def __init__(self, store: ResponseStore, secret: bytes) -> None:
+        self.store = store
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(secret)
+        self._aead = AESGCM(key)
+
+    @staticmethod
+    def _aad(response_id: str, owner: str | None) -> bytes:
+        return _AAD + response_id.encode() + b"\0" + (owner or "").encode()
+
+    async def save(self, response: Mapping[str, Any], input_items: Sequence[Mapping[str, Any]],
+                   owner: str | None, previous_response_id: str | None) -> None:
+        """Keep a response and its (already listed) input items."""
+        response_id = str(response["id"])
+        nonce = os.urandom(12)
+        plain = orjson.dumps({"response": response, "input": list(input_items)})
+        sealed = self._aead.encrypt(nonce, plain, self._aad(response_id, owner))
+        await self.store.add(SealedResponse(
+            id=response_id, owner=owner, previous_response_id=previous_response_id,
+            created_at=datetime.now(UTC), nonce=nonce, ciphertext=sealed))
+
+    def _open(self, row: SealedResponse) -> StoredResponse | None:
+        try:
+            plain = self._aead.decrypt(row.nonce, row.ciphertext, self._aad(row.id, row.owner))
+        except InvalidTag:  # another server secret, or a tampered row: as good as gone
+            log.warning("stored response %s cannot be opened (another server secret?)", row.id)
+            return None
+        data = orjson.loads(plain)
+        return StoredResponse(response=data["response"], input_items=data["input"])
+
+    @staticmethod
+    def _visible(row: SealedResponse, principal: Principal) -> bool:
+        return principal.is_admin or row.owner == principal.key_id
+
+    async def get(self, response_id: str, principal: Principal) -> StoredResponse:
+        """The response, if this principal may see it; else the unknown-id 404."""
+        row = await self.store.get(response_id)
+        found = self._open(row) if row is not None and self._visible(row, principal) else None
+        if found is None:
+            raise not_found(response_id)
+        return found
+
+    async def history(self, response_id: str, principal: Principal) -> list[dict[str, Any]]:
+        """The items of a chain ending at ``response_id`` (each turn's inputs, then its output),
+        oldest first. 404 if the principal may not see the response it names."""
+        rows = await self.store.chain(response_id, MAX_CHAIN)
+        if not rows or not self._visible(rows[0], principal):
+            raise not_found(response_id, "previous_response_id")
+        items: list[dict[str, Any]] = []
+        for row in reversed(rows):
+            if not self._visible(row, principal):
+                items = []  # a chain continued by another key starts where this key's part begins
+                continue
+            opened = self._open(row)
+            if opened is None:
+                if row is rows[0]:
+                    raise not_found(response_id, "previous_response_id")
+                continue
+            items += opened.input_items
+            items += opened.response.get("output") or []
+        return items
+
+    async def delete(self, response_id: str, principal: Principal) -> None:
+        row = await self.store.get(response_id)
+        if row is None or not self._visible(row, principal) or not await self.store.delete(response_id):
+            raise not_found(response_id)
