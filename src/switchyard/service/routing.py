@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from pydantic import SecretStr
 
+from switchyard.core.bounds import Bounds
 from switchyard.core.capabilities import defaults_for, validate_drop
 from switchyard.core.limits import RateLimits
 from switchyard.core.models import Route, Target, UpstreamSpec
@@ -56,6 +57,8 @@ class RoutingTable:
     ) -> None:
         self._settings = settings
         self._secrets = secrets
+        self.bounds = Bounds(settings.max_tokens_ceiling, settings.max_tools_per_request,
+                             settings.max_messages_per_request)
         self.upstreams: dict[str, UpstreamSpec] = {}
         self.credentials: dict[str, str] = {}  # upstream name -> vault credential it uses
         for name, cfg in settings.providers.items():
@@ -181,6 +184,7 @@ class RoutingTable:
             drop=drop,
             default_temperature=model.default_temperature,
             limits=RateLimits(**model.rate_limits.model_dump()) if model.rate_limits is not None else None,
+            bounds=self.bounds,
         )
 
     def _local_route(self, model: LocalModelConfig) -> Route:
@@ -194,7 +198,7 @@ class RoutingTable:
         if model.engine == "sentence_transformers":
             caps = caps.merged({"json_object": False, "json_schema": False, "streaming": False})
         return Route(alias=model.alias, deployments=(target,), capabilities=caps,
-                     default_temperature=model.default_temperature)
+                     default_temperature=model.default_temperature, bounds=self.bounds)
 
     def _target(self, alias: str, upstream: str, spec: UpstreamSpec, model: ModelConfig | None = None,
                 timeout: float | None = None) -> Target:
@@ -237,7 +241,7 @@ class RoutingTable:
         if spec is None:
             raise ModelNotFoundError(name)
         target = self._target(name, rest, spec)
-        return Route(alias=name, deployments=(target,), capabilities=defaults_for(spec.type))
+        return Route(alias=name, deployments=(target,), capabilities=defaults_for(spec.type), bounds=self.bounds)
 
     def resolve(self, name: str) -> Target:
         return self.route(name).primary
