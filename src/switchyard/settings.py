@@ -182,7 +182,7 @@ class ModelConfig(BaseModel):
     )
     capabilities: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of the provider's capabilities (tools, tool_choice, "
-        "json_object, json_schema, vision, logprobs, max_n, context_length, streaming, ...).",
+        "json_object, json_schema, vision, logprobs, max_n, max_stop, context_length, streaming, ...).",
     )
     drop_params: list[str] = Field(
         default_factory=list, description="Parameters this model cannot honour that are removed instead of "

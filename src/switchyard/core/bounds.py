@@ -27,8 +27,8 @@ from typing import Any, Final
 from switchyard.core.capabilities import Capabilities
 from switchyard.errors import BadRequestError
 
-__all__ = ["DEFAULT_MAX_MESSAGES", "DEFAULT_MAX_TOKENS", "DEFAULT_MAX_TOOLS", "Bounds", "check_bounds",
-           "non_finite_path"]
+__all__ = ["DEFAULT_BOUNDS", "DEFAULT_MAX_MESSAGES", "DEFAULT_MAX_TOKENS", "DEFAULT_MAX_TOOLS", "Bounds",
+           "check_bounds", "non_finite_path"]
 
 DEFAULT_MAX_TOKENS: Final = 1_048_576
 DEFAULT_MAX_TOOLS: Final = 512
@@ -45,6 +45,9 @@ class Bounds:
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_tools: int = DEFAULT_MAX_TOOLS
     max_messages: int = DEFAULT_MAX_MESSAGES
+
+
+DEFAULT_BOUNDS: Final = Bounds()
 
 
 def _count(value: object) -> float | None:
