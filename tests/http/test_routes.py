@@ -60,8 +60,8 @@ def test_an_unknown_path_is_401_without_a_key_and_404_with_one(server: RunningSe
             error(anonymous.request(method, "/v1/foo", headers={"Authorization": "Bearer sk-sy-wrong"}), 401,
                   "invalid_api_key")
             error(admin.request(method, "/v1/foo"), 404, "not_found")
-        error(anonymous.get("/"), 401, "invalid_api_key")
-        error(admin.get("/"), 404, "not_found")
+        error(anonymous.get("/v1"), 401, "invalid_api_key")
+        error(admin.get("/v1"), 404, "not_found")
 
 
 def test_a_wrong_method_is_405_after_authentication(server: RunningServer) -> None:
