@@ -160,12 +160,14 @@ def create_app(settings: Settings) -> Starlette:
                                 "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", "x-should-retry"],
             )
         )
-    return Starlette(
+    app = Starlette(
         routes=[*routes(), *_internal_routes(settings)],
         middleware=middleware,
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # routes match exactly: /health/ is an unknown path, never a redirect
+    return app
 
 
 # -- rate-limit and budget engines -------------------------------------------------------------

@@ -182,7 +182,7 @@ class ModelConfig(BaseModel):
     )
     capabilities: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of the provider's capabilities (tools, tool_choice, "
-        "json_object, json_schema, vision, logprobs, max_n, context_length, streaming, ...).",
+        "json_object, json_schema, vision, logprobs, max_n, max_stop, context_length, streaming, ...).",
     )
     drop_params: list[str] = Field(
         default_factory=list, description="Parameters this model cannot honour that are removed instead of "
@@ -317,6 +317,14 @@ class Settings(BaseSettings):
     )
     drain_timeout: float = Field(default=30.0, ge=0, description="Seconds SIGTERM waits for in-flight work.")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Largest request body (413 above).")
+    max_tokens_ceiling: int = Field(
+        default=1_048_576, gt=0, description="Largest max_tokens / max_completion_tokens accepted for a model "
+        "whose context length is unknown (400 above; a known context length is the limit otherwise).",
+    )
+    max_tools_per_request: int = Field(default=512, gt=0, description="Most tools a request may send (400 above).")
+    max_messages_per_request: int = Field(
+        default=100_000, gt=0, description="Most messages a request may send (400 above)."
+    )
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="CORS allow-list (comma-separated); empty disables CORS."
     )

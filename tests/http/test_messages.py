@@ -331,7 +331,7 @@ def test_bad_requests(claude: anthropic.Anthropic, gateway: RunningServer) -> No
     with pytest.raises(anthropic.BadRequestError) as info:
         claude.messages.create(model="gpt-4o-mini", max_tokens=10, stop_sequences=["a", "b", "c", "d", "e"],
                                messages=[{"role": "user", "content": "hi"}])
-    assert "stop_sequences" in error_of(info.value)["message"]
+    assert "stop sequences" in error_of(info.value)["message"]  # (how many: the model's max_stop)
     with pytest.raises(anthropic.BadRequestError) as info:
         claude.messages.create(model="gpt-4o-mini", max_tokens=10, messages=[{"role": "user", "content": "hi"}],
                                extra_body={"api_base": "http://evil.example"})

@@ -54,22 +54,22 @@ ADVERTISED = {
     "openai": {
         "tools": True, "tool_choice": ["auto", "none", "required", "function"], "parallel_tool_calls": True,
         "response_format": ["text", "json_object", "json_schema"], "vision": True, "logprobs": True, "n": 128,
-        "context_length": None, "streaming": True, "embeddings": True, "chat": True,
+        "context_length": None, "streaming": True, "embeddings": True, "chat": True, "max_stop": 4,
     },
     "ollama": {
         "tools": True, "tool_choice": ["auto", "none"], "parallel_tool_calls": False,
         "response_format": ["text", "json_object", "json_schema"], "vision": True, "logprobs": False, "n": 1,
-        "context_length": None, "streaming": True, "embeddings": True, "chat": True,
+        "context_length": None, "streaming": True, "embeddings": True, "chat": True, "max_stop": 4,
     },
     "anthropic": {
         "tools": True, "tool_choice": ["auto", "none", "required", "function"], "parallel_tool_calls": True,
         "response_format": ["text"], "vision": True, "logprobs": False, "n": 1,
-        "context_length": None, "streaming": True, "embeddings": False, "chat": True,
+        "context_length": None, "streaming": True, "embeddings": False, "chat": True, "max_stop": 4,
     },
     "gemini": {
         "tools": True, "tool_choice": ["auto", "none", "required", "function"], "parallel_tool_calls": False,
         "response_format": ["text", "json_object", "json_schema"], "vision": True, "logprobs": False, "n": 8,
-        "context_length": None, "streaming": True, "embeddings": True, "chat": True,
+        "context_length": None, "streaming": True, "embeddings": True, "chat": True, "max_stop": 4,
     },
 }
 ADVERTISED["azure"] = ADVERTISED["openai"]

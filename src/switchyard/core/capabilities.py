@@ -28,6 +28,7 @@ that remove it instead]:
 - ``image_url`` content parts -> ``not vision`` -> ``messages[i].content`` [``vision``, ``images``:
   the image parts are stripped, text kept; a content left empty becomes ``""``]
 - ``stream: true`` -> ``not streaming`` -> ``stream`` [never]
+- (``stop`` lists, ``max_tokens`` and tool and message counts: ``core/bounds.py``)
 - prompt + completion tokens -> over ``context_length`` -> ``messages`` (``prompt`` for legacy
   completions), code ``context_length_exceeded`` [never]
 - any chat or completions request -> ``not chat`` (an embedding-only model) -> ``model``, code
@@ -102,7 +103,8 @@ class Capabilities:
     ``tools`` it includes ``"auto"``. ``parallel_tool_calls`` means ``parallel_tool_calls: false``
     is enforced upstream. ``max_n`` is the largest ``n`` (1: no ``n > 1``). ``context_length``
     is in tokens, ``None`` when unknown (no check then). ``chat`` is false for a model that only
-    embeds (chat and legacy completions are refused).
+    embeds (chat and legacy completions are refused). ``max_stop`` is the longest ``stop`` list
+    the upstream takes (OpenAI: 4).
     """
 
     tools: bool
@@ -117,6 +119,7 @@ class Capabilities:
     streaming: bool
     embeddings: bool
     chat: bool = True
+    max_stop: int = 4
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -129,6 +132,8 @@ class Capabilities:
             )
         if isinstance(self.max_n, bool) or not isinstance(self.max_n, int) or self.max_n < 1:
             raise ValueError(f"capabilities.n (max_n) must be an integer >= 1, got {self.max_n!r}")
+        if isinstance(self.max_stop, bool) or not isinstance(self.max_stop, int) or self.max_stop < 1:
+            raise ValueError(f"capabilities.max_stop must be an integer >= 1, got {self.max_stop!r}")
         length = self.context_length
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
             raise ValueError(f"capabilities.context_length must be an integer >= 1 or null, got {length!r}")
@@ -154,7 +159,8 @@ class Capabilities:
         :data:`TOOL_CHOICE_MODES` order), ``parallel_tool_calls`` (bool: ``false`` is honoured),
         ``response_format`` (list: ``"text"`` then ``"json_object"`` / ``"json_schema"`` when
         supported), ``vision``, ``logprobs`` (bools), ``n`` (the largest ``n``),
-        ``context_length`` (int or null), ``streaming``, ``embeddings``, ``chat`` (bools).
+        ``context_length`` (int or null), ``streaming``, ``embeddings``, ``chat`` (bools), ``max_stop``
+        (the longest ``stop`` list).
         """
         formats = ["text"]
         if self.json_object:
@@ -173,6 +179,7 @@ class Capabilities:
             "streaming": self.streaming,
             "embeddings": self.embeddings,
             "chat": self.chat,
+            "max_stop": self.max_stop,
         }
 
     def intersect(self, other: Capabilities) -> Capabilities:
@@ -191,6 +198,7 @@ class Capabilities:
             streaming=self.streaming and other.streaming,
             embeddings=self.embeddings and other.embeddings,
             chat=self.chat and other.chat,
+            max_stop=min(self.max_stop, other.max_stop),
         )
 
     def merged(self, overrides: Mapping[str, object]) -> Capabilities:
@@ -220,7 +228,7 @@ class Capabilities:
                 if key in ("json_object", "json_schema") and "response_format" in overrides:
                     raise ValueError(f"capabilities.{key} is given twice (also under response_format)")
                 changes[key] = value
-            elif name == "max_n":
+            elif name in ("max_n", "max_stop"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise ValueError(f"capabilities.{key} must be an integer >= 1, got {value!r}")
                 changes[name] = value
@@ -470,7 +478,7 @@ def enforce(
     # n / best_of
     for param in ("n", "best_of"):
         count = out.get(param)
-        if _is_int(count) and count > caps.max_n:
+        if isinstance(count, int | float) and not isinstance(count, bool) and count > caps.max_n:
             refuse(param, f"This model supports at most {param}={caps.max_n}; got {param}={count}.")
 
     # images

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from switchyard.core.bounds import DEFAULT_BOUNDS, Bounds
 from switchyard.core.capabilities import Capabilities
 from switchyard.core.limits import RateLimits
 
@@ -58,6 +59,7 @@ class Route:
     default_temperature: float | None = None
     limits: RateLimits | None = None  # this model's own limits, across every key
     hosted_tools: str = "remove"  # /v1/responses: hosted tools removed, or "reject"ed with 400
+    bounds: Bounds = DEFAULT_BOUNDS  # the server-wide caps every request to it is checked against
 
     @property
     def primary(self) -> Target:

@@ -1,4 +1,10 @@
-"""The one place gateway errors become HTTP: an OpenAI error body, or a final SSE event."""
+"""The one place gateway errors become HTTP: an OpenAI error body, or a final SSE event.
+
+Routes match exactly (no trailing-slash redirects). An unknown path is a 404 and a known path
+with another method a 405, both in OpenAI's shape and only after authentication: without a key
+they are the same 401 as any other route, so nothing about the route table is given away. A
+wrong method on a public path (``/health``, ``/ready``, ``/metrics`` when public) needs no key.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.errors import GatewayError, NotFoundError
+from switchyard.http.auth import authenticate
+from switchyard.http.state import services
 
 __all__ = ["error_event", "error_response", "exception_handlers"]
 
@@ -34,13 +42,30 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+def _public(request: Request) -> bool:
+    from switchyard.http.routes import PUBLIC_PATHS  # (routes imports the handlers, which import this)
+
+    route = request.scope.get("route")  # set by the router when only the method did not match
+    path = getattr(route, "path", None)
+    return path in PUBLIC_PATHS or (path == "/metrics" and services(request).settings.metrics_public)
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code in (404, 405) and not _public(request):
+        try:
+            await authenticate(request)
+        except GatewayError as refused:
+            return error_response(refused)
     if exc.status_code == 404:
         return error_response(NotFoundError(f"Unknown route: {request.method} {request.url.path}"))
     err = GatewayError(str(exc.detail), code=None)
     err.status_code = exc.status_code
     err.error_type = "invalid_request_error"
+    if exc.status_code == 405:
+        err.code = "method_not_allowed"
+        err.message = f"Method {request.method} is not allowed on {request.url.path}."
+    err.headers.update(exc.headers or {})
     return error_response(err)
 
 

@@ -19,6 +19,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
+from switchyard.core.bounds import check_bounds
 from switchyard.core.capabilities import enforce, enforce_embeddings
 from switchyard.core.chat import ChatRequest, ChatResult, GenerationKind, StreamPiece
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
@@ -171,6 +172,7 @@ def _fit(route: Route, request: ChatRequest) -> ChatRequest:
     """The request as this route can honour it: 400 naming what it cannot, unless dropped."""
     caps = route.capabilities
     body: Mapping[str, Any] = request.body
+    check_bounds(body, caps, route.bounds)  # absurd requests stop here, before any upstream call
     if not (caps.unrestricted and "n" not in body and "best_of" not in body):  # else nothing to check
         prompt = estimate_prompt_tokens(body) if caps.context_length else None
         body = enforce(body, caps, route.drop, prompt_tokens=prompt)

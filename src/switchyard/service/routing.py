@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from switchyard.core.bounds import Bounds
 from switchyard.core.capabilities import defaults_for, validate_drop
 from switchyard.core.limits import RateLimits
 from switchyard.core.models import Route, Target, UpstreamSpec
@@ -60,6 +61,8 @@ class RoutingTable:
         self._settings = settings
         self._secrets = secrets
         self.default_model = default_model
+        self.bounds = Bounds(settings.max_tokens_ceiling, settings.max_tools_per_request,
+                             settings.max_messages_per_request)
         self.upstreams: dict[str, UpstreamSpec] = {}
         self.credentials: dict[str, str] = {}  # upstream name -> vault credential it uses
         for name, cfg in settings.providers.items():
@@ -186,6 +189,7 @@ class RoutingTable:
             default_temperature=model.default_temperature,
             limits=RateLimits(**model.rate_limits.model_dump()) if model.rate_limits is not None else None,
             hosted_tools=model.hosted_tools,
+            bounds=self.bounds,
         )
 
     def _local_route(self, model: LocalModelConfig) -> Route:
@@ -201,7 +205,7 @@ class RoutingTable:
         else:  # a chat model: the local engines embed only with an embedding model
             caps = caps.merged({"embeddings": False})
         return Route(alias=model.alias, deployments=(target,), capabilities=caps,
-                     default_temperature=model.default_temperature)
+                     default_temperature=model.default_temperature, bounds=self.bounds)
 
     def _target(self, alias: str, upstream: str, spec: UpstreamSpec, model: ModelConfig | None = None,
                 timeout: float | None = None) -> Target:
@@ -250,7 +254,7 @@ class RoutingTable:
         if spec is None:
             raise ModelNotFoundError(name)
         target = self._target(name, rest, spec)
-        return Route(alias=name, deployments=(target,), capabilities=defaults_for(spec.type))
+        return Route(alias=name, deployments=(target,), capabilities=defaults_for(spec.type), bounds=self.bounds)
 
     def prices(self, route: Route) -> tuple[float, float]:
         """The dearest input and output prices (USD per token) of every deployment that may serve

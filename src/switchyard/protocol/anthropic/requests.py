@@ -326,8 +326,6 @@ def openai_body(body: Any, *, need_max_tokens: bool = True) -> dict[str, Any]:
     if stops is not None:
         if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
             raise _bad("stop_sequences", "must be a list of strings")
-        if len(stops) > 4:
-            raise _bad("stop_sequences", "at most 4 stop sequences (what OpenAI-compatible upstreams take)")
         if stops:
             out["stop"] = stops
     for name in ("temperature", "top_p", "top_k"):

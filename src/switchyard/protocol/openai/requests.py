@@ -121,13 +121,7 @@ class _Generation(_Wire):
     stop: str | list[str] | None = None
     seed: int | None = None
     logprobs: bool | int | None = None
-    keep_alive: KeepAlive = None
-
-    @model_validator(mode="after")
-    def _stop_count(self) -> _Generation:
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError("stop takes at most 4 sequences")
-        return self
+    keep_alive: KeepAlive = None  # (how many stop sequences a model takes is its capability max_stop)
 
 
 class ChatCompletionRequest(_Generation):
