@@ -9,15 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from switchyard.core.capabilities import (
-    DEFAULTS,
-    DROPPABLE,
-    Capabilities,
-    defaults_for,
-    enforce,
-    enforce_embeddings,
-    validate_drop,
-)
+from switchyard.core.capabilities import DEFAULTS, DROPPABLE, Capabilities, defaults_for, validate_drop
+from switchyard.core.contract import enforce, enforce_embeddings
 from switchyard.errors import BadRequestError
 from switchyard.http.errors import error_response
 from tests.contract.openapi import validate

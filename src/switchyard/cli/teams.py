@@ -15,10 +15,10 @@ import click
 
 from switchyard.admin import CLI
 from switchyard.cli.store_options import load, run_with_runtime, store_options
+from switchyard.core.budget_periods import budget_status
 from switchyard.core.keys import Team
 from switchyard.core.limits import Budget, RateLimits, limits_to_json
 from switchyard.errors import GatewayError
-from switchyard.limits.budgets import budget_status
 from switchyard.protocol.admin import budget_json
 from switchyard.runtime import Runtime
 from switchyard.settings import Settings

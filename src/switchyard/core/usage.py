@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["Usage", "UsageRecord"]
+__all__ = ["GROUP_BY", "Usage", "UsageRecord", "parse_group_by"]
+
+GROUP_BY = ("hour", "day", "key", "model")
+"""The dimensions usage can be grouped by (``/admin/usage``, ``switchyard usage``)."""
+_TIME_DIMS = frozenset({"hour", "day"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +41,19 @@ class UsageRecord:
     streamed: bool
     estimated: bool
     cost_usd: float = 0.0  # at the serving model's prices
+
+
+def parse_group_by(value: str | Sequence[str]) -> tuple[str, ...]:
+    """``"day"``, ``"key,model"``, ``("hour", "key")``: the dimensions, checked. ValueError otherwise."""
+    parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else [str(p).strip() for p in value]
+    dims = tuple(p for p in parts if p)
+    if not dims:
+        raise ValueError(f"group_by is empty; use one or more of {', '.join(GROUP_BY)}")
+    for dim in dims:
+        if dim not in GROUP_BY:
+            raise ValueError(f"unknown group_by {dim!r}; use one or more of {', '.join(GROUP_BY)}")
+    if len(set(dims)) != len(dims):
+        raise ValueError("group_by names a dimension twice")
+    if len(_TIME_DIMS.intersection(dims)) > 1:
+        raise ValueError("group_by takes hour or day, not both")
+    return dims

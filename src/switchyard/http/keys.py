@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.admin import KeyAdmin
+from switchyard.core.budget_periods import budget_status
 from switchyard.core.keys import ApiKey, NewKey
 from switchyard.core.limits import limits_to_json, model_limits_to_json
 from switchyard.http.audit import admin_actor, admin_of
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
-from switchyard.limits.budgets import budget_status
 from switchyard.protocol.admin import budget_json
 
 __all__ = ["create_key", "get_key", "key_json", "list_keys", "revoke_key", "rotate_key", "update_key"]

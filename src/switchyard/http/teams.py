@@ -19,13 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.admin import TeamAdmin
+from switchyard.core.budget_periods import budget_status
 from switchyard.core.keys import Team
 from switchyard.core.limits import limits_to_json
 from switchyard.http.audit import admin_actor, admin_of
 from switchyard.http.auth import require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import services
-from switchyard.limits.budgets import budget_status
 from switchyard.protocol.admin import budget_json
 
 __all__ = ["create_team", "delete_team", "get_team", "list_teams", "team_json", "update_team"]

@@ -21,11 +21,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.core.ports import UsageStore
+from switchyard.core.usage import parse_group_by
 from switchyard.errors import BadRequestError, ServiceUnavailableError
 from switchyard.http.auth import require_admin
 from switchyard.http.query import query_time
 from switchyard.http.state import services
-from switchyard.store.usage import parse_group_by
 
 __all__ = ["usage", "usage_json"]
 

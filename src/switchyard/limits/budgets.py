@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
-from typing import Any
+from datetime import datetime
 
-from switchyard.core.limits import Budget, BudgetCheck, Reservation
+from switchyard.core.budget_periods import Period, SpentSource, budget_status, period_of, utcnow
+from switchyard.core.limits import BudgetCheck, Reservation
 from switchyard.errors import InsufficientQuotaError
 
 __all__ = [
@@ -48,14 +47,9 @@ __all__ = [
 ]
 
 
-SpentSource = Callable[[str, datetime | None], Awaitable[float]]
 Clock = Callable[[], datetime]
 MICRO = 1_000_000
 MAX_MICRO = 2**53 - 1  # exact in a Lua/IEEE double: about $9 billion
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def to_micro(usd: float) -> int:
@@ -65,31 +59,6 @@ def to_micro(usd: float) -> int:
     return MAX_MICRO if usd * MICRO >= MAX_MICRO else round(usd * MICRO)
 
 
-@dataclass(frozen=True, slots=True)
-class Period:
-    id: str  # "2026-11-23", "2026-11" or "total"
-    start: datetime | None  # None for total
-    end: datetime | None
-    kind: str = "total"  # daily, monthly or total
-
-
-def period_of(kind: str, now: datetime) -> Period:
-    now = now.astimezone(UTC) if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    return _period_on(kind, now.date())
-
-
-@lru_cache(maxsize=64)  # every request asks for the same few: build each once
-def _period_on(kind: str, day: date) -> Period:
-    if kind == "daily":
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return Period(start.strftime("%Y-%m-%d"), start, start + timedelta(days=1), kind)
-    if kind == "monthly":
-        start = datetime(day.year, day.month, 1, tzinfo=UTC)
-        end = datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC)
-        return Period(start.strftime("%Y-%m"), start, end, kind)
-    return Period("total", None, None)
-
-
 @dataclass(slots=True)
 class Held(Reservation):
     """A reservation with what its engine needs to settle it: the periods it was made in."""
@@ -97,22 +66,6 @@ class Held(Reservation):
     periods: tuple[Period, ...] = ()
     owner: object = None  # the engine that holds it
     micro: int = 0
-
-
-async def budget_status(
-    spent: SpentSource, scope: str, budget: Budget, now: datetime | None = None
-) -> dict[str, Any]:
-    """A budget in its current period: what ``scope`` spent (from the rollups) and what is left.
-    Requests still in flight, and usage rows not written yet, are not in it."""
-    period = period_of(budget.period, now or utcnow())
-    used = await spent(scope, period.start)
-    return {
-        "period": budget.period,
-        "period_start": period.start.isoformat() if period.start else None,
-        "period_end": period.end.isoformat() if period.end else None,
-        "spent_usd": round(used, 9),
-        "remaining_usd": round(max(0.0, budget.amount_usd - used), 9),
-    }
 
 
 class LedgerUnavailableError(Exception):

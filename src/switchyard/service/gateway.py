@@ -20,8 +20,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from switchyard.core.bounds import check_bounds
-from switchyard.core.capabilities import enforce, enforce_embeddings
 from switchyard.core.chat import ChatRequest, ChatResult, GenerationKind, StreamPiece
+from switchyard.core.contract import enforce, enforce_embeddings
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.keys import Principal
 from switchyard.core.models import Route, Target

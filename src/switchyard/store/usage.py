@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from switchyard.core.usage import UsageRecord
+from switchyard.core.usage import GROUP_BY, UsageRecord, parse_group_by
 from switchyard.store.engine import AsyncEngine
 from switchyard.store.tables import usage_records, usage_rollups
 
@@ -40,8 +40,6 @@ _r = usage_rollups
 NO_KEY = ""
 """``usage_rollups.key_id`` of requests made without a key (static keys, auth off)."""
 
-GROUP_BY = ("hour", "day", "key", "model")
-_TIME_DIMS = frozenset({"hour", "day"})
 _COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "cost_nanousd", "errors", "estimated")
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
 _PRUNE_CHUNK = 50_000  # rows deleted per transaction, so writers are never held off for long
@@ -66,22 +64,6 @@ def format_usd(nanos: int) -> str:
     """Exact decimal USD of a nano-dollar amount: 1500 -> '0.000001500'."""
     whole, frac = divmod(nanos, 10**9)
     return f"{whole}.{frac:09d}"
-
-
-def parse_group_by(value: str | Sequence[str]) -> tuple[str, ...]:
-    """``"day"``, ``"key,model"``, ``("hour", "key")``: the dimensions, checked. ValueError otherwise."""
-    parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else [str(p).strip() for p in value]
-    dims = tuple(p for p in parts if p)
-    if not dims:
-        raise ValueError(f"group_by is empty; use one or more of {', '.join(GROUP_BY)}")
-    for dim in dims:
-        if dim not in GROUP_BY:
-            raise ValueError(f"unknown group_by {dim!r}; use one or more of {', '.join(GROUP_BY)}")
-    if len(set(dims)) != len(dims):
-        raise ValueError("group_by names a dimension twice")
-    if len(_TIME_DIMS.intersection(dims)) > 1:
-        raise ValueError("group_by takes hour or day, not both")
-    return dims
 
 
 @dataclass(slots=True)
