@@ -27,7 +27,7 @@ class ApiKey:
     last_used_at: datetime | None = None
     use_count: int = 0
     revoked_at: datetime | None = None
-    # Owners, limits and budget (issue 5). model_limits: per model alias or fnmatch pattern.
+    # Owners, limits and budget. model_limits: per model alias or fnmatch pattern.
     user_id: str | None = None
     team_id: str | None = None
     limits: RateLimits | None = None

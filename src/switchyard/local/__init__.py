@@ -1,1 +1,1 @@
-"""Local models: engines run in this process, under a memory budget (issue 3)."""
+"""Local models: engines run in this process, under a memory budget."""

@@ -1,6 +1,6 @@
 """HTTP/1.1 to one upstream origin: asyncio transports, httptools parsing, a keep-alive pool.
 
-Why not aiohttp's client, which Switchyard used until session 8: measured at c=1 on the bench
+Why not aiohttp's client: measured at c=1 on the bench
 stack (``bench/floor_app.py``), its per-request bookkeeping cost about 230 µs of CPU, half of the
 0.5 ms a gateway may add. This module does only what upstream calls need, the way uvicorn's
 ``httptools_impl`` does it for the server side: the parsing (status line, headers, chunked and

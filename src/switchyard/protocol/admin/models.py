@@ -1,6 +1,6 @@
 """Models in admin bodies (/admin/models): the API record, its spellings, and its errors.
 
-The record (JSON field names; the seed's camelCase spellings are accepted too)::
+The record (JSON field names; camelCase spellings (maxTokens, inputCostPer1k) are accepted too)::
 
     alias (name)            the name clients send
     provider                a provider named in the file, or a provider type (then base_url is required)

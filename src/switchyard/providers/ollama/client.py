@@ -28,7 +28,7 @@ _NO_MANIFEST = ("pull model manifest", "file does not exist")
 class OllamaProvider:
     def __init__(self, spec: UpstreamSpec) -> None:
         base = spec.base_url.rstrip("/")
-        if base.endswith("/v1"):  # the seed's OLLAMA_BASE_URL pointed at the /v1 shim
+        if base.endswith("/v1"):  # an OLLAMA_BASE_URL often points at the /v1 shim
             base = base[:-3]
         headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
         self._secret = spec.api_key
