@@ -22,6 +22,7 @@ from tests.cli.support import (
     alive,
     chat,
     child_pids,
+    clean_env,
     db_rows,
     port_refuses,
     run_cli,
@@ -438,3 +439,22 @@ def test_help(tmp_path: Path, args: list[str], expected: list[str]) -> None:
 def test_version(tmp_path: Path) -> None:
     result = run_cli("--version", cwd=tmp_path)
     assert result.returncode == 0 and "switchyard" in result.stdout, result
+
+
+@pytest.mark.parametrize(
+    ("flag", "field", "default"),
+    [("--port", "port", "8080"), ("--workers", "workers", "1"), ("--drain-timeout", "drain_timeout", "30.0"),
+     ("--forwarded-allow-ips", "forwarded_allow_ips", "127.0.0.1"), ("--log-level", "log_level", "info")],
+)
+def test_serve_flags_come_from_settings(tmp_path: Path, flag: str, field: str, default: str) -> None:
+    """One source for a setting's help and default: serve's flag says what the Settings field says."""
+    from switchyard.settings import Settings
+
+    result = run_cli("serve", "--help", cwd=tmp_path, env=clean_env())
+    assert result.returncode == 0, result
+    text = " ".join(result.stdout.split())  # the help column wraps: compare words, not lines
+    entry = text[text.index(f" {flag} "):]
+    entry = entry[:entry.index(" --", len(flag) + 2)]  # up to the next option
+    description = Settings.model_fields[field].description
+    assert description is not None and " ".join(description.split()) in entry, entry
+    assert f"[default: {default}]" in entry, entry

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -20,33 +22,44 @@ from switchyard.settings import ConfigError, Settings
 
 __all__ = ["serve"]
 
+F = TypeVar("F", bound=Callable[..., Any])
 SYSTEM_ACTOR = "system"  # the audit log's actor for what the server does by itself
 
 
+def _flag(name: str, type_: Any = None) -> Callable[[F], F]:
+    """A ``serve`` option for the Settings field ``name``: its help and default come from the
+    field (one source for both), and an unset flag leaves the field to the other sources."""
+    field = Settings.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, list):
+        default = ",".join(str(item) for item in default)
+    if isinstance(default, Path):
+        default = str(default).replace(str(Path.home()), "~", 1)
+    shown = f" [default: {default}]" if default is not None else ""
+    return click.option(f"--{name.replace('_', '-')}", name, type=type_, default=None,
+                        help=f"{field.description}{shown}")
+
+
 @click.command()
-@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default 8080).")
+@_flag("host")
+@_flag("port", int)
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="YAML config file (models, providers, settings).")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="SQLite file and server secret (default ~/.local/share/switchyard).")
-@click.option("--workers", type=int, default=None, help="Worker processes (default 1).")
-@click.option("--api-key", "api_keys", multiple=True, help="A static key (repeatable; also SWITCHYARD_API_KEY).")
+@_flag("data_dir", click.Path(path_type=Path))
+@_flag("workers", int)
+@click.option("--api-key", "api_keys", multiple=True,
+              help=f"{Settings.model_fields['api_keys'].description} Repeatable.")
 @click.option("--no-auth", is_flag=True, default=False, help="Serve without keys (loopback addresses only).")
-@click.option("--database-url", default=None, help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db.")
-@click.option("--drain-timeout", type=float, default=None, help="Seconds SIGTERM waits for in-flight work.")
-@click.option("--ssl-certfile", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-              help="Serve HTTPS with this certificate (PEM); needs --ssl-keyfile.")
-@click.option("--ssl-keyfile", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-              help="The certificate's private key (PEM).")
-@click.option("--forwarded-allow-ips", default=None,
-              help="Proxies trusted for X-Forwarded-For/-Proto (comma-separated; default 127.0.0.1).")
-@click.option("--memory-budget", default=None,
-              help="Bytes local models may hold, e.g. 6GiB (default: half the RAM).")
-@click.option("--max-loaded-models", type=int, default=None, help="At most this many local models loaded at once.")
-@click.option("--log-level", default=None, help="debug, info, warning, error.")
+@_flag("database_url")
+@_flag("drain_timeout", float)
+@_flag("ssl_certfile", click.Path(path_type=Path, dir_okay=False, exists=True))
+@_flag("ssl_keyfile", click.Path(path_type=Path, dir_okay=False, exists=True))
+@_flag("forwarded_allow_ips")
+@_flag("memory_budget")
+@_flag("max_loaded_models", int)
+@_flag("log_level")
 @click.option("--log-json/--log-text", "log_json", default=None,
-              help="JSON log lines, or readable text (default: text in a terminal, JSON otherwise).")
+              help=Settings.model_fields["log_json"].description)
 def serve(
     host: str | None,
     port: int | None,
