@@ -22,10 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from tests.local.bundled import minilm_dir  # noqa: E402
+
 from switchyard.local.engine import EmbeddingEngine  # noqa: E402
 from switchyard.local.engines import bert, sentence  # noqa: E402
 from switchyard.local.spec import LocalModelSpec  # noqa: E402
-from tests.local.bundled import minilm_dir  # noqa: E402
 
 SENTENCES = [
     "The cat sat on the mat.", "Quarterly revenue rose by eight percent.", "Where is the nearest train station?",

@@ -164,17 +164,30 @@ def test_a_plain_model_directory_is_mean_pooled(tmp_path: Path) -> None:
     assert np.abs(np.array(ours.embed(TEXTS)) - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max()))
 
 
+@pytest.mark.parametrize("activation", ["gelu_new", "gelu_pytorch_tanh", "relu"])
+def test_other_activations_match(tmp_path: Path, activation: str) -> None:
+    """The same weights with another activation in config.json: both libraries compute the same
+    (different) model."""
+    directory = _variant(tmp_path, {"pooling_mode": "mean"}, normalize=True)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "hidden_act": activation}))
+    ours = bert.load(spec(directory))
+    theirs = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
+    assert_same(ours.embed(TEXTS[:5]), theirs.encode(TEXTS[:5], convert_to_numpy=True))
+    ours.close()
+
+
 def test_models_it_cannot_run_fail_to_load_naming_the_other_engine(tmp_path: Path) -> None:
     directory = _variant(tmp_path, {"pooling_mode": "mean"}, normalize=True)
     config = json.loads((directory / "config.json").read_text())
     (directory / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
-    with pytest.raises(ValueError, match="'roberta'.*sentence_transformers engine"):
+    with pytest.raises(ValueError, match=r"'roberta'.*sentence_transformers engine"):
         bert.load(spec(directory))
     (directory / "config.json").write_text(json.dumps(config))
     modules = json.loads((directory / "modules.json").read_text())
     modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
     (directory / "modules.json").write_text(json.dumps(modules))
-    with pytest.raises(ValueError, match="Dense.*sentence_transformers engine"):
+    with pytest.raises(ValueError, match=r"Dense.*sentence_transformers engine"):
         bert.load(spec(directory))
     (directory / "modules.json").unlink()
     (directory / "model.safetensors").unlink()

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
-from tokenizers.normalizers import Lowercase, Sequence as NormalizerSequence
+from tokenizers.normalizers import Lowercase
+from tokenizers.normalizers import Sequence as NormalizerSequence
 
 from switchyard.local.context import sentence_max_seq_length
 from switchyard.local.engine import EmbeddingEngine

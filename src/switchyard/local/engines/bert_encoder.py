@@ -22,7 +22,7 @@ import numpy.typing as npt
 __all__ = ["BertEncoder", "read_safetensors"]
 
 F32 = npt.NDArray[np.float32]
-_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
+_DTYPES: dict[str, np.dtype[Any]] = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -73,8 +73,8 @@ def _gelu(x: F32) -> F32:
 
 
 def _gelu_tanh(x: F32) -> F32:
-    inner = np.float32(math.sqrt(2 / math.pi)) * (x + np.float32(0.044715) * x * x * x)
-    result: F32 = np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
+    inner = (x + np.float32(0.044715) * x * x * x) * np.float32(math.sqrt(2 / math.pi))
+    result: F32 = (np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))).astype(np.float32, copy=False)
     return result
 
 
