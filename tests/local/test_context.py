@@ -7,6 +7,8 @@ import json
 import struct
 from pathlib import Path
 
+import pytest
+
 from switchyard.local.context import LLAMACPP_DEFAULT_MAX_CONTEXT, declared_context_length, gguf_trained_context
 from switchyard.local.spec import LocalModelSpec
 from tests.local.bundled import minilm_dir, smollm2_gguf
@@ -30,14 +32,25 @@ def test_llamacpp_uses_the_configured_context_else_the_trained_one_up_to_the_cap
     assert declared_context_length(LocalModelSpec("smol", "llamacpp", gguf)) == min(8192, LLAMACPP_DEFAULT_MAX_CONTEXT)
 
 
-def test_sentence_transformers_max_seq_length() -> None:
+@pytest.mark.parametrize("engine", ["sentence_transformers", "bert"])
+def test_sentence_transformers_max_seq_length(engine: str) -> None:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(minilm_dir()), device="cpu")
-    spec = LocalModelSpec("minilm", "sentence_transformers", str(minilm_dir()))
+    spec = LocalModelSpec("minilm", engine, str(minilm_dir()))  # type: ignore[arg-type]
     assert declared_context_length(spec) == model.max_seq_length == 256
-    assert declared_context_length(LocalModelSpec("minilm", "sentence_transformers", str(minilm_dir()),
+    assert declared_context_length(LocalModelSpec("minilm", engine, str(minilm_dir()),  # type: ignore[arg-type]
                                                   context_length=128)) == 128
+
+
+def test_without_sentence_bert_config_the_tokenizer_limit_up_to_the_positions(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    spec = LocalModelSpec("m", "bert", str(tmp_path))
+    assert declared_context_length(spec) == 512
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 128}))
+    assert declared_context_length(spec) == 128
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 10**30}))  # "no limit"
+    assert declared_context_length(spec) == 512
 
 
 def test_transformers_config(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """Local models over HTTP, driven with the official openai SDK: the bundled SmolLM2 (llama.cpp)
-and all-MiniLM-L6-v2 (sentence-transformers), validated against OpenAI's spec; stop sequences,
+and all-MiniLM-L6-v2 (the numpy bert engine, as bundled), validated against OpenAI's spec; stop sequences,
 limits, seeds, structured output, queueing, disconnects and the model-management routes."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
              "max_concurrent": 1, "max_queue": 0},
             {"alias": "smol-queue", "engine": "llamacpp", "model": gguf, "context_length": 1024,
              "max_concurrent": 1, "max_queue": 0},
-            {"alias": "minilm", "engine": "sentence_transformers", "model": str(minilm_dir()), "device": "cpu"},
+            {"alias": "minilm", "engine": "bert", "model": str(minilm_dir()), "device": "cpu"},
         ],
         memory_budget="2GiB",
     ) as running:
@@ -173,6 +173,19 @@ def test_embeddings_have_384_dimensions_and_exact_usage(client: openai.OpenAI) -
     assert out.usage.prompt_tokens == out.usage.total_tokens > 10
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="minilm", messages=CAPITAL)  # type: ignore[arg-type]
+
+
+def test_embedding_input_it_cannot_take_is_a_400_and_long_text_is_truncated(client: openai.OpenAI) -> None:
+    for bad in ("", [""], [], [101, 7592, 102], [[101, 102]]):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.embeddings.create(model="minilm", input=bad)  # type: ignore[arg-type]
+        assert err.value.param == "input", bad
+    with pytest.raises(openai.BadRequestError) as err:
+        client.embeddings.create(model="minilm", input="hello", dimensions=128)
+    assert err.value.param == "dimensions" and "384" in err.value.message
+    long = client.embeddings.create(model="minilm", input=["word " * 2000, "hello"])
+    assert [len(d.embedding) for d in long.data] == [384, 384]
+    assert long.usage.prompt_tokens == 256 + 3  # cut at the model's max_seq_length, as it embeds it
 
 
 def test_a_full_queue_gets_429_with_retry_after_and_a_disconnect_frees_the_slot(server: RunningServer) -> None:

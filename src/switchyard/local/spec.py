@@ -7,7 +7,7 @@ from typing import Literal
 
 __all__ = ["EngineKind", "LocalModelSpec"]
 
-EngineKind = Literal["llamacpp", "transformers", "sentence_transformers"]
+EngineKind = Literal["llamacpp", "transformers", "bert", "sentence_transformers"]
 
 
 @dataclass(frozen=True, slots=True)

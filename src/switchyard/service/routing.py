@@ -18,7 +18,8 @@ from switchyard.settings import ConfigError, LocalModelConfig, ModelConfig, Sett
 __all__ = ["LOCAL", "RoutingTable", "display_url", "local_models"]
 
 LOCAL = "local"  # the provider name and type of models run in this process
-_LOCAL_CONCURRENCY = {"llamacpp": 1, "sentence_transformers": 4}
+_LOCAL_CONCURRENCY = {"llamacpp": 1, "bert": 4, "sentence_transformers": 4}
+_EMBEDDING_ENGINES = {"bert", "sentence_transformers"}
 
 
 def local_models(settings: Settings) -> list[LocalModelConfig]:
@@ -200,7 +201,7 @@ class RoutingTable:
             gate=f"model:{model.alias}", deployment=LOCAL, breaker=f"{LOCAL}/{model.alias}",
         )
         caps = defaults_for(LOCAL)
-        if model.engine == "sentence_transformers":
+        if model.engine in _EMBEDDING_ENGINES:
             caps = caps.merged({"json_object": False, "json_schema": False, "streaming": False, "chat": False})
         else:  # a chat model: the local engines embed only with an embedding model
             caps = caps.merged({"embeddings": False})

@@ -201,13 +201,14 @@ class ModelConfig(BaseModel):
 
 
 class LocalModelConfig(BaseModel):
-    """A model Switchyard runs itself (llama.cpp, transformers or sentence-transformers)."""
+    """A model Switchyard runs itself (llama.cpp, transformers, the numpy BERT engine or sentence-transformers)."""
 
     model_config = ConfigDict(extra="forbid")
 
     alias: str = Field(min_length=1, description="The model name clients send.")
-    engine: Literal["llamacpp", "transformers", "sentence_transformers"] = Field(
+    engine: Literal["llamacpp", "transformers", "bert", "sentence_transformers"] = Field(
         description="llamacpp: a GGUF file; transformers: a Hugging Face model directory or id (chat); "
+        "bert: a BERT sentence-embedding model directory (numpy, no torch); "
         "sentence_transformers: an embedding model directory or id.",
     )
     model: str = Field(min_length=1, description="A file or directory path, or a Hugging Face id (needs the hub).")
