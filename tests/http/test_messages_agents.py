@@ -149,3 +149,26 @@ def test_thinking_blocks_sent_back_are_dropped_and_user_id_is_hashed(claude: ant
     assert sent["messages"][1] == {"role": "assistant", "content": ANSWER}
     assert sent["user"] == "uid-" + hashlib.sha256(user_id.encode()).hexdigest()[:32]
     assert "dev-1234" not in json.dumps(sent) and "sess-5678" not in json.dumps(sent)
+
+
+def test_anthropic_headers_reach_an_anthropic_upstream_unchanged(server: RunningServer, claude: anthropic.Anthropic,
+                                                                 anthropic_upstream: FakeAnthropic,
+                                                                 upstream: ScriptedOpenAI) -> None:
+    beta = "interleaved-thinking-2025-05-14,claude-code-20250219"
+    headers = {"anthropic-beta": beta, "anthropic-version": "2023-06-01"}
+    claude.messages.create(model="sonnet", max_tokens=50, extra_headers=headers,
+                           messages=[{"role": "user", "content": "beta whole"}])
+    with claude.messages.stream(model="sonnet", max_tokens=50, extra_headers=headers,
+                                messages=[{"role": "user", "content": "beta streamed"}]) as stream:
+        assert stream.get_final_text() == "echo: beta streamed"
+    got = [r for r in anthropic_upstream.requests if "beta " in json.dumps(r.body)]
+    assert len(got) == 2
+    assert all(r.headers.get("anthropic-beta") == beta and r.headers.get("anthropic-version") == "2023-06-01"
+               for r in got)
+    assert all(r.headers.get("x-api-key") == "sk-ant-upstream" for r in got)  # the upstream's key, not the client's
+    plain = claude.messages.create(model="sonnet", max_tokens=50, messages=[{"role": "user", "content": "no beta"}])
+    assert plain.content[0].type == "text"
+    assert "anthropic-beta" not in [r for r in anthropic_upstream.requests if "no beta" in json.dumps(r.body)][-1].headers
+    claude.messages.create(model="local-coder", max_tokens=50, extra_headers=headers,
+                           messages=[{"role": "user", "content": "beta to openai"}])
+    assert "anthropic-beta" not in [r for r in upstream.requests if "beta to openai" in json.dumps(r.body)][-1].headers

@@ -9,6 +9,9 @@ then the answer is translated back. Every error is rendered in Anthropic's shape
 Anthropic deployment (that provider refuses ``reasoning_effort``; there they are accepted and
 not sent). The upstream's reasoning comes back as ``thinking`` blocks unless thinking was
 turned off.
+
+``anthropic-beta`` and ``anthropic-version`` ride with the request and are sent unchanged to
+Anthropic upstreams (other upstreams ignore them).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from switchyard.protocol.anthropic import StreamConverter
 
 __all__ = ["count_tokens", "messages"]
+
+_FORWARDED = ("anthropic-version", "anthropic-beta")
 
 
 def _translate() -> ModuleType:
@@ -100,6 +105,9 @@ async def _messages(request: Request) -> Response:
     svc = services(request)
     chat = translate.chat_request(body)
     chat = _for_route(chat, svc.gateway.route_for(principal, chat.model))
+    forwarded = tuple((name, request.headers[name]) for name in _FORWARDED if name in request.headers)
+    if forwarded:
+        chat = replace(chat, upstream_headers=forwarded)
     thinking = translate.wants_thinking(body)
     ctx = call_context(request)
     if chat.stream:
