@@ -168,7 +168,8 @@ def test_anthropic_headers_reach_an_anthropic_upstream_unchanged(server: Running
     assert all(r.headers.get("x-api-key") == "sk-ant-upstream" for r in got)  # the upstream's key, not the client's
     plain = claude.messages.create(model="sonnet", max_tokens=50, messages=[{"role": "user", "content": "no beta"}])
     assert plain.content[0].type == "text"
-    assert "anthropic-beta" not in [r for r in anthropic_upstream.requests if "no beta" in json.dumps(r.body)][-1].headers
+    no_beta = [r for r in anthropic_upstream.requests if "no beta" in json.dumps(r.body)]
+    assert "anthropic-beta" not in no_beta[-1].headers
     claude.messages.create(model="local-coder", max_tokens=50, extra_headers=headers,
                            messages=[{"role": "user", "content": "beta to openai"}])
     assert "anthropic-beta" not in [r for r in upstream.requests if "beta to openai" in json.dumps(r.body)][-1].headers
