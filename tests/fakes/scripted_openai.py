@@ -4,7 +4,8 @@
 and tool calls, as a reasoning model behind vLLM or Ollama answers) or ``None`` to let the
 plain fake answer. Streams split the reasoning and the text into one delta per word, so a
 client sees several of each. The reasoning goes as ``reasoning_content`` (vLLM, DeepSeek) or,
-with ``reasoning_key="reasoning"``, as Ollama and OpenRouter send it.
+with ``reasoning_key="reasoning"``, as Ollama and OpenRouter send it. Models named in
+``no_reasoning`` refuse ``reasoning_effort`` with OpenAI's 400, as its models without reasoning do.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ._gen import count_words, split_words
-from .openai_upstream import FakeOpenAI, _Bad
+from .openai_upstream import FakeOpenAI, _Bad, error_response
 
 
 @dataclass(frozen=True)
@@ -32,16 +33,21 @@ Script = Callable[[dict[str, Any]], Turn | None]
 
 
 class ScriptedOpenAI(FakeOpenAI):
-    def __init__(self, script: Script, *, reasoning_key: str = "reasoning_content", **kwargs: Any) -> None:
+    def __init__(self, script: Script, *, reasoning_key: str = "reasoning_content",
+                 no_reasoning: frozenset[str] = frozenset(), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.script = script
         self.reasoning_key = reasoning_key
+        self.no_reasoning = no_reasoning
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await self._prelude(request, "messages")
         except _Bad as bad:
             return bad.response
+        if body.get("reasoning_effort") is not None and body["model"] in self.no_reasoning:
+            return error_response(400, "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                                  param="reasoning_effort", code="unsupported_parameter")
         turn = self.script(body)
         if turn is None:
             return await super()._chat(request)

@@ -30,7 +30,7 @@ def script(body: dict[str, Any]) -> Turn | None:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[ScriptedOpenAI]:
-    with ScriptedOpenAI(script, models=["qwen-upstream"]) as fake:
+    with ScriptedOpenAI(script, models=["qwen-upstream", "gpt-4o"], no_reasoning=frozenset({"gpt-4o"})) as fake:
         yield fake
 
 
@@ -49,6 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedOpenAI,
                    "claude": {"type": "anthropic", "base_url": anthropic_upstream.base_url,
                               "api_key": "sk-ant-upstream"}},
         models=[{"alias": "local-coder", "provider": "vllm", "model": "qwen-upstream"},
+                {"alias": "plain-coder", "provider": "vllm", "model": "gpt-4o"},
                 {"alias": "sonnet", "provider": "claude", "model": "claude-sonnet-4-5"}],
     ) as running:
         yield running
@@ -173,3 +174,21 @@ def test_anthropic_headers_reach_an_anthropic_upstream_unchanged(server: Running
     claude.messages.create(model="local-coder", max_tokens=50, extra_headers=headers,
                            messages=[{"role": "user", "content": "beta to openai"}])
     assert "anthropic-beta" not in [r for r in upstream.requests if "beta to openai" in json.dumps(r.body)][-1].headers
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_that_refuses_reasoning_effort_is_asked_again_without_it(
+        claude: anthropic.Anthropic, upstream: ScriptedOpenAI, stream: bool) -> None:
+    marker = f"no reasoning here {stream}"
+    args: dict[str, Any] = {"model": "plain-coder", "max_tokens": 16000, "thinking": {"type": "enabled",
+                            "budget_tokens": 8000}, "messages": [{"role": "user", "content": marker}]}
+    if stream:
+        with claude.messages.stream(**args) as events:
+            text = events.get_final_text()
+    else:
+        block = claude.messages.create(**args).content[0]
+        assert block.type == "text"
+        text = block.text
+    assert text == f"echo: {marker}"
+    sent = chats(upstream, marker)
+    assert [b.get("reasoning_effort") for b in sent] == ["medium", None]

@@ -7,8 +7,9 @@ then the answer is translated back. Every error is rendered in Anthropic's shape
 
 ``thinking`` / ``output_config.effort`` travel as ``reasoning_effort``, except on a route with an
 Anthropic deployment (that provider refuses ``reasoning_effort``; there they are accepted and
-not sent). The upstream's reasoning comes back as ``thinking`` blocks unless thinking was
-turned off.
+not sent), and an upstream that refuses ``reasoning_effort`` (OpenAI's models without
+reasoning answer 400) gets the request once more without it. The upstream's reasoning comes
+back as ``thinking`` blocks unless thinking was turned off.
 
 ``anthropic-beta`` and ``anthropic-version`` ride with the request and are sent unchanged to
 Anthropic upstreams (other upstreams ignore them).
@@ -28,7 +29,7 @@ from starlette.responses import Response
 from switchyard.core.chat import ChatRequest
 from switchyard.core.keys import Principal
 from switchyard.core.models import Route
-from switchyard.errors import GatewayError
+from switchyard.errors import BadRequestError, GatewayError
 from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
 from switchyard.http.sse import open_stream
@@ -99,6 +100,12 @@ def _for_route(chat: ChatRequest, route: Route) -> ChatRequest:
     return replace(chat, body={k: v for k, v in chat.body.items() if k != "reasoning_effort"})
 
 
+def _refuses_reasoning(exc: GatewayError) -> bool:
+    """An upstream's 400 for ``reasoning_effort`` (OpenAI's models without reasoning answer so)."""
+    return (isinstance(exc, BadRequestError) and exc.code == "upstream_bad_request"
+            and (exc.param == "reasoning_effort" or "reasoning_effort" in exc.message))
+
+
 async def _messages(request: Request) -> Response:
     principal, body = await _read(request)
     translate = _translate()
@@ -109,6 +116,19 @@ async def _messages(request: Request) -> Response:
     if forwarded:
         chat = replace(chat, upstream_headers=forwarded)
     thinking = translate.wants_thinking(body)
+    try:
+        return await _answer(request, principal, chat, thinking)
+    except GatewayError as exc:
+        if "reasoning_effort" not in chat.body or not _refuses_reasoning(exc):
+            raise
+    # thinking is best effort: once more without it (no byte has been sent yet)
+    plain = replace(chat, body={k: v for k, v in chat.body.items() if k != "reasoning_effort"})
+    return await _answer(request, principal, plain, thinking)
+
+
+async def _answer(request: Request, principal: Principal, chat: ChatRequest, thinking: bool) -> Response:
+    translate = _translate()
+    svc = services(request)
     ctx = call_context(request)
     if chat.stream:
         chunks = svc.gateway.stream(principal, chat, ctx)
