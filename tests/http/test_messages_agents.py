@@ -192,3 +192,11 @@ def test_an_upstream_that_refuses_reasoning_effort_is_asked_again_without_it(
     assert text == f"echo: {marker}"
     sent = chats(upstream, marker)
     assert [b.get("reasoning_effort") for b in sent] == ["medium", None]
+
+
+def test_count_tokens_takes_a_system_turn(claude: anthropic.Anthropic) -> None:
+    hello = [{"role": "user", "content": "Hello there"}]
+    base = claude.messages.count_tokens(model="local-coder", messages=hello).input_tokens  # type: ignore[arg-type]
+    more = claude.messages.count_tokens(model="local-coder", messages=[  # type: ignore[list-item]
+        *hello, {"role": "system", "content": "x" * 400}]).input_tokens
+    assert more >= base + 100  # about four characters a token
