@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -99,7 +100,9 @@ def test_max_tokens_and_parameters(claude: anthropic.Anthropic, fake_openai: Fak
     assert msg.content[0].type == "text" and msg.content[0].text == "echo: one"
     upstream = sent(fake_openai, "one two three params")
     assert upstream["max_tokens"] == 2 and upstream["temperature"] == 0.5 and upstream["top_p"] == 0.9
-    assert upstream["top_k"] == 40 and upstream["stop"] == ["END", "STOP"] and upstream["user"] == "user-42"
+    assert upstream["top_k"] == 40 and upstream["stop"] == ["END", "STOP"]
+    # metadata.user_id goes upstream only as a stable hash
+    assert upstream["user"] == "uid-" + hashlib.sha256(b"user-42").hexdigest()[:32]
     assert "metadata" not in upstream and "stop_sequences" not in upstream
 
 
@@ -323,11 +326,19 @@ def test_bad_requests(claude: anthropic.Anthropic, gateway: RunningServer) -> No
         claude.messages.create(model="gpt-4o-mini", max_tokens=None,  # type: ignore[arg-type]
                                messages=[{"role": "user", "content": "hi"}])
     err = error_of(info.value)
-    assert err["type"] == "invalid_request_error" and "max_tokens" in err["message"]
+    # Anthropic's shape and wording, which clients' own fallbacks look for
+    assert err == {"type": "invalid_request_error", "message": "max_tokens: Field required"}
     with pytest.raises(anthropic.BadRequestError) as info:
         claude.messages.create(model="gpt-4o-mini", max_tokens=10, messages=[
             {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "hologram", "data": "x"}]}])
-    assert "messages[0].content[1].type" in error_of(info.value)["message"]
+    assert error_of(info.value)["message"].startswith(
+        "messages.0.content.1.type: Input tag 'hologram' found using 'type' does not match any of the expected "
+        "tags: 'text', 'image'")
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.create(model="gpt-4o-mini", max_tokens=10,
+                               messages=[{"role": "tool", "content": "hi"}])  # type: ignore[typeddict-item]
+    assert error_of(info.value)["message"] == ("messages.0.role: Input tag 'tool' found using 'role' does not "
+                                               "match any of the expected tags: 'user', 'assistant', 'system'")
     with pytest.raises(anthropic.BadRequestError) as info:
         claude.messages.create(model="gpt-4o-mini", max_tokens=10, stop_sequences=["a", "b", "c", "d", "e"],
                                messages=[{"role": "user", "content": "hi"}])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -219,18 +220,54 @@ def test_tools_choice_and_structured_output() -> None:
     assert body["tool_choice"] == "required" and body["parallel_tool_calls"] is False
     assert body["response_format"] == {"type": "json_schema",
                                        "json_schema": {"name": "output", "schema": {"type": "object"}}}
-    assert "effort" not in json.dumps(body)
+    assert body["reasoning_effort"] == "high"
     # OpenAI refuses tool_choice without tools: dropped
     assert "tool_choice" not in openai_body(base(tool_choice={"type": "auto"}))
-    unknown_fields = openai_body(base(thinking={"type": "enabled", "budget_tokens": 100}, service_tier="auto"))
+    unknown_fields = openai_body(base(thinking={"type": "disabled"}, service_tier="auto"))
     assert set(unknown_fields) == {"model", "max_tokens", "messages"}
+
+
+@pytest.mark.parametrize(("thinking", "effort", "expected"), [
+    ({"type": "enabled", "budget_tokens": 1024}, None, "low"),
+    ({"type": "enabled", "budget_tokens": 8000}, None, "medium"),
+    ({"type": "enabled", "budget_tokens": 32000}, None, "high"),
+    ({"type": "adaptive"}, None, "medium"),
+    ({"type": "adaptive"}, "low", "low"),
+    (None, "max", "high"),
+    ({"type": "disabled"}, "high", None),
+    (None, None, None),
+])
+def test_thinking_and_effort_become_reasoning_effort(thinking: Any, effort: str | None, expected: str | None) -> None:
+    extra: dict[str, Any] = {}
+    if thinking is not None:
+        extra["thinking"] = thinking
+    if effort is not None:
+        extra["output_config"] = {"effort": effort}
+    assert openai_body(base(**extra)).get("reasoning_effort") == expected
+
+
+def test_system_turns_stay_in_place_and_user_id_is_hashed() -> None:
+    body = openai_body(base(system="top", metadata={"user_id": '{"device_id":"d1","session_id":"s1"}'}, messages=[
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": [{"type": "text", "text": "now"}, {"type": "text", "text": "be brief"}]},
+        {"role": "assistant", "content": "ok"},
+    ]))
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "system", "assistant"]
+    assert body["messages"][2]["content"] == "now\n\nbe brief"
+    assert body["user"].startswith("uid-") and "d1" not in body["user"] and len(body["user"]) == 36
+    again = openai_body(base(metadata={"user_id": '{"device_id":"d1","session_id":"s1"}'}))
+    assert again["user"] == body["user"]
 
 
 @pytest.mark.parametrize(("body", "param"), [
     (base(max_tokens=None), "max_tokens"),
     (base(max_tokens=0), "max_tokens"),
     (base(messages=[]), "messages"),
-    (base(messages=[{"role": "system", "content": "x"}]), "messages[0].role"),
+    (base(messages=[{"role": "tool", "content": "x"}]), "messages[0].role"),
+    (base(messages=[{"role": "system", "content": [{"type": "image"}]}]), "messages[0].content[0].type"),
+    (base(thinking={"type": "sometimes"}), "thinking.type"),
+    (base(thinking={"type": "enabled"}), "thinking.enabled.budget_tokens"),
+    (base(output_config={"effort": "extreme"}), "output_config.effort"),
     (base(messages=[{"role": "user", "content": [{"type": "video"}]}]), "messages[0].content[0].type"),
     (base(messages=[{"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "b", "input": {}}]}]),
      "messages[0].content[0].type"),
@@ -253,7 +290,8 @@ def test_bad_requests_name_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(BadRequestError) as info:
         chat_request(body)
     assert info.value.param == param and info.value.status_code == 400
-    assert param in info.value.message
+    dotted = re.sub(r"\[(\d+)\]", r".\1", param)  # Anthropic writes messages.0.content.1.type
+    assert dotted in info.value.message
 
 
 def test_count_tokens_body_needs_no_max_tokens() -> None:

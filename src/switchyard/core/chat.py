@@ -23,6 +23,8 @@ class ChatRequest:
 
     ``body`` is the client's validated JSON with unknown fields kept, so OpenAI-compatible
     upstreams get them passed through. The typed fields are what the gateway itself reads.
+    ``upstream_headers`` are client headers that upstreams of the client's own API take as
+    given (``anthropic-beta`` and ``anthropic-version`` from ``/v1/messages``).
     """
 
     kind: GenerationKind
@@ -32,6 +34,7 @@ class ChatRequest:
     include_usage: bool = False
     max_tokens: int | None = None
     keep_alive: str | int | None = None
+    upstream_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,21 @@ The request is translated to an OpenAI chat body, validated by ``parse_chat_requ
 through the same gateway calls as ``/v1/chat/completions`` (keys, scopes, limits, accounting),
 then the answer is translated back. Every error is rendered in Anthropic's shape
 (``{"type": "error", "error": {"type", "message"}}``) with our status code and headers.
+
+``thinking`` / ``output_config.effort`` travel as ``reasoning_effort``, except on a route with an
+Anthropic deployment (that provider refuses ``reasoning_effort``; there they are accepted and
+not sent), and an upstream that refuses ``reasoning_effort`` (OpenAI's models without
+reasoning answer 400) gets the request once more without it. The upstream's reasoning comes
+back as ``thinking`` blocks unless thinking was turned off.
+
+``anthropic-beta`` and ``anthropic-version`` ride with the request and are sent unchanged to
+Anthropic upstreams (other upstreams ignore them).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +26,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchyard.core.chat import ChatRequest
 from switchyard.core.keys import Principal
-from switchyard.errors import GatewayError
+from switchyard.core.models import Route
+from switchyard.errors import BadRequestError, GatewayError
 from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
 from switchyard.http.sse import open_stream
@@ -28,6 +40,8 @@ if TYPE_CHECKING:
     from switchyard.protocol.anthropic import StreamConverter
 
 __all__ = ["count_tokens", "messages"]
+
+_FORWARDED = ("anthropic-version", "anthropic-beta")
 
 
 def _translate() -> ModuleType:
@@ -79,9 +93,41 @@ async def _relay(first: bytes, chunks: AsyncIterator[bytes], converter: StreamCo
         await chunks.aclose()  # type: ignore[attr-defined]
 
 
+def _for_route(chat: ChatRequest, route: Route) -> ChatRequest:
+    """The request as the route can take it: without ``reasoning_effort`` where an Anthropic upstream may serve."""
+    if "reasoning_effort" not in chat.body or all(t.provider_type != "anthropic" for t in route.deployments):
+        return chat
+    return replace(chat, body={k: v for k, v in chat.body.items() if k != "reasoning_effort"})
+
+
+def _refuses_reasoning(exc: GatewayError) -> bool:
+    """An upstream's 400 for ``reasoning_effort`` (OpenAI's models without reasoning answer so)."""
+    return (isinstance(exc, BadRequestError) and exc.code == "upstream_bad_request"
+            and (exc.param == "reasoning_effort" or "reasoning_effort" in exc.message))
+
+
 async def _messages(request: Request) -> Response:
     principal, body = await _read(request)
-    chat = _translate().chat_request(body)
+    translate = _translate()
+    svc = services(request)
+    chat = translate.chat_request(body)
+    chat = _for_route(chat, svc.gateway.route_for(principal, chat.model))
+    forwarded = tuple((name, request.headers[name]) for name in _FORWARDED if name in request.headers)
+    if forwarded:
+        chat = replace(chat, upstream_headers=forwarded)
+    thinking = translate.wants_thinking(body)
+    try:
+        return await _answer(request, principal, chat, thinking)
+    except GatewayError as exc:
+        if "reasoning_effort" not in chat.body or not _refuses_reasoning(exc):
+            raise
+    # thinking is best effort: once more without it (no byte has been sent yet)
+    plain = replace(chat, body={k: v for k, v in chat.body.items() if k != "reasoning_effort"})
+    return await _answer(request, principal, plain, thinking)
+
+
+async def _answer(request: Request, principal: Principal, chat: ChatRequest, thinking: bool) -> Response:
+    translate = _translate()
     svc = services(request)
     ctx = call_context(request)
     if chat.stream:
@@ -93,13 +139,14 @@ async def _messages(request: Request) -> Response:
         except BaseException:
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
-        return await open_stream(_relay(first, chunks, _translate().StreamConverter(chat.model)))  # type: ignore[return-value]
+        converter = translate.StreamConverter(chat.model, thinking=thinking)
+        return await open_stream(_relay(first, chunks, converter))  # type: ignore[return-value]
     result = await svc.gateway.chat(principal, chat, ctx)
     try:
         payload = orjson.loads(result.body)
     except orjson.JSONDecodeError:
         payload = {}
-    message = _translate().message_from_completion(payload, chat.model, result.usage)
+    message = translate.message_from_completion(payload, chat.model, result.usage, thinking=thinking)
     return Response(orjson.dumps(message), media_type="application/json")
 
 

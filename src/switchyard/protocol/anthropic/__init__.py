@@ -7,7 +7,7 @@ stop reasons and error types, for both directions.
 """
 
 from switchyard.protocol.anthropic.codes import error_type
-from switchyard.protocol.anthropic.requests import chat_request, openai_body
+from switchyard.protocol.anthropic.requests import chat_request, openai_body, wants_thinking
 from switchyard.protocol.anthropic.responses import error_body, message_from_completion, sse_event
 from switchyard.protocol.anthropic.stream import StreamConverter
 
@@ -19,4 +19,5 @@ __all__ = [
     "message_from_completion",
     "openai_body",
     "sse_event",
+    "wants_thinking",
 ]

@@ -5,20 +5,31 @@ becomes an OpenAI chat body that goes through ``parse_chat_request`` and the gat
 other. Decisions worth knowing:
 
 * ``system`` given as several text blocks is joined with blank lines into one system message.
+  ``system`` turns inside ``messages`` (string or text blocks) become OpenAI ``system`` messages
+  in place; upstreams that take one system prompt merge them (``providers/anthropic``, ``gemini``).
 * ``tool_result`` blocks become ``role: tool`` messages in order; ``is_error`` prefixes the text
   with ``"Error: "``; images inside a tool result follow as a user message (OpenAI tool messages
   carry text only).
 * ``thinking`` / ``redacted_thinking`` blocks in assistant history are dropped (no OpenAI
   equivalent); ``cache_control`` and ``citations`` on blocks are ignored. Other unknown block
   types are a 400 naming the field.
-* Top-level Anthropic fields without an OpenAI meaning (``thinking``, ``service_tier``,
-  ``output_config.effort``, ...) are not forwarded; ``top_k`` is passed through as an extra field
-  for upstreams that know it; ``output_config.format`` (structured outputs) becomes a
-  ``json_schema`` ``response_format``.
+* ``thinking`` and ``output_config.effort`` become ``reasoning_effort`` (:func:`reasoning_effort`):
+  ``effort`` wins (``max``/``xhigh`` -> ``high``); else ``enabled`` maps its ``budget_tokens``
+  (under 4096 ``low``, under 16384 ``medium``, else ``high``) and ``adaptive`` is ``medium``.
+  ``disabled`` sends nothing. The endpoint leaves it out for routes to Anthropic upstreams.
+* ``metadata.user_id`` is never forwarded as given (Claude Code puts device and session ids in
+  it): OpenAI's ``user`` gets ``"uid-"`` and the first 32 hex digits of its SHA-256.
+* Other top-level Anthropic fields without an OpenAI meaning (``service_tier``, ...) are not
+  forwarded; ``top_k`` is passed through as an extra field for upstreams that know it;
+  ``output_config.format`` (structured outputs) becomes a ``json_schema`` ``response_format``.
+* Errors use Anthropic's wording and dotted paths (``messages.1.content.0.type: ...``) so that
+  clients' own fallbacks recognise them; ``param`` keeps the OpenAI-style path.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,14 +40,27 @@ from switchyard.errors import BadRequestError
 from switchyard.protocol.openai import parse_chat_request
 from switchyard.protocol.openai.requests import STEERING_FIELDS
 
-__all__ = ["chat_request", "openai_body"]
+__all__ = ["chat_request", "hashed_user", "openai_body", "reasoning_effort", "wants_thinking"]
 
 _DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 _TOOL_TYPES = frozenset({"custom"})
+_USER_BLOCKS = "'text', 'image', 'document', 'tool_result', 'search_result'"
+_ASSISTANT_BLOCKS = "'text', 'tool_use', 'thinking', 'redacted_thinking'"
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def _dotted(param: str) -> str:
+    """``messages[1].content[0].type`` -> ``messages.1.content.0.type``, as Anthropic writes paths."""
+    return _INDEX.sub(r".\1", param)
 
 
 def _bad(param: str, problem: str) -> BadRequestError:
-    return BadRequestError(f"Invalid request: {param}: {problem}", param=param)
+    return BadRequestError(f"{_dotted(param)}: {problem}", param=param)
+
+
+def _bad_tag(param: str, kind: Any, expected: str) -> BadRequestError:
+    return _bad(param, f"Input tag {kind!r} found using 'type' does not match any of the expected tags: {expected}")
 
 
 def _text_of(block: Mapping[str, Any], where: str) -> str:
@@ -111,7 +135,7 @@ def _tool_result(block: Mapping[str, Any], where: str) -> tuple[dict[str, Any], 
                 else:
                     images.append(doc)
             else:
-                raise _bad(f"{at}.type", f"unsupported tool_result content block type {kind!r}")
+                raise _bad_tag(f"{at}.type", kind, "'text', 'image', 'document', 'search_result'")
     elif raw is not None:
         raise _bad(f"{where}.content", "tool_result content must be a string or a list of blocks")
     text = "\n".join(texts)
@@ -147,7 +171,7 @@ def _user_turn(blocks: list[Any], where: str) -> list[dict[str, Any]]:
         elif kind == "document":
             parts.append(_document_part(block, at))
         else:
-            raise _bad(f"{at}.type", f"unsupported content block type {kind!r} in a user message")
+            raise _bad_tag(f"{at}.type", kind, _USER_BLOCKS)
     flush()
     return out
 
@@ -173,7 +197,7 @@ def _assistant_turn(blocks: list[Any], where: str) -> dict[str, Any]:
         elif kind in _DROPPED_BLOCKS:
             continue
         else:
-            raise _bad(f"{at}.type", f"unsupported content block type {kind!r} in an assistant message")
+            raise _bad_tag(f"{at}.type", kind, _ASSISTANT_BLOCKS)
     message: dict[str, Any] = {"role": "assistant"}
     if parts:
         message["content"] = _content(parts)
@@ -195,9 +219,12 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         if not isinstance(msg, Mapping):
             raise _bad(where, "a message must be an object")
         role, content = msg.get("role"), msg.get("content")
-        if role not in ("user", "assistant"):
-            raise _bad(f"{where}.role", "role must be 'user' or 'assistant'")
-        if isinstance(content, str):
+        if role not in ("user", "assistant", "system"):
+            raise _bad(f"{where}.role", f"Input tag {role!r} found using 'role' does not match any of the "
+                       "expected tags: 'user', 'assistant', 'system'")
+        if role == "system":
+            out.append({"role": "system", "content": _system(content, f"{where}.content")})
+        elif isinstance(content, str):
             out.append({"role": role, "content": content})
         elif isinstance(content, list):
             if role == "user":
@@ -209,20 +236,20 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _system(raw: Any) -> str | None:
-    if raw is None:
-        return None
+def _system(raw: Any, where: str = "system") -> str:
+    """A system prompt (top-level or a ``system`` turn): a string, or text blocks joined by blank lines."""
     if isinstance(raw, str):
         return raw
     if isinstance(raw, list):
         texts = []
         for i, block in enumerate(raw):
-            at = f"system[{i}]"
-            if not isinstance(block, Mapping) or block.get("type") != "text":
-                raise _bad(f"{at}.type", "system blocks must be text blocks")
+            at = f"{where}[{i}]"
+            kind = block.get("type") if isinstance(block, Mapping) else None
+            if kind != "text":
+                raise _bad_tag(f"{at}.type", kind, "'text'")
             texts.append(_text_of(block, at))
         return "\n\n".join(texts)
-    raise _bad("system", "system must be a string or a list of text blocks")
+    raise _bad(where, "Input should be a valid string or a list of text blocks")
 
 
 def _tools(raw: Any) -> list[dict[str, Any]]:
@@ -288,6 +315,46 @@ def _output_config(raw: Any, body: dict[str, Any]) -> None:
     body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": dict(schema)}}
 
 
+def hashed_user(user_id: str) -> str:
+    """A stable stand-in for ``metadata.user_id`` that does not carry its content upstream."""
+    return "uid-" + hashlib.sha256(user_id.encode()).hexdigest()[:32]
+
+
+def _thinking(raw: Any) -> str | None:
+    """The ``thinking`` type (``enabled``, ``adaptive``, ``disabled``) after checking its shape."""
+    if raw is None:
+        return None
+    kind = raw.get("type") if isinstance(raw, Mapping) else None
+    if kind not in ("enabled", "adaptive", "disabled"):
+        raise _bad_tag("thinking.type", kind, "'enabled', 'disabled', 'adaptive'")
+    if kind == "enabled":
+        budget = raw.get("budget_tokens")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise _bad("thinking.enabled.budget_tokens", "Input should be a valid positive integer")
+    return str(kind)
+
+
+def wants_thinking(body: Any) -> bool:
+    """False only when the request turned thinking off: then no ``thinking`` blocks come back."""
+    raw = body.get("thinking") if isinstance(body, Mapping) else None
+    return not (isinstance(raw, Mapping) and raw.get("type") == "disabled")
+
+
+def reasoning_effort(body: Mapping[str, Any]) -> str | None:
+    """OpenAI's ``reasoning_effort`` for ``thinking`` and ``output_config.effort`` (None: not asked)."""
+    kind = _thinking(body.get("thinking"))
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, Mapping) else None
+    if effort is not None:
+        if effort not in _EFFORTS:
+            raise _bad("output_config.effort", "Input should be 'low', 'medium', 'high', 'xhigh' or 'max'")
+        return _EFFORTS[effort] if kind != "disabled" else None
+    if kind == "enabled":
+        budget = int(body["thinking"]["budget_tokens"])
+        return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+    return "medium" if kind == "adaptive" else None
+
+
 def openai_body(body: Any, *, need_max_tokens: bool = True) -> dict[str, Any]:
     """An Anthropic Messages request -> an OpenAI chat completions body.
 
@@ -308,13 +375,13 @@ def openai_body(body: Any, *, need_max_tokens: bool = True) -> dict[str, Any]:
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         if need_max_tokens:
-            raise _bad("max_tokens", "Field required")
+            raise _bad("max_tokens", "Field required")  # Anthropic's own wording
     elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _bad("max_tokens", "must be a positive integer")
     else:
         out["max_tokens"] = max_tokens
     messages = _messages(body.get("messages"))
-    system = _system(body.get("system"))
+    system = _system(body["system"]) if body.get("system") is not None else None
     out["messages"] = ([{"role": "system", "content": system}] if system is not None else []) + messages
     if body.get("tools") is not None:
         tools = _tools(body["tools"])
@@ -332,12 +399,15 @@ def openai_body(body: Any, *, need_max_tokens: bool = True) -> dict[str, Any]:
         if body.get(name) is not None:
             out[name] = body[name]
     _output_config(body.get("output_config"), out)
+    effort = reasoning_effort(body)
+    if effort is not None:
+        out["reasoning_effort"] = effort
     metadata = body.get("metadata")
     if metadata is not None:
         if not isinstance(metadata, Mapping):
             raise _bad("metadata", "metadata must be an object")
         if isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
-            out["user"] = metadata["user_id"]
+            out["user"] = hashed_user(metadata["user_id"])
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _bad("stream", "stream must be a boolean")

@@ -3,10 +3,15 @@
 * ``stop_sequence`` is always ``null``: an OpenAI upstream reports ``finish_reason: stop`` for a
   stop sequence and for a natural end alike, so both become ``end_turn``.
 * Error ``type`` follows the HTTP status (:mod:`.codes`).
+* The upstream's reasoning (``reasoning_content``, as vLLM and DeepSeek send it, or
+  ``reasoning``, as Ollama and OpenRouter do) comes first as a ``thinking`` block. Its
+  ``signature`` is opaque (a digest of the text): no upstream but Anthropic signs its thinking,
+  and the thinking blocks a client sends back are dropped before they go upstream.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +22,7 @@ from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError
 from switchyard.protocol.anthropic.codes import error_type, stop_reason
 
-__all__ = ["as_mapping", "error_body", "message_from_completion", "new_id", "sse_event"]
+__all__ = ["as_mapping", "error_body", "message_from_completion", "new_id", "reasoning_of", "signature", "sse_event"]
 
 
 def error_body(exc: GatewayError, request_id: str | None = None) -> dict[str, Any]:
@@ -41,6 +46,20 @@ def new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
 
 
+def reasoning_of(message: Mapping[str, Any]) -> str:
+    """The reasoning text an OpenAI-compatible message or delta carries ("" when none)."""
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def signature(thinking: str) -> str:
+    """The opaque ``signature`` of a thinking block the gateway made."""
+    return "sy1" + hashlib.sha256(thinking.encode()).hexdigest()[:40]
+
+
 def _tool_input(arguments: Any) -> dict[str, Any]:
     if isinstance(arguments, Mapping):
         return dict(arguments)
@@ -62,12 +81,18 @@ def _flat_text(content: Any) -> str:
     return ""
 
 
-def message_from_completion(payload: Any, model: str, usage: Usage | None = None) -> dict[str, Any]:
-    """An OpenAI ``chat.completion`` -> an Anthropic ``message`` (first choice)."""
+def message_from_completion(payload: Any, model: str, usage: Usage | None = None, *,
+                            thinking: bool = True) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` -> an Anthropic ``message`` (first choice).
+
+    ``thinking=False`` (the request turned thinking off) leaves the upstream's reasoning out."""
     choices = payload.get("choices") if isinstance(payload, Mapping) else None
     choice = as_mapping(choices[0]) if isinstance(choices, list) and choices else {}
     message = as_mapping(choice.get("message"))
     content: list[dict[str, Any]] = []
+    reasoning = reasoning_of(message) if thinking else ""
+    if reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": signature(reasoning)})
     text = _flat_text(message.get("content")) or (message.get("refusal") or "")
     if text:
         content.append({"type": "text", "text": text})

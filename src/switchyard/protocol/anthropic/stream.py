@@ -3,6 +3,9 @@
 ``message_start`` carries ``input_tokens: 0`` (the upstream reports usage only at the end); the
 real ``input_tokens`` and ``output_tokens`` come in ``message_delta`` (cumulative, as the
 Anthropic SDKs read them).
+
+Reasoning deltas (``reasoning_content`` / ``reasoning``) open a ``thinking`` block, streamed as
+``thinking_delta`` events and closed with a ``signature_delta``, as Anthropic streams thinking.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import orjson
 
 from switchyard.errors import GatewayError
 from switchyard.protocol.anthropic.codes import error_type, openai_error_type, stop_reason
-from switchyard.protocol.anthropic.responses import as_mapping, new_id, sse_event
+from switchyard.protocol.anthropic.responses import as_mapping, new_id, reasoning_of, signature, sse_event
 from switchyard.protocol.sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["StreamConverter"]
@@ -31,8 +34,11 @@ class StreamConverter:
     its own ``input_json_delta``, in order.
     """
 
-    def __init__(self, model: str, *, message_id: str | None = None, input_tokens: int = 0) -> None:
+    def __init__(self, model: str, *, message_id: str | None = None, input_tokens: int = 0,
+                 thinking: bool = True) -> None:
         self.model = model
+        self._thinking = thinking
+        self._thought: list[str] = []  # the open thinking block's text, for its signature
         self.message_id = message_id or new_id("msg_")
         self._input_tokens = input_tokens
         self._decoder = SSEDecoder()
@@ -111,6 +117,9 @@ class StreamConverter:
     def _choice(self, choice: Mapping[str, Any], out: list[bytes]) -> None:
         delta = choice.get("delta")
         if isinstance(delta, Mapping):
+            reasoning = reasoning_of(delta) if self._thinking else ""
+            if reasoning:
+                self._reasoning(reasoning, out)
             text = delta.get("content") or delta.get("refusal")
             if isinstance(text, str) and text:
                 self._text(text, out)
@@ -130,6 +139,9 @@ class StreamConverter:
         return index
 
     def _stop_open(self, out: list[bytes]) -> None:
+        if self._open is not None and self._open_kind == "thinking":
+            self._delta(self._open, {"type": "signature_delta", "signature": signature("".join(self._thought))}, out)
+            self._thought.clear()
         if self._open is not None:
             out.append(sse_event("content_block_stop", {"type": "content_block_stop", "index": self._open}))
             self._open = self._open_kind = None
@@ -137,6 +149,13 @@ class StreamConverter:
     def _delta(self, index: int, delta: dict[str, Any], out: list[bytes]) -> None:
         self._deltas += 1
         out.append(sse_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+
+    def _reasoning(self, text: str, out: list[bytes]) -> None:
+        if self._open is None or self._open_kind != "thinking":
+            self._start_block("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
+        assert self._open is not None
+        self._thought.append(text)
+        self._delta(self._open, {"type": "thinking_delta", "thinking": text}, out)
 
     def _text(self, text: str, out: list[bytes]) -> None:
         if self._open is None or self._open_kind != "text":
