@@ -185,7 +185,7 @@ def test_doctor_on_the_default_local_install(tmp_path: Path) -> None:
     gguf, minilm = smollm2_gguf(), minilm_dir()
     assert re.search(rf"ok    local model  smollm2-135m-instruct \(llamacpp\): {re.escape(str(gguf))} "
                      r"\(\d+\.\d MiB\)", out), out
-    assert re.search(rf"ok    local model  all-minilm-l6-v2 \(sentence_transformers\): {re.escape(str(minilm))} "
+    assert re.search(rf"ok    local model  all-minilm-l6-v2 \(bert\): {re.escape(str(minilm))} "
                      r"\(\d+\.\d MiB\)", out), out
     on_disk = gguf.stat().st_size + sum(p.stat().st_size for p in minilm.rglob("*")
                                         if p.is_file() and p.suffix in {".safetensors", ".bin", ".gguf", ".pt"})
@@ -232,3 +232,16 @@ def test_doctor_warns_when_no_model_is_configured(tmp_path: Path) -> None:
     assert "no model is configured: every request would get 404 model_not_found" in warning
     assert "--config" in warning
     assert "all checks passed, 1 warning" in result.stderr
+
+
+def test_doctor_knows_every_local_engine() -> None:
+    """A new engine kind must be known to doctor's checks (its libraries and its pip extra), or
+    doctor crashes on any install that configures it."""
+    from typing import get_args
+
+    from switchyard.cli.model_checks import ENGINE_LIBRARIES
+    from switchyard.local.manager import ENGINE_EXTRAS, ENGINE_MODULES
+    from switchyard.local.spec import EngineKind
+
+    kinds = set(get_args(EngineKind))
+    assert set(ENGINE_LIBRARIES) == kinds == set(ENGINE_EXTRAS) == set(ENGINE_MODULES)

@@ -11,7 +11,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Protocol
 
-from switchyard.local.manager import estimate_bytes
+from switchyard.local.manager import ENGINE_EXTRAS, estimate_bytes
 from switchyard.local.memory import default_budget, total_memory
 from switchyard.local.spec import LocalModelSpec
 from switchyard.service.routing import RoutingTable
@@ -21,8 +21,9 @@ __all__ = ["check_local_models", "check_models_configured"]
 
 ENGINE_LIBRARIES = {
     "llamacpp": ("llama_cpp",),
-    "transformers": ("transformers", "torch"),
-    "sentence_transformers": ("sentence_transformers",),
+    "transformers": ("transformers", "torch", "xgrammar"),
+    "bert": ("numpy", "tokenizers"),
+    "sentence_transformers": ("sentence_transformers", "torch"),
 }
 _GGUF_MAGIC = b"GGUF"
 _MODEL_DIR_MARKERS = ("config.json", "modules.json")
@@ -87,7 +88,7 @@ def check_local_models(settings: Settings, table: RoutingTable, report: Findings
         problem = _files_problem(model)
         if missing:
             report.fail("local model", f"{model.alias}: the {model.engine} engine is not installed "
-                        f"(no {', '.join(missing)})", "pip install 'switchyard[local]'")
+                        f"(no {', '.join(missing)})", f"pip install 'switchyard[{ENGINE_EXTRAS[model.engine]}]'")
         elif problem is not None:
             report.fail("local model", f"{model.alias}: {problem[0]}", problem[1])
         else:

@@ -17,7 +17,7 @@ Anthropic upstreams (other upstreams ignore them).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
 from switchyard.http.sse import open_stream
 from switchyard.http.state import call_context, services
-from switchyard.service.accounting import estimate_prompt_tokens
+from switchyard.service.accounting import estimate_input_tokens
 
 if TYPE_CHECKING:
     from switchyard.protocol.anthropic import StreamConverter
@@ -150,22 +150,12 @@ async def _answer(request: Request, principal: Principal, chat: ChatRequest, thi
     return Response(orjson.dumps(message), media_type="application/json")
 
 
-def _extra_chars(body: Mapping[str, Any]) -> int:
-    """What ``estimate_prompt_tokens`` does not read: tool schemas and earlier tool calls."""
-    chars = sum(len(orjson.dumps(tool)) for tool in body.get("tools") or ())
-    for msg in body.get("messages") or ():
-        for call in msg.get("tool_calls") or ():
-            function = call.get("function") or {}
-            chars += len(str(function.get("name", ""))) + len(str(function.get("arguments", "")))
-    return chars
-
-
 async def _count_tokens(request: Request) -> Response:
     """An estimate (about four characters a token): the gateway has no tokenizer for arbitrary models."""
     principal, body = await _read(request)
     chat = _translate().chat_request(body, need_max_tokens=False)
     services(request).gateway.target_for(principal, chat.model)
-    tokens = estimate_prompt_tokens(chat.body) + _extra_chars(chat.body) // 4
+    tokens = estimate_input_tokens(chat.body)
     return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
 
 

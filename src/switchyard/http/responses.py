@@ -34,7 +34,7 @@ from switchyard.protocol.responses import (
     to_chat,
 )
 from switchyard.protocol.sse import SSEDecoder
-from switchyard.service.accounting import estimate_prompt_tokens
+from switchyard.service.accounting import estimate_input_tokens
 from switchyard.service.responses import ResponseLog, listed_items, not_found
 
 __all__ = ["cancel_response", "create_response", "delete_response", "get_response", "input_items", "input_tokens"]
@@ -245,16 +245,6 @@ async def cancel_response(request: Request) -> Response:
     raise BadRequestError("Only responses created with background=true can be cancelled")
 
 
-def _extra_chars(body: Mapping[str, Any]) -> int:
-    """What ``estimate_prompt_tokens`` does not read: tool schemas and earlier tool calls."""
-    chars = sum(len(orjson.dumps(tool)) for tool in body.get("tools") or ())
-    for msg in body.get("messages") or ():
-        for call in msg.get("tool_calls") or ():
-            function = call.get("function") or {}
-            chars += len(str(function.get("name", ""))) + len(str(function.get("arguments", "")))
-    return chars
-
-
 async def input_tokens(request: Request) -> Response:
     """``POST /v1/responses/input_tokens``: an estimate (about four characters a token)."""
     principal, body = await _read(request)
@@ -262,6 +252,6 @@ async def input_tokens(request: Request) -> Response:
         body = {k: v for k, v in body.items() if k not in ("stream", "store")}
     translation, _ = await _translate(request, principal, body)
     services(request).gateway.target_for(principal, translation.request.model)
-    tokens = estimate_prompt_tokens(translation.body) + _extra_chars(translation.body) // 4
+    tokens = estimate_input_tokens(translation.body)
     return Response(orjson.dumps({"object": "response.input_tokens", "input_tokens": tokens}),
                     media_type="application/json")

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import orjson
+
 from switchyard.core.chat import ChatRequest
 from switchyard.core.keys import Principal
 from switchyard.core.models import Route, Target
@@ -26,7 +28,7 @@ from switchyard.observability.metrics import Metrics
 from switchyard.service.call import CLIENT_CLOSED, CallContext, Outcome
 from switchyard.service.governance import Governance, Ticket
 
-__all__ = ["Accounting", "estimate_prompt_tokens"]
+__all__ = ["Accounting", "estimate_input_tokens", "estimate_prompt_tokens"]
 
 _RECENT_ERRORS = 50
 
@@ -44,6 +46,16 @@ def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
     if isinstance(prompt, str):
         chars += len(prompt)
     return max(1, chars // 4)
+
+
+def estimate_input_tokens(body: Mapping[str, Any]) -> int:
+    """What a token-count endpoint reports: the prompt, plus tool schemas and earlier tool calls."""
+    chars = sum(len(orjson.dumps(tool)) for tool in body.get("tools") or ())
+    for msg in body.get("messages") or ():
+        for call in (msg.get("tool_calls") if isinstance(msg, Mapping) else None) or ():
+            function = call.get("function") or {}
+            chars += len(str(function.get("name", ""))) + len(str(function.get("arguments", "")))
+    return estimate_prompt_tokens(body) + chars // 4
 
 
 class Accounting:
