@@ -136,7 +136,7 @@ def test_start_up_names_the_bundled_models(tmp_path: Path) -> None:
     assert starts[0]["msg"] == "serving 2 models (no config file, the bundled local models)", starts
     targets = {r["model"]: r["target"] for r in starts[1:]}
     assert targets == {"smollm2-135m-instruct": f"llamacpp: {smollm2_gguf()}",
-                       "all-minilm-l6-v2": f"sentence_transformers: {minilm_dir()}"}
+                       "all-minilm-l6-v2": f"bert: {minilm_dir()}"}
 
 
 def test_start_up_warns_when_no_model_is_configured(tmp_path: Path) -> None:

@@ -26,15 +26,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 SYSTEM_ACTOR = "system"  # the audit log's actor for what the server does by itself
 
 
-def _flag(name: str, type_: Any = None) -> Callable[[F], F]:
+def _flag(name: str, type_: Any = None, default: str | None = None) -> Callable[[F], F]:
     """A ``serve`` option for the Settings field ``name``: its help and default come from the
-    field (one source for both), and an unset flag leaves the field to the other sources."""
+    field (one source for both), and an unset flag leaves the field to the other sources.
+    ``default``: the text for a default computed at run time (a factory is never called here:
+    importing this module reads no environment)."""
     field = Settings.model_fields[name]
-    default = field.get_default(call_default_factory=True)
-    if isinstance(default, list):
-        default = ",".join(str(item) for item in default)
-    if isinstance(default, Path):
-        default = str(default).replace(str(Path.home()), "~", 1)
+    if default is None and field.default_factory is None and field.default is not None:
+        default = str(field.default)
     shown = f" [default: {default}]" if default is not None else ""
     return click.option(f"--{name.replace('_', '-')}", name, type=type_, default=None,
                         help=f"{field.description}{shown}")
@@ -45,7 +44,7 @@ def _flag(name: str, type_: Any = None) -> Callable[[F], F]:
 @_flag("port", int)
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="YAML config file (models, providers, settings).")
-@_flag("data_dir", click.Path(path_type=Path))
+@_flag("data_dir", click.Path(path_type=Path), "$XDG_DATA_HOME/switchyard, else ~/.local/share/switchyard")
 @_flag("workers", int)
 @click.option("--api-key", "api_keys", multiple=True,
               help=f"{Settings.model_fields['api_keys'].description} Repeatable.")
@@ -54,7 +53,7 @@ def _flag(name: str, type_: Any = None) -> Callable[[F], F]:
 @_flag("drain_timeout", float)
 @_flag("ssl_certfile", click.Path(path_type=Path, dir_okay=False, exists=True))
 @_flag("ssl_keyfile", click.Path(path_type=Path, dir_okay=False, exists=True))
-@_flag("forwarded_allow_ips")
+@_flag("forwarded_allow_ips", default="127.0.0.1")
 @_flag("memory_budget")
 @_flag("max_loaded_models", int)
 @_flag("log_level")
