@@ -25,11 +25,10 @@ class AnthropicProvider:
         headers = {"anthropic-version": translate.ANTHROPIC_VERSION}
         if spec.api_key:
             headers["x-api-key"] = spec.api_key
-        self._secret = spec.api_key
         self._http = UpstreamClient(spec.base_url, headers, spec.timeout)
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
-        return translate.error_from_response(status, raw, headers, self._secret)
+        return translate.error_from_response(status, raw, headers)
 
     async def _json(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
         return await self._http.call_object(method, path, self._error, json=body, timeout=timeout)
@@ -41,7 +40,7 @@ class AnthropicProvider:
         return ChatResult(body=orjson.dumps(result), usage=usage)
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
-        converter = translate.StreamConverter(request, target, self._secret)
+        converter = translate.StreamConverter(request, target)
         async for piece in self._http.stream(translate.MESSAGES_PATH, self._error, converter,
                                              json=requests.messages_body(request, target), timeout=target.timeout):
             yield piece
