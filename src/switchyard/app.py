@@ -23,6 +23,7 @@ from switchyard.core.limits import BudgetLedger, Limiter
 from switchyard.core.models import UpstreamSpec
 from switchyard.core.ports import Provider
 from switchyard.core.redaction import SECRETS
+from switchyard.http.disconnect import DisconnectWatch
 from switchyard.http.errors import exception_handlers
 from switchyard.http.middleware import EdgeMiddleware
 from switchyard.http.routes import routes
@@ -163,6 +164,7 @@ def create_app(settings: Settings) -> Starlette:
                                 "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", "x-should-retry"],
             )
         )
+    middleware.append(Middleware(DisconnectWatch))  # a client that leaves cancels its request's work
     app = Starlette(
         routes=[*routes(), *_internal_routes(settings)],
         middleware=middleware,
