@@ -27,6 +27,7 @@ CREDENTIALS = {
 MASTER_KEY = "sk-master-SECRET-0123456789abcdefghij"
 SERVER_SECRET = "server-secret-SECRET-0123456789abcdefghij"
 SECRETS = [*CREDENTIALS.values(), MASTER_KEY, SERVER_SECRET]
+MODES = ("json-error", "stream-error", "text-500")
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +68,19 @@ def test_an_echoed_credential_never_reaches_the_client_status_usage_or_logs(
                          json={"model": f"{provider}/stream-error", "messages": HELLO, "stream": True}) as resp:
             assert resp.status_code == 200
             seen["stream-error"] = resp.read()
+        for path, body in (("/v1/responses", {"input": "hi"}), ("/v1/messages", {"max_tokens": 16, "messages": HELLO})):
+            for mode in ("json-error", "stream-error"):  # the Responses and Anthropic shapes of the same failures
+                with http.stream("POST", path, json={"model": f"{provider}/{mode}", "stream": True, **body}) as resp:
+                    seen[f"{path} {mode}"] = resp.read()
         status = http.get("/admin/status").content
-    sent = [r.headers for r in echo.requests if any(m in r.path + r.raw_body.decode() for m in seen)]
+    sent = [r.headers for r in echo.requests if any(m in r.path + r.raw_body.decode() for m in MODES)]
     assert any(CREDENTIALS[provider] in json.dumps(dict(h)) for h in sent)  # it was sent, and echoed
     assert b"[redacted]" in seen["json-error"]  # the echo came through, without the secret
     assert b'"Hi"' in seen["stream-error"] and b'"error"' in seen["stream-error"]  # the error came mid-stream
     for mode, raw in seen.items():
         assert not leaked(raw), (mode, raw)
     assert b"[redacted]" in status and not leaked(status)
+    assert b"[redacted]" in seen["/v1/responses stream-error"] + seen["/v1/messages json-error"]
     rows = server.usage_rows(wait_for=3)
     assert not leaked(json.dumps(rows, default=str))
     assert not leaked("\n".join(JsonFormatter().format(r) for r in caplog.records))
