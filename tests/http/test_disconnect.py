@@ -48,6 +48,7 @@ def test_a_client_that_gives_up_waiting_closes_the_upstream_connection(
     assert upstream.wait_for_disconnects(before + 1, timeout=3.0)
     rows = rows_for(server, rid)
     assert [r["status"] for r in rows] == [499]  # once
+    assert rows[0]["estimated"] and int(str(rows[0]["prompt_tokens"])) > 0  # the upstream had the prompt
 
 
 def test_a_client_that_leaves_the_queue_never_reaches_the_upstream(server: RunningServer,
@@ -58,6 +59,6 @@ def test_a_client_that_leaves_the_queue_never_reaches_the_upstream(server: Runni
             http.post("/v1/chat/completions", json={"model": "capped", "messages": HELLO},
                       headers={"x-request-id": "leaves-queue"}, timeout=httpx.Timeout(5.0, read=0.5))
         rows = rows_for(server, "leaves-queue")
-        assert [r["status"] for r in rows] == [499]
+        assert [r["status"] for r in rows] == [499] and rows[0]["prompt_tokens"] == 0
         assert len(upstream.requests) == asked  # it left while waiting for the slot
         assert 'switchyard_queue_depth{gate="capped"} 0.0' in http.get("/metrics").text  # and left the queue

@@ -229,6 +229,30 @@ def test_a_client_that_leaves_is_accounted_as_499_and_frees_everything(pipe: Pip
     assert not pipe.accounting.recent_errors  # a client leaving is no error
 
 
+def test_a_client_that_leaves_a_whole_answer_is_accounted_once_with_its_prompt_estimated() -> None:
+    async def body() -> None:
+        reached = asyncio.Event()
+
+        async def hang(call: Call) -> Answer:
+            reached.set()
+            await asyncio.Event().wait()  # an upstream that never answers
+            raise AssertionError("unreachable")
+
+        pipe = Pipeline(COOLING, hang)
+        waiting = asyncio.create_task(pipe.chat("m"))
+        await reached.wait()
+        waiting.cancel()  # what the edge does when the client leaves
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        [row] = pipe.rows
+        assert (row.status, row.estimated, row.completion_tokens) == (CLIENT_CLOSED, True, 0)
+        assert row.prompt_tokens > 0  # the upstream had the prompt
+        assert pipe.attempts.in_flight == 0 and not pipe.accounting.recent_errors
+        assert 'switchyard_upstream_cooling_down{provider="up"}' not in pipe.metrics.render().decode()
+
+    run(body())
+
+
 def test_failures_are_kept_for_operators(pipe: Pipeline) -> None:
     run(pipe.refused("picky"))
     exc, _ctx = run(pipe.refused("nothing-like-it"))
