@@ -46,14 +46,22 @@ class DisconnectWatch:
                 read.set()
             return message
 
-        handler = asyncio.ensure_future(self.app(scope, app_receive, send))
+        answered = False  # the last byte of the answer is on its way: a disconnect now is the end
+
+        async def app_send(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True  # before it is sent: the server reports a completed answer as a disconnect
+            await send(message)
+
+        handler = asyncio.ensure_future(self.app(scope, app_receive, app_send))
 
         async def watch() -> None:
             await read.wait()
             while (await receive())["type"] != "http.disconnect":
                 pass
             gone.set()
-            if not handler.done():
+            if not handler.done() and not answered:
                 scope.setdefault("state", {})["client_left"] = True
                 handler.cancel()
 
