@@ -22,6 +22,8 @@ from switchyard.admin.catalog import ModelCatalog
 from switchyard.core.limits import BudgetLedger, Limiter
 from switchyard.core.models import UpstreamSpec
 from switchyard.core.ports import Provider
+from switchyard.core.redaction import SECRETS
+from switchyard.http.disconnect import DisconnectWatch
 from switchyard.http.errors import exception_handlers
 from switchyard.http.middleware import EdgeMiddleware
 from switchyard.http.routes import routes
@@ -81,6 +83,8 @@ def create_app(settings: Settings) -> Starlette:
             metrics = Metrics()
             retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
             responses = ResponseLog(runtime.responses, server_secret(settings))  # sealed at rest
+            SECRETS.add(server_secret(settings), *(s.get_secret_value() for s in (
+                settings.master_key, settings.secret_key, settings.internal_secret) if s is not None))
             responses_retention = UsageRetention(responses.store, settings.responses_max_rows,
                                                  timedelta(days=settings.responses_max_age_days), what="responses")
             # told of every batch written, so that under load it prunes as often as the ring needs
@@ -160,6 +164,7 @@ def create_app(settings: Settings) -> Starlette:
                                 "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", "x-should-retry"],
             )
         )
+    middleware.append(Middleware(DisconnectWatch))  # a client that leaves cancels its request's work
     app = Starlette(
         routes=[*routes(), *_internal_routes(settings)],
         middleware=middleware,

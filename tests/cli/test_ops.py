@@ -115,14 +115,20 @@ def test_status_reports_unreachable_upstreams_and_exits_1(tmp_path: Path, fake_o
     dead = f"http://127.0.0.1:{free_port()}/v1"
     port = free_port()
     config = _config(tmp_path / "switchyard.yaml", fake_openai, fake_ollama, port=port, default_provider="gone",
-                     providers={"gone": {"type": "openai", "base_url": dead}})
-    with serve(tmp_path, tmp_path / "data", "--api-key", ADMIN, config=config, port=port):
+                     providers={"gone": {"type": "openai", "base_url": dead, "cooldown_failures": 1}})
+    with serve(tmp_path, tmp_path / "data", "--api-key", ADMIN, config=config, port=port) as server:
         result = run_cli("status", "--config", config, "--api-key", ADMIN, cwd=tmp_path)  # URL from the config
         assert result.returncode == 1, result
         assert f"at http://127.0.0.1:{port}: healthy, NOT READY" in result.stdout
         assert "not ready: upstream:gone" in result.stdout
         assert f"gone  openai  {dead}  [default]  UNREACHABLE: Could not connect" in result.stdout
         assert "recent errors: none" in result.stdout
+        assert "breaker" not in result.stdout
+
+        with server.http(ADMIN) as client:  # the one upstream of the default model fails twice: panic
+            assert [chat(client, "any-model").status_code for _ in range(2)] == [502, 502]
+        result = run_cli("status", "--config", config, "--api-key", ADMIN, cwd=tmp_path)
+        assert "      breaker gone: cooling down, serving anyway (panic: nothing else can) (" in result.stdout
 
 
 def test_status_over_https(tmp_path: Path, fake_openai: FakeOpenAI, fake_ollama: FakeOllama) -> None:

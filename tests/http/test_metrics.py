@@ -51,7 +51,8 @@ def test_every_documented_metric_is_exported_with_its_labels(tmp_path: Path, fak
                        "switchyard_cost_usd_total", "switchyard_gateway_overhead_seconds",
                        "switchyard_queue_depth", "switchyard_loaded_model_bytes",
                        "switchyard_loaded_model_vram_bytes", "switchyard_upstream_cooldowns_total",
-                       "switchyard_upstream_cooling_down"}, missing
+                       "switchyard_upstream_cooling_down", "switchyard_upstream_panic",
+                       "switchyard_upstream_panic_requests_total"}, missing
     undocumented = {n for n in exported if n.startswith("switchyard_") and n not in docs}
     assert not undocumented, undocumented
     compared = 0

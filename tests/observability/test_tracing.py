@@ -168,7 +168,7 @@ print(sorted(n for n in sys.modules if n.split(".")[0] == "opentelemetry"))
     result = _python(probe, tmp_path)
     assert result.returncode == 0, result.stderr
     middleware, otel_modules = result.stdout.strip().splitlines()
-    assert middleware == "['EdgeMiddleware']"
+    assert middleware == "['EdgeMiddleware', 'DisconnectWatch']"  # no tracing middleware
     assert otel_modules == "[]"
 
 

@@ -229,6 +229,30 @@ def test_a_client_that_leaves_is_accounted_as_499_and_frees_everything(pipe: Pip
     assert not pipe.accounting.recent_errors  # a client leaving is no error
 
 
+def test_a_client_that_leaves_a_whole_answer_is_accounted_once_with_its_prompt_estimated() -> None:
+    async def body() -> None:
+        reached = asyncio.Event()
+
+        async def hang(call: Call) -> Answer:
+            reached.set()
+            await asyncio.Event().wait()  # an upstream that never answers
+            raise AssertionError("unreachable")
+
+        pipe = Pipeline(COOLING, hang)
+        waiting = asyncio.create_task(pipe.chat("m"))
+        await reached.wait()
+        waiting.cancel()  # what the edge does when the client leaves
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        [row] = pipe.rows
+        assert (row.status, row.estimated, row.completion_tokens) == (CLIENT_CLOSED, True, 0)
+        assert row.prompt_tokens > 0  # the upstream had the prompt
+        assert pipe.attempts.in_flight == 0 and not pipe.accounting.recent_errors
+        assert 'switchyard_upstream_cooling_down{provider="up"}' not in pipe.metrics.render().decode()
+
+    run(body())
+
+
 def test_failures_are_kept_for_operators(pipe: Pipeline) -> None:
     run(pipe.refused("picky"))
     exc, _ctx = run(pipe.refused("nothing-like-it"))
@@ -254,7 +278,7 @@ COOLING = {
 }
 
 
-def test_an_upstream_that_goes_down_cools_down_and_a_probe_brings_it_back() -> None:
+def test_a_lone_upstream_that_cools_down_still_serves_and_its_first_success_closes_the_breaker() -> None:
     down = False
 
     def handler(call: Call) -> Answer:
@@ -269,22 +293,94 @@ def test_an_upstream_that_goes_down_cools_down_and_a_probe_brings_it_back() -> N
         await pipe.chat("m")
         down = True  # the upstream goes away
         assert [(await pipe.refused("m"))[0].status_code for _ in range(2)] == [502, 502]
-        cooling, _ctx = await pipe.refused("m")
-        assert (cooling.status_code, cooling.code, cooling.retry_after) == (503, "upstream_cooldown", 1.0)
-        status = {u["name"]: u for u in await pipe.upstreams.status()}
-        assert status["up"]["cooldown_s"] == 0.5
         assert pipe.metric('switchyard_upstream_cooling_down{provider="up"} 1.0')
         assert pipe.metric('switchyard_upstream_cooldowns_total{provider="up"} 1.0')
-
-        down = False  # back
         asked = len(pipe.calls)
-        assert (await pipe.refused("m"))[0].status_code == 503  # still cooling
-        assert len(pipe.calls) == asked  # fast: the upstream was not asked
-        pipe.clock.now += 0.6
-        await pipe.chat("m")  # the probe
+        panicked, ctx = await pipe.refused("m")  # nothing else to go to: it is asked anyway (panic)
+        assert (panicked.status_code, panicked.code, ctx.attempts) == (502, "upstream_connection_error", 1)
+        assert len(pipe.calls) == asked + 1
+        status = {u["name"]: u for u in await pipe.upstreams.status()}
+        assert (status["up"]["breaker"], status["up"]["cooldown_s"]) == ("panic", 0.5)
+        assert pipe.metric('switchyard_upstream_panic{provider="up"} 1.0')
+        assert pipe.metric('switchyard_upstream_panic_requests_total{provider="up"} 1.0')
+
+        down = False  # back: the very next request succeeds, long before the cooldown is over
         for _ in range(3):
             await pipe.chat("m")
+        status = {u["name"]: u for u in await pipe.upstreams.status()}
+        assert (status["up"]["breaker"], status["up"]["cooldown_s"]) == ("closed", 0.0)
         assert pipe.metric('switchyard_upstream_cooling_down{provider="up"} 0.0')
+        assert pipe.metric('switchyard_upstream_panic{provider="up"} 0.0')
+        assert pipe.metric('switchyard_upstream_panic_requests_total{provider="up"} 2.0')
+
+    run(body())
+
+
+async def breakers(pipe: Pipeline) -> dict[str, str]:
+    """Each upstream's breaker state, and each deployment breaker that is not closed."""
+    states: dict[str, str] = {}
+    for up in await pipe.upstreams.status():
+        states[str(up["name"])] = str(up["breaker"])
+        states.update({d["breaker"]: d["state"] for d in up["deployment_breakers"]})  # type: ignore[attr-defined]
+    return states
+
+
+BOTH_DOWN = {
+    "providers": {name: {"type": "openai", "base_url": f"http://{name}.invalid/v1", "cooldown_failures": 1,
+                         "cooldown_window": 10, "cooldown_seconds": 30} for name in ("a", "b", "c")},
+    "models": [{"alias": "m", "routing": "ordered", "deployments": [
+        {"provider": "a", "model": "gpt-4o-mini"}, {"provider": "b", "model": "gpt-4o-mini"}],
+        "fallbacks": ["spare"]},
+               {"alias": "spare", "provider": "c", "model": "gpt-4o-mini"}],
+}
+
+
+def test_when_every_deployment_and_fallback_cools_down_the_one_that_failed_longest_ago_serves() -> None:
+    down = {"a", "b", "c"}
+
+    def handler(call: Call) -> Answer:
+        if call.target.provider in down:
+            raise UpstreamError("The upstream failed (500).")
+        return completion()
+
+    pipe = Pipeline(BOTH_DOWN, handler)
+
+    async def body() -> None:
+        await pipe.refused("m")  # a, b and the fallback c each fail once: all three cool down, in that order
+        assert [c.target.provider for c in pipe.calls] == ["a", "b", "c"]
+        pipe.clock.now += 1
+        down.clear()
+        _result, ctx = await pipe.chat("m")  # all skipped, then a (the oldest failure) is tried anyway
+        assert (ctx.deployment, ctx.attempts) == ("a/gpt-4o-mini", 1)
+        assert [c.target.provider for c in pipe.calls][3:] == ["a"]
+        await pipe.chat("m")  # a is closed again: ordinary routing
+        assert [c.target.provider for c in pipe.calls][4:] == ["a"]
+
+    run(body())
+
+
+def test_a_deployment_cooling_down_is_skipped_while_another_serves_then_probed_by_one_request() -> None:
+    down = {"a"}
+
+    def handler(call: Call) -> Answer:
+        if call.target.provider in down:
+            raise UpstreamError("The upstream failed (500).")
+        return completion()
+
+    pipe = Pipeline(BOTH_DOWN, handler)
+
+    async def body() -> None:
+        for _ in range(4):
+            _result, ctx = await pipe.chat("m")
+            assert ctx.deployment == "b/gpt-4o-mini"
+        assert [c.target.provider for c in pipe.calls] == ["a", "b", "b", "b", "b"]  # a asked once, then steered away
+        assert await breakers(pipe) == {"a": "closed", "b": "closed", "c": "closed", "a/gpt-4o-mini": "open"}
+        pipe.clock.now += 31  # the cooldown is over: the next request probes a (half-open)
+        assert (await breakers(pipe))["a/gpt-4o-mini"] == "half_open"
+        down.clear()
+        _result, ctx = await pipe.chat("m")
+        assert ctx.deployment == "a/gpt-4o-mini"
+        assert "a/gpt-4o-mini" not in await breakers(pipe)  # closed
 
     run(body())
 

@@ -98,6 +98,24 @@ def _running(entry: dict[str, Any]) -> str:
     return ", ".join(parts) or "none"
 
 
+_BREAKER_STATES = {
+    "open": "cooling down: skipped while another deployment can serve",
+    "half_open": "cooling down: the next request probes it",
+    "panic": "cooling down, serving anyway (panic: nothing else can)",
+}
+
+
+def _breakers(up: dict[str, Any]) -> list[str]:
+    """The upstream's breakers that are not closed, its own and its deployments'."""
+    own = [{"breaker": up.get("name"), "state": up.get("breaker"), "cooldown_s": up.get("cooldown_s")}]
+    lines = []
+    for breaker in own + list(up.get("deployment_breakers") or []):
+        state = _BREAKER_STATES.get(str(breaker.get("state")))
+        if state is not None:
+            lines.append(f"breaker {breaker.get('breaker')}: {state} ({breaker.get('cooldown_s', 0)} s left)")
+    return lines
+
+
 def _print_status(url: str, ready: _Reply, admin: dict[str, Any], errors: int) -> None:
     readiness = "ready" if ready.status == 200 else "NOT READY"
     click.echo(f"switchyard {admin.get('version', '?')} at {url}: healthy, {readiness}")
@@ -123,6 +141,8 @@ def _print_status(url: str, ready: _Reply, admin: dict[str, Any], errors: int) -
                 click.echo(f"      loaded: {_running(up)}")
         else:
             click.echo(f"{head}  UNREACHABLE: {up.get('error', 'no answer')}")
+        for line in _breakers(up):
+            click.echo(f"      {line}")
     recent = sorted(admin.get("recent_errors") or [], key=lambda e: str(e.get("at", "")), reverse=True)
     if not recent:
         click.echo("recent errors: none")

@@ -296,6 +296,12 @@ class MetricsSink(Protocol):
     def cooling_down(self) -> Labelled[Gauge]: ...  # provider
 
     @property
+    def panic(self) -> Labelled[Gauge]: ...  # provider
+
+    @property
+    def panic_requests(self) -> Labelled[Counter]: ...  # provider
+
+    @property
     def rejections(self) -> Labelled[Counter]: ...  # model, reason
 
     @property

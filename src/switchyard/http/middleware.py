@@ -65,6 +65,8 @@ class EdgeMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
+            if state.get("client_left") and status == 500:
+                status = 499  # the client left before an answer was sent
             if self.access_log.enabled():
                 self.access_log.write({
                     "request_id": rid,

@@ -99,7 +99,19 @@ class Metrics:
         )
         self.cooling_down = Gauge(
             "switchyard_upstream_cooling_down",
-            "1 while an upstream is cooling down (requests to it get 503), else 0.",
+            "1 while an upstream is cooling down (skipped while another can serve), else 0.",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.panic = Gauge(
+            "switchyard_upstream_panic",
+            "1 while an upstream cooling down serves anyway, as nothing else can, else 0.",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.panic_requests = Counter(
+            "switchyard_upstream_panic_requests",
+            "Requests sent to an upstream cooling down, as nothing else could serve them.",
             ["provider"],
             registry=self.registry,
         )
@@ -161,6 +173,10 @@ class Metrics:
         self.cooling_down.labels(provider).set(1 if cooling else 0)
         if cooling:
             self.cooldowns.labels(provider).inc()
+
+    def panic_changed(self, provider: str, panic: bool) -> None:
+        """An upstream (or deployment) that is cooling down started or stopped serving in panic mode."""
+        self.panic.labels(provider).set(1 if panic else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,4 +1,5 @@
-"""The thin HTTP client shared by providers: one keep-alive pool per upstream, exceptions mapped once."""
+"""The thin HTTP client shared by providers: one keep-alive pool per upstream, exceptions mapped once,
+and every byte an upstream sends redacted (``core/redaction.py``) before any provider reads it."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from typing import Any, Protocol
 import orjson
 
 from switchyard.core.chat import StreamPiece
+from switchyard.core.redaction import SECRETS
 from switchyard.errors import (
     GatewayError,
     UpstreamConnectionError,
     UpstreamError,
     UpstreamTimeoutError,
 )
+from switchyard.protocol.ndjson import MAX_LINE, LineDecoder, LineTooLong
 from switchyard.providers._http1 import ConnectionClosed, MalformedResponse, Origin, Response
 
-__all__ = ["ErrorMapper", "Response", "StreamConverter", "UpstreamClient"]
+__all__ = ["ErrorMapper", "Response", "StreamConverter", "UpstreamClient", "UpstreamResponse"]
 
 ErrorMapper = Callable[[int, bytes, Mapping[str, str]], GatewayError]
 
@@ -39,10 +42,56 @@ class StreamConverter(Protocol):
         """What the end of the stream adds; raises when the stream was cut short or failed."""
 
 
+class UpstreamResponse:
+    """An upstream's answer as providers read it: its body and stream with every known secret
+    redacted, so that none can reach a client, a log, ``/admin/status`` or a usage row."""
+
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: Response) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers = resp.headers
+
+    async def read(self) -> bytes:
+        return SECRETS.redact_bytes(await self._resp.read())
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        redactor = SECRETS.stream()
+        async for data in self._resp.chunks():
+            if clean := redactor.feed(data):
+                yield clean
+        if rest := redactor.finish():
+            yield rest
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        """Body lines, each with its ``\\n``; a last line without one is yielded too."""
+        decoder = LineDecoder()
+        async for data in self.chunks():
+            try:
+                lines = decoder.feed(data)
+            except LineTooLong as exc:
+                raise MalformedResponse(f"The upstream sent a line longer than {MAX_LINE >> 20} MiB.") from exc
+            for line in lines:
+                yield line
+        if rest := decoder.close():
+            yield rest
+
+
+def _credentials(headers: Mapping[str, str]) -> list[str]:
+    """The header values that carry a credential (a bearer token's token as well)."""
+    values = [v for k, v in headers.items() if k.lower() in _CREDENTIAL_HEADERS]
+    return values + [v[7:] for v in values if v[:7].lower() == "bearer "]
+
+
+_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
+
+
 class UpstreamClient:
     """The requests of one provider instance to its upstream (``providers/_http1.py``)."""
 
     def __init__(self, base_url: str, headers: Mapping[str, str], timeout: float) -> None:
+        SECRETS.add(*_credentials(headers))  # redacted from whatever any upstream sends
         self.base_url = base_url.rstrip("/")
         self._origin = Origin(self.base_url, headers)
         self._timeout = timeout
@@ -56,7 +105,7 @@ class UpstreamClient:
         json: Any = None,
         timeout: float | None = None,
         stream: bool = False,
-    ) -> AsyncIterator[Response]:
+    ) -> AsyncIterator[UpstreamResponse]:
         """Open a response; connection and timeout failures become gateway errors.
 
         A whole call must end within ``timeout``; a stream may run long, but no wait for its
@@ -68,7 +117,7 @@ class UpstreamClient:
             async with self._origin.request(method, path, data, "application/json" if data is not None else None,
                                             deadline=deadline, read_timeout=t if stream else None,
                                             connect_timeout=min(t, 30.0)) as resp:
-                yield resp
+                yield UpstreamResponse(resp)
         except GatewayError:
             raise
         except TimeoutError as exc:
@@ -76,7 +125,7 @@ class UpstreamClient:
         except ConnectionClosed as exc:
             raise UpstreamError("The upstream closed the connection early.") from exc
         except MalformedResponse as exc:
-            raise UpstreamError(str(exc)) from exc
+            raise UpstreamError(SECRETS.redact(str(exc))) from exc
         except OSError as exc:  # refused, unreachable, unresolvable, TLS
             raise UpstreamConnectionError("Could not connect to the upstream.") from exc
 

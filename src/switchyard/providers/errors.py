@@ -1,4 +1,5 @@
-"""Upstream errors -> gateway errors: by status code (never by message text), credentials redacted."""
+"""Upstream errors -> gateway errors: by status code (never by message text). The text they quote
+was redacted where it came in (``providers/_http.py``, with ``core/redaction.py``)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,7 @@ from switchyard.errors import (
     UpstreamTimeoutError,
 )
 
-__all__ = ["error_for_status", "redact", "retry_after"]
-
-
-def redact(message: str, secret: str | None) -> str:
-    """Never let a credential through in an error message."""
-    if secret and secret in message:
-        message = message.replace(secret, "[redacted]")
-    return message
+__all__ = ["error_for_status", "retry_after"]
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -37,7 +31,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 def error_for_status(
     status: int, message: str | None, param: str | None, headers: Mapping[str, str]
 ) -> GatewayError:
-    """Map an upstream error response. ``message`` must already be redacted."""
+    """Map an upstream error response (its text already redacted, as all upstream text is)."""
     text = message or f"The upstream answered {status}."
     after = retry_after(headers)
     if status == 429:

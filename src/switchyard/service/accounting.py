@@ -105,11 +105,14 @@ class Accounting:
                     "message": outcome.error or "internal error",
                 })
             usage = outcome.usage
+            # a whole answer the client left while the upstream worked on it: its prompt was spent
+            left_upstream = outcome.status == CLIENT_CLOSED and ctx.upstream_s > 0
             if usage is None:
-                usage = Usage(estimate_prompt_tokens(body), outcome.events, estimated=True) if streamed else Usage()
+                estimate = streamed or left_upstream
+                usage = Usage(estimate_prompt_tokens(body), outcome.events, estimated=True) if estimate else Usage()
             cost = self._account(principal, target, endpoint, ctx.request_id, started, outcome.status, usage, streamed)
             if ticket is not None:  # a request that produced nothing releases its hold; others pay what they used
-                used = outcome.status == 200 or outcome.usage is not None or outcome.events > 0
+                used = outcome.status == 200 or outcome.usage is not None or outcome.events > 0 or left_upstream
                 await self.governance.finish(ticket, usage if used else None, cost)  # type: ignore[union-attr]
 
     def _account(self, principal: Principal, target: Target, endpoint: str, request_id: str, started: float,

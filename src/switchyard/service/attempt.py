@@ -2,7 +2,8 @@
 
     cooldown.admit ─▶ gate.acquire ─▶ in flight ─▶ the upstream call ─▶ classify ─▶ release
     (503 while cooling  (429 queue full,              (first piece timed)   (the one place a failed
-     down; or the probe) 503 queue timeout)                                   attempt is judged)
+     down, or the probe; 503 queue timeout)                                   attempt is judged)
+     not asked in panic)
 
 The verdict is given in ``Attempt.__aexit__`` and nowhere else: its status, whether it counts
 as an upstream error, and what it tells the deployment's cooldown. Whether the request then
@@ -51,7 +52,8 @@ class Attempts:
     ) -> None:
         self.metrics = metrics
         self.on_credential_use = on_credential_use  # the vault's last-used times
-        self.cooldowns = Cooldowns(cooldown_policies(routing), on_change=metrics.cooling_down_changed, clock=clock)
+        self.cooldowns = Cooldowns(cooldown_policies(routing), on_change=metrics.cooling_down_changed, clock=clock,
+                                   on_panic=metrics.panic_changed)
         self.busy: dict[str, int] = {}  # in flight per deployment (least_busy routing)
         self.in_flight = 0
         self._gates: dict[str, ConcurrencyGate] = {}
@@ -76,22 +78,26 @@ class Attempts:
             self.metrics.queue_depth.labels(name).set_function(lambda: gate.waiting)
         return gate
 
-    def attempt(self, target: Target, ctx: CallContext, out: Outcome, endpoint: str, streamed: bool) -> Attempt:
-        """One try of ``out``'s request on ``target`` (``async with``)."""
-        return Attempt(self, target, ctx, out, endpoint, streamed)
+    def attempt(
+        self, target: Target, ctx: CallContext, out: Outcome, endpoint: str, streamed: bool, panic: bool = False,
+    ) -> Attempt:
+        """One try of ``out``'s request on ``target`` (``async with``). A ``panic`` try goes to a
+        deployment that is cooling down, because nothing else the request may use can serve it."""
+        return Attempt(self, target, ctx, out, endpoint, streamed, panic)
 
 
 class Attempt:
     """The context of one try on one deployment; a class, as this is on every request's path."""
 
-    __slots__ = ("_at", "_ctx", "_endpoint", "_gate", "_in_flight", "_out", "_probe", "_started", "_streamed",
-                 "_target", "status")
+    __slots__ = ("_at", "_ctx", "_endpoint", "_gate", "_in_flight", "_out", "_panic", "_probe", "_started",
+                 "_streamed", "_target", "status")
 
     def __init__(self, attempts: Attempts, target: Target, ctx: CallContext, out: Outcome, endpoint: str,
-                 streamed: bool) -> None:
+                 streamed: bool, panic: bool = False) -> None:
         self._at, self._target, self._ctx, self._out = attempts, target, ctx, out
         self._endpoint, self._streamed = endpoint, streamed
         self._probe = False
+        self._panic = panic
         self._gate: ConcurrencyGate | None = None
         self._in_flight = attempts.metrics.in_flight_for(target.alias)
         self._started = 0.0
@@ -100,7 +106,11 @@ class Attempt:
     async def __aenter__(self) -> Attempt:
         at, target, ctx = self._at, self._target, self._ctx
         self._out.target = target
-        self._probe = at.cooldowns.admit(target.breaker)  # a deployment cooling down is skipped, not tried
+        if self._panic:
+            at.cooldowns.panic(target.breaker)
+            at.metrics.panic_requests.labels(target.breaker).inc()
+        else:
+            self._probe = at.cooldowns.admit(target.breaker)  # a deployment cooling down is skipped, not tried
         ctx.attempts += 1
         ctx.deployment, ctx.model = target.deployment, target.alias
         gate = self._gate = at.gate(target)
@@ -156,6 +166,6 @@ class Attempt:
             self._gate.release()
         # a model's fault (e.g. a malformed tool call) says nothing about the upstream's health
         if not models_fault and (self.status == 200 or self.status in _UPSTREAM_FAILURES):
-            at.cooldowns.record(target.breaker, ok=self.status == 200, probe=self._probe)
+            at.cooldowns.record(target.breaker, ok=self.status == 200, probe=self._probe, panic=self._panic)
         elif self._probe:
             at.cooldowns.record(target.breaker, ok=True, probe=True)  # no verdict: don't stay stuck

@@ -3,6 +3,7 @@
     scope check ▶ route ▶ account (limits, budget hold) ▶ for each deployment of the plan:
         fit the request to the route (the contract) ▶ attempt (cooldown, gate) ▶ first piece
         ▶ relay the rest ▶ done          (a failure before the first piece: the next deployment)
+      (none answered and some were skipped as cooling down: the one that failed longest ago, in panic)
     ▶ account (usage row, metrics, settle)
 
 Chat, embeddings and streams all go through ``_serve``: a whole answer is a stream of one piece,
@@ -13,7 +14,7 @@ have reached the client nothing is retried.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import replace
 from functools import partial
@@ -31,6 +32,7 @@ from switchyard.errors import GatewayError, ModelNotFoundError
 from switchyard.service.accounting import Accounting, estimate_prompt_tokens
 from switchyard.service.attempt import Attempts
 from switchyard.service.call import CallContext, Outcome
+from switchyard.service.cooldown import COOLDOWN_CODE
 from switchyard.service.failover import Plan, order
 from switchyard.service.routing import RoutingTable
 from switchyard.service.upstreams import Upstreams
@@ -128,14 +130,15 @@ class Gateway:
         plan = Plan(route, principal, self.upstreams.routing.route, self._order)
         fitted: dict[str, _R] = {}
         last: GatewayError | None = None
-        for candidate, target in plan:
+        cooling: list[tuple[Route, Target]] = []  # skipped as cooling down: the panic candidates
+        for candidate, target, panic in self._with_panic(plan, cooling):
             relayed = False
             try:
                 if candidate.alias not in fitted:
                     fitted[candidate.alias] = fit(candidate)
                 pieces = call(self.upstreams.provider(target.provider), fitted[candidate.alias], target)
                 try:
-                    async with self.attempts.attempt(target, ctx, out, endpoint, streamed) as attempt:
+                    async with self.attempts.attempt(target, ctx, out, endpoint, streamed, panic) as attempt:
                         piece: _P | None = await attempt.first(pieces)
                         relayed = True
                         while piece is not None:
@@ -148,9 +151,25 @@ class Gateway:
             except GatewayError as exc:
                 if relayed or not plan.failed(candidate, exc):
                     raise
+                if exc.code == COOLDOWN_CODE and not panic:
+                    cooling.append((candidate, target))
+                elif exc.code == "context_length_exceeded":  # that alias cannot take the prompt at all
+                    cooling[:] = [(r, t) for r, t in cooling if r.alias != candidate.alias]
                 last = exc
         assert last is not None  # a route has at least one deployment
         raise last
+
+    def _with_panic(
+        self, plan: Plan, cooling: list[tuple[Route, Target]],
+    ) -> Iterator[tuple[Route, Target, bool]]:
+        """The plan's deployments; then, when some were skipped as cooling down and none of the
+        others answered, the one that failed longest ago, tried anyway (panic mode): a breaker
+        steers traffic to a healthy deployment, it never leaves a request with nothing to try."""
+        for candidate, target in plan:
+            yield candidate, target, False
+        if cooling:
+            candidate, target = min(cooling, key=lambda rt: self.attempts.cooldowns.last_failure(rt[1].breaker))
+            yield candidate, target, True
 
     def _order(self, route: Route) -> list[Target]:
         return order(route, self.attempts.busy, self._rng)

@@ -110,15 +110,15 @@ class Upstreams:
 
     # -- for operators -------------------------------------------------------------------
     async def status(self) -> list[dict[str, object]]:
-        """Each upstream's kind, reachability, models and loaded models."""
+        """Each upstream's kind, reachability, breaker state, models and loaded models."""
+        breakers = self._cooldowns.report() if self._cooldowns is not None else {}
 
         async def one(name: str) -> dict[str, object]:
             spec = self.routing.upstreams[name]
             provider = self._providers[name]
-            cooling = self._cooldowns.remaining(name) if self._cooldowns is not None else 0.0
             entry: dict[str, object] = {"name": name, "type": spec.type, "base_url": display_url(spec.base_url),
                                         "prefix_routing": spec.prefix_routing, "default": name == self.routing.default,
-                                        "cooldown_s": round(cooling, 1)}
+                                        **self._breaker(name, breakers)}
             try:
                 entry["models"] = list(await asyncio.wait_for(provider.list_models(), _DISCOVERY_TIMEOUT))
                 if isinstance(provider, ReportsRunningModels):
@@ -130,6 +130,14 @@ class Upstreams:
             return entry
 
         return list(await asyncio.gather(*(one(n) for n in self._providers)))
+
+    @staticmethod
+    def _breaker(name: str, breakers: dict[str, dict[str, object]]) -> dict[str, object]:
+        """The upstream's breaker (closed, open, half_open or panic), and those of its deployments
+        (one per model, for models with several deployments) that are not closed."""
+        own = breakers.get(name, {"state": "closed", "cooldown_s": 0.0})
+        deployments = [{"breaker": key, **value} for key, value in breakers.items() if key.startswith(f"{name}/")]
+        return {"breaker": own["state"], "cooldown_s": own["cooldown_s"], "deployment_breakers": deployments}
 
     async def check(self) -> dict[str, str | None]:
         """Readiness: each upstream's problem (None when it answers)."""

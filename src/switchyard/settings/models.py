@@ -99,7 +99,9 @@ class ProviderConfig(BaseModel):
         "this upstream cool down; 0: never.",
     )
     cooldown_window: float = Field(default=30.0, gt=0, description="Seconds in which those failures count.")
-    cooldown_seconds: float = Field(default=30.0, gt=0, description="Seconds of fast 503s before one probe.")
+    cooldown_seconds: float = Field(
+        default=30.0, gt=0, description="Seconds it is skipped (while another deployment can serve) before a probe.",
+    )
     enabled: bool = Field(default=True, description="Disabled providers serve nothing.")
 
     @field_serializer("api_key", when_used="json")

@@ -37,7 +37,6 @@ class AnthropicProvider:
         headers = {"anthropic-version": translate.ANTHROPIC_VERSION}
         if spec.api_key:
             headers["x-api-key"] = spec.api_key
-        self._secret = spec.api_key
         self._spec, self._headers = spec, headers
         self._http = UpstreamClient(spec.base_url, headers, spec.timeout)
         self._variants: dict[tuple[tuple[str, str], ...], UpstreamClient] = {}
@@ -57,7 +56,7 @@ class AnthropicProvider:
         return client
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
-        return translate.error_from_response(status, raw, headers, self._secret)
+        return translate.error_from_response(status, raw, headers)
 
     async def _json(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
         return await self._http.call_object(method, path, self._error, json=body, timeout=timeout)
@@ -70,7 +69,7 @@ class AnthropicProvider:
         return ChatResult(body=orjson.dumps(result), usage=usage)
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
-        converter = translate.StreamConverter(request, target, self._secret)
+        converter = translate.StreamConverter(request, target)
         async for piece in self._client(request).stream(translate.MESSAGES_PATH, self._error, converter,
                                              json=requests.messages_body(request, target), timeout=target.timeout):
             yield piece

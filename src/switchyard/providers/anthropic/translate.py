@@ -21,7 +21,7 @@ from switchyard.errors import BadRequestError, GatewayError, RequestTooLargeErro
 from switchyard.protocol.anthropic.codes import error_status, finish_reason
 from switchyard.protocol.openai import DONE, ChunkWriter
 from switchyard.protocol.sse import ServerSentEvent, SSEDecoder
-from switchyard.providers.errors import error_for_status, redact
+from switchyard.providers.errors import error_for_status
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -132,9 +132,8 @@ class StreamConverter:
     the content before it was relayed), or an error when ``message_stop`` never came.
     """
 
-    def __init__(self, request: ChatRequest, target: Target, secret: str | None = None) -> None:
+    def __init__(self, request: ChatRequest, target: Target) -> None:
         self._out = ChunkWriter(request, target.alias)
-        self._secret = secret
         self._decoder = SSEDecoder()
         self._blocks: dict[int, tuple[str, int]] = {}  # Anthropic block index -> ("text" | "tool", tool index)
         self._tools = 0
@@ -204,7 +203,7 @@ class StreamConverter:
         if kind == "message_stop":
             return self._end(), 0
         if kind == "error":
-            self._failure = stream_error(event, self._secret)
+            self._failure = stream_error(event)
         return b"", 0  # ping, and event types added after this was written
 
     def _block_start(self, index: int, block: Any) -> tuple[bytes, int]:
@@ -279,22 +278,22 @@ def _error_fields(payload: Any) -> tuple[str | None, str | None]:
     return (kind if isinstance(kind, str) else None), (str(message) if message else None)
 
 
-def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], secret: str | None) -> GatewayError:
+def error_from_response(status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
     """An Anthropic error response ``{"type": "error", "error": {"type", "message"}}`` -> our error."""
     try:
         _, message = _error_fields(orjson.loads(raw))
     except orjson.JSONDecodeError:
         message = None
     if message is not None:
-        message = redact(message[:500], secret)
+        message = message[:500]
     return _mapped(status, message, headers)
 
 
-def stream_error(payload: Mapping[str, Any], secret: str | None) -> GatewayError:
+def stream_error(payload: Mapping[str, Any]) -> GatewayError:
     """An ``event: error`` in a stream -> our error, by the status its type stands for."""
     kind, message = _error_fields(payload)
     if message is not None:
-        message = redact(message[:500], secret)
+        message = message[:500]
     text = f"{kind}: {message}" if kind and message else (message or kind)
     return _mapped(error_status(kind), text, {})
 

@@ -29,12 +29,11 @@ class AzureOpenAIProvider:
     def __init__(self, spec: UpstreamSpec) -> None:
         base = spec.base_url.rstrip("/").removesuffix("/openai")
         headers = {"api-key": spec.api_key} if spec.api_key else {}
-        self._secret = spec.api_key
         self._version = spec.api_version or translate.DEFAULT_API_VERSION
         self._http = UpstreamClient(base, headers, spec.timeout)
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
-        return translate.error_from_response(status, raw, headers, self._secret)
+        return translate.error_from_response(status, raw, headers)
 
     def _path(self, request: ChatRequest, target: Target) -> str:
         operation = "chat/completions" if request.kind is GenerationKind.CHAT else "completions"

@@ -31,7 +31,6 @@ from switchyard.core.models import Target
 from switchyard.core.usage import Usage
 from switchyard.errors import BadRequestError, GatewayError, UpstreamError
 from switchyard.protocol.sse import SSEDecoder
-from switchyard.providers.errors import redact
 from switchyard.providers.openai import translate as openai_translate
 
 __all__ = [
@@ -90,7 +89,7 @@ def chat_result(raw: bytes, target: Target) -> tuple[bytes, Usage]:
     return orjson.dumps(normalize(payload, target.alias)), openai_translate.usage_from(payload)
 
 
-def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], secret: str | None) -> GatewayError:
+def error_from_response(status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
     """Azure's errors are OpenAI-shaped (``code`` is often the status as a string); a prompt
     rejected by the content filter stays a 400 with ``code: content_filter``."""
     try:
@@ -99,10 +98,10 @@ def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], sec
         payload = None
     err = payload.get("error") if isinstance(payload, dict) else None
     if status == 400 and isinstance(err, dict) and err.get("code") == "content_filter":
-        message = redact(str(err.get("message") or "The prompt was rejected by the content filter.")[:500], secret)
+        message = str(err.get("message") or "The prompt was rejected by the content filter.")[:500]
         param = err.get("param") if isinstance(err.get("param"), str) else None
         return BadRequestError(message, param=param, code="content_filter")
-    return openai_translate.error_from_response(status, raw, headers, secret)
+    return openai_translate.error_from_response(status, raw, headers)
 
 
 class StreamConverter:

@@ -28,11 +28,10 @@ _MAX_MODEL_PAGES = 5
 class GeminiProvider:
     def __init__(self, spec: UpstreamSpec) -> None:
         headers = {"x-goog-api-key": spec.api_key} if spec.api_key else {}
-        self._secret = spec.api_key
         self._http = UpstreamClient(spec.base_url, headers, spec.timeout)
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
-        return translate.error_from_response(status, raw, headers, self._secret)
+        return translate.error_from_response(status, raw, headers)
 
     async def _json(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
         return await self._http.call_object(method, path, self._error, json=body, timeout=timeout)
@@ -40,12 +39,12 @@ class GeminiProvider:
     async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
         body = requests.chat_body(request, target)
         payload = await self._json("POST", requests.chat_path(target, stream=False), body, target.timeout)
-        result, usage = translate.chat_result(payload, request, target, self._secret)
+        result, usage = translate.chat_result(payload, request, target)
         return ChatResult(body=orjson.dumps(result), usage=usage)
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
         body = requests.chat_body(request, target)
-        converter = translate.StreamConverter(request, target, self._secret)
+        converter = translate.StreamConverter(request, target)
         async for piece in self._http.stream(requests.chat_path(target, stream=True), self._error, converter,
                                              json=body, timeout=target.timeout):
             yield piece

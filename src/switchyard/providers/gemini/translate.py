@@ -24,7 +24,7 @@ from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, UpstreamError
 from switchyard.protocol.openai import DONE, ChunkWriter
 from switchyard.protocol.sse import SSEDecoder
-from switchyard.providers.errors import error_for_status, redact
+from switchyard.providers.errors import error_for_status
 from switchyard.providers.gemini.requests import THOUGHT_SEPARATOR
 
 __all__ = [
@@ -137,10 +137,10 @@ def _parts(candidate: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     return "".join(texts), calls
 
 
-def _raise_if_error(payload: Mapping[str, Any], secret: str | None) -> None:
+def _raise_if_error(payload: Mapping[str, Any]) -> None:
     err = payload.get("error")
     if isinstance(err, Mapping):
-        message = redact(str(err.get("message") or "")[:500], secret)
+        message = str(err.get("message") or "")[:500]
         raise UpstreamError(f"The upstream failed: {message}")
 
 
@@ -149,10 +149,10 @@ def _blocked(payload: Mapping[str, Any]) -> bool:
 
 
 def chat_result(
-    payload: Mapping[str, Any], request: ChatRequest, target: Target, secret: str | None = None
+    payload: Mapping[str, Any], request: ChatRequest, target: Target
 ) -> tuple[dict[str, Any], Usage]:
     """The OpenAI response for a whole generateContent response, and its usage."""
-    _raise_if_error(payload, secret)
+    _raise_if_error(payload)
     chat = request.kind is GenerationKind.CHAT
     usage = usage_of(payload) or Usage(estimated=True)
     candidates = list(payload.get("candidates") or ())
@@ -203,9 +203,8 @@ class StreamConverter:
 
     stop_reading = False  # the answer is read to its end, so its connection can be reused
 
-    def __init__(self, request: ChatRequest, target: Target, secret: str | None = None) -> None:
+    def __init__(self, request: ChatRequest, target: Target) -> None:
         self._out = ChunkWriter(request, target.alias)
-        self._secret = secret
         self._decoder = SSEDecoder()
         self.done = False
         self._seen: set[int] = set()
@@ -269,7 +268,7 @@ class StreamConverter:
         if not isinstance(payload, Mapping):
             raise UpstreamError("The upstream sent a malformed stream event.")
         if isinstance(payload.get("error"), Mapping):
-            message = redact(str(payload["error"].get("message") or "")[:500], self._secret)
+            message = str(payload["error"].get("message") or "")[:500]
             raise UpstreamError(f"The upstream failed mid-stream: {message}")
         usage = usage_of(payload)
         if usage is not None:
@@ -324,7 +323,7 @@ def _retry_delay(details: Any) -> str | None:
     return None
 
 
-def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], secret: str | None) -> GatewayError:
+def error_from_response(status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
     """A Google error body (``{"error": {"code", "message", "status", "details"}}``) as a gateway error.
 
     Google answers a bad API key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID): that is the
@@ -344,7 +343,7 @@ def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], sec
         message = str(err.get("message") or "") or None
         details = err.get("details")
     if message is not None:
-        message = redact(message[:500], secret)
+        message = message[:500]
     reasons = {d.get("reason") for d in details if isinstance(d, Mapping)} if isinstance(details, list) else set()
     if status == 400 and reasons & _AUTH_REASONS:
         status = 401

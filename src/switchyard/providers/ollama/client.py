@@ -15,7 +15,6 @@ from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, ModelNotFoundError, UpstreamError
 from switchyard.protocol.ndjson import NDJSONDecoder
 from switchyard.providers._http import UpstreamClient
-from switchyard.providers.errors import redact
 from switchyard.providers.ollama import translate
 
 __all__ = ["OllamaProvider"]
@@ -31,11 +30,10 @@ class OllamaProvider:
         if base.endswith("/v1"):  # an OLLAMA_BASE_URL often points at the /v1 shim
             base = base[:-3]
         headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
-        self._secret = spec.api_key
         self._http = UpstreamClient(base, headers, spec.timeout)
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
-        return translate.error_from_response(status, raw, headers, self._secret)
+        return translate.error_from_response(status, raw, headers)
 
     async def _json(self, method: str, path: str, body: dict[str, object] | None, timeout: float) -> dict[str, Any]:
         return await self._http.call_object(method, path, self._error, json=body, timeout=timeout)
@@ -131,7 +129,7 @@ class OllamaProvider:
         head, tail = _NO_MANIFEST
         if message.startswith(head) and message.endswith(tail):
             return ModelNotFoundError(model)
-        return UpstreamError(f"The upstream failed to pull '{model}': {redact(message[:500], self._secret)}")
+        return UpstreamError(f"The upstream failed to pull '{model}': {message[:500]}")
 
     async def aclose(self) -> None:
         await self._http.aclose()

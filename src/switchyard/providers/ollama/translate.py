@@ -15,7 +15,7 @@ from switchyard.core.usage import Usage
 from switchyard.errors import BadRequestError, GatewayError, UpstreamError
 from switchyard.protocol.ndjson import MAX_LINE, LineTooLong, MalformedLine, NDJSONDecoder
 from switchyard.protocol.openai import DONE, ChunkWriter
-from switchyard.providers.errors import error_for_status, redact
+from switchyard.providers.errors import error_for_status
 
 __all__ = [
     "StreamConverter",
@@ -298,12 +298,12 @@ class StreamConverter:
         return out, events
 
 
-def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], secret: str | None) -> GatewayError:
+def error_from_response(status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
     message: str | None = None
     try:
         payload = orjson.loads(raw)
         if isinstance(payload, dict) and payload.get("error"):
-            message = redact(str(payload["error"])[:500], secret)
+            message = str(payload["error"])[:500]
     except orjson.JSONDecodeError:
         message = None
     return error_for_status(status, message, None, headers)

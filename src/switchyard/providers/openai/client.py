@@ -19,11 +19,10 @@ __all__ = ["OpenAIProvider"]
 class OpenAIProvider:
     def __init__(self, spec: UpstreamSpec) -> None:
         headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
-        self._secret = spec.api_key
         self._http = UpstreamClient(spec.base_url, headers, spec.timeout)
 
     def _error(self, status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
-        return translate.error_from_response(status, raw, headers, self._secret)
+        return translate.error_from_response(status, raw, headers)
 
     async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
         body = translate.chat_body(request, target)

@@ -18,7 +18,7 @@ from switchyard.core.models import Target
 from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, UpstreamError
 from switchyard.protocol.sse import EventFramer, SSEDecoder
-from switchyard.providers.errors import error_for_status, redact
+from switchyard.providers.errors import error_for_status
 
 __all__ = [
     "StreamConverter",
@@ -66,7 +66,7 @@ def usage_from(payload: Mapping[str, Any] | None, estimate: Usage | None = None)
     return estimate or Usage(estimated=True)
 
 
-def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], secret: str | None) -> GatewayError:
+def error_from_response(status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
     message: str | None = None
     param: str | None = None
     try:
@@ -80,7 +80,7 @@ def error_from_response(status: int, raw: bytes, headers: Mapping[str, str], sec
     except orjson.JSONDecodeError:
         message = None
     if message is not None:
-        message = redact(message[:500], secret)
+        message = message[:500]
     return error_for_status(status, message, param, headers)
 
 
