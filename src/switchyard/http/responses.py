@@ -30,6 +30,7 @@ from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
 from switchyard.http.sse import open_stream
 from switchyard.http.state import call_context, services
+from switchyard.protocol.openai.requests import parse_chat_request
 from switchyard.protocol.responses import (
     ChatTranslation,
     HostedTools,
@@ -42,7 +43,6 @@ from switchyard.protocol.responses import (
     to_chat,
     usage_object,
 )
-from switchyard.protocol.openai.requests import parse_chat_request
 from switchyard.protocol.sse import SSEDecoder
 from switchyard.service.accounting import estimate_prompt_tokens
 from switchyard.service.responses import ResponseLog, listed_items, not_found
