@@ -89,7 +89,7 @@ def test_compact_summarizes_and_the_compaction_carries_the_summary_forward(
         "write a haiku about rivers", "another draft please",
         f"Summary of the conversation so far:\n{SUMMARY}", "go on"]
     rows = server.usage_rows(wait_for=3)
-    assert sum(1 for r in rows if r["model"] == "m" and r["status"] == 200) >= 3
+    assert sum(1 for r in rows if r["model"] == "m" and r["status"] == 200 and r["endpoint"] == "responses") >= 3
 
 
 def test_a_compaction_opens_only_for_the_key_it_was_given_to(
