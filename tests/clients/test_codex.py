@@ -46,12 +46,12 @@ def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_codex(codex_bin: Path, tmp: Path, server: RunningServer, model: str, prompt: str,
-              work: Path) -> subprocess.CompletedProcess[str]:
+              work: Path, extra: str = "") -> subprocess.CompletedProcess[str]:
     """``codex exec`` in ``work``, configured through a fresh CODEX_HOME to use the server."""
     home = tmp / "codex-home"
     home.mkdir(exist_ok=True)
     (home / "config.toml").write_text(
-        f'model = "{model}"\nmodel_provider = "switchyard"\n\n'
+        f'model = "{model}"\nmodel_provider = "switchyard"\n{extra}\n'
         "[model_providers.switchyard]\n"
         'name = "Switchyard"\n'
         f'base_url = "{server.v1}"\n'
@@ -67,8 +67,8 @@ def run_codex(codex_bin: Path, tmp: Path, server: RunningServer, model: str, pro
     )
 
 
-def codex_session(tmp: Path, codex_bin: Path, plan: Plan, prompt: str, *, alias: str = "coder"
-                  ) -> tuple[subprocess.CompletedProcess[str], FakeOpenAI, Path, RunningServer]:
+def codex_session(tmp: Path, codex_bin: Path, plan: Plan, prompt: str, *, alias: str = "coder",
+                  extra: str = "") -> tuple[subprocess.CompletedProcess[str], FakeOpenAI, Path, RunningServer]:
     work = tmp / "work"
     work.mkdir()
     (work / "greet.py").write_text('def greet():\n    return "hi"\n')
@@ -77,7 +77,7 @@ def codex_session(tmp: Path, codex_bin: Path, plan: Plan, prompt: str, *, alias:
         providers={"vllm": {"type": "openai", "base_url": upstream.base_url}},
         models=[{"alias": alias, "provider": "vllm", "model": "coder-upstream"}],
     ) as server:
-        result = run_codex(codex_bin, tmp, server, alias, prompt, work)
+        result = run_codex(codex_bin, tmp, server, alias, prompt, work, extra)
         return result, upstream, work, server
 
 
@@ -142,3 +142,27 @@ def test_codex_applies_a_patch_through_the_custom_apply_patch_tool(tmp_path: Pat
     tool = next(t["function"] for t in chats[0]["tools"] if t["function"]["name"] == "apply_patch")
     assert tool["parameters"]["required"] == ["input"] and "Begin Patch" in tool["description"]
     assert len(chats) == 2 and tool_messages(chats[1]), _show(result)
+
+
+@pytest.mark.timeout(900)
+def test_codex_compacts_a_long_session_through_switchyard(tmp_path: Path, codex_bin: Path) -> None:
+    """Past its token limit, Codex (with a provider that is not OpenAI) compacts through
+    /v1/responses itself: a summary turn, then a fresh window that carries the summary."""
+    def plan(body: dict[str, Any]) -> tuple[str, Any]:
+        said = json.dumps(body["messages"])
+        if "CONTEXT CHECKPOINT COMPACTION" in str(body["messages"][-1].get("content")):
+            return "text", "SUMMARY-sy-77: ran the marker command once"
+        if "SUMMARY-sy-77" in said:
+            return "text", "finished after compaction"
+        if not tool_messages(body):
+            return "tool", ("exec_command", json.dumps({"cmd": "echo step-one"}))
+        return "text", "unexpected: no compaction"
+
+    result, upstream, _, _ = codex_session(
+        tmp_path, codex_bin, plan, "run the steps", alias="gpt-5.5",
+        extra="model_auto_compact_token_limit = 4000\n")
+    assert result.returncode == 0, _show(result)
+    assert "finished after compaction" in result.stdout, _show(result)
+    chats = [json.dumps(r.body["messages"]) for r in upstream.requests if r.path == "/v1/chat/completions"]
+    assert any("CONTEXT CHECKPOINT COMPACTION" in c for c in chats)
+    assert "SUMMARY-sy-77" in chats[-1]
