@@ -1,5 +1,8 @@
 """Codex CLI (npm ``@openai/codex``) driving Switchyard's Responses API.
 
+Against the Anthropic and Gemini fakes too: they call the first tool offered (Codex's
+``exec_command``) with their ``tool_arguments``, then answer ``tool said: <output>``.
+
 The route is ``codex exec`` -> Switchyard (real server, real key, ``wire_api = "responses"``) ->
 a fake OpenAI-compatible upstream whose chat answers are scripted: a text turn, a call to Codex's
 ``exec_command`` tool, and a ``custom`` ``apply_patch`` call with a real patch. Codex is
@@ -19,6 +22,8 @@ from typing import Any
 import pytest
 
 from tests.fakes import FakeOpenAI
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
 from tests.harness import RunningServer, run_server
 
 CODEX_VERSION = "0.171.0"
@@ -166,3 +171,28 @@ def test_codex_compacts_a_long_session_through_switchyard(tmp_path: Path, codex_
     chats = [json.dumps(r.body["messages"]) for r in upstream.requests if r.path == "/v1/chat/completions"]
     assert any("CONTEXT CHECKPOINT COMPACTION" in c for c in chats)
     assert "SUMMARY-sy-77" in chats[-1]
+
+
+MARKER_COMMAND = {"cmd": "echo sy-marker-$((100+23))"}
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
+def test_codex_runs_a_command_on_anthropic_and_gemini_models(tmp_path: Path, codex_bin: Path, kind: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    fake: FakeAnthropic | FakeGemini = (FakeAnthropic(api_key="sk-ant-upstream-0123456789", tool_arguments=MARKER_COMMAND)
+                                        if kind == "anthropic" else
+                                        FakeGemini(api_key="gemini-upstream-key", tool_arguments=MARKER_COMMAND))
+    model = "claude-sonnet-4-5" if kind == "anthropic" else "gemini-2.5-flash"
+    key = "sk-ant-upstream-0123456789" if kind == "anthropic" else "gemini-upstream-key"
+    with fake, run_server(
+        tmp_path / "data",
+        providers={"up": {"type": kind, "base_url": fake.base_url, "api_key": key, "cooldown_failures": 0}},
+        models=[{"alias": "coder", "provider": "up", "model": model}],
+    ) as server:
+        result = run_codex(codex_bin, tmp_path, server, "coder", "run the marker command", work)
+        rows = server.usage_rows(wait_for=2)
+    assert result.returncode == 0, _show(result)
+    assert "tool said:" in result.stdout and "sy-marker-123" in result.stdout, _show(result)
+    assert [r["status"] for r in rows if r["model"] == "coder"] == [200, 200]
