@@ -181,11 +181,13 @@ MARKER_COMMAND = {"cmd": "echo sy-marker-$((100+23))"}
 def test_codex_runs_a_command_on_anthropic_and_gemini_models(tmp_path: Path, codex_bin: Path, kind: str) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    fake: FakeAnthropic | FakeGemini = (FakeAnthropic(api_key="sk-ant-upstream-0123456789", tool_arguments=MARKER_COMMAND)
-                                        if kind == "anthropic" else
-                                        FakeGemini(api_key="gemini-upstream-key", tool_arguments=MARKER_COMMAND))
-    model = "claude-sonnet-4-5" if kind == "anthropic" else "gemini-2.5-flash"
     key = "sk-ant-upstream-0123456789" if kind == "anthropic" else "gemini-upstream-key"
+    fake: FakeAnthropic | FakeGemini
+    if kind == "anthropic":
+        fake = FakeAnthropic(api_key=key, tool_arguments=MARKER_COMMAND)
+    else:
+        fake = FakeGemini(api_key=key, tool_arguments=MARKER_COMMAND)
+    model = "claude-sonnet-4-5" if kind == "anthropic" else "gemini-2.5-flash"
     with fake, run_server(
         tmp_path / "data",
         providers={"up": {"type": kind, "base_url": fake.base_url, "api_key": key, "cooldown_failures": 0}},
