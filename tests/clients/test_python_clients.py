@@ -26,6 +26,7 @@ from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI
 
 from tests.fakes import FakeOpenAI
+from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.harness import RunningServer, run_server
 
 
@@ -133,3 +134,39 @@ def test_langchain_chat_openai_with_the_responses_api(stack: tuple[RunningServer
     assert body["messages"][-1]["content"] == "say hello from langchain"
     chunks = "".join(chunk.text for chunk in llm.stream("say hello again"))
     assert chunks == "hello from the fake upstream"
+
+
+def test_agents_and_langchain_on_a_claude_model(tmp_path: Path) -> None:
+    """The same clients on an Anthropic upstream: the fake calls the first tool, then says what it returned."""
+    key = "sk-ant-upstream-0123456789"
+
+    @function_tool
+    def lookup_code(city: str) -> str:
+        """The secret code of a city."""
+        return f"{city.upper()}-4711"
+
+    with FakeAnthropic(api_key=key, tool_arguments={"city": "Oslo"}) as fake, run_server(
+        tmp_path / "data", providers={"claude": {"type": "anthropic", "base_url": fake.base_url, "api_key": key}},
+        models=[{"alias": "claude", "provider": "claude", "model": "claude-sonnet-4-5"}],
+    ) as server:
+        async def run() -> tuple[str, str]:
+            client = _agents_client(server)
+            agent = Agent(name="coder", instructions="Use the tool.", model="claude", tools=[lookup_code])
+            with_tool = await Runner.run(agent, "what is the code of Oslo?")
+            plain = Agent(name="helper", instructions="Be brief.", model="claude")
+            streamed = Runner.run_streamed(plain, "say hello")
+            async for _ in streamed.stream_events():
+                pass
+            await client.close()
+            return str(with_tool.final_output), str(streamed.final_output)
+
+        tool_answer, streamed_answer = asyncio.run(run())
+        llm = ChatOpenAI(model="claude", use_responses_api=True, base_url=server.v1,
+                         api_key=server.admin_key, max_retries=0, timeout=30)  # type: ignore[arg-type]
+        reply = llm.invoke("hello from langchain")
+    assert tool_answer == "tool said: OSLO-4711"
+    assert streamed_answer == "echo: say hello"
+    assert reply.text == "echo: hello from langchain"
+    sent = fake.messages_requests()
+    assert len(sent) == 4 and [t["name"] for t in sent[0]["tools"]] == ["lookup_code"]
+    assert "Use the tool." in json.dumps(sent[0]["system"]) and "Be brief." in json.dumps(sent[2]["system"])
