@@ -370,3 +370,14 @@ def test_namespace_tool_call_stream() -> None:
     events = run([chunk(call(0, "", "call_l", "crm__lookup")), chunk(call(0, "{}")), chunk({}, "tool_calls")], tr)
     done = next(e for e in events if e["type"] == "response.output_item.done")["item"]
     assert (done["name"], done["namespace"], done["arguments"]) == ("lookup", "crm", "{}")
+
+
+def test_tool_choice_names_a_namespace_member() -> None:
+    named = to_chat({"model": "m", "input": "x", "tools": [CRM],
+                     "tool_choice": {"type": "function", "name": "lookup", "namespace": "crm"}})
+    assert named.body["tool_choice"] == {"type": "function", "function": {"name": "crm__lookup"}}
+    member = {"type": "custom", "name": "note", "namespace": "crm"}
+    allowed = to_chat({"model": "m", "input": "x", "tools": [WEATHER, CRM],
+                       "tool_choice": {"type": "allowed_tools", "mode": "required", "tools": [member]}})
+    assert [t["function"]["name"] for t in allowed.body["tools"]] == ["crm__note"]
+    assert allowed.body["tool_choice"] == "required"

@@ -186,6 +186,8 @@ def _namespace(tool: Mapping[str, Any], at: str, out: ToolSet) -> dict[str, Any]
 
 def _named(choice: Mapping[str, Any], tools: ToolSet, kind: ToolKind) -> dict[str, Any]:
     name = choice.get("name")
+    if isinstance(name, str):
+        name = namespaced(choice.get("namespace"), name)
     if not isinstance(name, str) or tools.kinds.get(name) != kind:
         raise bad("tool_choice.name", f"no {kind} tool named {name!r} is in tools")
     return {"type": "function", "function": {"name": name}}
@@ -205,6 +207,8 @@ def _allowed(choice: Mapping[str, Any], tools: ToolSet) -> tuple[str, set[str]]:
         if kind in HOSTED_TOOL_TYPES:
             continue  # a removed hosted tool is simply not among the allowed ones
         name = entry.get("name") if isinstance(entry, Mapping) else None
+        if isinstance(name, str) and isinstance(entry, Mapping):
+            name = namespaced(entry.get("namespace"), name)
         if kind not in ("function", "custom") or not isinstance(name, str) or tools.kinds.get(name) != kind:
             raise bad(at, "must name a function or custom tool that is in tools")
         names.add(name)
