@@ -6,6 +6,9 @@ embeddings, models), with knobs selected by the request's ``model``:
 ``slow``             sleeps 5 s before answering
 ``no-usage``         never reports usage (not even with ``stream_options.include_usage``)
 ``error-400|401|429|500|503``  OpenAI error bodies (429: ``Retry-After: 7``, 503: ``3``)
+
+A ``planner`` scripts a chat answer: called with each chat body, it returns ``("text", text)``,
+``("tool", (name, arguments_json))`` or None (the default behaviour).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from ._gen import (
 from ._server import FakeServer
 
 Responder = Callable[[dict[str, Any]], str]
+Planner = Callable[[dict[str, Any]], "tuple[str, Any] | None"]
 SSE = "text/event-stream; charset=utf-8"
 
 DEFAULT_MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
@@ -75,8 +79,10 @@ class FakeOpenAI(FakeServer):
     """Fake ``https://api.openai.com/v1`` on 127.0.0.1; see the module docstring."""
 
     def __init__(self, *, api_key: str | None = None, models: list[str] | None = None,
-                 responder: Responder | None = None, tool_arguments: dict[str, Any] | None = None) -> None:
+                 responder: Responder | None = None, tool_arguments: dict[str, Any] | None = None,
+                 planner: Planner | None = None) -> None:
         super().__init__()
+        self.planner = planner
         self.api_key = api_key
         self.models = list(DEFAULT_MODELS if models is None else models)
         self.responder = responder
@@ -175,6 +181,10 @@ class FakeOpenAI(FakeServer):
     # ---------------------------------------------------------- chat completions
     def _plan(self, body: dict[str, Any]) -> tuple[str, Any]:
         """('tool', (name, arguments)) or ('text', text)."""
+        if self.planner is not None:
+            planned = self.planner(body)
+            if planned is not None:
+                return planned
         messages = body["messages"]
         model = body["model"]
         last = messages[-1]

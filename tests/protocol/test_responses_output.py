@@ -337,3 +337,47 @@ def test_a_stream_ends_with_the_response_the_same_completion_gives_without_strea
     plain = response_from_completion(whole, translation(stream=True), response_id="resp_s", created_at=1000)
     assert shape(streamed) == shape(plain)
     assert streamed["usage"] == plain["usage"] and streamed["status"] == plain["status"] == "completed"
+
+
+CRM = {"type": "namespace", "name": "crm", "description": "Customer records.",
+       "tools": [{"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}},
+                 {"type": "custom", "name": "note", "description": "Write a note."}]}
+
+
+def test_namespace_tools_round_trip() -> None:
+    """A namespace's members are chat functions ``crm__<name>``; calls come back with ``namespace``."""
+    first = to_chat({"model": "m", "input": "find Ada", "tools": [WEATHER, CRM]})
+    assert [t["function"]["name"] for t in first.body["tools"]] == ["get_weather", "crm__lookup", "crm__note"]
+    answer = response_from_completion(completion({"content": None, "tool_calls": [
+        {"id": "call_l", "type": "function", "function": {"name": "crm__lookup", "arguments": "{}"}},
+        {"id": "call_n", "type": "function", "function": {"name": "crm__note", "arguments": '{"input": "hi"}'}},
+    ]}, "tool_calls"), first)
+    strict_response(answer)
+    lookup, note = answer["output"]
+    assert (lookup["type"], lookup["name"], lookup["namespace"]) == ("function_call", "lookup", "crm")
+    assert (note["type"], note["name"], note["namespace"], note["input"]) == ("custom_tool_call", "note", "crm", "hi")
+    assert answer["tools"][1] == {"type": "namespace", "name": "crm", "description": "Customer records.", "tools": [
+        {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}},
+        {"type": "custom", "name": "note", "description": "Write a note."}]}
+    second = to_chat({"model": "m", "tools": [WEATHER, CRM], "input": [
+        {"role": "user", "content": "find Ada"}, lookup, {"type": "function_call_output", "call_id": "call_l",
+                                                         "output": "Ada"}]})
+    assert second.body["messages"][1]["tool_calls"][0]["function"]["name"] == "crm__lookup"
+
+
+def test_namespace_tool_call_stream() -> None:
+    tr = to_chat({"model": "m", "input": "find Ada", "tools": [CRM], "stream": True})
+    events = run([chunk(call(0, "", "call_l", "crm__lookup")), chunk(call(0, "{}")), chunk({}, "tool_calls")], tr)
+    done = next(e for e in events if e["type"] == "response.output_item.done")["item"]
+    assert (done["name"], done["namespace"], done["arguments"]) == ("lookup", "crm", "{}")
+
+
+def test_tool_choice_names_a_namespace_member() -> None:
+    named = to_chat({"model": "m", "input": "x", "tools": [CRM],
+                     "tool_choice": {"type": "function", "name": "lookup", "namespace": "crm"}})
+    assert named.body["tool_choice"] == {"type": "function", "function": {"name": "crm__lookup"}}
+    member = {"type": "custom", "name": "note", "namespace": "crm"}
+    allowed = to_chat({"model": "m", "input": "x", "tools": [WEATHER, CRM],
+                       "tool_choice": {"type": "allowed_tools", "mode": "required", "tools": [member]}})
+    assert [t["function"]["name"] for t in allowed.body["tools"]] == ["crm__note"]
+    assert allowed.body["tool_choice"] == "required"

@@ -6,11 +6,17 @@
 ``Response`` object or the Responses event stream. With ``store`` (the default) the response and
 its input items are kept, sealed, before the answer (or the stream's last event) is sent, so the
 very next request can chain from it. Errors are OpenAI error bodies.
+
+``POST /v1/responses/compact`` asks the model (one gateway chat call, governed and accounted like
+any other) to summarize the conversation, and answers with its user messages and one
+``compaction`` item holding the summary, sealed for the key that asked. Sent back in ``input``,
+that item is opened into a user message carrying the summary.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -24,24 +30,37 @@ from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
 from switchyard.http.sse import open_stream
 from switchyard.http.state import call_context, services
+from switchyard.protocol.openai.requests import parse_chat_request
 from switchyard.protocol.responses import (
     ChatTranslation,
     HostedTools,
     Resolve,
     ResponseStream,
+    new_id,
+    normalize_input,
     response_from_completion,
     sse,
     to_chat,
+    usage_object,
 )
 from switchyard.protocol.sse import SSEDecoder
 from switchyard.service.accounting import estimate_input_tokens
 from switchyard.service.responses import ResponseLog, listed_items, not_found
 
-__all__ = ["cancel_response", "create_response", "delete_response", "get_response", "input_items", "input_tokens"]
+__all__ = ["cancel_response", "compact_response", "create_response", "delete_response", "get_response",
+           "input_items", "input_tokens"]
 
 log = logging.getLogger("switchyard.responses")
 
 REMOVED_TOOLS_HEADER = "x-switchyard-removed-tools"
+SUMMARY_LEAD = "Summary of the conversation so far:\n"
+COMPACT_PROMPT = (
+    "Summarize the conversation so far, for whoever continues it: the user's goals and requests, the "
+    "decisions made, what was done (files, commands and their results) and what is left to do. Be complete "
+    "but concise, and write only the summary."
+)
+_COMPACT_FIELDS = ("model", "input", "instructions", "previous_response_id", "prompt_cache_key",
+                   "safety_identifier", "user")
 Save = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 
@@ -62,13 +81,33 @@ async def _read(request: Request) -> tuple[Principal, Any]:
     return principal, body
 
 
-async def _translate(request: Request, principal: Principal, body: Any) -> tuple[ChatTranslation, Resolve]:
-    """The translation, with a ``previous_response_id`` chain's items as history; ``item_reference``
-    ids are looked up among those items."""
-    history: list[dict[str, Any]] = []
-    previous = body.get("previous_response_id") if isinstance(body, dict) else None
-    if isinstance(previous, str) and previous:
-        history = await _log_of(request).history(previous, principal)
+def _opened(request: Request, principal: Principal, body: Any) -> Any:
+    """``body`` with each ``compaction`` item of its ``input`` opened into the user message it stands for."""
+    raw = body.get("input") if isinstance(body, dict) else None
+    if not isinstance(raw, list) or not any(isinstance(i, Mapping) and i.get("type") == "compaction" for i in raw):
+        return body
+    items: list[Any] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, Mapping) and item.get("type") == "compaction":
+            token = item.get("encrypted_content")
+            summary = _log_of(request).open_summary(token, principal.key_id) if isinstance(token, str) else None
+            if summary is None:
+                at = f"input[{i}].encrypted_content"
+                raise BadRequestError(f"Invalid request: {at}: not a compaction this key was given by this server",
+                                      param=at, code="invalid_encrypted_content")
+            item = {"type": "message", "role": "user",
+                    "content": [{"type": "input_text", "text": SUMMARY_LEAD + summary}]}
+        items.append(item)
+    return {**body, "input": items}
+
+
+async def _translate(request: Request, principal: Principal, body: Any,
+                     history: list[dict[str, Any]] | None = None) -> tuple[ChatTranslation, Resolve]:
+    """The translation, with a ``previous_response_id`` chain's items as history (read here unless
+    given); ``item_reference`` ids are looked up among those items."""
+    if history is None:
+        history = await _history(request, principal, body)
+    body = _opened(request, principal, body)
     known = {item["id"]: item for item in history if isinstance(item.get("id"), str)}
     hosted: HostedTools = "remove"
     model = body.get("model") if isinstance(body, dict) else None
@@ -76,6 +115,13 @@ async def _translate(request: Request, principal: Principal, body: Any) -> tuple
         if services(request).gateway.route_for(principal, model).hosted_tools == "reject":
             hosted = "reject"
     return to_chat(body, history=history, resolve=known.get, hosted_tools=hosted), known.get
+
+
+async def _history(request: Request, principal: Principal, body: Any) -> list[dict[str, Any]]:
+    previous = body.get("previous_response_id") if isinstance(body, dict) else None
+    if isinstance(previous, str) and previous:
+        return await _log_of(request).history(previous, principal)
+    return []
 
 
 def _saver(request: Request, principal: Principal, translation: ChatTranslation, resolve: Resolve) -> Save | None:
@@ -255,3 +301,46 @@ async def input_tokens(request: Request) -> Response:
     tokens = estimate_input_tokens(translation.body)
     return Response(orjson.dumps({"object": "response.input_tokens", "input_tokens": tokens}),
                     media_type="application/json")
+
+
+def _user_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The user messages among ``items``, as the message items a compaction keeps."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if item.get("role") != "user" or item.get("type", "message") != "message":
+            continue
+        content = item.get("content")
+        parts = [{"type": "input_text", "text": content}] if isinstance(content, str) else content
+        out.append({"id": new_id("msg_"), "type": "message", "role": "user", "status": "completed",
+                    "content": parts})
+    return out
+
+
+async def compact_response(request: Request) -> Response:
+    """``POST /v1/responses/compact``: the conversation's user messages and one ``compaction`` item,
+    the model's summary of it sealed for this key."""
+    principal, body = await _read(request)
+    if isinstance(body, dict):
+        body = {k: body[k] for k in _COMPACT_FIELDS if k in body}
+    history = await _history(request, principal, body)
+    translation, _ = await _translate(request, principal, body, history)
+    raw = body.get("input") if isinstance(body, dict) else None
+    kept = _user_messages([*history, *(normalize_input(raw) if raw is not None else [])])
+    chat: dict[str, Any] = {"model": translation.body["model"],
+                            "messages": [*translation.body["messages"], {"role": "user", "content": COMPACT_PROMPT}]}
+    for key in ("prompt_cache_key", "safety_identifier", "user"):
+        if key in translation.body:
+            chat[key] = translation.body[key]
+    ctx = call_context(request)
+    ctx.endpoint = "responses"
+    result = await services(request).gateway.chat(principal, parse_chat_request(chat), ctx)
+    try:
+        payload = orjson.loads(result.body)
+        summary = str(payload["choices"][0]["message"].get("content") or "")
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        summary = ""
+    sealed = _log_of(request).seal_summary(summary, principal.key_id)
+    compacted = {"id": new_id("resp_"), "object": "response.compaction", "created_at": int(time.time()),
+                 "output": [*kept, {"id": new_id("cmp_"), "type": "compaction", "encrypted_content": sealed}],
+                 "usage": usage_object(result.usage) or usage_object({})}
+    return Response(orjson.dumps(compacted), media_type="application/json")

@@ -5,10 +5,16 @@ with HKDF-SHA256 from the server secret (info ``switchyard responses v1``), a fr
 per row, and associated data binding the response id and its owner key id: a row copied onto
 another id or owner fails to open. A response another non-admin key asks for is reported exactly
 as an unknown id is, so ids cannot be probed.
+
+A ``/v1/responses/compact`` summary travels to the client and back, not in the store: it is
+sealed under the same key, bound to the key that asked for it (``seal_summary``), so only that
+key can send it back and nothing of it is readable on the client.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -35,6 +41,7 @@ MAX_CHAIN = 1000
 """The most earlier responses a ``previous_response_id`` chain is read back through."""
 _INFO = b"switchyard responses v1"
 _AAD = b"switchyard-response:"
+_SUMMARY_AAD = b"switchyard-compaction:"
 _ID_PREFIXES = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_",
                 "custom_tool_call": "ctc_", "custom_tool_call_output": "ctco_", "reasoning": "rs_"}
 
@@ -87,6 +94,20 @@ class ResponseLog:
         self.store = store
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(secret)
         self._aead = AESGCM(key)
+
+    def seal_summary(self, summary: str, owner: str | None) -> str:
+        """A compaction summary, sealed for the key ``owner``: URL-safe base64 of nonce + ciphertext."""
+        nonce = os.urandom(12)
+        sealed = self._aead.encrypt(nonce, summary.encode(), _SUMMARY_AAD + (owner or "").encode())
+        return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def open_summary(self, token: str, owner: str | None) -> str | None:
+        """The summary ``seal_summary`` sealed for ``owner``; None if it is not one (or not theirs)."""
+        try:
+            raw = base64.urlsafe_b64decode(token.encode())
+            return self._aead.decrypt(raw[:12], raw[12:], _SUMMARY_AAD + (owner or "").encode()).decode()
+        except (binascii.Error, ValueError, InvalidTag):
+            return None
 
     @staticmethod
     def _aad(response_id: str, owner: str | None) -> bytes:

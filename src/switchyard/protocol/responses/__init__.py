@@ -6,7 +6,7 @@
 sequence, and :func:`sse` frames one event.
 """
 
-from switchyard.protocol.responses.items import ReasoningHistory, Resolve
+from switchyard.protocol.responses.items import ReasoningHistory, Resolve, normalize_input
 from switchyard.protocol.responses.request import ChatTranslation, to_chat
 from switchyard.protocol.responses.response import (
     error_object,
@@ -28,6 +28,7 @@ __all__ = [
     "ToolSet",
     "error_object",
     "new_id",
+    "normalize_input",
     "response_from_completion",
     "response_object",
     "sse",

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import orjson
 
-from switchyard.protocol.responses.tools import CUSTOM_INPUT, bad
+from switchyard.protocol.responses.tools import CUSTOM_INPUT, bad, namespaced
 
 __all__ = ["ReasoningHistory", "Resolve", "input_messages", "normalize_input"]
 
@@ -172,6 +172,7 @@ class _Builder:
             arguments = orjson.dumps({CUSTOM_INPUT: _text(item, "input", at)}).decode()
         else:
             arguments = _text(item, "arguments", at)
+        name = namespaced(item.get("namespace"), name)
         self.assistant().setdefault("tool_calls", []).append(
             {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
 

@@ -150,12 +150,18 @@ def _text(content: Any) -> str:
 
 def tool_call_item(translation: ChatTranslation, call_id: str, name: str, arguments: str,
                    status: str = "completed") -> dict[str, Any]:
-    """A chat tool call -> a ``function_call`` item, or a ``custom_tool_call`` for a custom tool."""
-    if translation.tools.kind(name) == "custom":
+    """A chat tool call -> a ``function_call`` item, or a ``custom_tool_call`` for a custom tool
+    (with ``namespace`` and the member's own name for a namespace's tool)."""
+    kind = translation.tools.kind(name)
+    space: dict[str, str] = {}
+    if name in translation.tools.members:
+        namespace, name = translation.tools.members[name]
+        space = {"namespace": namespace}
+    if kind == "custom":
         return {"id": new_id("ctc_"), "type": "custom_tool_call", "call_id": call_id, "name": name,
-                "input": custom_input(arguments)}
+                "input": custom_input(arguments), **space}
     return {"id": new_id("fc_"), "type": "function_call", "call_id": call_id, "name": name,
-            "arguments": arguments, "status": status}
+            "arguments": arguments, "status": status, **space}
 
 
 def _output(choice: Mapping[str, Any], translation: ChatTranslation, status: str) -> list[dict[str, Any]]:

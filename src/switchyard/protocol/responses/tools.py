@@ -4,6 +4,9 @@
 * ``custom`` (freeform) tools become a function with one string argument, ``{"input": string}``;
   a grammar, when given, is described to the model in the function's description. The model's
   call comes back as a ``custom_tool_call`` whose ``input`` is that string.
+* ``namespace`` tools (a group of function/custom tools) become one chat function per member,
+  named ``<namespace>__<name>``; the model's call comes back with ``namespace`` and the member's
+  own ``name``, and a call sent back with a ``namespace`` goes to chat under that joined name.
 * Tools that only OpenAI's servers run, or whose calls are item types a chat model cannot emit
   (:data:`HOSTED_TOOL_TYPES`), are removed and reported, or refused with ``hosted_tools="reject"``.
 """
@@ -18,7 +21,7 @@ from switchyard.errors import BadRequestError
 
 __all__ = [
     "CUSTOM_INPUT", "HOSTED_TOOL_TYPES", "HostedTools", "ToolKind", "ToolSet", "apply_tool_choice", "bad",
-    "translate_tools",
+    "namespaced", "translate_tools",
 ]
 
 ToolKind = Literal["function", "custom"]
@@ -30,6 +33,12 @@ HOSTED_TOOL_TYPES = frozenset({
     "mcp", "local_shell", "shell", "apply_patch", "tool_search", "programmatic_tool_calling",
 })
 CUSTOM_INPUT = "input"  # the one string argument a custom tool's function takes
+NAMESPACE_SEP = "__"  # between a namespace and a member's name, in the chat function's name
+
+
+def namespaced(namespace: Any, name: str) -> str:
+    """The chat function name of a tool (or a call) with this namespace, if any."""
+    return f"{namespace}{NAMESPACE_SEP}{name}" if isinstance(namespace, str) and namespace else name
 
 
 def bad(param: str, problem: str, code: str | None = None) -> BadRequestError:
@@ -44,9 +53,16 @@ class ToolSet:
     chat: list[dict[str, Any]] = field(default_factory=list)  # chat-completions tools
     echo: list[dict[str, Any]] = field(default_factory=list)  # Responses tools, as offered
     removed: list[str] = field(default_factory=list)  # hosted tool types removed, in order
+    members: dict[str, tuple[str, str]] = field(default_factory=dict)  # chat name -> (namespace, name)
 
     def kind(self, name: str) -> ToolKind:
         return self.kinds.get(name, "function")
+
+    def add(self, name: str, kind: ToolKind, chat: dict[str, Any], at: str) -> None:
+        if name in self.kinds:
+            raise bad(f"{at}.name", f"two tools are named {name!r}")
+        self.kinds[name] = kind
+        self.chat.append(chat)
 
 
 def _name(tool: Mapping[str, Any], at: str) -> str:
@@ -129,24 +145,49 @@ def translate_tools(raw: Any, hosted: HostedTools) -> ToolSet:
                           code="unsupported_parameter")
             out.removed.append(str(kind))
             continue
-        if kind == "function":
-            chat, echo = _function(tool, at)
-        elif kind == "custom":
-            chat, echo = _custom(tool, at)
-        else:
-            raise bad(f"{at}.type", f"unsupported tool type {kind!r} (use function or custom)",
-                      code="unsupported_parameter")
-        name = echo["name"]
-        if name in out.kinds:
-            raise bad(f"{at}.name", f"two tools are named {name!r}")
-        out.kinds[name] = "custom" if kind == "custom" else "function"
-        out.chat.append(chat)
+        if kind == "namespace":
+            out.echo.append(_namespace(tool, at, out))
+            continue
+        chat, echo = _member(tool, at)
+        out.add(echo["name"], "custom" if kind == "custom" else "function", chat, at)
         out.echo.append(echo)
     return out
 
 
+def _member(tool: Mapping[str, Any], at: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    kind = tool.get("type")
+    if kind == "function":
+        return _function(tool, at)
+    if kind == "custom":
+        return _custom(tool, at)
+    raise bad(f"{at}.type", f"unsupported tool type {kind!r} (use function, custom or namespace)",
+              code="unsupported_parameter")
+
+
+def _namespace(tool: Mapping[str, Any], at: str, out: ToolSet) -> dict[str, Any]:
+    """A ``namespace`` tool's members, each its own chat function; its echo."""
+    space = _name(tool, at)
+    members = tool.get("tools")
+    if not isinstance(members, list) or not members:
+        raise bad(f"{at}.tools", "a namespace needs a list of tools")
+    echoes: list[dict[str, Any]] = []
+    for j, member in enumerate(members):
+        where = f"{at}.tools[{j}]"
+        if not isinstance(member, Mapping):
+            raise bad(where, "a tool must be an object")
+        chat, echo = _member(member, where)
+        joined = namespaced(space, echo["name"])
+        chat["function"]["name"] = joined
+        out.add(joined, "custom" if member.get("type") == "custom" else "function", chat, where)
+        out.members[joined] = (space, echo["name"])
+        echoes.append({k: v for k, v in echo.items() if v is not None})
+    return {"type": "namespace", "name": space, "description": _description(tool, at) or "", "tools": echoes}
+
+
 def _named(choice: Mapping[str, Any], tools: ToolSet, kind: ToolKind) -> dict[str, Any]:
     name = choice.get("name")
+    if isinstance(name, str):
+        name = namespaced(choice.get("namespace"), name)
     if not isinstance(name, str) or tools.kinds.get(name) != kind:
         raise bad("tool_choice.name", f"no {kind} tool named {name!r} is in tools")
     return {"type": "function", "function": {"name": name}}
@@ -166,6 +207,8 @@ def _allowed(choice: Mapping[str, Any], tools: ToolSet) -> tuple[str, set[str]]:
         if kind in HOSTED_TOOL_TYPES:
             continue  # a removed hosted tool is simply not among the allowed ones
         name = entry.get("name") if isinstance(entry, Mapping) else None
+        if isinstance(name, str) and isinstance(entry, Mapping):
+            name = namespaced(entry.get("namespace"), name)
         if kind not in ("function", "custom") or not isinstance(name, str) or tools.kinds.get(name) != kind:
             raise bad(at, "must name a function or custom tool that is in tools")
         names.add(name)

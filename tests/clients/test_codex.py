@@ -1,0 +1,200 @@
+"""Codex CLI (npm ``@openai/codex``) driving Switchyard's Responses API.
+
+Against the Anthropic and Gemini fakes too: they call the first tool offered (Codex's
+``exec_command``) with their ``tool_arguments``, then answer ``tool said: <output>``.
+
+The route is ``codex exec`` -> Switchyard (real server, real key, ``wire_api = "responses"``) ->
+a fake OpenAI-compatible upstream whose chat answers are scripted: a text turn, a call to Codex's
+``exec_command`` tool, and a ``custom`` ``apply_patch`` call with a real patch. Codex is
+installed once, with npm, into a cache directory (never globally); its native binary ships in
+the npm package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes import FakeOpenAI
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
+from tests.harness import RunningServer, run_server
+
+CODEX_VERSION = "0.171.0"
+Plan = Callable[[dict[str, Any]], "tuple[str, Any] | None"]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "switchyard-tests"
+
+
+@pytest.fixture(scope="session")
+def codex_bin() -> Path:
+    prefix = _cache_dir() / f"codex-{CODEX_VERSION}"
+    binary = prefix / "node_modules" / ".bin" / "codex"
+    if not binary.exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
+                        f"@openai/codex@{CODEX_VERSION}"], check=True, timeout=900, capture_output=True)
+    return binary
+
+
+def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in body["messages"] if m.get("role") == "tool"]
+
+
+def run_codex(codex_bin: Path, tmp: Path, server: RunningServer, model: str, prompt: str,
+              work: Path, extra: str = "") -> subprocess.CompletedProcess[str]:
+    """``codex exec`` in ``work``, configured through a fresh CODEX_HOME to use the server."""
+    home = tmp / "codex-home"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text(
+        f'model = "{model}"\nmodel_provider = "switchyard"\n{extra}\n'
+        "[model_providers.switchyard]\n"
+        'name = "Switchyard"\n'
+        f'base_url = "{server.v1}"\n'
+        'env_key = "SWITCHYARD_API_KEY"\n'
+        'wire_api = "responses"\n'
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp), "CODEX_HOME": str(home),
+           "SWITCHYARD_API_KEY": server.admin_key}
+    return subprocess.run(
+        [str(codex_bin), "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox",
+         "--color", "never", "-C", str(work), prompt],
+        env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )
+
+
+def codex_session(tmp: Path, codex_bin: Path, plan: Plan, prompt: str, *, alias: str = "coder",
+                  extra: str = "") -> tuple[subprocess.CompletedProcess[str], FakeOpenAI, Path, RunningServer]:
+    work = tmp / "work"
+    work.mkdir()
+    (work / "greet.py").write_text('def greet():\n    return "hi"\n')
+    with FakeOpenAI(models=["coder-upstream"], planner=plan) as upstream, run_server(
+        tmp / "data",
+        providers={"vllm": {"type": "openai", "base_url": upstream.base_url}},
+        models=[{"alias": alias, "provider": "vllm", "model": "coder-upstream"}],
+    ) as server:
+        result = run_codex(codex_bin, tmp, server, alias, prompt, work, extra)
+        return result, upstream, work, server
+
+
+def _show(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout[-3000:] + "\n---\n" + result.stderr[-4000:]
+
+
+@pytest.mark.timeout(900)
+def test_codex_exec_prints_the_models_text(tmp_path: Path, codex_bin: Path) -> None:
+    result, upstream, _, _ = codex_session(tmp_path, codex_bin, lambda body: ("text", "hi from switchyard"),
+                                           "say hi")
+    assert result.returncode == 0, _show(result)
+    assert "hi from switchyard" in result.stdout, _show(result)
+    chats = [r for r in upstream.requests if r.path == "/v1/chat/completions"]
+    assert chats and all(r.body["model"] == "coder-upstream" and r.body["stream"] is True for r in chats)
+    names = {t["function"]["name"] for t in chats[0].body["tools"]}
+    assert "exec_command" in names  # Codex's shell tool, a plain function
+    assert any("__" in name for name in names)  # its namespace tools, one function per member
+
+
+@pytest.mark.timeout(900)
+def test_codex_runs_a_command_and_its_output_reaches_the_upstream(tmp_path: Path, codex_bin: Path) -> None:
+    def plan(body: dict[str, Any]) -> tuple[str, Any]:
+        if not tool_messages(body):
+            return "tool", ("exec_command", json.dumps({"cmd": "echo sy-marker-$((100+23))"}))
+        return "text", "the command ran"
+
+    result, upstream, _, _ = codex_session(tmp_path, codex_bin, plan, "run the marker command")
+    assert result.returncode == 0, _show(result)
+    assert "the command ran" in result.stdout, _show(result)
+    chats = [r.body for r in upstream.requests if r.path == "/v1/chat/completions"]
+    assert len(chats) == 2, _show(result)
+    first_call = [m for m in chats[1]["messages"] if m.get("tool_calls")]
+    assert first_call and first_call[0]["tool_calls"][0]["function"]["name"] == "exec_command"
+    outputs = tool_messages(chats[1])
+    assert outputs and outputs[0]["tool_call_id"] == first_call[0]["tool_calls"][0]["id"]
+    assert "sy-marker-123" in str(outputs[0]["content"]), outputs  # computed by the shell, not echoed
+
+
+PATCH = """*** Begin Patch
+*** Update File: greet.py
+@@
+ def greet():
+-    return "hi"
++    return "hello from switchyard"
+*** End Patch
+"""
+
+
+@pytest.mark.timeout(900)
+def test_codex_applies_a_patch_through_the_custom_apply_patch_tool(tmp_path: Path, codex_bin: Path) -> None:
+    def plan(body: dict[str, Any]) -> tuple[str, Any]:
+        if not tool_messages(body):
+            return "tool", ("apply_patch", json.dumps({"input": PATCH}))
+        return "text", "patched"
+
+    # Codex offers its freeform apply_patch tool to the models it knows: the alias is named after one
+    result, upstream, work, _ = codex_session(tmp_path, codex_bin, plan, "make greet say hello", alias="gpt-5.5")
+    assert result.returncode == 0, _show(result)
+    assert (work / "greet.py").read_text() == 'def greet():\n    return "hello from switchyard"\n', _show(result)
+    chats = [r.body for r in upstream.requests if r.path == "/v1/chat/completions"]
+    tool = next(t["function"] for t in chats[0]["tools"] if t["function"]["name"] == "apply_patch")
+    assert tool["parameters"]["required"] == ["input"] and "Begin Patch" in tool["description"]
+    assert len(chats) == 2 and tool_messages(chats[1]), _show(result)
+
+
+@pytest.mark.timeout(900)
+def test_codex_compacts_a_long_session_through_switchyard(tmp_path: Path, codex_bin: Path) -> None:
+    """Past its token limit, Codex (with a provider that is not OpenAI) compacts through
+    /v1/responses itself: a summary turn, then a fresh window that carries the summary."""
+    def plan(body: dict[str, Any]) -> tuple[str, Any]:
+        said = json.dumps(body["messages"])
+        if "CONTEXT CHECKPOINT COMPACTION" in str(body["messages"][-1].get("content")):
+            return "text", "SUMMARY-sy-77: ran the marker command once"
+        if "SUMMARY-sy-77" in said:
+            return "text", "finished after compaction"
+        if not tool_messages(body):
+            return "tool", ("exec_command", json.dumps({"cmd": "echo step-one"}))
+        return "text", "unexpected: no compaction"
+
+    result, upstream, _, _ = codex_session(
+        tmp_path, codex_bin, plan, "run the steps", alias="gpt-5.5",
+        extra="model_auto_compact_token_limit = 4000\n")
+    assert result.returncode == 0, _show(result)
+    assert "finished after compaction" in result.stdout, _show(result)
+    chats = [json.dumps(r.body["messages"]) for r in upstream.requests if r.path == "/v1/chat/completions"]
+    assert any("CONTEXT CHECKPOINT COMPACTION" in c for c in chats)
+    assert "SUMMARY-sy-77" in chats[-1]
+
+
+MARKER_COMMAND = {"cmd": "echo sy-marker-$((100+23))"}
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
+def test_codex_runs_a_command_on_anthropic_and_gemini_models(tmp_path: Path, codex_bin: Path, kind: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    key = "sk-ant-upstream-0123456789" if kind == "anthropic" else "gemini-upstream-key"
+    fake: FakeAnthropic | FakeGemini
+    if kind == "anthropic":
+        fake = FakeAnthropic(api_key=key, tool_arguments=MARKER_COMMAND)
+    else:
+        fake = FakeGemini(api_key=key, tool_arguments=MARKER_COMMAND)
+    model = "claude-sonnet-4-5" if kind == "anthropic" else "gemini-2.5-flash"
+    with fake, run_server(
+        tmp_path / "data",
+        providers={"up": {"type": kind, "base_url": fake.base_url, "api_key": key, "cooldown_failures": 0}},
+        models=[{"alias": "coder", "provider": "up", "model": model}],
+    ) as server:
+        result = run_codex(codex_bin, tmp_path, server, "coder", "run the marker command", work)
+        rows = server.usage_rows(wait_for=2)
+    assert result.returncode == 0, _show(result)
+    assert "tool said:" in result.stdout and "sy-marker-123" in result.stdout, _show(result)
+    assert [r["status"] for r in rows if r["model"] == "coder"] == [200, 200]
