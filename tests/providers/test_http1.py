@@ -229,7 +229,7 @@ def test_timeouts_a_silent_upstream_and_a_stalled_stream() -> None:
         await up.next_request(reader)
         if n == 2:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-                         b"6\r\ndata:1\r\n")
+                         b"8\r\ndata:1\n\n\r\n")  # one whole event: nothing of it is held back for redaction
             await writer.drain()
         await reader.read()  # say nothing more until the client gives up
 
@@ -245,7 +245,7 @@ def test_timeouts_a_silent_upstream_and_a_stalled_stream() -> None:
                 async with client.request("POST", "/chat/completions", json={}, stream=True) as resp:
                     async for data in resp.chunks():
                         got.append(data)
-            assert got == [b"data:1"]
+            assert got == [b"data:1\n\n"]
             await client.aclose()
             await asyncio.sleep(0.05)
         assert up.connections == 2  # the timed-out connection was not reused
