@@ -54,23 +54,29 @@ class DisconnectWatch:
                 answered = True  # before it is sent: the server reports a completed answer as a disconnect
             await send(message)
 
-        handler = asyncio.ensure_future(self.app(scope, app_receive, app_send))
+        task = asyncio.current_task()
+        assert task is not None
+        cancelled = False  # by the watcher, because the client left
 
         async def watch() -> None:
+            nonlocal cancelled
             await read.wait()
             while (await receive())["type"] != "http.disconnect":
                 pass
             gone.set()
-            if not handler.done() and not answered:
+            if not answered and not done:
                 scope.setdefault("state", {})["client_left"] = True
-                handler.cancel()
+                cancelled = True
+                task.cancel()
 
-        watcher = asyncio.ensure_future(watch())
+        done = False
+        watcher = asyncio.ensure_future(watch())  # the handler runs in this task: one task more, not two
         try:
-            await handler
+            await self.app(scope, app_receive, app_send)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if not gone.is_set() or (current is not None and current.cancelling()):
+            if not cancelled or task.cancelling() > 1:
                 raise  # the server is stopping, not the client leaving
+            task.uncancel()
         finally:
+            done = True
             watcher.cancel()
