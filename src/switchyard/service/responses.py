@@ -20,18 +20,17 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from switchyard.core.keys import Principal
 from switchyard.core.ports import ResponseStore
 from switchyard.core.responses import SealedResponse
 from switchyard.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["MAX_CHAIN", "ResponseLog", "StoredResponse", "listed_items", "not_found"]
 
@@ -92,8 +91,21 @@ class ResponseLog:
 
     def __init__(self, store: ResponseStore, secret: bytes) -> None:
         self.store = store
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(secret)
-        self._aead = AESGCM(key)
+        self._secret = secret
+        self._cipher: AESGCM | None = None
+
+    @property
+    def _aead(self) -> AESGCM:
+        """The AEAD under the derived key, made at first use: a server that never stores a response
+        never loads ``cryptography``."""
+        if self._cipher is None:
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+            from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+            key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(self._secret)
+            self._cipher = AESGCM(key)
+        return self._cipher
 
     def seal_summary(self, summary: str, owner: str | None) -> str:
         """A compaction summary, sealed for the key ``owner``: URL-safe base64 of nonce + ciphertext."""
@@ -103,6 +115,8 @@ class ResponseLog:
 
     def open_summary(self, token: str, owner: str | None) -> str | None:
         """The summary ``seal_summary`` sealed for ``owner``; None if it is not one (or not theirs)."""
+        from cryptography.exceptions import InvalidTag
+
         try:
             raw = base64.urlsafe_b64decode(token.encode())
             return self._aead.decrypt(raw[:12], raw[12:], _SUMMARY_AAD + (owner or "").encode()).decode()
@@ -125,6 +139,8 @@ class ResponseLog:
             created_at=datetime.now(UTC), nonce=nonce, ciphertext=sealed))
 
     def _open(self, row: SealedResponse) -> StoredResponse | None:
+        from cryptography.exceptions import InvalidTag
+
         try:
             plain = self._aead.decrypt(row.nonce, row.ciphertext, self._aad(row.id, row.owner))
         except InvalidTag:  # another server secret, or a tampered row: as good as gone
