@@ -33,7 +33,9 @@ def seed(data_dir: Path) -> tuple[dict[str, str], list[UsageRecord]]:
                 records.append(UsageRecord(
                     H0 + timedelta(hours=hour, minutes=5 * i), f"r{i}", ids[who] if who else None, model, "fake",
                     "/v1/chat/completions", 100 * (i + 1), 10 * (i + 1), 5.0, 500 if i == 4 else 200, i == 6,
-                    i == 6, cost_usd=0.000_123_457 * (i + 1) if model == "big" else 1e-7 * (i + 1)))
+                    i == 6, cost_usd=0.000_123_457 * (i + 1) if model == "big" else 1e-7 * (i + 1),
+                    cache_read_tokens=50 * i, cache_write_tokens=5 * (i % 2),
+                    session_id={0: "sess-a", 1: "sess-a", 3: "sess-b"}.get(i)))
             await rt.usage.write(records[:3])
             await rt.usage.write(records[3:])
             return ids, records
@@ -57,7 +59,7 @@ def test_usage_table_and_csv(tmp_path: Path) -> None:
     assert out.returncode == 0, out
     rows = _csv(out.stdout)
     assert list(rows[0]) == ["key", "model", "requests", "prompt_tokens", "completion_tokens", "total_tokens",
-                             "cost_usd", "errors", "estimated"]
+                             "cost_usd", "errors", "estimated", "cache_read_tokens", "cache_write_tokens"]
     by = {(r["key"], r["model"]): r for r in rows}
     assert rows[0]["key"] == "(static/anonymous)"  # keyless first, then by key id and model
     assert set(by) == {("(static/anonymous)", "chat"), ("alice", "big"), ("alice", "chat"), ("bob", "big"),
@@ -70,6 +72,8 @@ def test_usage_table_and_csv(tmp_path: Path) -> None:
         "total_tokens": str(sum(r.prompt_tokens + r.completion_tokens for r in alice_chat)),
         "cost_usd": format_usd(sum(nanousd(r.cost_usd) for r in alice_chat)),
         "errors": "0", "estimated": "1",
+        "cache_read_tokens": str(sum(r.cache_read_tokens for r in alice_chat)),
+        "cache_write_tokens": str(sum(r.cache_write_tokens for r in alice_chat)),
     }
     assert by[("bob", "big")]["errors"] == "1" and by[("bob", "big")]["cost_usd"] == "0.000617285"
     assert sum(int(r["requests"]) for r in rows) == len(records)
@@ -79,17 +83,19 @@ def test_usage_table_and_csv(tmp_path: Path) -> None:
     assert table.returncode == 0, table
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["KEY", "MODEL", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "TOTAL_TOKENS",
-                                "COST_USD", "ERRORS", "ESTIMATED"], table
+                                "COST_USD", "ERRORS", "ESTIMATED", "CACHE_READ_TOKENS", "CACHE_WRITE_TOKENS"], table
     body = {(line.split()[0], line.split()[1]): line.split()[2:] for line in lines[1:-2]}
     assert body[("alice", "chat")] == [
         "3", by[("alice", "chat")]["prompt_tokens"], by[("alice", "chat")]["completion_tokens"],
-        by[("alice", "chat")]["total_tokens"], "0.000001", "0", "1"]  # 1e-7 + 2e-7 + 7e-7 USD, rounded
+        by[("alice", "chat")]["total_tokens"], "0.000001", "0", "1",  # 1e-7 + 2e-7 + 7e-7 USD, rounded
+        by[("alice", "chat")]["cache_read_tokens"], by[("alice", "chat")]["cache_write_tokens"]]
     assert body[("bob", "big")][4] == "0.000617" and body[("alice", "big")][4] == "0.000370"  # 617.285, 370.371
     total_nanos = sum(nanousd(r.cost_usd) for r in records)
     assert lines[-1].split() == ["TOTAL", str(len(records)), str(sum(r.prompt_tokens for r in records)),
                                  str(sum(r.completion_tokens for r in records)),
                                  str(sum(r.prompt_tokens + r.completion_tokens for r in records)),
-                                 f"{total_nanos / 1e9:.6f}", "1", "1"], table
+                                 f"{total_nanos / 1e9:.6f}", "1", "1", str(sum(r.cache_read_tokens for r in records)),
+                                 str(sum(r.cache_write_tokens for r in records))], table
 
     # by hour and by day (UTC), filters
     hours = _csv(run_cli("usage", "--group-by", "hour", "--format", "csv", *store, cwd=tmp_path).stdout)
@@ -130,3 +136,31 @@ def test_usage_table_and_csv(tmp_path: Path) -> None:
                        (("--since", "yesterday"), "--since"), (("--until", "soon"), "--until")):
         bad = run_cli("usage", *args, *store, cwd=tmp_path)
         assert bad.returncode == 2 and hint in bad.stderr and "Traceback" not in bad.stderr, bad
+
+
+def test_usage_by_agent_session(tmp_path: Path) -> None:
+    """--group-by session totals the raw rows per agent session (requests without one together)."""
+    data_dir = tmp_path / "data"
+    ids, records = seed(data_dir)
+    store = ("--data-dir", data_dir)
+    out = run_cli("usage", "--group-by", "session", "--format", "csv", *store, cwd=tmp_path)
+    assert out.returncode == 0, out
+    rows = _csv(out.stdout)
+    assert list(rows[0])[:2] == ["session", "requests"]
+    by = {r["session"]: r for r in rows}
+    assert {s: r["requests"] for s, r in by.items()} == {"(none)": "4", "sess-a": "2", "sess-b": "1"}
+    sess_a = [r for r in records if r.session_id == "sess-a"]
+    assert by["sess-a"]["cost_usd"] == format_usd(sum(nanousd(r.cost_usd) for r in sess_a))
+    assert by["sess-a"]["prompt_tokens"] == str(sum(r.prompt_tokens for r in sess_a))
+    assert by["sess-a"]["cache_read_tokens"] == str(sum(r.cache_read_tokens for r in sess_a))
+
+    with_key = _csv(run_cli("usage", "--group-by", "key,session", "--format", "csv", *store, cwd=tmp_path).stdout)
+    assert sorted((r["key"], r["session"], r["requests"]) for r in with_key) == [
+        ("(static/anonymous)", "(none)", "1"), ("alice", "(none)", "2"), ("alice", "sess-a", "2"),
+        ("bob", "(none)", "1"), ("bob", "sess-b", "1")]
+    table = run_cli("usage", "--group-by", "session", "--key", "alice", *store, cwd=tmp_path)
+    assert table.returncode == 0, table
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:2] == ["SESSION", "REQUESTS"]
+    assert sorted(line.split()[:2] for line in lines[1:-2]) == [["(none)", "2"], ["sess-a", "2"]]
+    assert lines[-1].split()[:2] == ["TOTAL", "4"], table

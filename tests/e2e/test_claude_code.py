@@ -176,3 +176,38 @@ def test_thinking_blocks_are_shown(claude_bin: Path, server: RunningServer, upst
     assert thinking and thinking[0]["thinking"] == REASONING
     assert any(b["type"] == "text" and b["text"] == "Hi from a thinking model." for b in blocks)
     assert any(b.get("reasoning_effort") for b in chats(upstream))  # its thinking request, as the upstream takes it
+
+
+@pytest.mark.timeout(900)
+def test_two_sessions_show_apart_in_the_usage_report(claude_bin: Path, server: RunningServer,
+                                                     tmp_path: Path) -> None:
+    """Each ``claude -p`` run is one session: its X-Claude-Code-Session-Id lands on the usage rows,
+    and ``switchyard usage --group-by session`` shows the two runs apart."""
+    import csv
+    import io
+
+    from tests.cli.support import run_cli, wait_until
+
+    runs = []
+    for n in range(2):
+        work = tmp_path / f"run{n}"
+        work.mkdir()
+        out = ok(run_claude(claude_bin, server, workdir_for(work), "say hello", "--output-format", "json"))
+        runs.append(json.loads(out)["session_id"])
+    assert len(set(runs)) == 2
+
+    def report() -> dict[str, dict[str, str]] | None:
+        out = run_cli("usage", "--group-by", "session", "--model", ALIAS, "--format", "csv",
+                      "--data-dir", server.settings.data_dir, cwd=tmp_path)
+        assert out.returncode == 0, out
+        rows = {r["session"]: r for r in csv.DictReader(io.StringIO(out.stdout))}
+        return rows if set(runs) <= set(rows) else None
+
+    rows = wait_until(report, timeout=10, what="both sessions in the usage report")
+    for session in runs:
+        assert int(rows[session]["requests"]) >= 1 and int(rows[session]["prompt_tokens"]) > 0
+    table = run_cli("usage", "--group-by", "session", "--model", ALIAS, "--data-dir", server.settings.data_dir,
+                    cwd=tmp_path)
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:2] == ["SESSION", "REQUESTS"]
+    assert {line.split()[0] for line in lines[1:-2]} >= set(runs)

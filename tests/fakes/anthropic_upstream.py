@@ -22,7 +22,11 @@ Knobs selected by the request's ``model``:
 ``max-tokens``       text cut after 3 words, stop_reason max_tokens
 ``refusal``          stop_reason refusal
 ``parallel-tools``   a text block, then two tool_use blocks (one with disable_parallel_tool_use)
-``cached``           usage reports cache writes (20) and cache reads (100)
+``cached``           usage reports cache writes (20) and cache reads (100), beside the uncached
+                     ``input_tokens`` (Anthropic's meaning: input_tokens excludes both)
+
+``cache_control`` is accepted on content blocks, system blocks and tools, and checked as the
+real API does (``{"type": "ephemeral"}``, an optional ``ttl`` of ``5m`` or ``1h``, at most 4).
 """
 
 from __future__ import annotations
@@ -79,10 +83,38 @@ def _halves(events: Iterator[bytes]) -> Iterator[bytes]:
 
 
 # ------------------------------------------------------------------------ validation
+def _cache_problem(holder: Any, where: str) -> str | None:
+    control = holder.get("cache_control") if isinstance(holder, dict) else None
+    if control is None:
+        return None
+    if not isinstance(control, dict) or control.get("type") != "ephemeral" or set(control) - {"type", "ttl"}:
+        return f"{where}.cache_control.type: Input tag found using 'type' does not match any of the expected tags"
+    if control.get("ttl", "5m") not in ("5m", "1h"):
+        return f"{where}.cache_control.ttl: Input should be '5m' or '1h'"
+    return None
+
+
+def _breakpoints(body: dict[str, Any]) -> int:
+    """How many ``cache_control`` marks the request carries (the real API allows 4)."""
+    holders: list[Any] = list(body.get("tools") or [])
+    if isinstance(body.get("system"), list):
+        holders += body["system"]
+    for msg in body.get("messages") or []:
+        if isinstance(msg, dict) and isinstance(msg.get("content"), list):
+            for block in msg["content"]:
+                holders.append(block)
+                if isinstance(block, dict) and isinstance(block.get("content"), list):
+                    holders += block["content"]
+    return sum(1 for h in holders if isinstance(h, dict) and h.get("cache_control") is not None)
+
+
 def _block_problem(block: Any, role: str, where: str) -> str | None:
     if not isinstance(block, dict) or block.get("type") not in BLOCKS[role]:
         kind = block.get("type") if isinstance(block, dict) else None
         return f"{where}.type: Input tag '{kind}' found using 'type' does not match any of the expected tags"
+    cache = _cache_problem(block, where)
+    if cache:
+        return cache
     kind = block["type"]
     if kind == "text" and (not isinstance(block.get("text"), str) or not block["text"]):
         return f"{where}.text: text content blocks must be non-empty"
@@ -168,6 +200,12 @@ def _problem(body: Any) -> str | None:
         isinstance(system, list) and all(isinstance(b, dict) and b.get("type") == "text" and b.get("text")
                                          for b in system)):
         return "system: Input should be a valid string or a list of text blocks"
+    for k, block in enumerate(system if isinstance(system, list) else []):
+        problem = _cache_problem(block, f"system.{k}")
+        if problem:
+            return problem
+    if _breakpoints(body) > 4:
+        return "A maximum of 4 blocks with cache_control may be provided. Found more."
     for key, top in (("temperature", 1.0), ("top_p", 1.0)):
         value = body.get(key)
         if value is not None and (not isinstance(value, int | float) or not 0 <= value <= top):
@@ -184,6 +222,9 @@ def _problem(body: Any) -> str | None:
         schema = tool.get("input_schema")
         if not isinstance(schema, dict) or schema.get("type") != "object":
             return f"tools.{k}.custom.input_schema.type: Input should be 'object'"
+        problem = _cache_problem(tool, f"tools.{k}")
+        if problem:
+            return problem
         names.append(tool["name"])
     choice = body.get("tool_choice")
     if choice is not None:

@@ -5,6 +5,9 @@ embeddings, models), with knobs selected by the request's ``model``:
 ``fail-mid-stream``  role chunk + 3 content chunks, then the TCP connection is aborted
 ``slow``             sleeps 5 s before answering
 ``no-usage``         never reports usage (not even with ``stream_options.include_usage``)
+``cached``           a prompt cache hit, as OpenAI reports one: a prompt of 1024 tokens or more has
+                     its longest prefix of a multiple of 128 tokens reported as
+                     ``prompt_tokens_details.cached_tokens`` (a part of ``prompt_tokens``)
 ``error-400|401|429|500|503``  OpenAI error bodies (429: ``Retry-After: 7``, 503: ``3``)
 
 A ``planner`` scripts a chat answer: called with each chat body, it returns ``("text", text)``,
@@ -159,8 +162,9 @@ class FakeOpenAI(FakeServer):
     def _usage(self, body: dict[str, Any], prompt: int, completion: int) -> dict[str, Any] | None:
         if body["model"] == "no-usage":
             return None
+        cached = prompt // 128 * 128 if body["model"] == "cached" and prompt >= 1024 else 0
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
                 "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
 

@@ -295,7 +295,8 @@ def test_prompt_tokens_count_cache_writes_and_reads() -> None:
     body, usage = chat_result(payload, chat({"messages": HELLO}), TARGET)
     assert (usage.prompt_tokens, usage.completion_tokens, usage.estimated) == (130, 5, False)
     assert body["usage"] == {"prompt_tokens": 130, "completion_tokens": 5, "total_tokens": 135,
-                             "prompt_tokens_details": {"cached_tokens": 100}}
+                             "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 20}}
+    assert (usage.cache_read_tokens, usage.cache_write_tokens) == (100, 20)
 
 
 def test_legacy_completion_answers_in_text_completion_shape() -> None:
@@ -441,7 +442,7 @@ def test_tool_stream_reassembles_exactly_whatever_the_read_boundaries(reads: lis
     assert finish == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"] == {"prompt_tokens": 500, "completion_tokens": 89, "total_tokens": 589,
-                                   "prompt_tokens_details": {"cached_tokens": 20}}
+                                   "prompt_tokens_details": {"cached_tokens": 20, "cache_write_tokens": 8}}
     assert all(c["usage"] is None for c in chunks[:-1])
     assert sum(p.events for p in pieces) == 3 + 3 + fragments_seen
     assert pieces[-1].done and pieces[-1].usage is not None

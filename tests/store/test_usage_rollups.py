@@ -10,6 +10,7 @@ import asyncio
 import random
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -484,6 +485,7 @@ def test_migration_0004_adds_cost_and_fills_the_rollups_from_stored_rows(empty_u
                                            "rid": f"r{i}", "key": key, "model": model, "p": p, "c": c,
                                            "status": status, "est": est})
             await upgrade(empty_url, "0004")
+            await upgrade(empty_url)  # later revisions add columns (0 for these rows) the store reads
             store = SqlUsageStore(db.engine)
             assert got(await store.query(group_by=("hour", "key", "model"))) == {
                 (datetime(2025, 3, 1, 9, tzinfo=UTC), "key_a", "gpt-4o"): {
@@ -507,6 +509,96 @@ def test_migration_0004_adds_cost_and_fills_the_rollups_from_stored_rows(empty_u
     asyncio.run(body())
 
 
+def test_cache_tokens_add_up_and_sessions_group_the_raw_rows(url: str) -> None:
+    sessions = ["claude-1", "claude-2", "codex-9", None]
+    records = [
+        replace(r, cache_read_tokens=r.prompt_tokens // 2, cache_write_tokens=r.prompt_tokens // 10,
+                session_id=sessions[i % 4])
+        for i, r in enumerate(make_records(200, seed=7, span=timedelta(hours=30)))
+    ]
+
+    def by(rows: Iterable[UsageRecord], key: Any) -> dict[Any, dict[str, int]]:
+        out: dict[Any, dict[str, int]] = {}
+        for r in rows:
+            t = out.setdefault(key(r), dict.fromkeys(("requests", "prompt_tokens", "cache_read_tokens",
+                                                      "cache_write_tokens", "cost_nanousd", "errors"), 0))
+            t["requests"] += 1
+            t["prompt_tokens"] += r.prompt_tokens
+            t["cache_read_tokens"] += r.cache_read_tokens
+            t["cache_write_tokens"] += r.cache_write_tokens
+            t["cost_nanousd"] += nanousd(r.cost_usd)
+            t["errors"] += r.status >= 400
+        return out
+
+    def shape(rows: list[dict[str, object]], key: Any) -> dict[Any, dict[str, int]]:
+        return {key(row): {c: int(row[c]) for c in ("requests", "prompt_tokens", "cache_read_tokens",  # type: ignore[call-overload]
+                                                   "cache_write_tokens", "cost_nanousd", "errors")} for row in rows}
+
+    async def body() -> None:
+        async with Database.create(url) as db:
+            store = SqlUsageStore(db.engine)
+            await store.write(records[:120])
+            await store.write(records[120:])
+            # the rollups count cache tokens exactly
+            fine = await store.query(group_by=("hour", "key", "model"))
+            assert shape(fine, lambda row: (row["period"], row["key_id"], row["model"])) == by(
+                records, lambda r: (hour_start(r.created_at), r.key_id, r.model))
+            # by session: the raw rows, one row per session (None: requests that named none)
+            per_session = await store.query(group_by="session")
+            assert [row["session_id"] for row in per_session] == [None, "claude-1", "claude-2", "codex-9"] or \
+                [row["session_id"] for row in per_session] == ["claude-1", "claude-2", "codex-9", None]
+            assert shape(per_session, lambda row: row["session_id"]) == by(records, lambda r: r.session_id)
+            assert sum(int(row["cost_nanousd"]) for row in per_session) == \
+                sum(int(row["cost_nanousd"]) for row in await store.query(group_by="model"))  # type: ignore[call-overload]
+            hourly = await store.query(group_by="hour,key,session")
+            assert shape(hourly, lambda row: (row["period"], row["key_id"], row["session_id"])) == by(
+                records, lambda r: (hour_start(r.created_at), r.key_id, r.session_id))
+            daily = await store.query(group_by="day,model,session")
+            assert shape(daily, lambda row: (row["period"], row["model"], row["session_id"])) == by(
+                records, lambda r: (hour_start(r.created_at).replace(hour=0), r.model, r.session_id))
+            # filters: keyless, a model, whole hours from since
+            keyless = await store.query(key_id="", group_by="session")
+            assert shape(keyless, lambda row: row["session_id"]) == by(
+                [r for r in records if r.key_id is None], lambda r: r.session_id)
+            since = T0 + timedelta(hours=5, minutes=20)
+            until = T0 + timedelta(hours=20)
+            window = await store.query(model="claude", since=since, until=until, group_by="session")
+            assert shape(window, lambda row: row["session_id"]) == by(
+                [r for r in records if r.model == "claude" and hour_start(since) <= r.created_at < until],
+                lambda r: r.session_id)
+
+    asyncio.run(body())
+
+
+def test_migration_0007_keeps_older_rows_with_no_cache_tokens_and_no_session(empty_url: str) -> None:
+    async def body() -> None:
+        await upgrade(empty_url, "0006")
+        async with Database.create(empty_url) as db:
+            async with db.engine.begin() as conn:
+                await conn.execute(sa.text(
+                    "INSERT INTO usage_records (created_at, request_id, key_id, model, provider, endpoint,"
+                    " prompt_tokens, completion_tokens, latency_ms, status, streamed, estimated, cost_usd) VALUES"
+                    " (:at, 'old', 'key_a', 'gpt-4o', 'openai', '/v1/chat/completions', 10, 5, 1.0, 200, false,"
+                    " false, 0.5)"), {"at": T0 if db.backend == "postgresql" else "2025-03-01 09:40:00.000000"})
+                await conn.execute(sa.text(
+                    "INSERT INTO usage_rollups (hour_start, key_id, model, requests, prompt_tokens,"
+                    " completion_tokens, cost_nanousd, errors, estimated) VALUES"
+                    " (:at, 'key_a', 'gpt-4o', 1, 10, 5, 500000000, 0, 0)"),
+                    {"at": T0.replace(minute=0) if db.backend == "postgresql" else "2025-03-01 09:00:00.000000"})
+            await upgrade(empty_url)
+            store = SqlUsageStore(db.engine)
+            await store.write([UsageRecord(T0, "new", "key_a", "gpt-4o", "openai", "/v1/chat/completions", 100, 1,
+                                           1.0, 200, False, False, cost_usd=0.25, cache_read_tokens=80,
+                                           session_id="s-1")])
+            (row,) = await store.query(group_by="model")
+            assert (row["requests"], row["prompt_tokens"], row["cache_read_tokens"], row["cache_write_tokens"],
+                    row["cost_usd"]) == (2, 110, 80, 0, 0.75)
+            sessions = {r["session_id"]: r["requests"] for r in await store.query(group_by="session")}
+            assert sessions == {None: 1, "s-1": 1}
+
+    asyncio.run(body())
+
+
 # -- parsing ---------------------------------------------------------------------------------
 
 
@@ -514,7 +606,8 @@ def test_parse_group_by() -> None:  # (times: tests/core/test_time.py)
     assert parse_group_by("day") == ("day",)
     assert parse_group_by(" key , model ") == ("key", "model")
     assert parse_group_by(["hour", "key"]) == ("hour", "key")
-    for bad_dims in ("week", "", "key,key", "hour,day", ","):
+    assert parse_group_by("day,session") == ("day", "session")
+    for bad_dims in ("week", "", "key,key", "hour,day", ",", "sessions"):
         with pytest.raises(ValueError):
             parse_group_by(bad_dims)
     assert nanousd(1.5e-6) == 1500 and nanousd(0.0) == 0 and nanousd(float("nan")) == 0

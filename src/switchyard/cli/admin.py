@@ -77,7 +77,8 @@ def _micro_usd(nanos: int) -> str:
     return format_usd((nanos + 500) // 1000 * 1000)[:-3]
 
 
-_COUNTS = ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "errors", "estimated"]
+_COUNTS = ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "errors", "estimated",
+           "cache_read_tokens", "cache_write_tokens"]
 
 
 @click.command()
@@ -86,14 +87,17 @@ _COUNTS = ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "co
 @click.option("--key", "key", default=None, help="Only this key (its id or name).")
 @click.option("--model", default=None, help="Only this model alias.")
 @click.option("--group-by", "group_by", default="key,model", show_default=True,
-              help="One or more of hour, day, key, model, comma-separated.")
+              help="One or more of hour, day, key, model, session (an agent session: Claude Code's, "
+              "Codex's), comma-separated.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table")
 @store_options
 def usage(since: str | None, until: str | None, key: str | None, model: str | None, group_by: str, fmt: str,
           config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
     """Requests, tokens and cost, from the hourly usage rollups (the server need not run).
 
-    Hours are UTC; --since and --until select the hours that overlap the range.
+    Hours are UTC; --since and --until select the hours that overlap the range. Cache read and
+    write tokens are parts of the prompt tokens. Grouping by session reads the raw usage rows,
+    so it covers what the usage retention still keeps.
     """
     try:
         dims = parse_group_by(group_by)
@@ -116,7 +120,8 @@ def usage(since: str | None, until: str | None, key: str | None, model: str | No
 
     rows, names = run_with_runtime(settings, body)
     columns = [*(["period"] if "hour" in dims or "day" in dims else []),
-               *(["key"] if "key" in dims else []), *(["model"] if "model" in dims else []), *_COUNTS]
+               *(["key"] if "key" in dims else []), *(["model"] if "model" in dims else []),
+               *(["session"] if "session" in dims else []), *_COUNTS]
     table: list[list[str]] = []
     total = dict.fromkeys(_COUNTS, 0)
     for r in rows:
@@ -132,6 +137,8 @@ def usage(since: str | None, until: str | None, key: str | None, model: str | No
             line.append(names.get(str(key_id), str(key_id)) if key_id is not None else "(static/anonymous)")
         if "model" in dims:
             line.append(str(r["model"]))
+        if "session" in dims:
+            line.append(str(r["session_id"]) if r["session_id"] is not None else "(none)")
         for c in _COUNTS:
             value = int(str(r["cost_nanousd" if c == "cost_usd" else c]))
             total[c] += value

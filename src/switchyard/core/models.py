@@ -10,6 +10,7 @@ from typing import Any
 from switchyard.core.bounds import DEFAULT_BOUNDS, Bounds
 from switchyard.core.capabilities import Capabilities
 from switchyard.core.limits import RateLimits
+from switchyard.core.usage import Usage
 
 __all__ = ["DuplicateAliasError", "Route", "StoredModel", "Target", "UpstreamSpec"]
 
@@ -37,10 +38,25 @@ class Target:
     deployment: str = ""  # this deployment's name for clients (the x-switchyard-deployment header)
     breaker: str = ""  # the key its cooldown state is kept under (an upstream, or upstream/model)
     credential: str | None = None  # the vault credential it uses, for use counts
+    cache_read_cost_per_1m: float | None = None  # None: cache reads cost the input price
+    cache_write_cost_per_1m: float | None = None  # None: cache writes cost the input price
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD for this many tokens at the configured prices (0 when none are set)."""
-        return (prompt_tokens * self.input_cost_per_1m + completion_tokens * self.output_cost_per_1m) / 1e6
+    def cost(self, usage: Usage) -> float:
+        """USD for ``usage`` at the configured prices (0 when none are set).
+
+        Uncached input at the input price, cache reads and writes at their own prices (the
+        input price where unset), output at the output price. ``usage.prompt_tokens`` includes
+        the cached tokens, so each prompt token is charged exactly once.
+        """
+        read = self.input_cost_per_1m if self.cache_read_cost_per_1m is None else self.cache_read_cost_per_1m
+        write = self.input_cost_per_1m if self.cache_write_cost_per_1m is None else self.cache_write_cost_per_1m
+        return (usage.uncached_prompt_tokens * self.input_cost_per_1m + usage.cache_read_tokens * read
+                + usage.cache_write_tokens * write + usage.completion_tokens * self.output_cost_per_1m) / 1e6
+
+    @property
+    def prompt_cost_per_1m(self) -> float:
+        """The dearest price a prompt token may be charged at (budgets hold the worst case)."""
+        return max(self.input_cost_per_1m, self.cache_read_cost_per_1m or 0.0, self.cache_write_cost_per_1m or 0.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,22 +6,40 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["GROUP_BY", "Usage", "UsageRecord", "parse_group_by"]
+__all__ = ["GROUP_BY", "SESSION_ID_MAX", "Usage", "UsageRecord", "parse_group_by", "session_id"]
 
-GROUP_BY = ("hour", "day", "key", "model")
+GROUP_BY = ("hour", "day", "key", "model", "session")
 """The dimensions usage can be grouped by (``/admin/usage``, ``switchyard usage``)."""
 _TIME_DIMS = frozenset({"hour", "day"})
+SESSION_ID_MAX = 128
+"""The longest agent session id kept on a usage row (longer ones are cut)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Tokens one request used.
+
+    ``prompt_tokens`` is every input token, cached or not (OpenAI's meaning; Anthropic's
+    ``input_tokens`` is only the uncached part). ``cache_read_tokens`` (read from the provider's
+    prompt cache: OpenAI's ``cached_tokens``, Anthropic's ``cache_read_input_tokens``) and
+    ``cache_write_tokens`` (written to it: Anthropic's ``cache_creation_input_tokens``) are
+    parts of ``prompt_tokens``, priced at their own rates.
+    """
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        """Input tokens neither read from nor written to a prompt cache (never below 0)."""
+        return max(0, self.prompt_tokens - self.cache_read_tokens - self.cache_write_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +59,18 @@ class UsageRecord:
     streamed: bool
     estimated: bool
     cost_usd: float = 0.0  # at the serving model's prices
+    cache_read_tokens: int = 0  # parts of prompt_tokens (see Usage)
+    cache_write_tokens: int = 0
+    session_id: str | None = None  # the agent session (Claude Code's, Codex's) it belongs to
+
+
+def session_id(value: str | None) -> str | None:
+    """A client's session header as a usage row keeps it: visible ASCII only, at most
+    ``SESSION_ID_MAX`` characters; None when nothing is left."""
+    if not value:
+        return None
+    kept = "".join(c for c in value[:SESSION_ID_MAX] if "!" <= c <= "~")
+    return kept or None
 
 
 def parse_group_by(value: str | Sequence[str]) -> tuple[str, ...]:

@@ -84,6 +84,8 @@ def file_model_json(model: ModelConfig) -> dict[str, Any]:
         "output_cost_per_1k": _per_1k(model.output_cost_per_1m),
         "input_cost_per_1m": model.input_cost_per_1m,
         "output_cost_per_1m": model.output_cost_per_1m,
+        "cache_read_cost_per_1m": model.cache_read_cost_per_1m,
+        "cache_write_cost_per_1m": model.cache_write_cost_per_1m,
         "provider_settings": settings,
         "default": False,
         "active": model.enabled,
@@ -118,6 +120,8 @@ def stored_model_json(catalog: ModelCatalog, row: StoredModel) -> dict[str, Any]
             "output_cost_per_1k": _per_1k(spec.output_cost_per_1m),
             "input_cost_per_1m": spec.input_cost_per_1m,
             "output_cost_per_1m": spec.output_cost_per_1m,
+            "cache_read_cost_per_1m": spec.cache_read_cost_per_1m,
+            "cache_write_cost_per_1m": spec.cache_write_cost_per_1m,
             "provider_settings": spec.provider_settings.model_dump(exclude_defaults=True),
         })
     out.update({

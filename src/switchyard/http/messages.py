@@ -12,7 +12,8 @@ reasoning answer 400) gets the request once more without it. The upstream's reas
 back as ``thinking`` blocks unless thinking was turned off.
 
 ``anthropic-beta`` and ``anthropic-version`` ride with the request and are sent unchanged to
-Anthropic upstreams (other upstreams ignore them).
+Anthropic upstreams (other upstreams ignore them). So does ``cache_control`` (prompt caching),
+on routes with an Anthropic deployment; other routes get the request without it.
 """
 
 from __future__ import annotations
@@ -106,11 +107,24 @@ def _refuses_reasoning(exc: GatewayError) -> bool:
             and (exc.param == "reasoning_effort" or "reasoning_effort" in exc.message))
 
 
+def _to_anthropic(request: Request, principal: Principal, body: Any) -> bool:
+    """Whether the body's model routes to an Anthropic deployment (it then keeps ``cache_control``).
+    A model that does not resolve is refused later, after the body's own checks."""
+    model = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(model, str) or not model:
+        return False
+    try:
+        route = services(request).gateway.route_for(principal, model)
+    except GatewayError:
+        return False
+    return any(t.provider_type == "anthropic" for t in route.deployments)
+
+
 async def _messages(request: Request) -> Response:
     principal, body = await _read(request)
     translate = _translate()
     svc = services(request)
-    chat = translate.chat_request(body)
+    chat = translate.chat_request(body, keep_cache=_to_anthropic(request, principal, body))
     chat = _for_route(chat, svc.gateway.route_for(principal, chat.model))
     forwarded = tuple((name, request.headers[name]) for name in _FORWARDED if name in request.headers)
     if forwarded:

@@ -13,6 +13,7 @@ from switchyard.admin import Admin
 from switchyard.admin.catalog import ModelCatalog
 from switchyard.admin.vault import Vault
 from switchyard.core.ports import UsageStore
+from switchyard.core.usage import session_id
 from switchyard.observability.metrics import Metrics
 from switchyard.service.call import CallContext
 from switchyard.service.gateway import Gateway
@@ -23,7 +24,12 @@ from switchyard.settings import Settings
 if TYPE_CHECKING:
     from switchyard.local.manager import ModelManager
 
-__all__ = ["Services", "call_context", "services"]
+__all__ = ["SESSION_HEADERS", "Services", "call_context", "services"]
+
+SESSION_HEADERS = (b"x-claude-code-session-id", b"session_id", b"x-session-id")
+"""Headers naming the client's agent session, first found wins: Claude Code's, Codex CLI's
+(``session_id``, its conversation id) and a generic one for other clients. Kept on usage rows."""
+_SESSION_HEADERS = frozenset(SESSION_HEADERS)
 
 
 @dataclass
@@ -52,5 +58,9 @@ def call_context(request: Request) -> CallContext:
     """This request's CallContext, left in the scope for the edge middleware's overhead figure."""
     state = request.scope["state"]
     ctx = CallContext(state["request_id"])
+    found = {name: value for name, value in request.scope["headers"] if name in _SESSION_HEADERS}
+    if found:
+        raw = next(found[name] for name in SESSION_HEADERS if name in found)
+        ctx.session_id = session_id(raw.decode("latin-1"))
     state["call"] = ctx
     return ctx

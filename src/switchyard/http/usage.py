@@ -2,13 +2,18 @@
 
 Query parameters (all optional): ``key`` (a key id, or a key's name), ``model`` (an alias),
 ``since`` and ``until`` (ISO 8601, Unix seconds, or an age: ``30m``, ``24h``, ``7d``, ``2w``),
-``group_by`` (``hour``, ``day`` (default), ``key`` or ``model``, or several: ``day,key``).
-Rollups are hourly, so ``since``/``until`` select the hours that overlap ``[since, until)``.
+``group_by`` (``hour``, ``day`` (default), ``key``, ``model`` or ``session``, or several:
+``day,key``). Rollups are hourly, so ``since``/``until`` select the hours that overlap
+``[since, until)``. ``session`` groups by the client's agent session (Claude Code's
+``X-Claude-Code-Session-Id``, Codex's ``session_id`` header) and totals the raw usage rows still
+kept (the rollups do not keep sessions).
 
 Answer: ``{"object": "list", "group_by": "day", "data": [{"period": "2025-03-01", "requests",
-"prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "errors", "estimated"}, ...],
-"totals": {...}}``. Rows grouped by key carry ``key_id`` (null: requests made without a key) and
-``key_name``; by model, ``model``. Periods are UTC: days as ``YYYY-MM-DD``, hours as ISO 8601 times.
+"prompt_tokens", "completion_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens",
+"cost_usd", "errors", "estimated"}, ...], "totals": {...}}``. ``prompt_tokens`` counts every
+input token; cache reads and writes are parts of it. Rows grouped by key carry ``key_id`` (null:
+requests made without a key) and ``key_name``; by model, ``model``; by session, ``session_id``
+(null: requests that named none). Periods are UTC: days as ``YYYY-MM-DD``, hours as ISO 8601 times.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from switchyard.http.state import services
 
 __all__ = ["usage", "usage_json"]
 
-_COUNTS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "estimated")
+_COUNTS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cache_read_tokens",
+           "cache_write_tokens", "errors", "estimated")
 
 
 def usage_json(rows: list[dict[str, object]], dims: tuple[str, ...], names: dict[str, str]) -> dict[str, Any]:
@@ -48,6 +54,8 @@ def usage_json(rows: list[dict[str, object]], dims: tuple[str, ...], names: dict
             item["key_name"] = names.get(str(key_id)) if key_id is not None else None
         if "model" in dims:
             item["model"] = row["model"]
+        if "session" in dims:
+            item["session_id"] = row["session_id"]
         for count in _COUNTS:
             value = int(str(row[count]))
             item[count] = value

@@ -110,20 +110,20 @@ class Accounting:
             if usage is None:
                 estimate = streamed or left_upstream
                 usage = Usage(estimate_prompt_tokens(body), outcome.events, estimated=True) if estimate else Usage()
-            cost = self._account(principal, target, endpoint, ctx.request_id, started, outcome.status, usage, streamed)
+            cost = self._account(principal, target, endpoint, ctx, started, outcome.status, usage, streamed)
             if ticket is not None:  # a request that produced nothing releases its hold; others pay what they used
                 used = outcome.status == 200 or outcome.usage is not None or outcome.events > 0 or left_upstream
                 await self.governance.finish(ticket, usage if used else None, cost)  # type: ignore[union-attr]
 
-    def _account(self, principal: Principal, target: Target, endpoint: str, request_id: str, started: float,
+    def _account(self, principal: Principal, target: Target, endpoint: str, ctx: CallContext, started: float,
                  status: int, usage: Usage, streamed: bool) -> float:
-        """The usage row and the request metrics; returns the cost."""
+        """The usage row and the request metrics; returns the cost (what the budget settles to)."""
         seconds = time.perf_counter() - started
-        cost = target.cost(usage.prompt_tokens, usage.completion_tokens)
+        cost = target.cost(usage)
         self._record(
             UsageRecord(
                 created_at=datetime.now(UTC),
-                request_id=request_id,
+                request_id=ctx.request_id,
                 key_id=principal.key_id,
                 model=target.alias,
                 provider=target.provider,
@@ -135,6 +135,9 @@ class Accounting:
                 streamed=streamed,
                 estimated=usage.estimated,
                 cost_usd=cost,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                session_id=ctx.session_id,
             )
         )
         self._metrics.observe(

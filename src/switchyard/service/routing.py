@@ -228,6 +228,8 @@ class RoutingTable:
             gate=f"model:{alias}" if own_cap else f"provider:{spec.name}",
             input_cost_per_1m=(model.input_cost_per_1m or 0.0) if model is not None else 0.0,
             output_cost_per_1m=(model.output_cost_per_1m or 0.0) if model is not None else 0.0,
+            cache_read_cost_per_1m=model.cache_read_cost_per_1m if model is not None else None,
+            cache_write_cost_per_1m=model.cache_write_cost_per_1m if model is not None else None,
             deployment=spec.name,
             breaker=spec.name,
             credential=self.credentials.get(spec.name),
@@ -259,14 +261,15 @@ class RoutingTable:
 
     def prices(self, route: Route) -> tuple[float, float]:
         """The dearest input and output prices (USD per token) of every deployment that may serve
-        ``route``: its own and its fallbacks' (budgets reserve the worst case)."""
+        ``route``: its own and its fallbacks' (budgets reserve the worst case; a prompt token's
+        dearest price may be a cache write's)."""
         routes = [route]
         for alias in (*route.fallbacks, *route.context_fallbacks):
             found = self.routes.get(alias)
             if found is not None:
                 routes.append(found)
         targets = [t for r in routes for t in r.deployments]
-        return (max(t.input_cost_per_1m for t in targets) / 1e6, max(t.output_cost_per_1m for t in targets) / 1e6)
+        return (max(t.prompt_cost_per_1m for t in targets) / 1e6, max(t.output_cost_per_1m for t in targets) / 1e6)
 
     def resolve(self, name: str) -> Target:
         return self.route(name).primary

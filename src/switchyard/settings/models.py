@@ -192,6 +192,12 @@ class ModelConfig(BaseModel):
     enabled: bool = Field(default=True, description="Disabled models are neither listed nor served.")
     input_cost_per_1m: float | None = Field(default=None, ge=0, description="USD per 1M prompt tokens (metrics).")
     output_cost_per_1m: float | None = Field(default=None, ge=0, description="USD per 1M completion tokens.")
+    cache_read_cost_per_1m: float | None = Field(
+        default=None, ge=0, description="USD per 1M prompt tokens read from the provider's prompt cache "
+        "(OpenAI's cached_tokens, Anthropic's cache reads); unset: the input price.")
+    cache_write_cost_per_1m: float | None = Field(
+        default=None, ge=0, description="USD per 1M prompt tokens written to the provider's prompt cache "
+        "(Anthropic's cache creation); unset: the input price.")
 
     @field_serializer("api_key", when_used="json")
     def _ser_key(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

@@ -146,6 +146,11 @@ usage_records = sa.Table(
     sa.Column("streamed", sa.Boolean(), nullable=False),
     sa.Column("estimated", sa.Boolean(), nullable=False),
     sa.Column("cost_usd", sa.Float(), nullable=False, server_default=sa.text("0")),  # revision 0004
+    # revision 0007: prompt tokens read from / written to the provider's prompt cache (parts of
+    # prompt_tokens), and the client's agent session (Claude Code's, Codex's session header)
+    sa.Column("cache_read_tokens", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("cache_write_tokens", sa.Integer(), nullable=False, server_default=sa.text("0")),
+    sa.Column("session_id", sa.String(128), nullable=True),
     sa.Index("ix_usage_records_created_at", "created_at"),
     sa.Index("ix_usage_records_key_id", "key_id"),
 )
@@ -166,6 +171,8 @@ usage_rollups = sa.Table(
     sa.Column("cost_nanousd", sa.BigInteger(), nullable=False),
     sa.Column("errors", sa.BigInteger(), nullable=False),
     sa.Column("estimated", sa.BigInteger(), nullable=False),
+    sa.Column("cache_read_tokens", sa.BigInteger(), nullable=False, server_default=sa.text("0")),  # revision 0007
+    sa.Column("cache_write_tokens", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
     sa.Index("ix_usage_rollups_key_id_hour_start", "key_id", "hour_start"),
 )
 

@@ -3,7 +3,9 @@
 Two tables. ``usage_records`` holds one raw row per request, a capped ring (:meth:`prune` deletes
 by age and keeps at most ``max_rows``). ``usage_rollups`` holds totals per UTC hour, key and model,
 written in the same transaction as the raw rows and never pruned: every report and budget reads
-the rollups, so they stay exact however little raw data is kept.
+the rollups, so they stay exact however little raw data is kept. The one exception is grouping
+by agent session, which the rollups do not keep (a client names as many sessions as it likes):
+it totals the raw rows, so it covers what the retention settings still hold.
 
 Rollup cost is an integer in nano-USD (USD x 1e9; each request's cost rounded to the nearest
 nano-dollar), so sums are exact on every backend and in every order. Time filters select whole
@@ -40,7 +42,8 @@ _r = usage_rollups
 NO_KEY = ""
 """``usage_rollups.key_id`` of requests made without a key (static keys, auth off)."""
 
-_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "cost_nanousd", "errors", "estimated")
+_COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "cost_nanousd", "errors", "estimated",
+             "cache_read_tokens", "cache_write_tokens")
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
 _PRUNE_CHUNK = 50_000  # rows deleted per transaction, so writers are never held off for long
 _IN_CHUNK = 500  # key ids per IN (...) list
@@ -74,6 +77,8 @@ class _Totals:
     cost_nanousd: int = 0
     errors: int = 0
     estimated: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def add(self, record: UsageRecord) -> None:
         self.requests += 1
@@ -82,6 +87,8 @@ class _Totals:
         self.cost_nanousd += nanousd(record.cost_usd)
         self.errors += record.status >= 400
         self.estimated += bool(record.estimated)
+        self.cache_read_tokens += record.cache_read_tokens
+        self.cache_write_tokens += record.cache_write_tokens
 
 
 def rollup(records: Iterable[UsageRecord]) -> dict[tuple[datetime, str, str], _Totals]:
@@ -123,6 +130,20 @@ def _day_of(dialect: str) -> sa.ColumnElement[str]:
     raise RuntimeError(f"usage rollups need SQLite or PostgreSQL, not {dialect}")
 
 
+def _raw_period(dialect: str, unit: str) -> sa.ColumnElement[Any]:
+    """A raw row's UTC hour (or day, as 'YYYY-MM-DD' text) in the form the rollups' periods take."""
+    created = _u.c.created_at
+    if dialect == "postgresql":
+        if unit == "day":
+            return sa.func.to_char(sa.func.timezone("UTC", created), "YYYY-MM-DD")
+        return sa.func.timezone("UTC", sa.func.date_trunc("hour", sa.func.timezone("UTC", created)))
+    if dialect == "sqlite":  # 'YYYY-MM-DD HH:MM:SS.ffffff' text, already UTC
+        if unit == "day":
+            return sa.func.substr(created, 1, 10)
+        return sa.func.strftime("%Y-%m-%d %H:00:00.000000", created)
+    raise RuntimeError(f"usage reports need SQLite or PostgreSQL, not {dialect}")
+
+
 def _range(stmt: sa.Select[Any], since: datetime | None, until: datetime | None) -> sa.Select[Any]:
     if since is not None:
         stmt = stmt.where(_r.c.hour_start >= hour_start(since))
@@ -138,6 +159,8 @@ def _usage_row(values: Mapping[Any, Any]) -> dict[str, object]:
         "prompt_tokens": counts["prompt_tokens"],
         "completion_tokens": counts["completion_tokens"],
         "total_tokens": counts["prompt_tokens"] + counts["completion_tokens"],
+        "cache_read_tokens": counts["cache_read_tokens"],
+        "cache_write_tokens": counts["cache_write_tokens"],
         "cost_usd": counts["cost_nanousd"] / 1e9,
         "cost_nanousd": counts["cost_nanousd"],
         "errors": counts["errors"],
@@ -182,31 +205,36 @@ class SqlUsageStore:
     ) -> list[dict[str, object]]:
         """Totals from the rollups, one row per group, ordered by period, key id, model.
 
-        ``group_by``: one or more of hour, day, key, model (``"key,model"``). Rows carry
-        ``period`` (the UTC hour or day start) and/or ``key_id`` (None for keyless requests) and
-        ``model``, then requests, prompt/completion/total tokens, cost_usd (and the exact
-        cost_nanousd), errors (status >= 400) and estimated (usage not reported by the provider).
-        ``key_id=""`` selects keyless requests.
+        ``group_by``: one or more of hour, day, key, model, session (``"key,model"``). Rows carry
+        ``period`` (the UTC hour or day start) and/or ``key_id`` (None for keyless requests),
+        ``model`` and ``session_id`` (None for requests without one), then requests,
+        prompt/completion/total tokens, cache read/write tokens (parts of the prompt tokens),
+        cost_usd (and the exact cost_nanousd), errors (status >= 400) and estimated (usage not
+        reported by the provider). ``key_id=""`` selects keyless requests. Grouping by session
+        totals the raw rows still kept (see the module's docstring).
         """
         dims = parse_group_by(group_by)
-        columns: list[sa.ColumnElement[Any]] = []
-        if "hour" in dims:
-            columns.append(_r.c.hour_start.label("period"))
-        elif "day" in dims:
-            columns.append(_day_of(self._dialect).label("period"))
-        if "key" in dims:
-            columns.append(_r.c.key_id)
-        if "model" in dims:
-            columns.append(_r.c.model)
-        sums = [sa.func.sum(_r.c[c]).label(c) for c in _COUNTERS]
-        stmt = sa.select(*columns, *sums)
-        if columns:
-            stmt = stmt.group_by(*columns).order_by(*columns)
-        if key_id is not None:
-            stmt = stmt.where(_r.c.key_id == key_id)
-        if model is not None:
-            stmt = stmt.where(_r.c.model == model)
-        stmt = _range(stmt, since, until)
+        if "session" in dims:
+            stmt = self._by_session(dims, key_id, model, since, until)
+        else:
+            columns: list[sa.ColumnElement[Any]] = []
+            if "hour" in dims:
+                columns.append(_r.c.hour_start.label("period"))
+            elif "day" in dims:
+                columns.append(_day_of(self._dialect).label("period"))
+            if "key" in dims:
+                columns.append(_r.c.key_id)
+            if "model" in dims:
+                columns.append(_r.c.model)
+            sums = [sa.func.sum(_r.c[c]).label(c) for c in _COUNTERS]
+            stmt = sa.select(*columns, *sums)
+            if columns:
+                stmt = stmt.group_by(*columns).order_by(*columns)
+            if key_id is not None:
+                stmt = stmt.where(_r.c.key_id == key_id)
+            if model is not None:
+                stmt = stmt.where(_r.c.model == model)
+            stmt = _range(stmt, since, until)
         async with self._engine.connect() as conn:
             result = (await conn.execute(stmt)).mappings().all()
         out: list[dict[str, object]] = []
@@ -216,15 +244,50 @@ class SqlUsageStore:
             row: dict[str, object] = {}
             if "period" in values:
                 period = values["period"]
-                row["period"] = period if isinstance(period, datetime) else datetime.fromisoformat(
+                row["period"] = period.astimezone(UTC) if isinstance(period, datetime) else datetime.fromisoformat(
                     str(period)).replace(tzinfo=UTC)
             if "key_id" in values:
                 row["key_id"] = values["key_id"] or None
             if "model" in values:
                 row["model"] = values["model"]
+            if "session_id" in values:
+                row["session_id"] = values["session_id"]
             row.update(_usage_row(values))
             out.append(row)
         return out
+
+    def _by_session(self, dims: Sequence[str], key_id: str | None, model: str | None,
+                    since: datetime | None, until: datetime | None) -> sa.Select[Any]:
+        """The totals of the raw rows per session (and the other dimensions asked for)."""
+        columns: list[sa.ColumnElement[Any]] = []
+        if "hour" in dims or "day" in dims:
+            columns.append(_raw_period(self._dialect, "hour" if "hour" in dims else "day").label("period"))
+        if "key" in dims:
+            columns.append(_u.c.key_id)
+        if "model" in dims:
+            columns.append(_u.c.model)
+        columns.append(_u.c.session_id)
+        stmt = sa.select(
+            *columns,
+            sa.func.count().label("requests"),
+            sa.func.sum(_u.c.prompt_tokens).label("prompt_tokens"),
+            sa.func.sum(_u.c.completion_tokens).label("completion_tokens"),
+            # each row's cost in whole nano-dollars, as the rollups add them
+            sa.func.sum(sa.cast(sa.func.round(_u.c.cost_usd * 1e9), sa.BigInteger)).label("cost_nanousd"),
+            sa.func.sum(sa.case((_u.c.status >= 400, 1), else_=0)).label("errors"),
+            sa.func.sum(sa.case((_u.c.estimated == sa.true(), 1), else_=0)).label("estimated"),
+            sa.func.sum(_u.c.cache_read_tokens).label("cache_read_tokens"),
+            sa.func.sum(_u.c.cache_write_tokens).label("cache_write_tokens"),
+        ).group_by(*columns).order_by(*columns)
+        if key_id is not None:
+            stmt = stmt.where(_u.c.key_id.is_(None) if key_id == NO_KEY else _u.c.key_id == key_id)
+        if model is not None:
+            stmt = stmt.where(_u.c.model == model)
+        if since is not None:
+            stmt = stmt.where(_u.c.created_at >= hour_start(since))
+        if until is not None:
+            stmt = stmt.where(_u.c.created_at < until)
+        return stmt
 
     async def summary(self, since: datetime | None = None) -> list[dict[str, object]]:
         """Per key and model (keyless first): requests, tokens, cost, errors and estimated rows."""

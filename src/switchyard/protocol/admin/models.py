@@ -11,7 +11,9 @@ The record (JSON field names; camelCase spellings (maxTokens, inputCostPer1k) ar
     supports_streaming      false refuses stream: true (capabilities.streaming)
     default_temperature     temperature sent when a request sets none
     rate_limits             {per_minute, per_hour, per_day}: enforced on the model, across every key
-    input_cost_per_1k / output_cost_per_1k (or ..._per_1m): USD, for the cost metrics
+    input_cost_per_1k / output_cost_per_1k (or ..._per_1m): USD, for costs and budgets
+    cache_read_cost_per_1k / cache_write_cost_per_1k (or ..._per_1m): USD for prompt tokens read
+                            from / written to the provider's prompt cache (unset: the input price)
     provider_settings       timeout, max_concurrent, max_queue, queue_timeout, capabilities,
                             drop_params, fallbacks, context_window_fallbacks
     default (isDefault)     at most one: the model for requests that name none (``default_alias``);
@@ -79,6 +81,8 @@ class ModelSpec(BaseModel):
     rate_limits: ModelRateLimits | None = None
     input_cost_per_1m: float | None = Field(default=None, ge=0)
     output_cost_per_1m: float | None = Field(default=None, ge=0)
+    cache_read_cost_per_1m: float | None = Field(default=None, ge=0)
+    cache_write_cost_per_1m: float | None = Field(default=None, ge=0)
     provider_settings: ProviderSettings = Field(default_factory=ProviderSettings)
     default: bool = False
     active: bool = True
@@ -109,6 +113,8 @@ class ModelSpec(BaseModel):
             "max_concurrent": ps.max_concurrent, "max_queue": ps.max_queue, "queue_timeout": ps.queue_timeout,
             "enabled": self.active, "input_cost_per_1m": self.input_cost_per_1m,
             "output_cost_per_1m": self.output_cost_per_1m,
+            "cache_read_cost_per_1m": self.cache_read_cost_per_1m,
+            "cache_write_cost_per_1m": self.cache_write_cost_per_1m,
             "rate_limits": None if self.rate_limits is None else {
                 "rpm": self.rate_limits.per_minute, "rph": self.rate_limits.per_hour, "rpd": self.rate_limits.per_day},
         })
@@ -181,7 +187,7 @@ def normalize(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
             rates[top_rate.group(1)] = value
             spelled[f"rate_limits.{top_rate.group(1)}"] = original
             continue
-        cost = re.fullmatch(r"(input|output)_cost_per_(1k|1m)", name)
+        cost = re.fullmatch(r"(input|output|cache_read|cache_write)_cost_per_(1k|1m)", name)
         if cost:
             name = f"{cost.group(1)}_cost_per_1m"
             if cost.group(2) == "1k" and isinstance(value, int | float) and not isinstance(value, bool):

@@ -11,8 +11,14 @@ other. Decisions worth knowing:
   with ``"Error: "``; images inside a tool result follow as a user message (OpenAI tool messages
   carry text only).
 * ``thinking`` / ``redacted_thinking`` blocks in assistant history are dropped (no OpenAI
-  equivalent); ``cache_control`` and ``citations`` on blocks are ignored. Other unknown block
-  types are a 400 naming the field.
+  equivalent); ``citations`` on blocks are ignored. Other unknown block types are a 400 naming
+  the field.
+* ``cache_control`` (prompt caching) is kept, with ``keep_cache=True`` (the endpoint sets it for
+  routes with an Anthropic deployment), on the OpenAI parts it maps to: text, image and document
+  parts (a part with it is never collapsed to a plain string), system text parts, tool
+  messages (as a text part) and tool definitions, as LiteLLM and OpenRouter carry it; the
+  Anthropic provider puts it back on the blocks. Other routes get the plain translation (an
+  OpenAI upstream may refuse the unknown field).
 * ``thinking`` and ``output_config.effort`` become ``reasoning_effort`` (:func:`reasoning_effort`):
   ``effort`` wins (``max``/``xhigh`` -> ``high``); else ``enabled`` maps its ``budget_tokens``
   (under 4096 ``low``, under 16384 ``medium``, else ``high``) and ``adaptive`` is ``medium``.
@@ -104,14 +110,21 @@ def _document_part(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     raise _bad(f"{where}.source", f"unsupported document source type {kind!r} (use text or base64)")
 
 
+def _cached(part: dict[str, Any], block: Mapping[str, Any], keep: bool) -> dict[str, Any]:
+    """``part`` with the block's ``cache_control`` when it is kept."""
+    if keep and isinstance(block.get("cache_control"), Mapping) and block["cache_control"]:
+        part["cache_control"] = dict(block["cache_control"])
+    return part
+
+
 def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     """One text part becomes a plain string (what every upstream takes); anything else stays a list."""
-    if len(parts) == 1 and parts[0]["type"] == "text":
+    if len(parts) == 1 and parts[0]["type"] == "text" and "cache_control" not in parts[0]:
         return str(parts[0]["text"])
     return parts
 
 
-def _tool_result(block: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _tool_result(block: Mapping[str, Any], where: str, keep: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
         raise _bad(f"{where}.tool_use_id", "a tool_result block needs tool_use_id")
@@ -141,10 +154,13 @@ def _tool_result(block: Mapping[str, Any], where: str) -> tuple[dict[str, Any], 
     text = "\n".join(texts)
     if block.get("is_error") is True:
         text = f"Error: {text}" if text else "Error"
+    part = _cached({"type": "text", "text": text}, block, keep)
+    if "cache_control" in part:
+        return {"role": "tool", "tool_call_id": call_id, "content": [part]}, images
     return {"role": "tool", "tool_call_id": call_id, "content": text}, images
 
 
-def _user_turn(blocks: list[Any], where: str) -> list[dict[str, Any]]:
+def _user_turn(blocks: list[Any], where: str, keep: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     deferred: list[dict[str, Any]] = []  # images from tool results: after the tool messages
@@ -161,29 +177,29 @@ def _user_turn(blocks: list[Any], where: str) -> list[dict[str, Any]]:
         if kind == "tool_result":
             if parts:
                 flush()
-            message, images = _tool_result(block, at)
+            message, images = _tool_result(block, at, keep)
             out.append(message)
             deferred.extend(images)
         elif kind == "text":
-            parts.append({"type": "text", "text": _text_of(block, at)})
+            parts.append(_cached({"type": "text", "text": _text_of(block, at)}, block, keep))
         elif kind == "image":
-            parts.append(_image_part(block, at))
+            parts.append(_cached(_image_part(block, at), block, keep))
         elif kind == "document":
-            parts.append(_document_part(block, at))
+            parts.append(_cached(_document_part(block, at), block, keep))
         else:
             raise _bad_tag(f"{at}.type", kind, _USER_BLOCKS)
     flush()
     return out
 
 
-def _assistant_turn(blocks: list[Any], where: str) -> dict[str, Any]:
+def _assistant_turn(blocks: list[Any], where: str, keep: bool) -> dict[str, Any]:
     parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     for i, block in enumerate(blocks):
         at = f"{where}[{i}]"
         kind = block.get("type") if isinstance(block, Mapping) else None
         if kind == "text":
-            parts.append({"type": "text", "text": _text_of(block, at)})
+            parts.append(_cached({"type": "text", "text": _text_of(block, at)}, block, keep))
         elif kind == "tool_use":
             call_id, name, args = block.get("id"), block.get("name"), block.get("input", {})
             if not isinstance(call_id, str) or not call_id:
@@ -210,7 +226,7 @@ def _assistant_turn(blocks: list[Any], where: str) -> dict[str, Any]:
     return message
 
 
-def _messages(raw: Any) -> list[dict[str, Any]]:
+def _messages(raw: Any, keep: bool) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
         raise _bad("messages", "a non-empty list of messages is required")
     out: list[dict[str, Any]] = []
@@ -223,36 +239,39 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
             raise _bad(f"{where}.role", f"Input tag {role!r} found using 'role' does not match any of the "
                        "expected tags: 'user', 'assistant', 'system'")
         if role == "system":
-            out.append({"role": "system", "content": _system(content, f"{where}.content")})
+            out.append({"role": "system", "content": _system(content, f"{where}.content", keep)})
         elif isinstance(content, str):
             out.append({"role": role, "content": content})
         elif isinstance(content, list):
             if role == "user":
-                out.extend(_user_turn(content, f"{where}.content"))
+                out.extend(_user_turn(content, f"{where}.content", keep))
             else:
-                out.append(_assistant_turn(content, f"{where}.content"))
+                out.append(_assistant_turn(content, f"{where}.content", keep))
         else:
             raise _bad(f"{where}.content", "content must be a string or a list of content blocks")
     return out
 
 
-def _system(raw: Any, where: str = "system") -> str:
-    """A system prompt (top-level or a ``system`` turn): a string, or text blocks joined by blank lines."""
+def _system(raw: Any, where: str = "system", keep: bool = False) -> str | list[dict[str, Any]]:
+    """A system prompt (top-level or a ``system`` turn): a string, or text blocks joined by blank
+    lines; text parts when a block's ``cache_control`` is kept."""
     if isinstance(raw, str):
         return raw
     if isinstance(raw, list):
-        texts = []
+        parts = []
         for i, block in enumerate(raw):
             at = f"{where}[{i}]"
             kind = block.get("type") if isinstance(block, Mapping) else None
             if kind != "text":
                 raise _bad_tag(f"{at}.type", kind, "'text'")
-            texts.append(_text_of(block, at))
-        return "\n\n".join(texts)
+            parts.append(_cached({"type": "text", "text": _text_of(block, at)}, block, keep))
+        if any("cache_control" in part for part in parts):
+            return parts
+        return "\n\n".join(part["text"] for part in parts)
     raise _bad(where, "Input should be a valid string or a list of text blocks")
 
 
-def _tools(raw: Any) -> list[dict[str, Any]]:
+def _tools(raw: Any, keep: bool) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         raise _bad("tools", "tools must be a list")
     out = []
@@ -271,7 +290,7 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
         function: dict[str, Any] = {"name": name, "parameters": dict(schema)}
         if isinstance(tool.get("description"), str):
             function["description"] = tool["description"]
-        out.append({"type": "function", "function": function})
+        out.append(_cached({"type": "function", "function": function}, tool, keep))
     return out
 
 
@@ -355,10 +374,11 @@ def reasoning_effort(body: Mapping[str, Any]) -> str | None:
     return "medium" if kind == "adaptive" else None
 
 
-def openai_body(body: Any, *, need_max_tokens: bool = True) -> dict[str, Any]:
+def openai_body(body: Any, *, need_max_tokens: bool = True, keep_cache: bool = False) -> dict[str, Any]:
     """An Anthropic Messages request -> an OpenAI chat completions body.
 
-    ``need_max_tokens=False`` is for ``/v1/messages/count_tokens``, whose body has none.
+    ``need_max_tokens=False`` is for ``/v1/messages/count_tokens``, whose body has none;
+    ``keep_cache=True`` keeps ``cache_control`` (for routes to Anthropic upstreams).
     """
     if not isinstance(body, Mapping):
         raise BadRequestError("The request body must be a JSON object.")
@@ -380,11 +400,11 @@ def openai_body(body: Any, *, need_max_tokens: bool = True) -> dict[str, Any]:
         raise _bad("max_tokens", "must be a positive integer")
     else:
         out["max_tokens"] = max_tokens
-    messages = _messages(body.get("messages"))
-    system = _system(body["system"]) if body.get("system") is not None else None
+    messages = _messages(body.get("messages"), keep_cache)
+    system = _system(body["system"], keep=keep_cache) if body.get("system") is not None else None
     out["messages"] = ([{"role": "system", "content": system}] if system is not None else []) + messages
     if body.get("tools") is not None:
-        tools = _tools(body["tools"])
+        tools = _tools(body["tools"], keep_cache)
         if tools:
             out["tools"] = tools
     if body.get("tool_choice") is not None:
@@ -417,9 +437,9 @@ def openai_body(body: Any, *, need_max_tokens: bool = True) -> dict[str, Any]:
     return out
 
 
-def chat_request(body: Any, *, need_max_tokens: bool = True) -> ChatRequest:
+def chat_request(body: Any, *, need_max_tokens: bool = True, keep_cache: bool = False) -> ChatRequest:
     """Translate, then validate exactly as ``/v1/chat/completions`` does (ranges, steering fields).
 
     Whatever that validation refuses is a field both APIs name alike (``temperature``, ``top_p``).
     """
-    return parse_chat_request(openai_body(body, need_max_tokens=need_max_tokens))
+    return parse_chat_request(openai_body(body, need_max_tokens=need_max_tokens, keep_cache=keep_cache))

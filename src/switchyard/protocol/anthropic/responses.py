@@ -22,7 +22,8 @@ from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError
 from switchyard.protocol.anthropic.codes import error_type, stop_reason
 
-__all__ = ["as_mapping", "error_body", "message_from_completion", "new_id", "reasoning_of", "signature", "sse_event"]
+__all__ = ["anthropic_usage", "as_mapping", "error_body", "message_from_completion", "new_id", "reasoning_of",
+           "signature", "sse_event"]
 
 
 def error_body(exc: GatewayError, request_id: str | None = None) -> dict[str, Any]:
@@ -58,6 +59,27 @@ def reasoning_of(message: Mapping[str, Any]) -> str:
 def signature(thinking: str) -> str:
     """The opaque ``signature`` of a thinking block the gateway made."""
     return "sy1" + hashlib.sha256(thinking.encode()).hexdigest()[:40]
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else 0
+
+
+def anthropic_usage(reported: Any, usage: Usage | None = None) -> dict[str, int]:
+    """OpenAI ``usage`` (else a core :class:`Usage`) -> Anthropic's: ``input_tokens`` is only the
+    uncached part there; cache reads (``prompt_tokens_details.cached_tokens``) and writes
+    (``cache_write_tokens``) are reported beside it, so their sum is OpenAI's ``prompt_tokens``."""
+    if isinstance(reported, Mapping):
+        details = as_mapping(reported.get("prompt_tokens_details"))
+        prompt, output = _count(reported.get("prompt_tokens")), _count(reported.get("completion_tokens"))
+        read, write = _count(details.get("cached_tokens")), _count(details.get("cache_write_tokens"))
+    elif usage is not None:
+        prompt, output = usage.prompt_tokens, usage.completion_tokens
+        read, write = usage.cache_read_tokens, usage.cache_write_tokens
+    else:
+        prompt = output = read = write = 0
+    return {"input_tokens": max(0, prompt - read - write), "cache_creation_input_tokens": write,
+            "cache_read_input_tokens": read, "output_tokens": output}
 
 
 def _tool_input(arguments: Any) -> dict[str, Any]:
@@ -108,12 +130,6 @@ def message_from_completion(payload: Any, model: str, usage: Usage | None = None
         })
     has_tools = any(block["type"] == "tool_use" for block in content)
     reported = payload.get("usage") if isinstance(payload, Mapping) else None
-    if isinstance(reported, Mapping):
-        input_tokens = int(reported.get("prompt_tokens") or 0)
-        output_tokens = int(reported.get("completion_tokens") or 0)
-    else:
-        input_tokens = usage.prompt_tokens if usage else 0
-        output_tokens = usage.completion_tokens if usage else 0
     return {
         "id": new_id("msg_"),
         "type": "message",
@@ -122,5 +138,5 @@ def message_from_completion(payload: Any, model: str, usage: Usage | None = None
         "content": content,
         "stop_reason": stop_reason(choice.get("finish_reason"), has_tools),
         "stop_sequence": None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+        "usage": anthropic_usage(reported, usage),
     }

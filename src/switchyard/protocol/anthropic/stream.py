@@ -17,7 +17,14 @@ import orjson
 
 from switchyard.errors import GatewayError
 from switchyard.protocol.anthropic.codes import error_type, openai_error_type, stop_reason
-from switchyard.protocol.anthropic.responses import as_mapping, new_id, reasoning_of, signature, sse_event
+from switchyard.protocol.anthropic.responses import (
+    anthropic_usage,
+    as_mapping,
+    new_id,
+    reasoning_of,
+    signature,
+    sse_event,
+)
 from switchyard.protocol.sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["StreamConverter"]
@@ -184,8 +191,7 @@ class StreamConverter:
         self.ended = True
         usage: dict[str, Any] = {"output_tokens": self._deltas}
         if self._usage is not None:
-            usage = {"input_tokens": int(self._usage.get("prompt_tokens") or 0),
-                     "output_tokens": int(self._usage.get("completion_tokens") or 0)}
+            usage = anthropic_usage(self._usage)
         out.append(sse_event("message_delta", {
             "type": "message_delta",
             "delta": {"stop_reason": stop_reason(self._finish, bool(self._tools)), "stop_sequence": None},

@@ -53,14 +53,16 @@ def usage_object(usage: Mapping[str, Any] | Usage | None) -> dict[str, Any] | No
     if usage is None:
         return None
     if isinstance(usage, Usage):
-        prompt, completion, cached, reasoning = usage.prompt_tokens, usage.completion_tokens, 0, 0
+        prompt, completion, reasoning = usage.prompt_tokens, usage.completion_tokens, 0
+        cached, written = usage.cache_read_tokens, usage.cache_write_tokens
     else:
         prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
-        cached = _int(_mapping(usage.get("prompt_tokens_details")).get("cached_tokens"))
+        details = _mapping(usage.get("prompt_tokens_details"))
+        cached, written = _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens"))
         reasoning = _int(_mapping(usage.get("completion_tokens_details")).get("reasoning_tokens"))
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": prompt + completion,

@@ -12,6 +12,9 @@
   Unknown top-level fields are refused too; only the metadata in ``_IGNORED`` is accepted
   and not sent (``seed`` is there: OpenAI itself documents it as best effort).
 * Legacy completions send the prompt as one user message.
+* ``cache_control`` (prompt caching) is kept where a request carries it as LiteLLM and
+  OpenRouter do: on text and image parts (system ones too), on a tool definition, and on a
+  message (it goes on that message's last block); ``/v1/messages`` requests arrive so.
 """
 
 from __future__ import annotations
@@ -111,6 +114,17 @@ def _image(part: Mapping[str, Any], param: str) -> dict[str, Any]:
     raise _refuse("images must be http(s) URLs or base64 data URLs", param)
 
 
+def _cache(block: dict[str, Any], source: Mapping[str, Any], param: str) -> dict[str, Any]:
+    """``block`` with the ``cache_control`` of the part (or message) it came from."""
+    control = source.get("cache_control")
+    if control is None:
+        return block
+    if not isinstance(control, Mapping):
+        raise _refuse("cache_control must be an object", param)
+    block["cache_control"] = dict(control)
+    return block
+
+
 def _blocks(content: Any, param: str, *, images: bool = False, refusals: bool = False) -> list[dict[str, Any]]:
     """Content blocks for an OpenAI ``content`` (a string or a list of parts); empty text is left out."""
     if content is None:
@@ -127,9 +141,9 @@ def _blocks(content: Any, param: str, *, images: bool = False, refusals: bool = 
             if not isinstance(text, str):
                 raise _refuse(f"a {kind} part needs a string '{kind}'", param)
             if text:
-                blocks.append({"type": "text", "text": text})
+                blocks.append(_cache({"type": "text", "text": text}, part, param))
         elif kind == "image_url" and images:
-            blocks.append(_image(part, param))
+            blocks.append(_cache(_image(part, param), part, param))
         else:
             raise _refuse(f"content parts of type {kind!r} are not supported here for Anthropic models", param)
     return blocks
@@ -163,6 +177,9 @@ def _tool_result(msg: Mapping[str, Any], index: int) -> dict[str, Any]:
             block["content"] = content
     else:
         parts = _blocks(content, f"messages[{index}].content")
+        for part in parts:  # a tool message's cache breakpoint marks its tool_result block
+            if "cache_control" in part:
+                block["cache_control"] = part.pop("cache_control")
         if parts:
             block["content"] = parts
     return block
@@ -178,7 +195,10 @@ def _conversation(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, A
         role = msg.get("role") if isinstance(msg, Mapping) else None
         param = f"messages[{i}].content"
         if role in ("system", "developer"):
-            system.extend(_blocks(msg.get("content"), param))
+            parts = _blocks(msg.get("content"), param)
+            if parts:
+                _cache(parts[-1], msg, f"messages[{i}].cache_control")
+            system.extend(parts)
             continue
         if role == "user":
             target, blocks = "user", _blocks(msg.get("content"), param, images=True)
@@ -196,6 +216,7 @@ def _conversation(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, A
                           f"messages[{i}].role")
         if not blocks:
             continue
+        _cache(blocks[-1], msg, f"messages[{i}].cache_control")
         if out and out[-1]["role"] == target:
             out[-1]["content"].extend(blocks)
         else:
@@ -224,7 +245,7 @@ def _tools(src: Mapping[str, Any]) -> list[dict[str, Any]]:
             entry["description"] = str(fn["description"])
         if fn.get("strict") is True:
             entry["strict"] = True
-        out.append(entry)
+        out.append(_cache(entry, tool, f"tools[{j}].cache_control"))
     return out
 
 
@@ -287,7 +308,7 @@ def messages_body(request: ChatRequest, target: Target) -> dict[str, Any]:
     body: dict[str, Any] = {"model": target.upstream_model, "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS}
     if chat:
         system, messages = _conversation(src.get("messages"))
-        if len(system) == 1:
+        if len(system) == 1 and "cache_control" not in system[0]:
             body["system"] = system[0]["text"]
         elif system:
             body["system"] = system

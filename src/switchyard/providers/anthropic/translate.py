@@ -50,21 +50,33 @@ def _prompt_tokens(usage: Mapping[str, Any]) -> int:
     return sum(_int(usage.get(k)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
 
 
+def _usage(usage: Mapping[str, Any]) -> Usage:
+    return Usage(prompt_tokens=_prompt_tokens(usage), completion_tokens=_int(usage.get("output_tokens")),
+                 cache_read_tokens=_int(usage.get("cache_read_input_tokens")),
+                 cache_write_tokens=_int(usage.get("cache_creation_input_tokens")))
+
+
 def usage_of(usage: Any) -> Usage:
-    """Anthropic ``usage`` -> ours: input, cache writes and cache reads all count as prompt tokens."""
+    """Anthropic ``usage`` -> ours: input, cache writes and cache reads all count as prompt tokens
+    (Anthropic's ``input_tokens`` is only the uncached part), the cache's parts kept apart."""
     if not isinstance(usage, Mapping):
         return Usage(estimated=True)
-    return Usage(prompt_tokens=_prompt_tokens(usage), completion_tokens=_int(usage.get("output_tokens")))
+    return _usage(usage)
 
 
-def _usage_json(usage: Usage, cached: int) -> dict[str, Any]:
+def _usage_json(usage: Usage) -> dict[str, Any]:
+    """OpenAI's usage: cache reads as ``prompt_tokens_details.cached_tokens``; cache writes, which
+    OpenAI's format has no field for, as ``cache_write_tokens`` beside them (as OpenRouter does)."""
     out: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
-    if cached:
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    if usage.cache_read_tokens or usage.cache_write_tokens:
+        details = {"cached_tokens": usage.cache_read_tokens}
+        if usage.cache_write_tokens:
+            details["cache_write_tokens"] = usage.cache_write_tokens
+        out["prompt_tokens_details"] = details
     return out
 
 
@@ -93,9 +105,7 @@ def chat_result(payload: Mapping[str, Any], request: ChatRequest, target: Target
                 "function": {"name": str(block.get("name") or ""),
                              "arguments": orjson.dumps(block.get("input") or {}).decode()},
             })
-    raw_usage = payload.get("usage")
-    usage = usage_of(raw_usage)
-    cached = _int(raw_usage.get("cache_read_input_tokens")) if isinstance(raw_usage, Mapping) else 0
+    usage = usage_of(payload.get("usage"))
     reason = finish_reason(payload.get("stop_reason"))
     text = "".join(texts)
     chat = request.kind is GenerationKind.CHAT
@@ -103,12 +113,12 @@ def chat_result(payload: Mapping[str, Any], request: ChatRequest, target: Target
             "created": int(time.time()), "model": target.alias}
     if not chat:
         choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
-        return {**head, "choices": [choice], "usage": _usage_json(usage, cached)}, usage
+        return {**head, "choices": [choice], "usage": _usage_json(usage)}, usage
     message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else ""), "refusal": None}
     if calls:
         message["tool_calls"] = calls
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
-    return {**head, "choices": [choice], "usage": _usage_json(usage, cached)}, usage
+    return {**head, "choices": [choice], "usage": _usage_json(usage)}, usage
 
 
 # ------------------------------------------------------------------------------- stream
@@ -153,9 +163,8 @@ class StreamConverter:
     def _end(self) -> bytes:
         self.done = True
         usage = self._usage
-        self.usage = Usage(prompt_tokens=_prompt_tokens(usage), completion_tokens=usage.get("output_tokens", 0))
-        return (self._out.finish(finish_reason(self._stop_reason))
-                + self._out.usage(_usage_json(self.usage, usage.get("cache_read_input_tokens", 0))) + DONE)
+        self.usage = _usage(usage)
+        return self._out.finish(finish_reason(self._stop_reason)) + self._out.usage(_usage_json(self.usage)) + DONE
 
     def _take_usage(self, usage: Any) -> None:
         if isinstance(usage, Mapping):

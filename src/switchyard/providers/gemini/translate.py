@@ -72,6 +72,7 @@ def usage_of(payload: Mapping[str, Any]) -> Usage | None:
     return Usage(
         prompt_tokens=int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0),
         completion_tokens=int(meta.get("candidatesTokenCount") or 0) + int(meta.get("thoughtsTokenCount") or 0),
+        cache_read_tokens=int(meta.get("cachedContentTokenCount") or 0),  # a part of promptTokenCount
     )
 
 

@@ -56,12 +56,25 @@ def embedding_body(request: EmbeddingRequest, target: Target) -> dict[str, Any]:
     return body
 
 
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else 0
+
+
 def usage_from(payload: Mapping[str, Any] | None, estimate: Usage | None = None) -> Usage:
+    """The usage report of an OpenAI answer. ``prompt_tokens`` includes the cached tokens:
+    ``prompt_tokens_details.cached_tokens`` (read from the prompt cache) and, where an upstream
+    reports it (OpenRouter, other gateways), ``cache_write_tokens``."""
     usage = payload.get("usage") if payload else None
     if isinstance(usage, Mapping):
+        details = usage.get("prompt_tokens_details")
+        read = write = 0
+        if isinstance(details, Mapping):
+            read, write = _count(details.get("cached_tokens")), _count(details.get("cache_write_tokens"))
         return Usage(
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
+            cache_read_tokens=read,
+            cache_write_tokens=write,
         )
     return estimate or Usage(estimated=True)
 
