@@ -416,3 +416,32 @@ def test_a_stored_models_rate_limits_are_enforced(server: RunningServer) -> None
         assert codes == [200, 200, 429]
     finally:
         admin(server, "DELETE", f"/admin/models/{made['id']}")
+
+
+def test_cache_prices_are_stored_patched_and_charged(server: RunningServer) -> None:
+    made = created(server, {"alias": "cachey", "provider": "fake", "model": "cached", "inputCostPer1m": 2.0,
+                            "outputCostPer1m": 8.0, "cacheReadCostPer1k": 0.0005})
+    long_prompt = {"model": "cachey", "messages": [{"role": "system", "content": "x " * 1100},
+                                                   {"role": "user", "content": "hello"}]}
+
+    def charged() -> dict[str, Any]:
+        with server.http(server.admin_key) as http:
+            reply = http.post("/v1/chat/completions", json=long_prompt)
+        assert reply.status_code == 200, reply.text
+        return server.usage_row(reply.headers["x-request-id"])
+
+    try:
+        assert (made["cache_read_cost_per_1m"], made["cache_write_cost_per_1m"]) == (0.5, None)
+        row = charged()
+        assert (row["prompt_tokens"], row["cache_read_tokens"]) == (1101, 1024)
+        assert row["cost_usd"] == pytest.approx((77 * 2.0 + 1024 * 0.5 + row["completion_tokens"] * 8.0) / 1e6)
+        patched = admin(server, "PATCH", "/admin/models/cachey", {"cache_read_cost_per_1m": None,
+                                                                  "cache_write_cost_per_1m": 2.5})
+        assert patched.status_code == 200, patched.text
+        assert (patched.json()["cache_read_cost_per_1m"], patched.json()["cache_write_cost_per_1m"]) == (None, 2.5)
+        row = charged()  # no cache read price: the cached tokens cost the input price, once
+        assert row["cost_usd"] == pytest.approx((1101 * 2.0 + row["completion_tokens"] * 8.0) / 1e6)
+        bad = admin(server, "PATCH", "/admin/models/cachey", {"cache_write_cost_per_1m": -1})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "cache_write_cost_per_1m", bad.text
+    finally:
+        admin(server, "DELETE", f"/admin/models/{made['id']}")
