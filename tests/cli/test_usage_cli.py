@@ -141,7 +141,7 @@ def test_usage_table_and_csv(tmp_path: Path) -> None:
 def test_usage_by_agent_session(tmp_path: Path) -> None:
     """--group-by session totals the raw rows per agent session (requests without one together)."""
     data_dir = tmp_path / "data"
-    ids, records = seed(data_dir)
+    _, records = seed(data_dir)
     store = ("--data-dir", data_dir)
     out = run_cli("usage", "--group-by", "session", "--format", "csv", *store, cwd=tmp_path)
     assert out.returncode == 0, out

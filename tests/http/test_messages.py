@@ -152,7 +152,8 @@ def test_stream_event_order(gateway: RunningServer) -> None:
                                                   for t in ["echo:", " order", " of", " events"]]
     assert got[-3][1] == {"type": "content_block_stop", "index": 0}
     assert got[-2][1] == {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                          "usage": {"input_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 4}}
+                          "usage": {"input_tokens": 3, "cache_creation_input_tokens": 0,
+                                    "cache_read_input_tokens": 0, "output_tokens": 4}}
 
 
 def test_client_leaving_closes_the_upstream(claude: anthropic.Anthropic, gateway: RunningServer,

@@ -99,7 +99,8 @@ def test_stream_with_text_and_two_tool_calls(step: int) -> None:
                      "message_delta", "message_stop"]
     assert [d["index"] for n, d in got if n == "content_block_stop"] == [0, 1, 2]
     assert got[-2][1] == {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-                          "usage": {"input_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 9}}
+                          "usage": {"input_tokens": 12, "cache_creation_input_tokens": 0,
+                                    "cache_read_input_tokens": 0, "output_tokens": 9}}
 
 
 def test_split_points_do_not_change_the_output() -> None:
@@ -332,9 +333,11 @@ def test_message_with_text_and_tool_calls() -> None:
         {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}},
         {"type": "tool_use", "id": "call_2", "name": "g", "input": {"_raw_arguments": "not json"}},
     ]
-    assert msg["usage"] == {"input_tokens": 7, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 5}
+    assert msg["usage"] == {"input_tokens": 7, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                            "output_tokens": 5}
     no_usage = message_from_completion(completion({"role": "assistant", "content": ""}, "stop"), "a", Usage(3, 4))
-    assert no_usage["usage"] == {"input_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 4}
+    assert no_usage["usage"] == {"input_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                                 "output_tokens": 4}
     assert no_usage["content"] == []
 
 
@@ -383,7 +386,8 @@ def test_cache_control_is_kept_for_anthropic_routes_and_comes_back_on_the_same_b
     request = chat_request(anthropic_body, keep_cache=True)  # /v1/chat/completions' validation accepts it
     target = Target(alias="c", provider="a", provider_type="anthropic", upstream_model="claude", timeout=5)
     sent = messages_body(request, target)
-    assert sent["system"] == [{"type": "text", "text": "rules"}, {"type": "text", "text": "notes", "cache_control": eph}]
+    assert sent["system"] == [{"type": "text", "text": "rules"},
+                              {"type": "text", "text": "notes", "cache_control": eph}]
     assert sent["tools"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
     last = sent["messages"][-1]["content"]
     assert last[0] == {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "done"}],
