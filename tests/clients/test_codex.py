@@ -92,8 +92,8 @@ def _show(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.timeout(900)
 def test_codex_exec_prints_the_models_text(tmp_path: Path, codex_bin: Path) -> None:
-    result, upstream, _, _ = codex_session(tmp_path, codex_bin, lambda body: ("text", "hi from switchyard"),
-                                           "say hi")
+    result, upstream, _, server = codex_session(tmp_path, codex_bin, lambda body: ("text", "hi from switchyard"),
+                                                "say hi")
     assert result.returncode == 0, _show(result)
     assert "hi from switchyard" in result.stdout, _show(result)
     chats = [r for r in upstream.requests if r.path == "/v1/chat/completions"]
@@ -101,6 +101,9 @@ def test_codex_exec_prints_the_models_text(tmp_path: Path, codex_bin: Path) -> N
     names = {t["function"]["name"] for t in chats[0].body["tools"]}
     assert "exec_command" in names  # Codex's shell tool, a plain function
     assert any("__" in name for name in names)  # its namespace tools, one function per member
+    # its session header is on every usage row: one session for the one run
+    sessions = {row["session_id"] for row in server.usage_rows(wait_for=len(chats))}
+    assert len(sessions) == 1 and None not in sessions, sessions
 
 
 @pytest.mark.timeout(900)

@@ -250,8 +250,11 @@ def test_sessions_are_recorded_and_grouped(server: RunningServer) -> None:
     client = openai.OpenAI(base_url=server.v1, api_key=server.admin_key, max_retries=0)
     hello: Any = [{"role": "user", "content": "hello"}]
     ids: dict[str, list[str]] = {}
-    plan = [({"X-Claude-Code-Session-Id": "claude-s1"}, "claude-s1"), ({"X-Claude-Code-Session-Id": "claude-s1"},
-            "claude-s1"), ({"session_id": "codex-7f3a"}, "codex-7f3a"), ({}, None),
+    plan = [({"X-Claude-Code-Session-Id": "claude-s1"}, "claude-s1"),
+            ({"X-Claude-Code-Session-Id": "claude-s1"}, "claude-s1"),
+            ({"session-id": "codex-7f3a"}, "codex-7f3a"),  # Codex CLI
+            ({"session_id": "codex-old"}, "codex-old"),  # older Codex CLI versions
+            ({}, None),
             ({"X-Claude-Code-Session-Id": "a" * 300}, "a" * 128)]  # cut to the column's length
     for headers, session in plan:
         reply = client.chat.completions.with_raw_response.create(model="local-agent", messages=hello,
@@ -272,8 +275,9 @@ def test_sessions_are_recorded_and_grouped(server: RunningServer) -> None:
         report = admin.get("/admin/usage", params={"group_by": "session", "model": "local-agent"})
         assert report.status_code == 200, report.text
         by_session = {d["session_id"]: d for d in report.json()["data"]}
-        assert {s: d["requests"] for s, d in by_session.items() if s in ("claude-s1", "claude-s2", "codex-7f3a")} == {
-            "claude-s1": 2, "claude-s2": 1, "codex-7f3a": 1}
+        named = ("claude-s1", "claude-s2", "codex-7f3a", "codex-old")
+        assert {s: d["requests"] for s, d in by_session.items() if s in named} == {
+            "claude-s1": 2, "claude-s2": 1, "codex-7f3a": 1, "codex-old": 1}
         s1_rows = [server.usage_row(i) for i in ids["claude-s1"]]
         assert by_session["claude-s1"]["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in s1_rows), abs=1e-9)
         assert by_session["claude-s1"]["prompt_tokens"] == sum(r["prompt_tokens"] for r in s1_rows)

@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SESSION_HEADERS", "Services", "call_context", "services"]
 
-SESSION_HEADERS = (b"x-claude-code-session-id", b"session_id", b"x-session-id")
+SESSION_HEADERS = (b"x-claude-code-session-id", b"session-id", b"session_id", b"x-session-id")
 """Headers naming the client's agent session, first found wins: Claude Code's, Codex CLI's
-(``session_id``, its conversation id) and a generic one for other clients. Kept on usage rows."""
+(``session-id``; ``session_id`` before 0.1xx, its conversation id) and a generic one for other
+clients. Kept on usage rows."""
 _SESSION_HEADERS = frozenset(SESSION_HEADERS)
 
 

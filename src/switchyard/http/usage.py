@@ -5,7 +5,7 @@ Query parameters (all optional): ``key`` (a key id, or a key's name), ``model`` 
 ``group_by`` (``hour``, ``day`` (default), ``key``, ``model`` or ``session``, or several:
 ``day,key``). Rollups are hourly, so ``since``/``until`` select the hours that overlap
 ``[since, until)``. ``session`` groups by the client's agent session (Claude Code's
-``X-Claude-Code-Session-Id``, Codex's ``session_id`` header) and totals the raw usage rows still
+``X-Claude-Code-Session-Id``, Codex's ``session-id`` header) and totals the raw usage rows still
 kept (the rollups do not keep sessions).
 
 Answer: ``{"object": "list", "group_by": "day", "data": [{"period": "2025-03-01", "requests",

@@ -31,7 +31,7 @@ class CallContext:
     attempts: int = 0
     headers: dict[str, str] | None = None  # x-ratelimit-* for the response
     endpoint: str | None = None  # the API the client called, for usage rows and metrics (else: the request's kind)
-    session_id: str | None = None  # the client's agent session (X-Claude-Code-Session-Id, Codex's session_id)
+    session_id: str | None = None  # the client's agent session (X-Claude-Code-Session-Id, Codex's session-id)
 
 
 @dataclass(slots=True)

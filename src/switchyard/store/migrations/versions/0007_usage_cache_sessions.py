@@ -3,7 +3,7 @@
 ``cache_read_tokens`` and ``cache_write_tokens`` are parts of ``prompt_tokens`` (read from and
 written to the provider's prompt cache, priced at their own rates); rows written before this
 revision keep 0. ``session_id`` is the client's agent session (Claude Code's
-``X-Claude-Code-Session-Id``, Codex's ``session_id`` header), NULL before.
+``X-Claude-Code-Session-Id``, Codex's ``session-id`` header), NULL before.
 
 Revision ID: 0007
 Revises: 0006
