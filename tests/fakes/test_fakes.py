@@ -276,6 +276,18 @@ def test_no_usage_model(up: FakeOpenAI) -> None:
     assert all("usage" not in c and c["choices"] for c in chunks)
 
 
+def test_cached_model_reports_a_prompt_cache_hit_as_openai_does(up: FakeOpenAI) -> None:
+    short = post(up, "/v1/chat/completions", {"model": "cached", "messages": HELLO}).json()
+    assert short["usage"]["prompt_tokens_details"]["cached_tokens"] == 0  # under 1024 tokens: nothing cached
+    long_messages = [{"role": "system", "content": "w " * 1300}, {"role": "user", "content": "hi"}]
+    body = post(up, "/v1/chat/completions", {"model": "cached", "messages": long_messages}).json()
+    validate(body, "CreateChatCompletionResponse")
+    assert (body["usage"]["prompt_tokens"], body["usage"]["prompt_tokens_details"]["cached_tokens"]) == (1301, 1280)
+    chunks = sse(up, "/v1/chat/completions", {"model": "cached", "messages": long_messages,
+                                              "stream_options": {"include_usage": True}})
+    assert chunks[-2]["usage"]["prompt_tokens_details"]["cached_tokens"] == 1280
+
+
 def test_custom_responder_and_tool_arguments() -> None:
     with (
         FakeOpenAI(responder=lambda body: f"{len(body['messages'])} messages", tool_arguments={"x": 1}) as fake,

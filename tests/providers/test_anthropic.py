@@ -204,7 +204,32 @@ def test_cache_tokens_count_as_prompt_tokens(oai: openai.OpenAI, server: Running
                                         extra_headers={"x-request-id": "anthropic-cached-1"})
     assert reply.usage is not None and reply.usage.prompt_tokens == 2 + 20 + 100
     assert reply.usage.prompt_tokens_details is not None and reply.usage.prompt_tokens_details.cached_tokens == 100
-    assert server.usage_row("anthropic-cached-1")["prompt_tokens"] == 122
+    row = server.usage_row("anthropic-cached-1")
+    assert (row["prompt_tokens"], row["cache_read_tokens"], row["cache_write_tokens"]) == (122, 100, 20)
+    assert reply.usage.prompt_tokens_details.cache_write_tokens == 20
+
+
+def test_cache_control_in_chat_requests_reaches_the_upstream(oai: openai.OpenAI, fake: FakeAnthropic) -> None:
+    """LiteLLM's and OpenRouter's spelling: cache_control on parts, tools and messages."""
+    eph = {"type": "ephemeral"}
+    tool = {**TIME_TOOL, "cache_control": eph}
+    oai.chat.completions.create(model="claude", tools=[tool], tool_choice="none", messages=[  # type: ignore[list-item]
+        {"role": "system", "content": "be brief", "cache_control": eph},  # type: ignore[misc]
+        {"role": "user", "content": [{"type": "text", "text": "a"},
+                                     {"type": "text", "text": "b", "cache_control": eph}]},
+    ])
+    body = sent(fake)
+    assert body["system"] == [{"type": "text", "text": "be brief", "cache_control": eph}]
+    assert body["tools"][0]["cache_control"] == eph
+    assert body["messages"][0]["content"] == [{"type": "text", "text": "a"},
+                                              {"type": "text", "text": "b", "cache_control": eph}]
+    # what Anthropic refuses comes back as its 400 (a bad breakpoint, more than four of them)
+    for content, wording in (([{"type": "text", "text": "x", "cache_control": {"type": "forever"}}], "cache_control"),
+                             ([{"type": "text", "text": str(i), "cache_control": eph} for i in range(5)],
+                              "maximum of 4 blocks")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            oai.chat.completions.create(model="claude", messages=[{"role": "user", "content": content}])  # type: ignore[misc]
+        assert wording in str(refused.value), refused.value
 
 
 def test_images_and_structured_output(oai: openai.OpenAI, fake: FakeAnthropic) -> None:
