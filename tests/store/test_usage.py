@@ -44,6 +44,8 @@ def row(
         "prompt_tokens": 10 * requests,
         "completion_tokens": 5 * requests,
         "total_tokens": 15 * requests,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
         "cost_usd": requests * 100_000 / 1e9,
         "cost_nanousd": requests * 100_000,
         "errors": errors,
