@@ -1,8 +1,9 @@
 """The gateway's OpenAI stream -> Anthropic Messages stream events. Pure.
 
 ``message_start`` carries ``input_tokens: 0`` (the upstream reports usage only at the end); the
-real ``input_tokens`` and ``output_tokens`` come in ``message_delta`` (cumulative, as the
-Anthropic SDKs read them).
+real counts come in ``message_delta`` (cumulative, as the Anthropic SDKs read them), in
+Anthropic's meaning: ``input_tokens`` uncached, beside ``cache_read_input_tokens`` and
+``cache_creation_input_tokens`` (OpenAI's ``prompt_tokens`` is their sum).
 
 Reasoning deltas (``reasoning_content`` / ``reasoning``) open a ``thinking`` block, streamed as
 ``thinking_delta`` events and closed with a ``signature_delta``, as Anthropic streams thinking.
