@@ -42,6 +42,7 @@ from switchyard.limits.budgets import (
     exhausted,
     period_of,
     periods_for,
+    seed,
     to_micro,
     utcnow,
 )
@@ -196,7 +197,7 @@ class RedisLedger:
             cached = self._seeds.get(key)
             if cached is None or time.monotonic() - cached[0] > self._seed_cache_s:
                 assert self._source is not None
-                cached = (time.monotonic(), to_micro(await self._source(scope, period.start)))
+                cached = (time.monotonic(), to_micro(await seed(self._source, scope, period.start)))
                 if len(self._seeds) > 10_000:
                     self._seeds = {k: v for k, v in self._seeds.items()
                                    if time.monotonic() - v[0] <= self._seed_cache_s}

@@ -93,7 +93,7 @@ class FallbackLedger:
     """
 
     def __init__(self, primary: BudgetLedger, fallback: BudgetLedger, fail_closed: bool = False, *,
-                 retry_interval: float = 2.0, timeout: float = 1.0,
+                 retry_interval: float = 2.0, timeout: float | None = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._primary = primary
         self._fallback = fallback
