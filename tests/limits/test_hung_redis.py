@@ -171,3 +171,28 @@ def test_a_redis_that_never_answers_gives_per_process_limits_and_budgets() -> No
                 await ledger.aclose()
 
     asyncio.run(main())
+
+
+def test_many_requests_at_once_on_a_redis_that_never_answers_all_complete() -> None:
+    """No pool to wait for: each admit that finds the circuit closed opens its own connection
+    (or gets the fallback), and every one returns."""
+    checks = [LimitCheck("key:k", "requests", 1000, 60.0), LimitCheck("key:k", "parallel", 1000, 0.0)]
+
+    async def main() -> None:
+        with SilentServer() as silent:
+            url = f"redis://127.0.0.1:{silent.port}/0"
+            lim = FallbackLimiter(RedisLimiter(url, timeout=0.05), MemoryLimiter(), probe_interval=60)
+            ledger = FallbackLedger(RedisLedger(url, socket_timeout=0.05), MemoryLedger(), retry_interval=60,
+                                    timeout=None)
+            try:
+                admitted = await guard(asyncio.gather(*(lim.admit(checks, f"l{i}", 0) for i in range(50))))
+                held = await guard(asyncio.gather(*(ledger.reserve([KEY], f"r{i}", 0.01) for i in range(50))))
+                assert len(admitted) == len(held) == 50 and lim.degraded and ledger.degraded
+                await guard(asyncio.gather(*(lim.settle(a, 0) for a in admitted),
+                                           *(ledger.settle(h, 0.01) for h in held)))
+                assert await guard(ledger.available([KEY])) == pytest.approx(0.5)
+            finally:
+                await lim.aclose()
+                await ledger.aclose()
+
+    asyncio.run(main())
