@@ -197,11 +197,13 @@ def _limit_engines(settings: Settings, redis: Redis | None, spent: SpentSource) 
     from switchyard.limits.rates_redis import RedisLimiter
 
     fail_closed, timeout = settings.limits_fail_closed, settings.limits_redis_timeout_ms / 1000
-    return (FallbackLimiter(RedisLimiter(redis, timeout=timeout), MemoryLimiter(), fail_closed=fail_closed),
-            # (each Redis call is bounded by the ledger; a seed read from the database, by its own
-            # timeout: a database that hangs must not pass for a Redis that does)
-            FallbackLedger(RedisLedger(redis, spent_source=spent, socket_timeout=timeout), MemoryLedger(spent),
-                           fail_closed=fail_closed, timeout=None))
+    limiter = FallbackLimiter(RedisLimiter(redis, timeout=timeout), MemoryLimiter(), fail_closed=fail_closed)
+    # (each Redis call is bounded by the ledger; a seed read from the database, by its own
+    # timeout: a database that hangs must not pass for a Redis that does)
+    ledger = FallbackLedger(RedisLedger(redis, spent_source=spent, socket_timeout=timeout), MemoryLedger(spent),
+                            fail_closed=fail_closed, timeout=None)
+    limiter.share_outages_with(ledger)  # a request waits for a hung Redis once, not once per engine
+    return limiter, ledger
 
 
 def _local_provider(settings: Settings, routing: RoutingTable) -> LocalProvider | None:

@@ -302,3 +302,28 @@ def test_the_work_kept_for_later_is_bounded() -> None:
         assert done == [2, 3, 4]  # the oldest were dropped
 
     asyncio.run(main())
+
+
+def test_circuits_on_one_store_share_an_outage_and_close_on_their_own_probes() -> None:
+    async def main() -> None:
+        limits, budgets = Setup(), Setup()
+        budgets.store = limits.store  # one store, two circuits
+        budgets.clock = limits.clock
+        budgets.circuit = Circuit("budgets", is_outage=lambda exc: isinstance(exc, Outage),
+                                  unavailable=lambda: ServiceUnavailableError("away", code="x"),
+                                  probe_interval=PROBE_S * 2, on_degraded=budgets.degraded, clock=limits.clock)
+        limits.circuit.share_outages_with(budgets.circuit)
+        await limits.go_down()  # the limits found it away...
+        assert budgets.circuit.degraded and budgets.degradations == 1  # ...and budgets go with them
+        calls = limits.store.calls
+        assert await budgets.call() == "fallback"
+        assert limits.store.calls == calls  # the second engine did not wait on the store again
+        limits.store.up = True
+        limits.clock.advance(PROBE_S)
+        assert await limits.call() == "primary"  # each closes on its own probe
+        assert not limits.circuit.degraded and budgets.circuit.degraded
+        limits.clock.advance(PROBE_S)
+        assert await budgets.call() == "primary"
+        assert not budgets.circuit.degraded
+
+    asyncio.run(main())

@@ -14,7 +14,8 @@ injected ``clock`` (monotonic seconds).
 
 "No answer" covers a store that is down and one that hangs (accepts connections, never
 answers): either costs a call at most ``timeout`` seconds (or the engine's own, shorter,
-timeout), after which calls do not wait on the store until a probe finds it back.
+timeout), after which calls do not wait on the store until a probe finds it back. Circuits on
+one store share what they find (``share_outages_with``): a request pays the wait once.
 
 Work that ends a request and that the store could not take (a settle, a release: the request is
 over, the fallback has counted it) is handed to ``later``: kept, up to ``max_later`` calls (the
@@ -66,6 +67,7 @@ class Circuit:
         self._later: list[Callable[[], Awaitable[object]]] = []
         self._max_later = max_later
         self._replaying: asyncio.Task[None] | None = None
+        self._peers: list[Circuit] = []
 
     @property
     def degraded(self) -> bool:
@@ -144,7 +146,14 @@ class Circuit:
             raise self._unavailable()
         return await fallback()
 
-    def _failed(self, exc: BaseException) -> None:
+    def share_outages_with(self, other: Circuit) -> None:
+        """Two circuits on one store (rate limits and budgets on one Redis): an outage one finds
+        sends both to their fallbacks, so a request waits for the store once, not once per
+        circuit. Each closes again on its own probe."""
+        self._peers.append(other)
+        other._peers.append(self)
+
+    def _failed(self, exc: BaseException, *, told: bool = False) -> None:
         if not self._degraded:
             log.warning("%s: the store is unreachable (%s); %s", self._what, type(exc.__cause__ or exc).__name__,
                         "refusing requests" if self._fail_closed else f"using per-process {self._what}")
@@ -152,6 +161,9 @@ class Circuit:
             if self._on_degraded is not None:
                 self._on_degraded()
         self._next_probe = self._clock() + self._probe_interval
+        if not told:
+            for peer in self._peers:
+                peer._failed(exc, told=True)
 
     def _answered(self, probing: bool) -> None:
         if probing and self._degraded:  # (only a probe closes it: a call begun before the outage proves nothing)

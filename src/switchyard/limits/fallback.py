@@ -71,6 +71,10 @@ class FallbackLimiter:
         except Exception as exc:  # Redis answered with an error: the request is over all the same
             log.warning("rate limits: could not settle a request (%s)", type(exc).__name__)
 
+    def share_outages_with(self, ledger: FallbackLedger) -> None:
+        """Limits and budgets on one Redis: an outage either finds sends both to this process."""
+        self._circuit.share_outages_with(ledger._circuit)
+
     async def aclose(self) -> None:
         try:
             await self._circuit.aclose()
