@@ -254,8 +254,9 @@ class RedisLimiter:
         """Never raises: a settle Redis cannot take is logged, and its leases expire after ``lease_ttl``."""
         try:
             await self.settle_or_raise(admission, tokens)
-        except ServiceUnavailableError as exc:
-            log.warning("rate limits: could not settle a request (%s)", type(exc.__cause__ or exc).__name__)
+        except Exception as exc:  # the request is over all the same
+            cause = exc.__cause__ if isinstance(exc, ServiceUnavailableError) and exc.__cause__ else exc
+            log.warning("rate limits: could not settle a request (%s)", type(cause).__name__)
 
     async def settle_or_raise(self, admission: Admission, tokens: int, *, again: bool = False) -> None:
         """``settle``, raising the 503 ``limits_unavailable`` when Redis cannot take it. ``again``:
