@@ -88,7 +88,9 @@ def create_app(settings: Settings) -> Starlette:
             responses_retention = UsageRetention(responses.store, settings.responses_max_rows,
                                                  timedelta(days=settings.responses_max_age_days), what="responses")
             # told of every batch written, so that under load it prunes as often as the ring needs
-            recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval, on_written=retention.note_written)
+            recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval, on_written=retention.note_written,
+                                     on_dropped=metrics.usage_dropped.inc)
+            metrics.watch_usage(lambda: recorder.pending)
             redis = _open_redis(settings)  # one client: limits, budgets and key-change events
             if redis is not None:
                 stack.push_async_callback(redis.aclose)
@@ -182,7 +184,7 @@ def _open_redis(settings: Settings) -> Redis | None:
         return None
     from switchyard.limits.redis_client import open_redis
 
-    return open_redis(settings.redis_url)
+    return open_redis(settings.redis_url, settings.limits_redis_timeout_ms / 1000)
 
 
 def _limit_engines(settings: Settings, redis: Redis | None, spent: SpentSource) -> tuple[Limiter, BudgetLedger]:
@@ -194,9 +196,14 @@ def _limit_engines(settings: Settings, redis: Redis | None, spent: SpentSource) 
     from switchyard.limits.fallback import FallbackLedger, FallbackLimiter
     from switchyard.limits.rates_redis import RedisLimiter
 
-    fail_closed = settings.limits_fail_closed
-    return (FallbackLimiter(RedisLimiter(redis), MemoryLimiter(), fail_closed=fail_closed),
-            FallbackLedger(RedisLedger(redis, spent_source=spent), MemoryLedger(spent), fail_closed=fail_closed))
+    fail_closed, timeout = settings.limits_fail_closed, settings.limits_redis_timeout_ms / 1000
+    limiter = FallbackLimiter(RedisLimiter(redis, timeout=timeout), MemoryLimiter(), fail_closed=fail_closed)
+    # (each Redis call is bounded by the ledger; a seed read from the database, by its own
+    # timeout: a database that hangs must not pass for a Redis that does)
+    ledger = FallbackLedger(RedisLedger(redis, spent_source=spent, socket_timeout=timeout), MemoryLedger(spent),
+                            fail_closed=fail_closed, timeout=None)
+    limiter.share_outages_with(ledger)  # a request waits for a hung Redis once, not once per engine
+    return limiter, ledger
 
 
 def _local_provider(settings: Settings, routing: RoutingTable) -> LocalProvider | None:

@@ -134,7 +134,10 @@ def test_redis_killed_and_postgresql_restarted_mid_run(tmp_path: Path, upstream:
     pg.start()
     redis.start()
     try:
+        # (Redis killed is refused at once; a longer wait than the 50 ms default keeps a loaded test
+        # machine from sending the server to per-process limits after Redis is back)
         with run_server(tmp_path / "data", database_url=pg.url, redis_url=redis.url, secret_key="f" * 40,
+                        limits_redis_timeout_ms=1000,
                         providers={"up": {"type": "openai", "base_url": upstream.base_url}},
                         models=[{"alias": "m", "provider": "up", "model": "gpt-4o-mini",
                                  "input_cost_per_1m": 1.0, "output_cost_per_1m": 1.0}]) as server:

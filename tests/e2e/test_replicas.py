@@ -40,7 +40,10 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[
         env = {"SWITCHYARD_DATABASE_URL": pg_url, "SWITCHYARD_SECRET_KEY": "r" * 40,
                "SWITCHYARD_REDIS_URL": REDIS_URL, "SWITCHYARD_API_KEY": ADMIN,
                # the cache's own refresh is slowed right down: a revocation must arrive by Redis
-               "SWITCHYARD_KEY_REFRESH_INTERVAL": "30"}
+               "SWITCHYARD_KEY_REFRESH_INTERVAL": "30",
+               # exactness across replicas is the point here, not a hung Redis (test_hangs.py): a
+               # loaded test machine must not send a replica to its per-process limits at 50 ms
+               "SWITCHYARD_LIMITS_REDIS_TIMEOUT_MS": "2000"}
         a = ServeProcess(workdir, workdir / "a", config=config, env=env, name="a")
         b = ServeProcess(workdir, workdir / "b", config=config, env=env, name="b")
         try:

@@ -610,3 +610,44 @@ def test_a_reserve_cancelled_in_flight_leaves_no_hold(own_redis: OwnRedis) -> No
     period = period_of("monthly", datetime.now(UTC)).id
     with redis.Redis.from_url(own_redis.url) as r:
         assert r.hkeys(f"{prefix}budget:key:k1:{period}:h") == [b"fresh"]
+
+
+def test_a_database_that_fails_or_hangs_while_seeding_is_a_clear_503_never_a_500_or_a_hang() -> None:
+    async def down(scope: str, since: datetime | None) -> float:
+        raise ConnectionError("connection refused")
+
+    async def hung(scope: str, since: datetime | None) -> float:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def main() -> None:
+        for source in (down, hung):
+            ledger = MemoryLedger(spent_source=source, seed_timeout=0.05)
+            with pytest.raises(ServiceUnavailableError) as info:
+                await asyncio.wait_for(ledger.reserve([KEY], "r", 0.1), 10)
+            assert info.value.code == "budgets_unavailable" and info.value.retry_after == 1.0
+
+    asyncio.run(main())
+
+
+def test_after_a_reset_a_seed_the_database_cannot_give_goes_on_from_the_last_figure() -> None:
+    answering = [True]
+
+    async def spent(scope: str, since: datetime | None) -> float:
+        if not answering[0]:
+            raise ConnectionError("connection refused")
+        return 0.25
+
+    async def main() -> None:
+        ledger = MemoryLedger(spent_source=spent, seed_timeout=0.05)
+        held = await ledger.reserve([KEY], "a", 0.25)
+        await ledger.settle(held, 0.25)
+        assert await ledger.available([KEY]) == 0.5
+        answering[0] = False
+        ledger.reset()  # Redis went away: re-seed from the database, which is away too
+        assert await ledger.available([KEY]) == 0.5  # this process' own figure, not a 503
+        ledger.reset()
+        answering[0] = True
+        assert await ledger.available([KEY]) == 0.75  # the database's, once it answers
+
+    asyncio.run(main())

@@ -212,3 +212,118 @@ def test_a_call_begun_before_the_outage_does_not_close_it() -> None:
         assert s.circuit.degraded  # only a probe says the store is back
 
     asyncio.run(main())
+
+
+def test_work_kept_for_later_is_replayed_in_order_once_a_probe_finds_the_store_back() -> None:
+    async def main() -> None:
+        s = Setup()
+        done: list[str] = []
+
+        def later(name: str) -> None:
+            async def call() -> None:
+                await s.store.get()  # reaches the store (an Outage while it is down)
+                done.append(name)
+
+            s.circuit.later(call)
+
+        await s.go_down()
+        later("settle a")
+        later("release b")
+        assert s.circuit.waiting == 2
+        s.clock.advance(PROBE_S)
+        assert await s.call() == "fallback"  # the probe fails: nothing replayed
+        await asyncio.sleep(0)
+        assert done == [] and s.circuit.waiting == 2
+        s.store.up = True
+        s.clock.advance(PROBE_S)
+        assert await s.call() == "primary"  # the probe answers: the replay starts, in the background
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert done == ["settle a", "release b"] and s.circuit.waiting == 0
+
+    asyncio.run(main())
+
+
+def test_a_replay_that_finds_the_store_away_again_keeps_the_rest_for_the_next_recovery() -> None:
+    async def main() -> None:
+        s = Setup()
+        done: list[int] = []
+        away_again = [True]
+
+        def later(n: int) -> None:
+            async def call() -> None:
+                if n == 2 and away_again:
+                    away_again.clear()
+                    s.store.up = False  # the store goes away again mid-replay, once
+                await s.store.get()
+                done.append(n)
+
+            s.circuit.later(call)
+
+        await s.go_down()
+        for n in (1, 2, 3):
+            later(n)
+        s.store.up = True
+        s.clock.advance(PROBE_S)
+        assert await s.call() == "primary"
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert done == [1] and s.circuit.degraded and s.circuit.waiting == 2
+        s.store.up = True
+        s.clock.advance(PROBE_S)
+        assert await s.call() == "primary"
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert done == [1, 2, 3] and s.circuit.waiting == 0
+        await s.circuit.aclose()
+
+    asyncio.run(main())
+
+
+def test_the_work_kept_for_later_is_bounded() -> None:
+    async def main() -> None:
+        s = Setup()
+        s.circuit = Circuit("things", is_outage=lambda exc: isinstance(exc, Outage),
+                            unavailable=lambda: ServiceUnavailableError("away", code="x"), max_later=3,
+                            clock=s.clock)
+        done: list[int] = []
+        for n in range(5):
+            async def call(n: int = n) -> None:
+                done.append(n)
+
+            s.circuit.later(call)
+        assert s.circuit.waiting == 3
+        await s.go_down()
+        s.store.up = True
+        s.clock.advance(1.0)
+        assert await s.call() == "primary"
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert done == [2, 3, 4]  # the oldest were dropped
+
+    asyncio.run(main())
+
+
+def test_circuits_on_one_store_share_an_outage_and_close_on_their_own_probes() -> None:
+    async def main() -> None:
+        limits, budgets = Setup(), Setup()
+        budgets.store = limits.store  # one store, two circuits
+        budgets.clock = limits.clock
+        budgets.circuit = Circuit("budgets", is_outage=lambda exc: isinstance(exc, Outage),
+                                  unavailable=lambda: ServiceUnavailableError("away", code="x"),
+                                  probe_interval=PROBE_S * 2, on_degraded=budgets.degraded, clock=limits.clock)
+        limits.circuit.share_outages_with(budgets.circuit)
+        await limits.go_down()  # the limits found it away...
+        assert budgets.circuit.degraded and budgets.degradations == 1  # ...and budgets go with them
+        calls = limits.store.calls
+        assert await budgets.call() == "fallback"
+        assert limits.store.calls == calls  # the second engine did not wait on the store again
+        limits.store.up = True
+        limits.clock.advance(PROBE_S)
+        assert await limits.call() == "primary"  # each closes on its own probe
+        assert not limits.circuit.degraded and budgets.circuit.degraded
+        limits.clock.advance(PROBE_S)
+        assert await budgets.call() == "primary"
+        assert not budgets.circuit.degraded
+
+    asyncio.run(main())

@@ -89,3 +89,77 @@ def test_a_failed_write_keeps_its_items_in_order_for_the_next() -> None:
 
     sink = asyncio.run(main())
     assert sink.items == list(range(80))
+
+
+class HungSink(Sink):
+    """A store that accepts a write and does not answer until ``answer`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+        self.writing = asyncio.Event()
+
+    async def write(self, items: Sequence[int]) -> None:
+        self.writing.set()
+        await self.answer.wait()
+        self.batches.append(list(items))
+
+
+def test_a_store_that_hangs_holds_up_only_the_writer_then_gets_everything_once() -> None:
+    async def main() -> tuple[HungSink, int, int]:
+        sink = HungSink()
+        writer: BatchWriter[int] = BatchWriter(sink.write, what="items", log=log, interval=0.01, batch_size=10)
+        writer.start("test-writer")
+        writer.add(0)
+        await asyncio.wait_for(sink.writing.wait(), 10)  # the write of [0] hangs
+        for i in range(1, 95):
+            writer.add(i)  # never waits
+        waiting = writer.pending
+        sink.answer.set()
+        for _ in range(500):
+            if writer.pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        await writer.aclose()
+        return sink, waiting, writer.dropped
+
+    sink, waiting, dropped = asyncio.run(main())
+    assert waiting == 94 and dropped == 0
+    assert sink.items == list(range(95))  # once each, in order
+
+
+def test_the_waiting_items_stay_bounded_while_a_store_hangs() -> None:
+    async def main() -> tuple[HungSink, list[int], int]:
+        sink = HungSink()
+        told: list[int] = []
+        writer: BatchWriter[int] = BatchWriter(sink.write, what="items", log=log, interval=0.01, batch_size=10,
+                                               max_buffer=100, on_dropped=told.append)
+        writer.start("test-writer")
+        writer.add(0)
+        await asyncio.wait_for(sink.writing.wait(), 10)
+        for i in range(1, 1001):
+            writer.add(i)
+            assert writer.pending <= 100
+        sink.answer.set()
+        await writer.aclose()
+        return sink, told, writer.dropped
+
+    sink, told, dropped = asyncio.run(main())
+    assert sum(told) == dropped and dropped > 0
+    assert sink.items[0] == 0 and sink.items[-1] == 1000  # the newest are kept, the oldest dropped
+    assert len(sink.items) == 1001 - dropped == len(set(sink.items))
+    assert sink.items[1:] == sorted(sink.items[1:])
+
+
+def test_shutdown_with_a_store_that_never_answers_gives_up_instead_of_hanging() -> None:
+    async def main() -> int:
+        sink = HungSink()
+        writer: BatchWriter[int] = BatchWriter(sink.write, what="items", log=log, interval=0.01, stop_wait=0.2)
+        writer.start("test-writer")
+        writer.add(0)
+        await asyncio.wait_for(sink.writing.wait(), 10)
+        writer.add(1)
+        await asyncio.wait_for(writer.aclose(), 10)  # a hang here fails the test
+        return writer.pending
+
+    assert asyncio.run(main()) == 2  # given up on, with an error log: nothing was written

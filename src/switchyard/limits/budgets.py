@@ -19,12 +19,16 @@ Semantics shared by every engine (``MemoryLedger`` here, ``RedisLedger`` in ``bu
   ``Reservation.done``; release after settle (or the reverse) does nothing.
 - The database's usage rollups are the source of truth for what was spent: the first use of a
   (scope, period) seeds its counter from ``spent_source(scope, period_start)`` (``None`` for
-  total), once, even under concurrent first uses.
+  total), once, even under concurrent first uses. A seed waits at most ``SEED_TIMEOUT``
+  seconds for the database (down or hung); without it the request gets the 503
+  ``budgets_unavailable`` (a budget that cannot be counted is neither skipped nor a 500),
+  unless this process still has the counter from before (``MemoryLedger.reset``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +36,7 @@ from datetime import datetime
 
 from switchyard.core.budget_periods import Period, SpentSource, budget_status, period_of, utcnow
 from switchyard.core.limits import BudgetCheck, Reservation
-from switchyard.errors import InsufficientQuotaError
+from switchyard.errors import InsufficientQuotaError, ServiceUnavailableError
 
 __all__ = [
     "Held",
@@ -47,7 +51,10 @@ __all__ = [
 ]
 
 
+log = logging.getLogger("switchyard.budgets")
+
 Clock = Callable[[], datetime]
+SEED_TIMEOUT = 3.0  # seconds a counter's seed waits for the database
 MICRO = 1_000_000
 MAX_MICRO = 2**53 - 1  # exact in a Lua/IEEE double: about $9 billion
 
@@ -97,6 +104,18 @@ def periods_for(reservation: Reservation, clock: Clock) -> tuple[Period, ...]:
     return tuple(period_of(c.period, now) for c in reservation.checks)
 
 
+async def seed(source: SpentSource, scope: str, start: datetime | None, timeout: float = SEED_TIMEOUT) -> float:
+    """What the database says ``scope`` spent since ``start``, or the 503 ``budgets_unavailable``
+    when it fails or does not answer within ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await source(scope, start)
+    except Exception as exc:
+        log.warning("budgets: could not read what %s spent (%s)", scope, type(exc).__name__)
+        raise ServiceUnavailableError("Budgets are unavailable: the database cannot be reached.",
+                                      code="budgets_unavailable", retry_after=1.0) from exc
+
+
 @dataclass(slots=True)
 class _Account:
     spent: int
@@ -107,12 +126,15 @@ class _Account:
 class MemoryLedger:
     """Budgets kept in this process (one replica, or the fallback while Redis is down)."""
 
-    def __init__(self, spent_source: SpentSource | None = None, clock: Clock = utcnow) -> None:
+    def __init__(self, spent_source: SpentSource | None = None, clock: Clock = utcnow, *,
+                 seed_timeout: float = SEED_TIMEOUT) -> None:
         self._source = spent_source
+        self._seed_timeout = seed_timeout
         self._clock = clock
         self._accounts: dict[tuple[str, str], _Account] = {}
         self._periods: dict[str, dict[str, str]] = {}  # scope -> period id -> kind, of its accounts
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._stale: dict[tuple[str, str], _Account] = {}  # forgotten by reset: used if a seed fails
 
     async def _account(self, scope: str, period: Period) -> _Account:
         key = (scope, period.id)
@@ -123,8 +145,18 @@ class MemoryLedger:
         async with lock:  # concurrent first uses wait for one seeding
             account = self._accounts.get(key)
             if account is None:
-                seed = await self._source(scope, period.start) if self._source is not None else 0.0
-                account = self._accounts[key] = _Account(to_micro(seed))
+                try:
+                    spent = (0.0 if self._source is None
+                             else await seed(self._source, scope, period.start, self._seed_timeout))
+                except ServiceUnavailableError:
+                    account = self._stale.pop(key, None)
+                    if account is None:
+                        raise
+                    log.warning("budgets: counting %s on this process' last figure", scope)
+                else:
+                    self._stale.pop(key, None)
+                    account = _Account(to_micro(spent))
+                self._accounts[key] = account
                 self._prune(scope, period)
         self._locks.pop(key, None)
         return account
@@ -205,11 +237,14 @@ class MemoryLedger:
                 account.spent += to_micro(actual_usd)
 
     def reset(self) -> None:
-        """Forget every counter that holds nothing: the next use seeds it again from the database."""
+        """Forget every counter that holds nothing: the next use seeds it again from the database
+        (or, if the database does not answer then, goes on from the figure forgotten here)."""
+        self._stale = {}
         for (scope, pid), account in list(self._accounts.items()):
             if not account.holds:
                 del self._accounts[(scope, pid)]
                 self._periods[scope].pop(pid, None)
+                self._stale[(scope, pid)] = account
 
     async def aclose(self) -> None:
         return None

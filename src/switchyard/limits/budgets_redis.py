@@ -12,7 +12,9 @@ them again from the database. A settle whose counter has vanished (Redis restart
 over) records nothing there: the database has the request, and seeding picks it up.
 A reserve cancelled or cut off in flight (client gone, timeout) may have held without our
 hearing of it: a background task takes the hold back and leaves a tombstone for the lease
-(``hold_ttl``), so a copy of the reserve that reaches Redis later holds nothing.
+(``hold_ttl``), so a copy of the reserve that reaches Redis later holds nothing. A settle that
+Redis did not answer (down, or hung past the timeout) is made again once it is back
+(``settle_late``, through ``FallbackLedger``), and counted once whichever copy arrives first.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from switchyard.limits.budgets import (
     exhausted,
     period_of,
     periods_for,
+    seed,
     to_micro,
     utcnow,
 )
@@ -119,9 +122,13 @@ return room
 """
 
 # KEYS: b, h, z per budget, then the lease's tombstone. ARGV: lease, actual (micro-dollars; 0 to
-# release), tombstone ms (0: none; else a reserve of this lease arriving later holds nothing).
+# release), tombstone ms (0: none; else a reserve of this lease arriving later holds nothing),
+# then '1' for a late settle. A late settle counts the spend only where the hold is still there,
+# and leaves the tombstone: if the first try reached Redis after all, before it or after it,
+# the spend is counted once (a finish that finds the tombstone does nothing).
 _FINISH = """
-local lease, actual, tomb_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local lease, actual, tomb_ms, late = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then return {0} end
 if tomb_ms > 0 then redis.call('SET', KEYS[#KEYS], 1, 'PX', tomb_ms) end
 for i = 1, (#KEYS - 1) / 3 do
   local b, h, z = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
@@ -132,7 +139,7 @@ for i = 1, (#KEYS - 1) / 3 do
   end
   if redis.call('HEXISTS', b, 'spent') == 1 then
     if held then redis.call('HINCRBY', b, 'reserved', -held) end
-    if actual > 0 then redis.call('HINCRBY', b, 'spent', actual) end
+    if actual > 0 and (held or not late) then redis.call('HINCRBY', b, 'spent', actual) end
   end
 end
 return {1}
@@ -141,14 +148,16 @@ return {1}
 
 class RedisLedger:
     """Budgets in Redis, shared by every replica. ``url_or_client``: a redis:// URL (the ledger
-    opens a client with short socket timeouts, so an outage is reported in ``socket_timeout``
-    seconds instead of hanging, and closes it in ``aclose``) or a client (shared: left open)."""
+    opens a client with short socket timeouts, and closes it in ``aclose``) or a client (shared:
+    left open). Either way a script call that gets no answer within ``socket_timeout`` seconds
+    (Redis down, or hung: accepting connections and never answering) is ``LedgerUnavailableError``."""
 
     def __init__(self, url_or_client: str | Redis, prefix: str = "switchyard:", hold_ttl: float = 900.0,
                  spent_source: SpentSource | None = None, clock: Clock = utcnow, *,
                  socket_timeout: float = 0.5, seed_cache_s: float = 2.0) -> None:
         self._owned = isinstance(url_or_client, str)
         self._redis = open_redis(url_or_client, socket_timeout) if isinstance(url_or_client, str) else url_or_client
+        self._timeout = socket_timeout  # each script call waits at most this long for Redis
         self._prefix = prefix
         self._hold_ms = max(1, round(hold_ttl * 1000))
         self._margin = math.ceil(hold_ttl) + 3600  # a period's counters outlive it by this (s)
@@ -174,10 +183,11 @@ class RedisLedger:
         return max(1, math.ceil((period.end - now).total_seconds())) + self._margin
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> list[int]:
-        try:
-            return list(await script(keys=keys, args=args))
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise LedgerUnavailableError(str(exc)) from exc
+        try:  # (a wait of our own too: a pooled connection's socket timeout is not ours to trust)
+            async with asyncio.timeout(self._timeout):
+                return list(await script(keys=keys, args=args))
+        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+            raise LedgerUnavailableError(str(exc) or type(exc).__name__) from exc
 
     async def _seed(self, scope: str, period: Period) -> int:
         """What the database says was spent, fetched once per process per ``seed_cache_s``."""
@@ -187,7 +197,7 @@ class RedisLedger:
             cached = self._seeds.get(key)
             if cached is None or time.monotonic() - cached[0] > self._seed_cache_s:
                 assert self._source is not None
-                cached = (time.monotonic(), to_micro(await self._source(scope, period.start)))
+                cached = (time.monotonic(), to_micro(await seed(self._source, scope, period.start)))
                 if len(self._seeds) > 10_000:
                     self._seeds = {k: v for k, v in self._seeds.items()
                                    if time.monotonic() - v[0] <= self._seed_cache_s}
@@ -239,18 +249,19 @@ class RedisLedger:
         held.remaining_usd = {c.scope: max(0, r) / MICRO for c, r in zip(checks, result[1:], strict=True)}
         return held
 
-    async def _done(self, reservation: Reservation, actual: int) -> None:
-        if reservation.done:
+    async def _done(self, reservation: Reservation, actual: int, *, late: bool = False) -> None:
+        if reservation.done and not late:
             return
         reservation.done = True
         if reservation.checks:
             keys = self._keys(reservation.checks, periods_for(reservation, self._clock), reservation.lease)
-            await self._run(self._finish, keys, [reservation.lease, actual, 0])
+            await self._run(self._finish, keys, [reservation.lease, actual, self._hold_ms if late else 0,
+                                                 1 if late else 0])
 
     def _cleanup(self, keys: list[str], lease: str) -> None:
         async def cancel() -> None:
             try:
-                await self._run(self._finish, keys, [lease, 0, self._hold_ms])
+                await self._run(self._finish, keys, [lease, 0, self._hold_ms, 0])
             except Exception as exc:  # unreachable: the hold expires on its own
                 log.debug("could not cancel budget hold %s: %s", lease, exc)
 
@@ -263,6 +274,14 @@ class RedisLedger:
 
     async def release(self, reservation: Reservation) -> None:
         await self._done(reservation, 0)
+
+    async def settle_late(self, reservation: Reservation, actual_usd: float) -> None:
+        """A settle (``actual_usd``; 0: a release) that Redis could not take when the request
+        ended, made once it is back: the hold becomes the spend only if it is still there, so it
+        counts once even if the first try reached Redis after all. A hold that expired meanwhile
+        (Redis away for longer than ``hold_ttl``) counts nothing here: the database has the
+        request, and the counter is seeded from it again after its period."""
+        await self._done(reservation, to_micro(actual_usd), late=True)
 
     async def aclose(self) -> None:
         if self._cleanups:  # give hold cancellations in flight a moment, then drop them (they expire)

@@ -4,11 +4,13 @@ while Redis cannot be reached.
     FallbackLimiter  rate limits: Redis, else ``MemoryLimiter`` (503 ``limits_unavailable``)
     FallbackLedger   budgets: Redis, else ``MemoryLedger`` (503 ``budgets_unavailable``)
 
-Each admission or reservation is settled by the engine that made it.
+Each admission or reservation is settled by the engine that made it; a settle Redis could not
+take is counted here at once and made on Redis once it is back (``Circuit.later``).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 
@@ -20,6 +22,8 @@ from switchyard.limits.rates import MemoryLimiter, unavailable
 
 __all__ = ["FallbackLedger", "FallbackLimiter"]
 
+log = logging.getLogger("switchyard.limits")
+
 
 def _limits_outage(exc: BaseException) -> bool:
     return isinstance(exc, ServiceUnavailableError) and exc.code == "limits_unavailable"
@@ -27,9 +31,11 @@ def _limits_outage(exc: BaseException) -> bool:
 
 class FallbackLimiter:
     """``primary`` (Redis) while it answers; while it cannot be reached (it raises the 503
-    ``limits_unavailable``), ``fallback``'s per-process limits, or that 503 when ``fail_closed``.
-    Redis is tried again at most every ``probe_interval`` seconds, by one request at a time;
-    ``degraded`` says whether the fallback is in use (for /ready)."""
+    ``limits_unavailable``: down, or no answer within its timeout), ``fallback``'s per-process
+    limits, or that 503 when ``fail_closed``. Redis is tried again at most every
+    ``probe_interval`` seconds, by one request at a time; ``degraded`` says whether the fallback
+    is in use (for /ready). A settle of a Redis admission that Redis cannot take is replayed
+    once it is back, so its parallel slots are freed then, not ``lease_ttl`` later."""
 
     def __init__(
         self, primary: Limiter, fallback: MemoryLimiter, *, fail_closed: bool = False, retry_after: float = 1.0,
@@ -49,12 +55,29 @@ class FallbackLimiter:
                                         lambda: self._fallback.admit(checks, lease, tokens))
 
     async def settle(self, admission: Admission, tokens: int) -> None:
-        # (Redis' settle never raises: while it is away, the leases there expire on their own)
-        engine: Limiter = self._fallback if self._fallback.holds(admission.lease) else self._primary
-        await engine.settle(admission, tokens)
+        if self._fallback.holds(admission.lease):
+            await self._fallback.settle(admission, tokens)
+            return
+        late = getattr(self._primary, "settle_or_raise", None)
+        if late is None:  # an engine that settles come what may
+            await self._primary.settle(admission, tokens)
+            return
+
+        async def when_back() -> None:  # freed at once, not after lease_ttl, once Redis answers
+            self._circuit.later(lambda: late(admission, tokens, again=True))
+
+        try:
+            await self._circuit.call(lambda: late(admission, tokens), when_back, may_refuse=False)
+        except Exception as exc:  # Redis answered with an error: the request is over all the same
+            log.warning("rate limits: could not settle a request (%s)", type(exc).__name__)
+
+    def share_outages_with(self, ledger: FallbackLedger) -> None:
+        """Limits and budgets on one Redis: an outage either finds sends both to this process."""
+        self._circuit.share_outages_with(ledger._circuit)
 
     async def aclose(self) -> None:
         try:
+            await self._circuit.aclose()
             await self._primary.aclose()
         finally:
             await self._fallback.aclose()
@@ -66,12 +89,15 @@ class FallbackLedger:
     ``budgets_unavailable`` when ``fail_closed``. Redis is probed again at most every
     ``retry_interval`` seconds. On falling back, the per-process ledger forgets its idle
     counters, to seed them again from the database (it has what Redis counted meanwhile). A
-    settle the primary cannot take is counted on the fallback's seeded counters instead (the
-    primary's hold expires on its own), so this process still sees it while degraded.
+    settle (or release) the primary cannot take is counted on the fallback's seeded counters
+    instead, so this process still sees it while degraded, and replayed on Redis once a probe
+    finds it back (``Circuit.later``): the hold there becomes the spend, counted once whether
+    the first try reached Redis or not. The database's usage rows stay the truth: a counter
+    Redis lost is seeded from them again.
     """
 
     def __init__(self, primary: BudgetLedger, fallback: BudgetLedger, fail_closed: bool = False, *,
-                 retry_interval: float = 2.0, timeout: float = 1.0,
+                 retry_interval: float = 2.0, timeout: float | None = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._primary = primary
         self._fallback = fallback
@@ -109,9 +135,17 @@ class FallbackLedger:
             reservation.done = True
             if isinstance(self._fallback, MemoryLedger):
                 self._fallback.record(reservation, actual_usd)
+            self._late(reservation, actual_usd)
 
         await self._circuit.call(lambda: self._primary.settle(reservation, actual_usd), counted_here,
                                  may_refuse=False)
+
+    def _late(self, reservation: Reservation, actual_usd: float) -> None:
+        """Replay a settle (or a release: 0) on Redis once it is back; the hold is moved to the
+        spend only if it is still there, so a settle that reached Redis after all counts once."""
+        late = getattr(self._primary, "settle_late", None)
+        if late is not None:
+            self._circuit.later(lambda: late(reservation, actual_usd))
 
     async def release(self, reservation: Reservation) -> None:
         if reservation.done:
@@ -120,13 +154,16 @@ class FallbackLedger:
             await self._fallback.release(reservation)
             return
 
-        async def expires_there() -> None:  # the primary's hold expires on its own
+        async def released_there_later() -> None:  # (or, if Redis stays away, the hold expires)
             reservation.done = True
+            self._late(reservation, 0.0)
 
-        await self._circuit.call(lambda: self._primary.release(reservation), expires_there, may_refuse=False)
+        await self._circuit.call(lambda: self._primary.release(reservation), released_there_later,
+                                 may_refuse=False)
 
     async def aclose(self) -> None:
         try:
+            await self._circuit.aclose()
             await self._primary.aclose()
         finally:
             await self._fallback.aclose()

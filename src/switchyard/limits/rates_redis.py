@@ -33,6 +33,7 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 
 from switchyard.core.limits import Admission, LimitCheck
+from switchyard.errors import ServiceUnavailableError
 from switchyard.limits.rates import Verdict, decide, unavailable, unique
 from switchyard.limits.redis_client import open_redis
 
@@ -250,7 +251,18 @@ class RedisLimiter:
         return decide(lease, checks, verdicts, tokens)  # the script counted it iff every check fits
 
     async def settle(self, admission: Admission, tokens: int) -> None:
-        if admission.settled:
+        """Never raises: a settle Redis cannot take is logged, and its leases expire after ``lease_ttl``."""
+        try:
+            await self.settle_or_raise(admission, tokens)
+        except Exception as exc:  # the request is over all the same
+            cause = exc.__cause__ if isinstance(exc, ServiceUnavailableError) and exc.__cause__ else exc
+            log.warning("rate limits: could not settle a request (%s)", type(cause).__name__)
+
+    async def settle_or_raise(self, admission: Admission, tokens: int, *, again: bool = False) -> None:
+        """``settle``, raising the 503 ``limits_unavailable`` when Redis cannot take it. ``again``:
+        run it even though the admission was settled before (a replay; the script is idempotent:
+        a second settle finds no hold, and the total already there)."""
+        if admission.settled and not again:
             return
         admission.settled = True
         keys: list[str] = []
@@ -262,10 +274,7 @@ class RedisLimiter:
         if not keys:
             return
         args[2] = (len(args) - 3) // 3
-        try:
-            await self._run(self._settle, keys, args)
-        except Exception as exc:  # the request is over: its leases expire after lease_ttl
-            log.warning("rate limits: could not settle a request (%s)", type(exc).__name__)
+        await self._run(self._settle, keys, args)
 
     async def aclose(self) -> None:
         for task in list(self._revoking):

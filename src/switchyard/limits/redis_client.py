@@ -1,8 +1,12 @@
 """The Redis client the engines share: one per process, opened by the composition root.
 
-Short socket timeouts, so that a Redis that is down or hung is reported in ``timeout`` seconds
-(and the engines fall back) instead of holding requests; one immediate retry on a connection
-error, for a pooled connection that went stale when Redis restarted.
+Short socket timeouts (``limits_redis_timeout_ms``, 50 ms by default) for connecting and for
+each answer, so that a Redis that is down, or hung (accepting connections and never answering),
+is reported in ``timeout`` seconds and the engines fall back, instead of holding requests; the
+engines also bound each call with a wait of their own. One immediate retry on a connection
+error, for a pooled connection that went stale when Redis restarted (not on a timeout: a Redis
+that does not answer is not asked twice). The pool never blocks: a request that finds every
+connection busy opens another.
 """
 
 from __future__ import annotations

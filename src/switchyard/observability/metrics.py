@@ -6,6 +6,7 @@ scrapes ``/metrics`` and checks the two agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -121,6 +122,16 @@ class Metrics:
             ["model", "reason"],
             registry=self.registry,
         )
+        self.usage_pending = Gauge(
+            "switchyard_usage_pending_rows",
+            "Usage rows waiting to be written (they grow while the database is down or hung).",
+            registry=self.registry,
+        )
+        self.usage_dropped = Counter(
+            "switchyard_usage_dropped_rows",
+            "Usage rows dropped unwritten: the waiting rows passed their bound while the database was away.",
+            registry=self.registry,
+        )
         self.upstream_errors = Counter(
             "switchyard_upstream_errors",
             "Failed upstream calls, by provider and error code.",
@@ -177,6 +188,10 @@ class Metrics:
     def panic_changed(self, provider: str, panic: bool) -> None:
         """An upstream (or deployment) that is cooling down started or stopped serving in panic mode."""
         self.panic.labels(provider).set(1 if panic else 0)
+
+    def watch_usage(self, pending: Callable[[], int]) -> None:
+        """``switchyard_usage_pending_rows`` reads ``pending()`` at each scrape."""
+        self.usage_pending.set_function(pending)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

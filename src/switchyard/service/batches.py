@@ -2,9 +2,14 @@
 task writes batches every ``interval`` seconds (sooner when ``batch_size`` are waiting).
 
 A failed write keeps its items, in order, for the next attempt, so an unreachable store delays
-them but does not lose them (up to ``max_buffer``, after which the oldest are dropped with an
-error log). Shutdown lets a write in progress finish rather than cancel it: a cancelled write
-may still commit (the database works on in its own thread), and its items would be written twice.
+them but does not lose them (up to ``max_buffer`` waiting, after which the oldest are dropped
+with an error log). A store that hangs (accepts the write and never answers) holds up only the writer:
+``add`` goes on queueing, and the write completes, in order, when the store answers. A write is
+never cancelled nor timed out while the server runs, since a cancelled write may still commit
+(the database works on in its own thread) and its items would be written twice. Shutdown lets a
+write in progress finish (up to ``stop_wait`` seconds), then writes what is left, for at most
+``stop_wait`` seconds more: a store still hung then loses what is unwritten, with an error log.
+``pending`` says how many items wait; ``on_dropped`` is told how many were dropped (metrics).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class BatchWriter(Generic[T]):
         batch_size: int = 1000,
         max_buffer: int = 1_000_000,
         on_written: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+        stop_wait: float = _STOP_WAIT,
     ) -> None:
         self._write = write
         self._what = what  # "usage rows", "audit entries": for the log lines
@@ -46,12 +53,17 @@ class BatchWriter(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.written = 0
+        self.dropped = 0
         self._on_written = on_written  # told how many items each successful write took
+        self._on_dropped = on_dropped
+        self._stop_wait = stop_wait
 
     def add(self, item: T) -> None:
         self._pending.append(item)
         if len(self._pending) >= self._batch_size:
             self._wake.set()
+            if len(self._pending) > self._max_buffer:  # (a store that hangs: no write fails to drop them)
+                self._drop(len(self._pending) - self._max_buffer + self._max_buffer // 100)
 
     @property
     def pending(self) -> int:
@@ -97,29 +109,41 @@ class BatchWriter(Generic[T]):
         except BaseException:
             self._pending[:0] = batch
             if len(self._pending) > self._max_buffer:
-                dropped = len(self._pending) - self._max_buffer
-                del self._pending[:dropped]
-                self._log.error("buffer full: dropped the %d oldest %s", dropped, self._what)
+                self._drop(len(self._pending) - self._max_buffer)
             raise
         self.written += len(batch)
         if self._on_written is not None:
             self._on_written(len(batch))
 
+    def _drop(self, n: int) -> None:
+        """Drop the ``n`` oldest waiting items (a hundredth more at a time when adding, so a
+        full buffer is not shifted at every add)."""
+        del self._pending[:n]
+        self._log.error("buffer full: dropped the %d oldest %s", n, self._what)
+        self.dropped += n
+        if self._on_dropped is not None:
+            self._on_dropped(n)
+
     async def aclose(self, attempts: int = 5) -> None:
-        """Stop the task (after its write in progress) and write what is left, retrying a little."""
+        """Stop the task (after its write in progress) and write what is left, retrying a little;
+        each stage waits at most ``stop_wait`` seconds on a store that hangs."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), _STOP_WAIT)
+                await asyncio.wait_for(asyncio.shield(self._task), self._stop_wait)
             except TimeoutError:
                 await stop_task(self._task)  # a store that hangs: give up on that write
             self._task = None
-        for attempt in range(attempts):
-            try:
-                await self.flush()
-                return
-            except Exception:
-                self._log.warning("final flush failed (attempt %d/%d)", attempt + 1, attempts, exc_info=True)
-                await asyncio.sleep(0.2 * (attempt + 1))
+        try:
+            async with asyncio.timeout(self._stop_wait):
+                for attempt in range(attempts):
+                    try:
+                        await self.flush()
+                        return
+                    except Exception:
+                        self._log.warning("final flush failed (attempt %d/%d)", attempt + 1, attempts, exc_info=True)
+                        await asyncio.sleep(0.2 * (attempt + 1))
+        except TimeoutError:
+            pass
         self._log.error("gave up with %d %s unwritten", len(self._pending), self._what)

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
         default=False, description="When Redis is unreachable: refuse requests (503) instead of falling back "
         "to per-process limits.",
     )
+    limits_redis_timeout_ms: int = Field(
+        default=50, gt=0, le=60_000, description="Milliseconds a limit or budget call waits for Redis (connect "
+        "or answer) before using per-process limits and budgets (or the 503 with limits_fail_closed); a Redis "
+        "that hangs costs a request at most this long, and then nothing until a probe finds it back.",
+    )
     usage_raw_max_rows: int = Field(
         default=1_000_000, ge=1000, description="Raw per-request usage rows kept (oldest pruned); hourly "
         "rollups are kept for ever.",
