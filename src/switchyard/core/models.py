@@ -37,6 +37,7 @@ class Target:
     deployment: str = ""  # this deployment's name for clients (the x-switchyard-deployment header)
     breaker: str = ""  # the key its cooldown state is kept under (an upstream, or upstream/model)
     credential: str | None = None  # the vault credential it uses, for use counts
+    responses_native: bool = False  # its upstream speaks the Responses API: /v1/responses is relayed as it is
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for this many tokens at the configured prices (0 when none are set)."""
@@ -64,6 +65,11 @@ class Route:
     @property
     def primary(self) -> Target:
         return self.deployments[0]
+
+    @property
+    def responses_native(self) -> bool:
+        """Every deployment's upstream speaks the Responses API itself."""
+        return all(target.responses_native for target in self.deployments)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, UpstreamError
 from switchyard.protocol.responses.request import ChatTranslation
 from switchyard.protocol.responses.response import (
+    Seal,
     custom_input,
     error_object,
     new_id,
@@ -119,8 +120,9 @@ class ResponseStream:
     """One Responses stream, fed the upstream's chat chunks (decoded JSON), in order."""
 
     def __init__(self, translation: ChatTranslation, *, response_id: str | None = None,
-                 created_at: int | None = None) -> None:
+                 created_at: int | None = None, seal: Seal | None = None) -> None:
         self.translation = translation
+        self._seal = seal  # given, a reasoning item is done with its text sealed in encrypted_content
         self.response_id = response_id or new_id("resp_")
         self.created_at = created_at if created_at is not None else int(time.time())
         self.started = False
@@ -276,6 +278,8 @@ class ResponseStream:
         self._close_part(item, out)
         if item["type"] == "message":
             item["status"] = status
+        elif self._seal is not None:
+            item["encrypted_content"] = self._seal("".join(p["text"] for p in item["content"]))
         self._emit(out, "response.output_item.done", output_index=self._open_index, item=item)
 
     def _delta(self, kind: str, key: str, text: str, out: list[dict[str, Any]],
