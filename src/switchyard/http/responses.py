@@ -37,6 +37,7 @@ from switchyard.protocol.responses import (
     Resolve,
     ResponseStream,
     Seal,
+    StreamRelay,
     error_event,
     native_request,
     new_id,
@@ -46,7 +47,6 @@ from switchyard.protocol.responses import (
     to_chat,
     usage_object,
 )
-from switchyard.protocol.sse import SSEDecoder
 from switchyard.service.accounting import estimate_input_tokens
 from switchyard.service.responses import ResponseLog, listed_items, not_found
 
@@ -185,47 +185,31 @@ def _dereferenced(item: Mapping[str, Any], resolve: Resolve) -> Mapping[str, Any
     return item
 
 
-def _feed(decoder: SSEDecoder, stream: ResponseStream, data: bytes) -> list[dict[str, Any]]:
-    """The Responses events the gateway's chat SSE bytes complete."""
-    out: list[dict[str, Any]] = []
-    for event in decoder.feed(data):
-        if event.data == b"[DONE]":
-            continue
-        try:
-            chunk = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(chunk, dict):
-            out += stream.feed(chunk)
-    return out
-
-
-async def _framed(events: list[dict[str, Any]], stream: ResponseStream, save: Save | None) -> bytes:
-    """The events, framed; the batch that ends the stream is sent only once the response is stored
-    (a stream ends once: after that it completes no more events)."""
-    if events and stream.ended and save is not None:
-        await save(stream.response)
-    return b"".join(sse(e) for e in events)
-
-
 async def _relay(first: bytes, chunks: AsyncIterator[bytes], stream: ResponseStream,
                  save: Save | None) -> AsyncIterator[bytes]:
     """The Responses events for the gateway's chat stream; an error after the first byte ends it
-    with ``response.failed``."""
-    decoder = SSEDecoder()
+    with ``response.failed``. The batch that ends the stream is sent only once the response is
+    stored (a stream ends once: after that it completes no more events)."""
+    relay = StreamRelay(stream)
     try:
         try:
-            out = await _framed(_feed(decoder, stream, first), stream, save)
+            out = relay.feed(first)
+            if out and stream.ended and save is not None:
+                await save(stream.response)
             if out:
                 yield out
             async for chunk in chunks:
-                out = await _framed(_feed(decoder, stream, chunk), stream, save)
+                out = relay.feed(chunk)
                 if out:
+                    if stream.ended and save is not None:
+                        await save(stream.response)
                     yield out
             tail = stream.finish()
         except GatewayError as exc:
             tail = stream.fail(exc)
-        out = await _framed(tail, stream, save)
+        if tail and save is not None:
+            await save(stream.response)
+        out = b"".join(sse(e) for e in tail)
         if out:
             yield out
     finally:

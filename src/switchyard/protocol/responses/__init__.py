@@ -8,6 +8,7 @@ sequence, and :func:`sse` frames one event.
 
 from switchyard.protocol.responses.items import ReasoningHistory, Resolve, normalize_input
 from switchyard.protocol.responses.native import error_event, native_request
+from switchyard.protocol.responses.relay import StreamRelay
 from switchyard.protocol.responses.request import ChatTranslation, to_chat
 from switchyard.protocol.responses.response import (
     Seal,
@@ -28,6 +29,7 @@ __all__ = [
     "Resolve",
     "ResponseStream",
     "Seal",
+    "StreamRelay",
     "ToolSet",
     "error_event",
     "error_object",
