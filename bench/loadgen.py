@@ -462,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="bench-model")
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--warmup", type=float, default=0.0, help="seconds of unmeasured load first")
+    ap.add_argument("--api", choices=("chat", "responses"), default="chat",
+                    help="responses: POST /v1/responses (store: false unless --store)")
+    ap.add_argument("--store", action="store_true", help="/v1/responses: store: true")
     args = ap.parse_args(argv)
     duration = args.duration if args.duration is not None else (None if args.requests else 5.0)
     cfg = LoadConfig(
@@ -476,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         include_usage=not args.no_usage,
         timeout=args.timeout,
         warmup=args.warmup,
+        api=args.api,
+        store=args.store,
     )
     with contextlib.suppress(KeyboardInterrupt):
         res = run_load_sync(cfg)

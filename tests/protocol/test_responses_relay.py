@@ -65,3 +65,35 @@ def test_the_relay_gives_the_general_ways_bytes(size: int) -> None:
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     assert deltas == "Hello \"q\" \\ \u00e9\n!backafter"
+
+
+def test_text_escaped_otherwise_upstream_reads_the_same() -> None:
+    """An upstream that escapes differently (``\\u00e9``, ``\\/``): the text is relayed as it was
+    written, and reads as the general way's."""
+    pieces = ['caf\\u00e9 ', 'a\\/b ', 'tab\\there ', 'quote \\"x\\" ', '\\ud83d\\ude00']
+    raw = b"".join(b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+                   b'"delta":{"content":"' + p.encode() + b'"},"logprobs":null,"finish_reason":null}]}\n\n'
+                   for p in pieces)
+    opening = b"data: " + orjson.dumps(chunk({"role": "assistant", "content": ""})) + b"\n\n"
+    closing = b"data: " + orjson.dumps(chunk({}, "stop")) + b"\n\n"
+    stream = ResponseStream(to_chat({"model": "m", "input": "hi", "stream": True}))
+    relay = StreamRelay(stream)
+    out = relay.feed(opening) + relay.feed(raw) + relay.feed(closing) + b"".join(sse(e) for e in stream.finish())
+    events = [json.loads(f.split(b"\ndata: ", 1)[1]) for f in out.split(b"\n\n") if f]
+    for event in events:
+        strict_event(event)
+    texts = [json.loads(f'"{p}"') for p in pieces]
+    assert [e["delta"] for e in events if e["type"] == "response.output_text.delta"] == texts
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "".join(texts)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
+def test_a_bad_escape_loses_only_its_own_piece() -> None:
+    stream = ResponseStream(to_chat({"model": "m", "input": "hi", "stream": True}))
+    relay = StreamRelay(stream)
+    relay.feed(b"data: " + orjson.dumps(chunk({"role": "assistant", "content": "a"})) + b"\n\n")
+    head = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"'
+    tail = b'"},"logprobs":null,"finish_reason":null}]}\n\n'
+    relay.feed(head + b"b" + tail + head + b"\\q" + tail + head + b"c" + tail)
+    done = stream.finish()
+    assert done[-1]["response"]["output"][0]["content"][0]["text"] == "abc"

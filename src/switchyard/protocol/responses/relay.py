@@ -7,12 +7,22 @@ anywhere) and returns the Responses events those bytes complete, framed. An even
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from switchyard.protocol.responses.stream import ResponseStream
 from switchyard.protocol.sse import SSEDecoder
 
 __all__ = ["StreamRelay"]
+
+# One event: group 1 when its chunk only continues the text (no finish, usage, error, logprobs,
+# role or anything else, as OpenAI-compatible servers write it: the text as the JSON string
+# content it came as), else group 2 (the event's lines).
+_TEXT = (rb'data: \{[^\n{\[]*"choices":\[\{"index":0,"delta":\{"content":"((?:[^"\\\n]+|\\.)+)"\},'
+         rb'"logprobs":null,"finish_reason":null\}\](?:,"usage":null)?\}\n\n')
+_TEXTS = re.compile(_TEXT)
+_EVENT = re.compile(_TEXT + rb'|((?:[^\n]|\n(?!\n))*)\n\n')
 
 
 class StreamRelay:
@@ -33,22 +43,40 @@ class StreamRelay:
             self._rest = buffer
             return b""
         self._rest = buffer[cut + 2:]
+        stream = self.stream
+        if stream.writing_text:  # most reads: every event in them only continues the text
+            found: list[bytes] = _TEXTS.findall(buffer, 0, cut + 2)
+            if found and len(found) == buffer.count(b"\n\n", 0, cut + 2):
+                return stream.raw_texts(found)
         out: list[bytes] = []
-        frames = self.stream.frames
-        for block in buffer[:cut].split(b"\n\n"):
-            if block[:6] == b"data: " and b"\n" not in block:
+        texts: list[bytes] = []  # pieces of the text waiting to be framed together
+        for event in _EVENT.finditer(buffer, 0, cut + 2):
+            text, block = event.group(1, 2)
+            if text is not None:
+                if stream.writing_text:
+                    texts.append(text)
+                    continue
+                block = event.group(0)[:-2]
+            if texts:
+                out.append(stream.raw_texts(texts))
+                texts = []
+            if block[:6] == b"data: " and b"\n" not in block:  # one data line: every event the gateway relays
                 payload = block[6:]
             else:
-                event = self._decoder.event(block.strip(b"\n")) if block.strip(b"\n") else None
-                if event is None:
+                parsed = self._decoder.event(block.strip(b"\n")) if block.strip(b"\n") else None
+                if parsed is None:
                     continue
-                payload = event.data
-            if payload == b"[DONE]":
-                continue
-            try:
-                chunk = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(chunk, dict):
-                out.append(frames(chunk))
+                payload = parsed.data
+            if payload != b"[DONE]":
+                out.append(self._event(payload))
+        if texts:
+            out.append(stream.raw_texts(texts))
         return b"".join(out)
+
+    def _event(self, payload: bytes) -> bytes:
+        """The framed Responses events for one chat chunk's JSON."""
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return b""
+        return self.stream.frames(chunk) if isinstance(chunk, dict) else b""
