@@ -8,8 +8,8 @@ one ``message`` (``output_text``, then ``refusal``), then one ``function_call`` 
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,7 +42,7 @@ _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"
 
 def new_id(prefix: str) -> str:
     """``resp_``, ``msg_``, ``fc_``, ``ctc_``, ``rs_``, ``call_`` + 32 hex digits."""
-    return prefix + uuid.uuid4().hex
+    return prefix + os.urandom(16).hex()
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
