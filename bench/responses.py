@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{added['responses_store'] / added['chat']:.2f}x; {req['responses_store'] / req['chat']:.2f}x | "
         "reference | n/a |",
         "",
-        "Responses requests send `store: false` (as Codex does): the figures are the translation's cost.",
+        "Responses requests send `store: false` (as Codex does): the figures are the translation's cost. On a",
+        "busy machine (a machine speed well above the main run's) the absolute figures are inflated, latency most;",
+        "the ratios, taken in one run with the workloads alternating, are what this measures.",
         "",
     ]
     out = Path(args.out)
