@@ -38,6 +38,7 @@ import httptools
 
 _DATA = b"data:"
 _DONE = b"[DONE]"
+_RESPONSES_DONE = b'"usage":{'  # a Responses stream ends with the one event whose response has usage
 _INF_NS = 1 << 62
 
 
@@ -54,6 +55,8 @@ class LoadConfig:
     include_usage: bool = True
     timeout: float = 30.0
     warmup: float = 0.0
+    api: str = "chat"  # or "responses": POST /v1/responses (input, max_output_tokens)
+    store: bool = False  # /v1/responses: keep the response (the API's default is true)
 
 
 @dataclass
@@ -105,15 +108,22 @@ def _target(url: str) -> tuple[str, int, str]:
 
 def build_request(cfg: LoadConfig) -> tuple[str, int, bytes]:
     host, port, path = _target(cfg.url)
-    payload: dict[str, Any] = {
-        "model": cfg.model,
-        "messages": [{"role": "user", "content": "Say hello."}],
-        "max_tokens": cfg.chunks,
-    }
-    if cfg.stream:
-        payload["stream"] = True
-        if cfg.include_usage:
-            payload["stream_options"] = {"include_usage": True}
+    payload: dict[str, Any]
+    if cfg.api == "responses":
+        path = path.removesuffix("/chat/completions") + "/responses"
+        payload = {"model": cfg.model, "input": "Say hello.", "max_output_tokens": cfg.chunks, "store": cfg.store}
+        if cfg.stream:
+            payload["stream"] = True
+    else:
+        payload = {
+            "model": cfg.model,
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": cfg.chunks,
+        }
+        if cfg.stream:
+            payload["stream"] = True
+            if cfg.include_usage:
+                payload["stream_options"] = {"include_usage": True}
     body = json.dumps(payload, separators=(",", ":")).encode()
     head = [
         f"POST {path} HTTP/1.1",
@@ -128,6 +138,10 @@ def build_request(cfg: LoadConfig) -> tuple[str, int, bytes]:
     return host, port, raw
 
 
+def _done_marker(cfg: LoadConfig) -> bytes:
+    return _RESPONSES_DONE if cfg.api == "responses" else _DONE
+
+
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; one request in flight at a time."""
 
@@ -138,6 +152,7 @@ class _Conn(asyncio.Protocol):
         "closed",
         "data_events",
         "done_events",
+        "done_marker",
         "first_body_ns",
         "keep_alive",
         "keep_body",
@@ -147,8 +162,9 @@ class _Conn(asyncio.Protocol):
         "waiter",
     )
 
-    def __init__(self, keep_body: bool, stats: _Stats | None = None) -> None:
+    def __init__(self, keep_body: bool, stats: _Stats | None = None, done_marker: bytes = _DONE) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        self.done_marker = done_marker
         self.stats = stats
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[None] | None = None
@@ -195,10 +211,10 @@ class _Conn(asyncio.Protocol):
         # wholly inside the carried tail, so none is counted twice.
         buf = self.carry + body if self.carry else body
         n_data = buf.count(_DATA)
-        n_done = buf.count(_DONE)
+        n_done = buf.count(self.done_marker)
         self.data_events += n_data
         self.done_events += n_done
-        self.carry = buf[-5:]
+        self.carry = buf[-(len(self.done_marker) - 1):]
         st = self.stats
         if st is not None:
             st.live_data += n_data
@@ -294,7 +310,7 @@ async def _worker(host: str, port: int, raw: bytes, cfg: LoadConfig, stats: _Sta
             if conn is None or conn.closed:
                 try:
                     _, conn = await asyncio.wait_for(
-                        loop.create_connection(lambda: _Conn(False, stats), host, port), cfg.timeout
+                        loop.create_connection(lambda: _Conn(False, stats, _done_marker(cfg)), host, port), cfg.timeout
                     )
                 except (OSError, TimeoutError) as e:
                     if stats.started:
@@ -446,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="bench-model")
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--warmup", type=float, default=0.0, help="seconds of unmeasured load first")
+    ap.add_argument("--api", choices=("chat", "responses"), default="chat",
+                    help="responses: POST /v1/responses (store: false unless --store)")
+    ap.add_argument("--store", action="store_true", help="/v1/responses: store: true")
     args = ap.parse_args(argv)
     duration = args.duration if args.duration is not None else (None if args.requests else 5.0)
     cfg = LoadConfig(
@@ -460,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         include_usage=not args.no_usage,
         timeout=args.timeout,
         warmup=args.warmup,
+        api=args.api,
+        store=args.store,
     )
     with contextlib.suppress(KeyboardInterrupt):
         res = run_load_sync(cfg)

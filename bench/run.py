@@ -923,9 +923,11 @@ def write_report(
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    mark = "<!-- local engines: written by bench/engines.py -->"  # that section is bench/engines.py's: keep it
+    # the sections bench/responses.py and bench/engines.py write (in that order) are theirs: keep them
+    marks = ("<!-- responses: written by bench/responses.py -->", "<!-- local engines: written by bench/engines.py -->")
     old = path.read_text() if path.exists() else ""
-    tail = "\n" + old[old.index(mark):] if mark in old else ""
+    found = [old.index(mark) for mark in marks if mark in old]
+    tail = "\n" + old[min(found):] if found else ""
     path.write_text("\n".join(L) + tail)
 
 

@@ -1,6 +1,8 @@
 """A fake Azure OpenAI resource (``https://RESOURCE.openai.azure.com``) speaking the real wire
 format: ``POST /openai/deployments/{deployment}/chat/completions|completions|embeddings`` and
-``GET /openai/models``, each with the ``api-version`` query parameter.
+``GET /openai/models``, each with the ``api-version`` query parameter; and the v1 API's
+``POST /openai/v1/responses`` (no ``api-version``; the deployment in the body's ``model``; the
+Responses shapes of ``openai_responses.py``, naming the deployed model).
 
 Like Azure it wants the key in the ``api-key`` header (401 "Access denied due to invalid
 subscription key..." otherwise), answers 404 "Resource not found" without an ``api-version``
@@ -28,6 +30,8 @@ from aiohttp import web
 
 from ._gen import apply_limit, apply_stop, content_text, count_words, embedding, instance_for, last_text, split_words
 from ._server import FakeServer
+from .openai_responses import SSE as RESPONSES_SSE
+from .openai_responses import ResponsesAPI
 
 SSE = "text/event-stream; charset=utf-8"
 API_VERSIONS = frozenset({
@@ -68,6 +72,7 @@ class FakeAzure(FakeServer):
         self.api_versions = set(API_VERSIONS) if api_version is None else {api_version}
         self.deployments = dict(deployments or {})
         self.tool_arguments = {"city": "Paris"} if tool_arguments is None else tool_arguments
+        self.responses_api = ResponsesAPI()
 
     @property
     def base_url(self) -> str:
@@ -78,6 +83,7 @@ class FakeAzure(FakeServer):
         app.router.add_post("/openai/deployments/{deployment}/completions", self._completions)
         app.router.add_post("/openai/deployments/{deployment}/embeddings", self._embeddings)
         app.router.add_get("/openai/models", self._models)
+        app.router.add_post("/openai/v1/responses", self._responses)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
 
     def _middlewares(self) -> list[Any]:
@@ -94,6 +100,8 @@ class FakeAzure(FakeServer):
                                "Make sure to provide a valid key for an active subscription and use a correct "
                                "regional API endpoint for your resource.")
         version = request.query.get("api-version")
+        if request.path.startswith("/openai/v1/"):  # the v1 API takes no api-version
+            return await handler(request)
         if not version:
             return azure_error(404, "404", "Resource not found")
         if version not in self.api_versions:
@@ -287,6 +295,21 @@ class FakeAzure(FakeServer):
                                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     # --------------------------------------------------------------- models
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return azure_error(400, "BadRequest", "Missing required parameter: 'model'.")
+        deployed = {**body, "model": self._model(body["model"]).rsplit("-", 3)[0]}  # the fake names it dated
+        history = self.responses_api.history(body.get("previous_response_id"))
+        if history is None:
+            return azure_error(400, "previous_response_not_found", "Previous response not found.")
+        if body.get("stream") is True:
+            return await self.stream(request, self.responses_api.events(deployed, history), content_type=RESPONSES_SSE)
+        return web.json_response(self.responses_api.whole(deployed, history))
+
     async def _models(self, request: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "status": "succeeded", "created_at": 1723075200,
                  "capabilities": {"chat_completion": "embedding" not in m, "completion": False,

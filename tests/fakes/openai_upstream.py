@@ -1,5 +1,6 @@
 """A fake OpenAI API upstream speaking the real wire format (chat, legacy completions,
-embeddings, models), with knobs selected by the request's ``model``:
+embeddings, models, and the Responses API: ``openai_responses.py``), with knobs selected by the
+request's ``model``:
 
 ``slow-stream``      50 content chunks, 0.2 s apart
 ``fail-mid-stream``  role chunk + 3 content chunks, then the TCP connection is aborted
@@ -38,6 +39,7 @@ from ._gen import (
     split_words,
 )
 from ._server import FakeServer
+from .openai_responses import ResponsesAPI
 
 Responder = Callable[[dict[str, Any]], str]
 Planner = Callable[[dict[str, Any]], "tuple[str, Any] | None"]
@@ -90,6 +92,7 @@ class FakeOpenAI(FakeServer):
         self.models = list(DEFAULT_MODELS if models is None else models)
         self.responder = responder
         self.tool_arguments = {"city": "Paris"} if tool_arguments is None else tool_arguments
+        self.responses_api = ResponsesAPI()
 
     @property
     def base_url(self) -> str:
@@ -100,6 +103,7 @@ class FakeOpenAI(FakeServer):
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._list_models)
         app.router.add_get("/v1/models/{model_id:.+}", self._get_model)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
@@ -254,6 +258,25 @@ class FakeOpenAI(FakeServer):
         if usage is not None:
             resp["usage"] = usage
         return web.json_response(resp)
+
+    # -------------------------------------------------------------- responses
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await self._prelude(request)
+        except _Bad as bad:
+            return bad.response
+        previous = body.get("previous_response_id")
+        history = self.responses_api.history(previous)
+        if history is None:
+            return error_response(400, f"Previous response with id '{previous}' not found.",
+                                  param="previous_response_id", code="previous_response_not_found")
+        if body.get("stream") is True:
+            return await self.stream(
+                request, self.responses_api.events(body, history), content_type=SSE,
+                delay=0.2 if body["model"] == "slow-stream" else 0.0,
+                cut_after=4 if body["model"] == "fail-mid-stream" else None,
+            )
+        return web.json_response(self.responses_api.whole(body, history))
 
     # -------------------------------------------------------- legacy completions
     async def _completions(self, request: web.Request) -> web.StreamResponse:

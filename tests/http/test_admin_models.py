@@ -232,6 +232,31 @@ def test_the_file_wins_and_says_so(sdk: SdkFactory, server: RunningServer, upstr
     assert sent.body["model"] == "gpt-4o"
 
 
+def test_hosted_tools_are_shown_and_settable(server: RunningServer) -> None:
+    """``hosted_tools`` (remove or reject) in the listing, for the file's models and stored ones,
+    and a stored model's setting reaches /v1/responses at once."""
+    data = admin(server, "GET", "/admin/models").json()["data"]
+    assert {m["alias"]: m["hosted_tools"] for m in data if m["source"] == "file"} == {
+        "from-file": "remove", "taken": "remove"}
+    made = created(server, {"alias": "hosted", "provider": "fake", "model": "gpt-4o-mini"})
+    try:
+        assert made["hosted_tools"] == "remove"
+        body = {"model": "hosted", "input": "hi", "tools": [{"type": "web_search"}]}
+        with server.http(server.admin_key) as http:
+            removed = http.post("/v1/responses", json=body)
+        assert removed.status_code == 200 and removed.headers["x-switchyard-removed-tools"] == "web_search"
+        patched = admin(server, "PATCH", f"/admin/models/{made['id']}", {"hosted_tools": "reject"})
+        assert patched.status_code == 200 and patched.json()["hosted_tools"] == "reject"
+        assert admin(server, "GET", "/admin/models/hosted").json()["hosted_tools"] == "reject"
+        with server.http(server.admin_key) as http:
+            refused = http.post("/v1/responses", json=body)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools[0].type"
+        back = admin(server, "PATCH", f"/admin/models/{made['id']}", {"hosted_tools": None})
+        assert back.status_code == 200 and back.json()["hosted_tools"] == "remove"
+    finally:
+        assert admin(server, "DELETE", f"/admin/models/{made['id']}").status_code == 200
+
+
 @pytest.mark.parametrize(
     ("body", "param", "code"),
     [
@@ -247,6 +272,9 @@ def test_the_file_wins_and_says_so(sdk: SdkFactory, server: RunningServer, upstr
         ({"alias": "x", "provider": "fake", "colour": "blue"}, "colour", None),
         ({"alias": "x", "provider": "fake", "maxTokens": 0}, "maxTokens", None),
         ({"alias": "x", "provider": "fake", "default_temperature": 3}, "default_temperature", None),
+        ({"alias": "x", "provider": "fake", "hosted_tools": "drop"}, "hosted_tools", None),
+        ({"alias": "x", "provider": "fake", "provider_settings": {"capabilities": {"responses": "sometimes"}}},
+         "provider_settings.capabilities", None),
         ({"alias": "x", "provider": "fake", "input_cost_per_1k": -1}, "input_cost_per_1k", None),
         ({"alias": "x", "provider": "fake", "active": "yes"}, "active", None),
         ({"alias": "x", "provider": "fake", "rate_limits": {"per_minute": 0}}, "rate_limits.per_minute", None),

@@ -23,11 +23,13 @@ __all__ = [
     "DEFAULTS",
     "DROPPABLE",
     "DROP_GROUPS",
+    "RESPONSES_MODES",
     "TOOL_CHOICE_MODES",
     "UNSUPPORTED",
     "Capabilities",
     "defaults_for",
     "is_int",
+    "responses_mode",
     "validate_drop",
 ]
 
@@ -209,8 +211,10 @@ class Capabilities:
                 changes[key] = value
             elif key == "tool_choice":
                 changes[key] = _modes(value)
+            elif key == "responses":
+                responses_mode(overrides)  # how /v1/responses reaches the model: checked here, read by routing
             else:
-                known = ", ".join(sorted({*_FIELD_NAMES, "n", "response_format"} - {"max_n"}))
+                known = ", ".join(sorted({*_FIELD_NAMES, "n", "response_format", "responses"} - {"max_n"}))
                 raise ValueError(f"capabilities.{key} is not a known capability (known: {known})")
         tools = changes.get("tools", self.tools)
         if not tools and "tools" in changes:
@@ -223,6 +227,19 @@ class Capabilities:
 
 _FIELD_NAMES: Final = frozenset(f.name for f in fields(Capabilities))
 _BOOL_FIELDS: Final = frozenset(f.name for f in fields(Capabilities) if f.type == "bool")
+
+
+RESPONSES_MODES: Final = ("native", "chat")
+
+
+def responses_mode(overrides: Mapping[str, object]) -> str | None:
+    """A model's ``capabilities.responses``: ``native`` (its upstream speaks the Responses API:
+    ``/v1/responses`` is relayed as it is), ``chat`` (translated onto chat completions), or None
+    (the provider type's default). Raises ``ValueError`` for anything else."""
+    value = overrides.get("responses")
+    if value is not None and value not in RESPONSES_MODES:
+        raise ValueError(f"capabilities.responses must be {' or '.join(RESPONSES_MODES)}, got {value!r}")
+    return value
 
 
 def is_int(value: object) -> TypeGuard[int]:

@@ -15,6 +15,7 @@ __all__ = ["ChatRequest", "ChatResult", "GenerationKind", "StreamPiece"]
 class GenerationKind(StrEnum):
     CHAT = "chat"  # POST /v1/chat/completions
     COMPLETION = "completion"  # POST /v1/completions (legacy)
+    RESPONSES = "responses"  # POST /v1/responses, relayed to an upstream that speaks it (``body`` is its shape)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ class Target:
     credential: str | None = None  # the vault credential it uses, for use counts
     cache_read_cost_per_1m: float | None = None  # None: cache reads cost the input price
     cache_write_cost_per_1m: float | None = None  # None: cache writes cost the input price
+    responses_native: bool = False  # its upstream speaks the Responses API: /v1/responses is relayed as it is
 
     def cost(self, usage: Usage) -> float:
         """USD for ``usage`` at the configured prices (0 when none are set).
@@ -80,6 +81,11 @@ class Route:
     @property
     def primary(self) -> Target:
         return self.deployments[0]
+
+    @property
+    def responses_native(self) -> bool:
+        """Every deployment's upstream speaks the Responses API itself."""
+        return all(target.responses_native for target in self.deployments)
 
 
 @dataclass(frozen=True, slots=True)

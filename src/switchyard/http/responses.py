@@ -36,6 +36,10 @@ from switchyard.protocol.responses import (
     HostedTools,
     Resolve,
     ResponseStream,
+    Seal,
+    StreamRelay,
+    error_event,
+    native_request,
     new_id,
     normalize_input,
     response_from_completion,
@@ -43,7 +47,6 @@ from switchyard.protocol.responses import (
     to_chat,
     usage_object,
 )
-from switchyard.protocol.sse import SSEDecoder
 from switchyard.service.accounting import estimate_input_tokens
 from switchyard.service.responses import ResponseLog, listed_items, not_found
 
@@ -81,24 +84,45 @@ async def _read(request: Request) -> tuple[Principal, Any]:
     return principal, body
 
 
-def _opened(request: Request, principal: Principal, body: Any) -> Any:
-    """``body`` with each ``compaction`` item of its ``input`` opened into the user message it stands for."""
+def _sealed(item: Any) -> bool:
+    """A ``compaction`` item, or a ``reasoning`` item carrying ``encrypted_content``."""
+    if not isinstance(item, Mapping):
+        return False
+    kind = item.get("type")
+    return kind == "compaction" or (kind == "reasoning" and isinstance(item.get("encrypted_content"), str))
+
+
+def _opened(request: Request, principal: Principal, body: Any) -> tuple[Any, bool]:
+    """``body`` with each sealed item of its ``input`` opened: a ``compaction`` into the user message
+    it stands for, a reasoning item's ``encrypted_content`` into its reasoning text; and whether any
+    reasoning was opened (then the translation restores reasoning onto the assistant messages)."""
     raw = body.get("input") if isinstance(body, dict) else None
-    if not isinstance(raw, list) or not any(isinstance(i, Mapping) and i.get("type") == "compaction" for i in raw):
-        return body
+    if not isinstance(raw, list) or not any(_sealed(item) for item in raw):
+        return body, False
     items: list[Any] = []
+    restored = False
     for i, item in enumerate(raw):
-        if isinstance(item, Mapping) and item.get("type") == "compaction":
+        if _sealed(item):
             token = item.get("encrypted_content")
-            summary = _log_of(request).open_summary(token, principal.key_id) if isinstance(token, str) else None
-            if summary is None:
+            compaction = item.get("type") == "compaction"
+            opened: str | None = None
+            if isinstance(token, str):
+                log_ = _log_of(request)
+                opened = (log_.open_summary if compaction else log_.open_reasoning)(token, principal.key_id)
+            if opened is None:
                 at = f"input[{i}].encrypted_content"
-                raise BadRequestError(f"Invalid request: {at}: not a compaction this key was given by this server",
+                what = "compaction" if compaction else "reasoning item"
+                raise BadRequestError(f"Invalid request: {at}: not a {what} this key was given by this server",
                                       param=at, code="invalid_encrypted_content")
-            item = {"type": "message", "role": "user",
-                    "content": [{"type": "input_text", "text": SUMMARY_LEAD + summary}]}
+            if compaction:
+                item = {"type": "message", "role": "user",
+                        "content": [{"type": "input_text", "text": SUMMARY_LEAD + opened}]}
+            else:
+                item = {k: v for k, v in item.items() if k != "encrypted_content"}
+                item["content"] = [{"type": "reasoning_text", "text": opened}]
+                restored = True
         items.append(item)
-    return {**body, "input": items}
+    return {**body, "input": items}, restored
 
 
 async def _translate(request: Request, principal: Principal, body: Any,
@@ -107,14 +131,25 @@ async def _translate(request: Request, principal: Principal, body: Any,
     given); ``item_reference`` ids are looked up among those items."""
     if history is None:
         history = await _history(request, principal, body)
-    body = _opened(request, principal, body)
+    body, restored = _opened(request, principal, body)
     known = {item["id"]: item for item in history if isinstance(item.get("id"), str)}
     hosted: HostedTools = "remove"
     model = body.get("model") if isinstance(body, dict) else None
     if isinstance(model, str) and model and isinstance(body.get("tools"), list):
         if services(request).gateway.route_for(principal, model).hosted_tools == "reject":
             hosted = "reject"
-    return to_chat(body, history=history, resolve=known.get, hosted_tools=hosted), known.get
+    translation = to_chat(body, history=history, resolve=known.get, hosted_tools=hosted,
+                          reasoning_history="reasoning_content" if restored else "drop")
+    return translation, known.get
+
+
+def _sealer(request: Request, principal: Principal, translation: ChatTranslation) -> Seal | None:
+    """With ``include: ["reasoning.encrypted_content"]``, seals reasoning for this key."""
+    responses = services(request).responses
+    if "reasoning.encrypted_content" not in translation.include or responses is None:
+        return None
+    owner = principal.key_id
+    return lambda text: responses.seal_reasoning(text, owner)
 
 
 async def _history(request: Request, principal: Principal, body: Any) -> list[dict[str, Any]]:
@@ -150,47 +185,31 @@ def _dereferenced(item: Mapping[str, Any], resolve: Resolve) -> Mapping[str, Any
     return item
 
 
-def _feed(decoder: SSEDecoder, stream: ResponseStream, data: bytes) -> list[dict[str, Any]]:
-    """The Responses events the gateway's chat SSE bytes complete."""
-    out: list[dict[str, Any]] = []
-    for event in decoder.feed(data):
-        if event.data == b"[DONE]":
-            continue
-        try:
-            chunk = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(chunk, dict):
-            out += stream.feed(chunk)
-    return out
-
-
-async def _framed(events: list[dict[str, Any]], stream: ResponseStream, save: Save | None) -> bytes:
-    """The events, framed; the batch that ends the stream is sent only once the response is stored
-    (a stream ends once: after that it completes no more events)."""
-    if events and stream.ended and save is not None:
-        await save(stream.response)
-    return b"".join(sse(e) for e in events)
-
-
 async def _relay(first: bytes, chunks: AsyncIterator[bytes], stream: ResponseStream,
                  save: Save | None) -> AsyncIterator[bytes]:
     """The Responses events for the gateway's chat stream; an error after the first byte ends it
-    with ``response.failed``."""
-    decoder = SSEDecoder()
+    with ``response.failed``. The batch that ends the stream is sent only once the response is
+    stored (a stream ends once: after that it completes no more events)."""
+    relay = StreamRelay(stream)
     try:
         try:
-            out = await _framed(_feed(decoder, stream, first), stream, save)
+            out = relay.feed(first)
+            if out and stream.ended and save is not None:
+                await save(stream.response)
             if out:
                 yield out
             async for chunk in chunks:
-                out = await _framed(_feed(decoder, stream, chunk), stream, save)
+                out = relay.feed(chunk)
                 if out:
+                    if stream.ended and save is not None:
+                        await save(stream.response)
                     yield out
             tail = stream.finish()
         except GatewayError as exc:
             tail = stream.fail(exc)
-        out = await _framed(tail, stream, save)
+        if tail and save is not None:
+            await save(stream.response)
+        out = b"".join(sse(e) for e in tail)
         if out:
             yield out
     finally:
@@ -206,8 +225,60 @@ def _removed_tools(request: Request, translation: ChatTranslation) -> dict[str, 
     return {REMOVED_TOOLS_HEADER: ",".join(removed)}
 
 
+async def _relayed_natively(request: Request, principal: Principal, body: Any) -> bool:
+    """Whether this request goes as it is to upstreams that speak the Responses API: its route's
+    every deployment does, and its ``previous_response_id`` (if any) is not one of this gateway's
+    stored responses (those chain through the translation)."""
+    model = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(model, str) or not model:
+        return False
+    gateway = services(request).gateway
+    if not gateway.responses_native(gateway.route_for(principal, model)):
+        return False
+    previous = body.get("previous_response_id")
+    responses = services(request).responses
+    return not (isinstance(previous, str) and responses is not None and await responses.knows(previous, principal))
+
+
+async def _native_events(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The upstream's events as they came; a failure after the first byte ends them with ``error``."""
+    sequence = first.count(b"data: ")
+    try:
+        if first:
+            yield first
+        async for chunk in chunks:
+            sequence += chunk.count(b"data: ")
+            yield chunk
+    except GatewayError as exc:
+        yield error_event(exc, sequence)
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def _create_native(request: Request, principal: Principal, body: Any) -> Response:
+    """``POST /v1/responses`` relayed to an upstream that speaks it: its answer, byte for byte."""
+    native = native_request(body)
+    svc = services(request)
+    ctx = call_context(request)
+    ctx.endpoint = "responses"
+    if native.stream:
+        chunks = svc.gateway.stream(principal, native, ctx)
+        try:  # routing, scope and upstream errors surface here, before any byte: a normal HTTP error
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = b""
+        except BaseException:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            raise
+        return await open_stream(_native_events(first, chunks))  # type: ignore[return-value]
+    result = await svc.gateway.chat(principal, native, ctx)
+    return Response(result.body, media_type="application/json")
+
+
 async def create_response(request: Request) -> Response:
     principal, body = await _read(request)
+    if await _relayed_natively(request, principal, body):
+        return await _create_native(request, principal, body)
     translation, resolve = await _translate(request, principal, body)
     headers = _removed_tools(request, translation)
     if translation.ignored:
@@ -225,14 +296,16 @@ async def create_response(request: Request) -> Response:
         except BaseException:
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
-        relay = _relay(first, chunks, ResponseStream(translation), save)
+        events = ResponseStream(translation, seal=_sealer(request, principal, translation))
+        relay = _relay(first, chunks, events, save)
         return await open_stream(relay, headers)  # type: ignore[return-value]
     result = await svc.gateway.chat(principal, translation.request, ctx)
     try:
         payload = orjson.loads(result.body)
     except orjson.JSONDecodeError:
         payload = {}
-    response = response_from_completion(payload, translation, usage=result.usage)
+    response = response_from_completion(payload, translation, usage=result.usage,
+                                        seal=_sealer(request, principal, translation))
     if save is not None:
         await save(response)
     return Response(orjson.dumps(response), headers=headers, media_type="application/json")

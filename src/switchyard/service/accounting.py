@@ -45,7 +45,25 @@ def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         chars += len(prompt)
+    chars += _input_chars(body.get("input"))  # a Responses body relayed as it is
     return max(1, chars // 4)
+
+
+def _input_chars(given: Any) -> int:
+    """The text of a Responses ``input``: a string, or its items' content and outputs."""
+    if isinstance(given, str):
+        return len(given)
+    chars = 0
+    for item in given if isinstance(given, list) else ():
+        if not isinstance(item, Mapping):
+            continue
+        for key in ("content", "output", "arguments", "input"):
+            value = item.get(key)
+            if isinstance(value, str):
+                chars += len(value)
+            elif isinstance(value, list):
+                chars += sum(len(str(p.get("text", ""))) for p in value if isinstance(p, Mapping))
+    return chars
 
 
 def estimate_input_tokens(body: Mapping[str, Any]) -> int:

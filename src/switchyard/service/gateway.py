@@ -68,6 +68,10 @@ class Gateway:
             raise ModelNotFoundError(model)
         return route
 
+    def responses_native(self, route: Route) -> bool:
+        """``/v1/responses`` on this route is relayed to upstreams that speak it (no translation)."""
+        return self.upstreams.routing.responses_native(route)
+
     def target_for(self, principal: Principal, model: str) -> Target:
         return self.route_for(principal, model).primary
 
@@ -184,7 +188,9 @@ class Gateway:
 
 
 def _endpoint(request: ChatRequest) -> str:
-    return "chat" if request.kind is GenerationKind.CHAT else "completions"
+    if request.kind is GenerationKind.CHAT:
+        return "chat"
+    return "completions" if request.kind is GenerationKind.COMPLETION else "responses"
 
 
 def _fit(route: Route, request: ChatRequest) -> ChatRequest:
@@ -192,7 +198,8 @@ def _fit(route: Route, request: ChatRequest) -> ChatRequest:
     caps = route.capabilities
     body: Mapping[str, Any] = request.body
     check_bounds(body, caps, route.bounds)  # absurd requests stop here, before any upstream call
-    if not (caps.unrestricted and "n" not in body and "best_of" not in body):  # else nothing to check
+    native = request.kind is GenerationKind.RESPONSES  # relayed to an upstream that answers for its own API
+    if not native and not (caps.unrestricted and "n" not in body and "best_of" not in body):  # else nothing to check
         prompt = estimate_prompt_tokens(body) if caps.context_length else None
         body = enforce(body, caps, route.drop, prompt_tokens=prompt)
     if route.default_temperature is not None and body.get("temperature") is None:

@@ -27,7 +27,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
 
-from switchyard.core.chat import ChatRequest
+from switchyard.core.chat import ChatRequest, GenerationKind
 from switchyard.core.keys import Principal
 from switchyard.core.limits import (
     Admission,
@@ -200,6 +200,9 @@ def _model_limits(limits: Mapping[str, RateLimits], alias: str) -> RateLimits | 
 
 def _with_max_tokens(request: ChatRequest, cap: int) -> ChatRequest:
     body = dict(request.body)
-    field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    if request.kind is GenerationKind.RESPONSES:
+        field = "max_output_tokens"
+    else:
+        field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     body[field] = cap
     return replace(request, body=body, max_tokens=cap)

@@ -8,7 +8,10 @@ as an unknown id is, so ids cannot be probed.
 
 A ``/v1/responses/compact`` summary travels to the client and back, not in the store: it is
 sealed under the same key, bound to the key that asked for it (``seal_summary``), so only that
-key can send it back and nothing of it is readable on the client.
+key can send it back and nothing of it is readable on the client. So does a reasoning item's
+text when the client asks for ``reasoning.encrypted_content`` (``seal_reasoning``): a stateless
+client (``store: false``) sends the item back and the gateway restores the reasoning, keeping
+nothing itself.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ MAX_CHAIN = 1000
 _INFO = b"switchyard responses v1"
 _AAD = b"switchyard-response:"
 _SUMMARY_AAD = b"switchyard-compaction:"
+_REASONING_AAD = b"switchyard-reasoning:"
 _ID_PREFIXES = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_",
                 "custom_tool_call": "ctc_", "custom_tool_call_output": "ctco_", "reasoning": "rs_"}
 
@@ -107,21 +111,35 @@ class ResponseLog:
             self._cipher = AESGCM(key)
         return self._cipher
 
-    def seal_summary(self, summary: str, owner: str | None) -> str:
-        """A compaction summary, sealed for the key ``owner``: URL-safe base64 of nonce + ciphertext."""
+    def _seal(self, text: str, aad: bytes) -> str:
+        """URL-safe base64 of nonce + AES-GCM ciphertext of ``text``."""
         nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, summary.encode(), _SUMMARY_AAD + (owner or "").encode())
-        return base64.urlsafe_b64encode(nonce + sealed).decode()
+        return base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, text.encode(), aad)).decode()
 
-    def open_summary(self, token: str, owner: str | None) -> str | None:
-        """The summary ``seal_summary`` sealed for ``owner``; None if it is not one (or not theirs)."""
+    def _unseal(self, token: str, aad: bytes) -> str | None:
         from cryptography.exceptions import InvalidTag
 
         try:
             raw = base64.urlsafe_b64decode(token.encode())
-            return self._aead.decrypt(raw[:12], raw[12:], _SUMMARY_AAD + (owner or "").encode()).decode()
-        except (binascii.Error, ValueError, InvalidTag):
+            return self._aead.decrypt(raw[:12], raw[12:], aad).decode()
+        except (binascii.Error, ValueError, InvalidTag):  # UnicodeDecodeError is a ValueError
             return None
+
+    def seal_summary(self, summary: str, owner: str | None) -> str:
+        """A compaction summary, sealed for the key ``owner``: URL-safe base64 of nonce + ciphertext."""
+        return self._seal(summary, _SUMMARY_AAD + (owner or "").encode())
+
+    def open_summary(self, token: str, owner: str | None) -> str | None:
+        """The summary ``seal_summary`` sealed for ``owner``; None if it is not one (or not theirs)."""
+        return self._unseal(token, _SUMMARY_AAD + (owner or "").encode())
+
+    def seal_reasoning(self, text: str, owner: str | None) -> str:
+        """A reasoning item's text, sealed for the key ``owner`` (its ``encrypted_content``)."""
+        return self._seal(text, _REASONING_AAD + (owner or "").encode())
+
+    def open_reasoning(self, token: str, owner: str | None) -> str | None:
+        """The reasoning ``seal_reasoning`` sealed for ``owner``; None if it is not one (or not theirs)."""
+        return self._unseal(token, _REASONING_AAD + (owner or "").encode())
 
     @staticmethod
     def _aad(response_id: str, owner: str | None) -> bytes:
@@ -152,6 +170,11 @@ class ResponseLog:
     @staticmethod
     def _visible(row: SealedResponse, principal: Principal) -> bool:
         return principal.is_admin or row.owner == principal.key_id
+
+    async def knows(self, response_id: str, principal: Principal) -> bool:
+        """Whether ``response_id`` is a response this gateway keeps that ``principal`` may see."""
+        row = await self.store.get(response_id)
+        return row is not None and self._visible(row, principal)
 
     async def get(self, response_id: str, principal: Principal) -> StoredResponse:
         """The response, if this principal may see it; else the unknown-id 404."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from switchyard.core.bounds import Bounds
-from switchyard.core.capabilities import defaults_for, validate_drop
+from switchyard.core.capabilities import defaults_for, responses_mode, validate_drop
 from switchyard.core.limits import RateLimits
 from switchyard.core.models import Route, Target, UpstreamSpec
 from switchyard.errors import ModelNotFoundError
@@ -18,6 +19,7 @@ from switchyard.settings import ConfigError, LocalModelConfig, ModelConfig, Sett
 __all__ = ["LOCAL", "RoutingTable", "display_url", "local_models"]
 
 LOCAL = "local"  # the provider name and type of models run in this process
+_RESPONSES_WIRES = frozenset({"openai", "azure"})
 _LOCAL_CONCURRENCY = {"llamacpp": 1, "bert": 4, "sentence_transformers": 4}
 _EMBEDDING_ENGINES = {"bert", "sentence_transformers"}
 
@@ -154,11 +156,17 @@ class RoutingTable:
                         model.timeout)]
         targets: list[Target] = []
         weights: list[float] = []
+        try:
+            responses = responses_mode(model.capabilities)
+        except ValueError as exc:
+            raise ConfigError(f"model '{model.alias}': {exc}") from None
         for provider, upstream, base_url, api_key, credential, weight, timeout in sources:
             spec = self._spec_for(model.alias, provider, base_url, api_key, credential)
             if spec is None:
                 continue  # on a disabled provider
             target = self._target(model.alias, upstream or model.alias, spec, model, timeout)
+            if _speaks_responses(model.alias, spec, responses):
+                target = replace(target, responses_native=True)
             if model.deployments:
                 shown = f"{provider}/{target.upstream_model}"
                 if any(t.deployment == shown for t in targets):
@@ -257,7 +265,20 @@ class RoutingTable:
         if spec is None:
             raise ModelNotFoundError(name)
         target = self._target(name, rest, spec)
+        if _speaks_responses(name, spec, None):
+            target = replace(target, responses_native=True)
         return Route(alias=name, deployments=(target,), capabilities=defaults_for(spec.type), bounds=self.bounds)
+
+    def responses_native(self, route: Route) -> bool:
+        """Whether ``/v1/responses`` on ``route`` is relayed as it is: every deployment that may serve
+        it (its own and its fallbacks') speaks the Responses API, so failover never mixes the two."""
+        if not route.responses_native:
+            return False
+        for alias in (*route.fallbacks, *route.context_fallbacks):
+            found = self.routes.get(alias)
+            if found is not None and not found.responses_native:
+                return False
+        return True
 
     def prices(self, route: Route) -> tuple[float, float]:
         """The dearest input and output prices (USD per token) of every deployment that may serve
@@ -293,3 +314,17 @@ class RoutingTable:
         if self.default is not None:
             rows.append(("* (default)", self.default, "*", self.upstreams[self.default].base_url))
         return rows
+
+
+def _speaks_responses(alias: str, spec: UpstreamSpec, mode: str | None) -> bool:
+    """Whether ``/v1/responses`` is relayed to this deployment as it is: ``capabilities.responses``
+    when set (``native`` only on an OpenAI or Azure OpenAI wire), else for Azure OpenAI and for
+    OpenAI itself (``api.openai.com``); OpenAI-compatible servers are translated onto chat."""
+    if mode == "native" and spec.type not in _RESPONSES_WIRES:
+        raise ConfigError(f"model '{alias}': capabilities.responses: native needs an openai or azure provider, "
+                          f"not {spec.type}")
+    if mode is not None:
+        return mode == "native"
+    if spec.type == "azure":
+        return True
+    return spec.type == "openai" and urlsplit(spec.base_url).hostname == "api.openai.com"

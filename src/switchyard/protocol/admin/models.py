@@ -10,6 +10,8 @@ The record (JSON field names; camelCase spellings (maxTokens, inputCostPer1k) ar
     max_tokens (maxTokens)  the model's context length -> capabilities.context_length
     supports_streaming      false refuses stream: true (capabilities.streaming)
     default_temperature     temperature sent when a request sets none
+    hosted_tools            /v1/responses: hosted tools (web_search, ...) the model cannot run are
+                            ``remove``d (the default) or refused with 400 (``reject``)
     rate_limits             {per_minute, per_hour, per_day}: enforced on the model, across every key
     input_cost_per_1k / output_cost_per_1k (or ..._per_1m): USD, for costs and budgets
     cache_read_cost_per_1k / cache_write_cost_per_1k (or ..._per_1m): USD for prompt tokens read
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -78,6 +80,7 @@ class ModelSpec(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     supports_streaming: bool = True
     default_temperature: float | None = Field(default=None, ge=0, le=2)
+    hosted_tools: Literal["remove", "reject"] = "remove"
     rate_limits: ModelRateLimits | None = None
     input_cost_per_1m: float | None = Field(default=None, ge=0)
     output_cost_per_1m: float | None = Field(default=None, ge=0)
@@ -91,6 +94,8 @@ class ModelSpec(BaseModel):
         """What goes in the ``config`` column: the record without alias, active and default."""
         out = self.model_dump(exclude={"alias", "active", "default", "provider_settings", "rate_limits"},
                               exclude_none=True)
+        if self.hosted_tools == "remove":  # the default: rows written before the field look the same
+            del out["hosted_tools"]
         if self.rate_limits is not None:
             out["rate_limits"] = self.rate_limits.model_dump(exclude_none=True)
         settings = self.provider_settings.model_dump(exclude_defaults=True)
@@ -109,7 +114,7 @@ class ModelSpec(BaseModel):
             "alias": self.alias, "provider": self.provider, "model": self.model, "base_url": self.base_url,
             "credential": self.credential, "capabilities": caps, "drop_params": ps.drop_params,
             "fallbacks": ps.fallbacks, "context_window_fallbacks": ps.context_window_fallbacks,
-            "default_temperature": self.default_temperature, "timeout": ps.timeout,
+            "default_temperature": self.default_temperature, "hosted_tools": self.hosted_tools, "timeout": ps.timeout,
             "max_concurrent": ps.max_concurrent, "max_queue": ps.max_queue, "queue_timeout": ps.queue_timeout,
             "enabled": self.active, "input_cost_per_1m": self.input_cost_per_1m,
             "output_cost_per_1m": self.output_cost_per_1m,

@@ -15,7 +15,7 @@ from switchyard.core.chat import ChatRequest, GenerationKind
 from switchyard.core.embeddings import EmbeddingRequest
 from switchyard.errors import BadRequestError
 
-__all__ = ["parse_chat_request", "parse_completion_request", "parse_embedding_request"]
+__all__ = ["parse_chat_request", "parse_completion_request", "parse_embedding_request", "steering_path"]
 
 KeepAlive = str | int | float | None
 
@@ -43,6 +43,9 @@ def _steering_path(node: Any) -> str | None:
     for part in reversed(found):
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
+
+
+steering_path = _steering_path  # for bodies relayed whole (a native /v1/responses)
 
 
 def _find_steering(node: Any) -> list[str | int] | None:

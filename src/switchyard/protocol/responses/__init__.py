@@ -7,8 +7,11 @@ sequence, and :func:`sse` frames one event.
 """
 
 from switchyard.protocol.responses.items import ReasoningHistory, Resolve, normalize_input
+from switchyard.protocol.responses.native import error_event, native_request
+from switchyard.protocol.responses.relay import StreamRelay
 from switchyard.protocol.responses.request import ChatTranslation, to_chat
 from switchyard.protocol.responses.response import (
+    Seal,
     error_object,
     new_id,
     response_from_completion,
@@ -25,8 +28,12 @@ __all__ = [
     "ReasoningHistory",
     "Resolve",
     "ResponseStream",
+    "Seal",
+    "StreamRelay",
     "ToolSet",
+    "error_event",
     "error_object",
+    "native_request",
     "new_id",
     "normalize_input",
     "response_from_completion",

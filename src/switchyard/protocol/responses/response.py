@@ -8,9 +8,9 @@ one ``message`` (``output_text``, then ``refusal``), then one ``function_call`` 
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -21,9 +21,11 @@ from switchyard.protocol.responses.request import ChatTranslation
 from switchyard.protocol.responses.tools import CUSTOM_INPUT
 
 __all__ = [
+    "Seal",
     "custom_input",
     "error_object",
     "new_id",
+    "reasoning_item",
     "reasoning_text",
     "response_from_completion",
     "response_object",
@@ -32,12 +34,15 @@ __all__ = [
     "usage_object",
 ]
 
+Seal = Callable[[str], str]
+"""Seals a reasoning text into an item's ``encrypted_content`` (``include: ["reasoning.encrypted_content"]``)."""
+
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
 def new_id(prefix: str) -> str:
     """``resp_``, ``msg_``, ``fc_``, ``ctc_``, ``rs_``, ``call_`` + 32 hex digits."""
-    return prefix + uuid.uuid4().hex
+    return prefix + os.urandom(16).hex()
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -113,6 +118,15 @@ def reasoning_text(message: Mapping[str, Any]) -> str | None:
     return None
 
 
+def reasoning_item(text: str, seal: Seal | None = None) -> dict[str, Any]:
+    """A ``reasoning`` output item; with ``seal``, its text sealed into ``encrypted_content`` too."""
+    item: dict[str, Any] = {"id": new_id("rs_"), "type": "reasoning", "summary": [],
+                            "content": [{"type": "reasoning_text", "text": text}]}
+    if seal is not None:
+        item["encrypted_content"] = seal(text)
+    return item
+
+
 def response_object(translation: ChatTranslation, *, response_id: str, created_at: int, status: str,
                     output: list[dict[str, Any]] | None = None, usage: dict[str, Any] | None = None,
                     incomplete: dict[str, Any] | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -166,13 +180,13 @@ def tool_call_item(translation: ChatTranslation, call_id: str, name: str, argume
             "arguments": arguments, "status": status, **space}
 
 
-def _output(choice: Mapping[str, Any], translation: ChatTranslation, status: str) -> list[dict[str, Any]]:
+def _output(choice: Mapping[str, Any], translation: ChatTranslation, status: str,
+            seal: Seal | None) -> list[dict[str, Any]]:
     message = _mapping(choice.get("message"))
     output: list[dict[str, Any]] = []
     thought = reasoning_text(message)
     if thought:
-        output.append({"id": new_id("rs_"), "type": "reasoning", "summary": [],
-                       "content": [{"type": "reasoning_text", "text": thought}]})
+        output.append(reasoning_item(thought, seal))
     parts: list[dict[str, Any]] = []
     text = _text(message.get("content"))
     if text:
@@ -197,10 +211,12 @@ def _output(choice: Mapping[str, Any], translation: ChatTranslation, status: str
 
 
 def response_from_completion(completion: Any, translation: ChatTranslation, *, response_id: str | None = None,
-                             created_at: int | None = None, usage: Usage | None = None) -> dict[str, Any]:
+                             created_at: int | None = None, usage: Usage | None = None,
+                             seal: Seal | None = None) -> dict[str, Any]:
     """A ``chat.completion`` (first choice) -> a Response object.
 
     ``usage``: what to report when the completion carries none (a core :class:`Usage`).
+    ``seal``: given, each reasoning item carries its text sealed in ``encrypted_content``.
     """
     payload = _mapping(completion)
     choices = payload.get("choices")
@@ -210,6 +226,6 @@ def response_from_completion(completion: Any, translation: ChatTranslation, *, r
     return response_object(
         translation, response_id=response_id or new_id("resp_"),
         created_at=created_at if created_at is not None else int(time.time()), status=status,
-        output=_output(choice, translation, status), incomplete=incomplete,
+        output=_output(choice, translation, status, seal), incomplete=incomplete,
         usage=usage_object(reported if isinstance(reported, Mapping) else usage),
     )

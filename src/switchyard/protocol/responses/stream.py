@@ -19,6 +19,7 @@ input is decoded from its ``{"input": "..."}`` argument fragments as they arrive
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, UpstreamError
 from switchyard.protocol.responses.request import ChatTranslation
 from switchyard.protocol.responses.response import (
+    Seal,
     custom_input,
     error_object,
     new_id,
@@ -41,6 +43,10 @@ from switchyard.protocol.responses.response import (
 )
 
 __all__ = ["ResponseStream", "sse"]
+
+_DELTA_HEAD = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
+_DELTA_TAIL = b',"logprobs":[]}\n\n'
+_DELTA_TAIL_QUOTED = b'"' + _DELTA_TAIL
 
 _PREFIX = re.compile(r'\s*\{\s*"input"\s*:\s*"')
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", '"': '"', "\\": "\\", "/": "/"}
@@ -119,8 +125,9 @@ class ResponseStream:
     """One Responses stream, fed the upstream's chat chunks (decoded JSON), in order."""
 
     def __init__(self, translation: ChatTranslation, *, response_id: str | None = None,
-                 created_at: int | None = None) -> None:
+                 created_at: int | None = None, seal: Seal | None = None) -> None:
         self.translation = translation
+        self._seal = seal  # given, a reasoning item is done with its text sealed in encrypted_content
         self.response_id = response_id or new_id("resp_")
         self.created_at = created_at if created_at is not None else int(time.time())
         self.started = False
@@ -137,10 +144,16 @@ class ResponseStream:
         self._finish: str | None = None
         self._usage: Mapping[str, Any] | None = None
         self._logprobs = bool(translation.body.get("logprobs"))
+        self._text_part: dict[str, Any] | None = None  # the output_text part being written (without logprobs)
+        self._text_mid = b""  # its delta events' framed bytes between the sequence_number and the delta
+        self._text_format = b""  # a delta event of it, framed: % (sequence_number, the delta's JSON string content)
+        self._raw: list[bytes] = []  # text pieces of _text_part as JSON string content, not yet added to it
 
     # -- public
     def feed(self, chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The events one chat chunk completes (``response.created`` and ``in_progress`` first)."""
+        if self._raw:
+            self._flush()
         out: list[dict[str, Any]] = []
         if self.ended:
             return out
@@ -158,11 +171,63 @@ class ResponseStream:
                 self._choice(choice, out)
         return out
 
+    @property
+    def writing_text(self) -> bool:
+        """A text part is open (and without logprobs): :meth:`raw_texts` can continue it."""
+        return self._text_part is not None
+
+    def raw_texts(self, pieces: list[bytes]) -> bytes:
+        """The framed ``output_text.delta`` events for more pieces of the text being written
+        (:attr:`writing_text`), each given as the JSON string content it came as (escaped,
+        without quotes, not empty)."""
+        self._raw += pieces
+        fmt = self._text_format
+        out = b"".join([fmt % numbered for numbered in enumerate(pieces, self._seq)])
+        self._seq += len(pieces)
+        return out
+
+    def _flush(self) -> None:
+        """Add the pieces :meth:`raw_text` took to the text they belong to."""
+        assert self._text_part is not None
+        try:
+            self._text_part["text"] += orjson.loads(b'"' + b"".join(self._raw) + b'"')
+        except orjson.JSONDecodeError:  # a bad escape: keep the pieces that read alone, as feed does
+            for piece in self._raw:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    self._text_part["text"] += orjson.loads(b'"' + piece + b'"')
+        self._raw = []
+
+    def frames(self, chunk: Mapping[str, Any]) -> bytes:
+        """What :meth:`feed` returns for ``chunk``, framed as :func:`sse` frames it (the same bytes).
+
+        The common chunk, one more piece of the text being written (a delta of ``content`` only,
+        no finish, usage or logprobs), takes a short way: one event framed from a template.
+        """
+        if self._raw:
+            self._flush()
+        part = self._text_part
+        if part is not None:
+            choices = chunk.get("choices")
+            if type(choices) is list and len(choices) == 1 and chunk.get("usage") is None and "error" not in chunk:
+                choice = choices[0]
+                if type(choice) is dict and choice.get("finish_reason") is None and choice.get("index", 0) == 0:
+                    delta = choice.get("delta")
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if type(text) is str and text and isinstance(delta, dict) and _only_content(delta):
+                        part["text"] += text
+                        seq = self._seq
+                        self._seq = seq + 1
+                        return b"".join((_DELTA_HEAD, str(seq).encode(), self._text_mid, orjson.dumps(text),
+                                         _DELTA_TAIL))
+        return b"".join(sse(event) for event in self.feed(chunk))
+
     def finish(self, usage: Mapping[str, Any] | Usage | None = None) -> list[dict[str, Any]]:
         """Close every item and end with ``response.completed`` (or ``response.incomplete``).
 
         ``usage``: what to report when no chunk carried usage.
         """
+        if self._raw:
+            self._flush()
         out: list[dict[str, Any]] = []
         if self.ended:
             return out
@@ -182,11 +247,14 @@ class ResponseStream:
 
     def fail(self, error: GatewayError) -> list[dict[str, Any]]:
         """End with ``response.failed`` (an error after the first byte)."""
+        if self._raw:
+            self._flush()
         out: list[dict[str, Any]] = []
         if self.ended:
             return out
         self._start(out)
         self.ended = True
+        self._text_part = None
         for item in self._items:
             if item.get("status") == "in_progress":
                 item["status"] = "incomplete"
@@ -249,12 +317,18 @@ class ResponseStream:
             part = {"type": kind, "refusal": ""}
         item["content"].append(part)
         self._part = part
+        if kind == "output_text" and not self._logprobs:
+            self._text_part = part
+            self._text_mid = orjson.dumps(self._where(item))[:-1].replace(b"{", b",", 1) + b',"delta":'
+            self._text_format = b"".join((_DELTA_HEAD.replace(b"%", b"%%"), b"%d", self._text_mid.replace(b"%", b"%%"),
+                                          b'"%s', _DELTA_TAIL_QUOTED.replace(b"%", b"%%")))
         fresh = {key: [] if isinstance(value, list) else value for key, value in part.items()}
         self._emit(out, "response.content_part.added", **self._where(item), part=fresh)
         return part
 
     def _close_part(self, item: dict[str, Any], out: list[dict[str, Any]]) -> None:
         part, self._part = self._part, None
+        self._text_part = None
         if part is None:
             return
         at = self._where(item)
@@ -276,6 +350,8 @@ class ResponseStream:
         self._close_part(item, out)
         if item["type"] == "message":
             item["status"] = status
+        elif self._seal is not None:
+            item["encrypted_content"] = self._seal("".join(p["text"] for p in item["content"]))
         self._emit(out, "response.output_item.done", output_index=self._open_index, item=item)
 
     def _delta(self, kind: str, key: str, text: str, out: list[dict[str, Any]],
@@ -370,3 +446,8 @@ class ResponseStream:
                 self._emit(out, "response.custom_tool_call_input.delta", **where, delta=rest)
             self._emit(out, "response.custom_tool_call_input.done", **where, input=item["input"])
         self._emit(out, "response.output_item.done", output_index=call.index, item=item)
+
+
+def _only_content(delta: dict[str, Any]) -> bool:
+    """Nothing but ``content`` (and ``role``) is set in the delta: no reasoning, tool call or refusal."""
+    return len(delta) == 1 or all(value is None or key == "content" or key == "role" for key, value in delta.items())

@@ -7,6 +7,9 @@
 use. Azure's data plane has no deployments listing in its GA api-versions (deployments are an
 ARM, control-plane resource), so these ids are model names, not necessarily deployment names:
 configure each deployment as a model alias (``model:`` is the deployment name).
+
+``/v1/responses`` is relayed to the resource's Responses API, ``POST /openai/v1/responses`` (the
+v1 API: no ``api-version``, the deployment name in the body's ``model``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from switchyard.errors import GatewayError, UpstreamError
 from switchyard.providers._http import UpstreamClient
 from switchyard.providers.azure import translate
 from switchyard.providers.openai import translate as openai_translate
+from switchyard.providers.openai.client import native_answer, native_stream
 
 __all__ = ["AzureOpenAIProvider"]
 
@@ -40,6 +44,8 @@ class AzureOpenAIProvider:
         return translate.deployment_path(target.upstream_model, operation, self._version)
 
     async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
+        if request.kind is GenerationKind.RESPONSES:
+            return await native_answer(self._http, translate.RESPONSES_PATH, self._error, request, target)
         body = translate.chat_body(request, target, self._version)
         raw = await self._http.call("POST", self._path(request, target), self._error, json=body,
                                     timeout=target.timeout)
@@ -47,6 +53,10 @@ class AzureOpenAIProvider:
         return ChatResult(body=data, usage=usage)
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
+        if request.kind is GenerationKind.RESPONSES:
+            async for piece in native_stream(self._http, translate.RESPONSES_PATH, self._error, request, target):
+                yield piece
+            return
         body = translate.chat_body(request, target, self._version)
         converter = translate.StreamConverter(request, target)
         async for piece in self._http.stream(self._path(request, target), self._error, converter, json=body,

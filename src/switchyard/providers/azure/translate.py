@@ -35,6 +35,7 @@ from switchyard.providers.openai import translate as openai_translate
 
 __all__ = [
     "DEFAULT_API_VERSION",
+    "RESPONSES_PATH",
     "StreamConverter",
     "chat_body",
     "chat_result",
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 DEFAULT_API_VERSION = "2024-10-21"
+RESPONSES_PATH = "/openai/v1/responses"  # the v1 API: no api-version, the deployment in the body's model
 _USAGE_SINCE = "2024-09-01"  # the first api-version (2024-09-01-preview) with stream_options
 _DEPLOYMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ANNOTATIONS = ("prompt_filter_results", "prompt_annotations")

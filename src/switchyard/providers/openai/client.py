@@ -1,4 +1,8 @@
-"""The thin client for OpenAI and any OpenAI-compatible server (vLLM, llama.cpp, LM Studio)."""
+"""The thin client for OpenAI and any OpenAI-compatible server (vLLM, llama.cpp, LM Studio).
+
+A ``/v1/responses`` request routed to an upstream that speaks the Responses API itself
+(``GenerationKind.RESPONSES``) goes to its ``/responses``, relayed as it is (``responses.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,33 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import orjson
 
-from switchyard.core.chat import ChatRequest, ChatResult, StreamPiece
+from switchyard.core.chat import ChatRequest, ChatResult, GenerationKind, StreamPiece
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.models import Target, UpstreamSpec
 from switchyard.errors import GatewayError, UpstreamError
-from switchyard.providers._http import UpstreamClient
-from switchyard.providers.openai import translate
+from switchyard.providers._http import ErrorMapper, UpstreamClient
+from switchyard.providers.openai import responses, translate
 
-__all__ = ["OpenAIProvider"]
+__all__ = ["OpenAIProvider", "native_answer", "native_stream"]
+
+
+async def native_answer(http: UpstreamClient, path: str, error: ErrorMapper, request: ChatRequest,
+                        target: Target) -> ChatResult:
+    """A whole Responses answer from an upstream that speaks the API: its bytes, and its usage."""
+    raw = await http.call("POST", path, error, json=responses.responses_body(request, target), timeout=target.timeout)
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("The upstream sent a response that is not JSON.") from exc
+    return ChatResult(body=raw, usage=responses.usage_from_response(payload))
+
+
+async def native_stream(http: UpstreamClient, path: str, error: ErrorMapper, request: ChatRequest,
+                        target: Target) -> AsyncIterator[StreamPiece]:
+    """A Responses event stream from an upstream that speaks the API, relayed as it comes."""
+    async for piece in http.stream(path, error, responses.ResponsesStreamConverter(),
+                                   json=responses.responses_body(request, target), timeout=target.timeout):
+        yield piece
 
 
 class OpenAIProvider:
@@ -25,6 +48,8 @@ class OpenAIProvider:
         return translate.error_from_response(status, raw, headers)
 
     async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
+        if request.kind is GenerationKind.RESPONSES:
+            return await native_answer(self._http, "/responses", self._error, request, target)
         body = translate.chat_body(request, target)
         raw = await self._http.call("POST", translate.chat_path(request), self._error, json=body,
                                     timeout=target.timeout)
@@ -35,6 +60,10 @@ class OpenAIProvider:
         return ChatResult(body=raw, usage=translate.usage_from(payload))
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
+        if request.kind is GenerationKind.RESPONSES:
+            async for piece in native_stream(self._http, "/responses", self._error, request, target):
+                yield piece
+            return
         converter = translate.StreamConverter(client_wants_usage=request.include_usage)
         async for piece in self._http.stream(translate.chat_path(request), self._error, converter,
                                              json=translate.chat_body(request, target), timeout=target.timeout):
