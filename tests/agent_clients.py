@@ -1,0 +1,42 @@
+"""The coding agents the suite drives (Claude Code and Codex CLI from npm), installed once per
+pinned version into ``~/.cache/switchyard-tests`` (never globally), shared by the tests that
+run them directly and by ``switchyard launch``'s."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+__all__ = ["CLAUDE_CODE_VERSION", "CODEX_VERSION", "cache_dir", "install_claude_code", "install_codex"]
+
+CLAUDE_CODE_VERSION = "2.1.332"
+CODEX_VERSION = "0.171.0"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "switchyard-tests"
+
+
+def _npm_install(prefix: Path, package: str, binary: str) -> Path:
+    path = prefix / "node_modules" / ".bin" / binary
+    if not path.exists():
+        npm = shutil.which("npm")
+        assert npm, f"npm is needed to install {package}"
+        prefix.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), package], check=True,
+                       timeout=900, capture_output=True)
+    return path
+
+
+def install_claude_code() -> Path:
+    """The ``claude`` binary of Claude Code (npm ``@anthropic-ai/claude-code``)."""
+    return _npm_install(cache_dir() / f"claude-code-{CLAUDE_CODE_VERSION}",
+                        f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}", "claude")
+
+
+def install_codex() -> Path:
+    """The ``codex`` binary of Codex CLI (npm ``@openai/codex``; its native binary ships in the package)."""
+    return _npm_install(cache_dir() / f"codex-{CODEX_VERSION}", f"@openai/codex@{CODEX_VERSION}", "codex")
