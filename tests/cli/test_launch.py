@@ -205,10 +205,11 @@ def test_a_model_the_server_does_not_have_is_a_clear_error(tmp_path: Path, home:
 ])
 def test_a_client_that_is_not_installed_names_its_install_command(
         tmp_path: Path, home: Path, server: ServeProcess, client: str, install: str) -> None:
+    before = keys_named(server, f"launch-{client}-other")
     result = launch(server, client, "--model", "other", env=user_env(home, str(tmp_path / "empty")), cwd=tmp_path)
     assert result.returncode == 1, result
     assert "is not installed" in result.stderr and install in result.stderr, result
-    assert keys_named(server, f"launch-{client}-other") == []  # no key is made for nothing
+    assert keys_named(server, f"launch-{client}-other") == before  # no key is made for nothing
 
 
 # ------------------------------------------------------------------ --dry-run
@@ -341,3 +342,40 @@ def test_a_signal_sent_to_launch_reaches_the_client(tmp_path: Path, home: Path, 
     assert proc.returncode == 143, stderr
     assert json.loads(out.read_text())["signal"] == signal.SIGTERM
     assert os.path.exists(out)
+
+
+# ------------------------------------------------------------------ which model, which key
+def test_without_model_the_servers_default_model_is_taken(tmp_path: Path, home: Path, server: ServeProcess) -> None:
+    token = json.loads((server.data_dir / "local-admin.json").read_text())["token"]
+    with server.http(token) as http:
+        made = http.post("/admin/models", json={"alias": "house-coder", "provider": "fake", "model": "qwen-coder",
+                                                "default": True})
+        assert made.status_code == 201, made.text
+        try:
+            result = launch(server, "codex", "--dry-run", "--", "exec", "hi", env=user_env(home), cwd=tmp_path)
+        finally:
+            assert http.delete(f"/admin/models/{made.json()['id']}").status_code == 200
+    assert result.returncode == 0, result
+    assert "Codex CLI on house-coder (the server's default model; pick another with --model)" in result.stderr
+    command = shlex.split(result.stdout.splitlines()[-1])
+    overrides = [command[i + 1] for i, token in enumerate(command) if token == "-c"]
+    assert overrides == [
+        'model="house-coder"', 'model_provider="switchyard"',
+        f'model_providers.switchyard={{ name = "Switchyard", base_url = "{server.url}/v1", '
+        'env_key = "SWITCHYARD_API_KEY", wire_api = "responses" }',
+    ]
+    assert command[-2:] == ["exec", "hi"]
+    assert "export SWITCHYARD_API_KEY='<new key>'" in result.stdout
+
+
+def test_a_server_without_authentication_gets_no_key(tmp_path: Path, home: Path, upstream: ScriptedOpenAI) -> None:
+    config = {"providers": {"fake": {"type": "openai", "base_url": upstream.base_url, "api_key": UPSTREAM_KEY}},
+              "models": [{"alias": "open-coder", "provider": "fake", "model": "qwen-coder"}]}
+    path = tmp_path / "switchyard.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    with serve(tmp_path, tmp_path / "data", "--no-auth", config=path) as open_server:
+        result = launch(open_server, "opencode", "--dry-run", env=user_env(home), cwd=tmp_path)
+        assert result.returncode == 0, result
+        assert "with no key (the server runs without authentication)" in result.stderr
+        assert "export SWITCHYARD_API_KEY=switchyard" in result.stdout.splitlines()
+        assert db_rows(open_server.data_dir, "SELECT id FROM api_keys") == []

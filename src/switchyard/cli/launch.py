@@ -132,7 +132,10 @@ def _run(plan: Plan, binary: str) -> int:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(text)
-        child.append(subprocess.Popen([binary, *plan.argv[1:]], env=env))  # noqa: S603 - the user's client
+        try:
+            child.append(subprocess.Popen([binary, *plan.argv[1:]], env=env))  # noqa: S603 - the user's client
+        except OSError as exc:
+            raise click.ClickException(f"cannot start {binary}: {exc}") from None
         code = child[0].wait()
     finally:
         for sig, handler in previous.items():
