@@ -1,4 +1,4 @@
-"""The coding agents the suite drives (Claude Code and Codex CLI from npm), installed once per
+"""The coding agents the suite drives (Claude Code, Codex CLI and opencode from npm), installed once per
 pinned version into ``~/.cache/switchyard-tests`` (never globally), shared by the tests that
 run them directly and by ``switchyard launch``'s."""
 
@@ -9,10 +9,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["CLAUDE_CODE_VERSION", "CODEX_VERSION", "cache_dir", "install_claude_code", "install_codex"]
+__all__ = ["CLAUDE_CODE_VERSION", "CODEX_VERSION", "OPENCODE_VERSION", "cache_dir", "install_claude_code",
+           "install_codex", "install_opencode"]
 
 CLAUDE_CODE_VERSION = "2.1.332"
 CODEX_VERSION = "0.171.0"
+OPENCODE_VERSION = "1.18.33"
 
 
 def cache_dir() -> Path:
@@ -40,3 +42,8 @@ def install_claude_code() -> Path:
 def install_codex() -> Path:
     """The ``codex`` binary of Codex CLI (npm ``@openai/codex``; its native binary ships in the package)."""
     return _npm_install(cache_dir() / f"codex-{CODEX_VERSION}", f"@openai/codex@{CODEX_VERSION}", "codex")
+
+
+def install_opencode() -> Path:
+    """The ``opencode`` binary (npm ``opencode-ai``; its native binary ships in the package)."""
+    return _npm_install(cache_dir() / f"opencode-{OPENCODE_VERSION}", f"opencode-ai@{OPENCODE_VERSION}", "opencode")

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.agent_clients import install_claude_code, install_codex
+from tests.agent_clients import install_claude_code, install_codex, install_opencode
 from tests.cli.support import (
     KEY_RE,
     SWITCHYARD,
@@ -185,6 +185,25 @@ def test_codex_exec_answers_one_turn_with_a_key_scoped_to_its_model(
     bodies = chats_for(upstream)
     assert bodies and all(b["model"] == "qwen-coder" for b in bodies)
     assert not (home / ".codex" / "config.toml").exists()  # the user's Codex config is left as it was
+
+
+@pytest.mark.timeout(900)
+def test_opencode_run_answers_one_turn_with_a_key_scoped_to_its_model(
+        tmp_path: Path, home: Path, server: ServeProcess, upstream: ScriptedOpenAI) -> None:
+    opencode = install_opencode()
+    work = tmp_path / "work"
+    work.mkdir()
+    upstream.reset()
+    quiet = {name: "1" for name in ("OPENCODE_DISABLE_MODELS_FETCH", "OPENCODE_DISABLE_AUTOUPDATE",
+                                    "OPENCODE_DISABLE_LSP_DOWNLOAD", "OPENCODE_DISABLE_SHARE")}  # no calls home
+    result = launch(server, "opencode", "--model", "other", "--", "run", "say hi",
+                    env=user_env(home, f"{opencode.parent}:{SYSTEM_PATH}", **quiet), cwd=work, timeout=300)
+    assert result.returncode == 0, result
+    assert ANSWER in result.stdout, result
+    [key] = keys_named(server, "launch-opencode-other")
+    assert key["allowed_models"] == ["other"] and not key["is_admin"]
+    bodies = chats_for(upstream)
+    assert bodies and all(b["model"] == "qwen-coder" for b in bodies)
 
 
 # ------------------------------------------------------------------ errors
