@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from switchyard.cli.launch_clients import CLIENTS, Client, Plan, plan_for
+from switchyard.cli.launch_clients import CLIENTS, Plan, plan_for
 from switchyard.cli.launch_keys import LaunchKey, key_name, keys_file, lookup, make, masked
 from switchyard.cli.server_client import NETWORK_ERRORS, ServerClient, connect, server_options
 from switchyard.cli.status import _get
@@ -34,6 +34,7 @@ from switchyard.cli.status import _get
 __all__ = ["launch"]
 
 NO_AUTH_KEY = "switchyard"  # what a client is given when the server asks for no key
+NO_KEY_ID = "-"
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -143,10 +144,6 @@ def _run(plan: Plan, binary: str) -> int:
     return 128 - code if code < 0 else code
 
 
-def _binary(spec: Client) -> str | None:
-    return shutil.which(spec.binary)
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("client_name", metavar="CLIENT", type=click.Choice(list(CLIENTS)))
 @click.argument("client_args", metavar="[-- CLIENT ARGS]", nargs=-1, type=click.UNPROCESSED)
@@ -174,7 +171,7 @@ def launch(client_name: str, client_args: tuple[str, ...], wanted: str | None, d
     or the server cannot be reached or refuses the key.
     """
     spec = CLIENTS[client_name]
-    binary = _binary(spec)
+    binary = shutil.which(spec.binary)
     if binary is None and not dry_run:
         raise click.ClickException(f"{spec.title} is not installed ({spec.binary!r} is not on PATH). "
                                    f"Install it with: {spec.install}")
@@ -185,7 +182,7 @@ def launch(client_name: str, client_args: tuple[str, ...], wanted: str | None, d
     context = _capabilities(model).get("context_length")
     name = key_name(client_name, alias)
     if client.target.key is None:  # the server answered without one: it runs without authentication
-        key: LaunchKey | None = LaunchKey("-", name, NO_AUTH_KEY, reused=True)
+        key: LaunchKey | None = LaunchKey(NO_KEY_ID, name, NO_AUTH_KEY, reused=True)
         said = "no key (the server runs without authentication)"
     else:
         key = _key(client, name, alias, dry_run)
@@ -197,7 +194,7 @@ def launch(client_name: str, client_args: tuple[str, ...], wanted: str | None, d
     if dry_run:
         plan = plan_for(client_name, client.url, alias, key.secret if key else "", list(client_args),
                         Path("<temporary dir>"), context if isinstance(context, int) else None)
-        shown = masked(key.secret) if key and key.secret != NO_AUTH_KEY else (NO_AUTH_KEY if key else "<new key>")
+        shown = "<new key>" if key is None else NO_AUTH_KEY if key.id == NO_KEY_ID else masked(key.secret)
         if binary is None:
             _say(f"{spec.title} is not installed ({spec.install})")
         click.echo(_shell(plan, shown))
