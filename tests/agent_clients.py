@@ -1,20 +1,23 @@
-"""The coding agents the suite drives (Claude Code, Codex CLI and opencode from npm), installed once per
-pinned version into ``~/.cache/switchyard-tests`` (never globally), shared by the tests that
-run them directly and by ``switchyard launch``'s."""
+"""The coding agents the suite drives (Claude Code, Codex CLI and opencode from npm, aider from
+PyPI into a virtual environment of its own: its pinned dependencies must not meet ours),
+installed once per pinned version into ``~/.cache/switchyard-tests`` (never globally), shared
+by the tests that run them directly and by ``switchyard launch``'s."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-__all__ = ["CLAUDE_CODE_VERSION", "CODEX_VERSION", "OPENCODE_VERSION", "cache_dir", "install_claude_code",
-           "install_codex", "install_opencode"]
+__all__ = ["AIDER_VERSION", "CLAUDE_CODE_VERSION", "CODEX_VERSION", "OPENCODE_VERSION", "cache_dir",
+           "install_aider", "install_claude_code", "install_codex", "install_opencode"]
 
 CLAUDE_CODE_VERSION = "2.1.332"
 CODEX_VERSION = "0.171.0"
 OPENCODE_VERSION = "1.18.33"
+AIDER_VERSION = "0.86.2"
 
 
 def cache_dir() -> Path:
@@ -47,3 +50,15 @@ def install_codex() -> Path:
 def install_opencode() -> Path:
     """The ``opencode`` binary (npm ``opencode-ai``; its native binary ships in the package)."""
     return _npm_install(cache_dir() / f"opencode-{OPENCODE_VERSION}", f"opencode-ai@{OPENCODE_VERSION}", "opencode")
+
+
+def install_aider() -> Path:
+    """The ``aider`` command (PyPI ``aider-chat``), in a cached virtual environment of its own."""
+    venv = cache_dir() / f"aider-{AIDER_VERSION}"
+    binary = venv / "bin" / "aider"
+    if not binary.exists():
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"aider-chat=={AIDER_VERSION}"],
+                       check=True, timeout=900)
+    return binary

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.agent_clients import install_claude_code, install_codex, install_opencode
+from tests.agent_clients import install_aider, install_claude_code, install_codex, install_opencode
 from tests.cli.support import (
     KEY_RE,
     SWITCHYARD,
@@ -202,6 +202,28 @@ def test_opencode_run_answers_one_turn_with_a_key_scoped_to_its_model(
     assert ANSWER in result.stdout, result
     [key] = keys_named(server, "launch-opencode-other")
     assert key["allowed_models"] == ["other"] and not key["is_admin"]
+    bodies = chats_for(upstream)
+    assert bodies and all(b["model"] == "qwen-coder" for b in bodies)
+
+
+@pytest.mark.timeout(900)
+def test_aider_answers_one_message_with_a_key_scoped_to_its_model(
+        tmp_path: Path, home: Path, server: ServeProcess, upstream: ScriptedOpenAI) -> None:
+    aider = install_aider()
+    work = tmp_path / "work"
+    work.mkdir()
+    upstream.reset()
+    result = launch(server, "aider", "--model", "local-coder", "--", "--message", "say hi", "--yes-always",
+                    "--no-git", "--no-pretty", "--no-fancy-input", "--map-tokens", "0", "--no-show-release-notes",
+                    env=user_env(home, f"{aider.parent}:{SYSTEM_PATH}"), cwd=work, timeout=300)
+    assert result.returncode == 0, result
+    assert ANSWER in result.stdout, result
+    assert "openai/local-coder" in result.stdout  # aider names the model it runs
+    [stored] = stored_keys(home)
+    [key] = [k for k in keys_named(server, "launch-aider-local-coder") if k["id"] == stored["id"]]
+    assert key["allowed_models"] == ["local-coder"] and not key["is_admin"]
+    wait_until(lambda: db_rows(server.data_dir, "SELECT id FROM usage_records WHERE key_id = ?", (key["id"],)), 10,
+               what="usage rows of the key")  # aider's requests came with it
     bodies = chats_for(upstream)
     assert bodies and all(b["model"] == "qwen-coder" for b in bodies)
 
