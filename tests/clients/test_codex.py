@@ -21,29 +21,18 @@ from typing import Any
 
 import pytest
 
+from tests.agent_clients import install_codex
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.harness import RunningServer, run_server
 
-CODEX_VERSION = "0.171.0"
 Plan = Callable[[dict[str, Any]], "tuple[str, Any] | None"]
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "switchyard-tests"
 
 
 @pytest.fixture(scope="session")
 def codex_bin() -> Path:
-    prefix = _cache_dir() / f"codex-{CODEX_VERSION}"
-    binary = prefix / "node_modules" / ".bin" / "codex"
-    if not binary.exists():
-        prefix.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
-                        f"@openai/codex@{CODEX_VERSION}"], check=True, timeout=900, capture_output=True)
-    return binary
+    return install_codex()
 
 
 def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:

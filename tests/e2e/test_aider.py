@@ -9,34 +9,21 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.agent_clients import install_aider
 from tests.fakes import FakeOpenAI
 from tests.harness import RunningServer, run_server
 
-AIDER_VERSION = "0.86.2"
 NEW_SOURCE = 'def greet():\n    return "hello from switchyard"\n'
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "switchyard-tests"
 
 
 @pytest.fixture(scope="session")
 def aider_bin() -> Path:
-    venv = _cache_dir() / f"aider-{AIDER_VERSION}"
-    binary = venv / "bin" / "aider"
-    if not binary.exists():
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"aider-chat=={AIDER_VERSION}"],
-                       check=True, timeout=900)
-    return binary
+    return install_aider()
 
 
 def run_aider(aider_bin: Path, project: Path, server: RunningServer, model: str, message: str,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,32 +17,18 @@ from typing import Any
 
 import pytest
 
+from tests.agent_clients import install_claude_code
 from tests.fakes.scripted_openai import ScriptedOpenAI, Turn
 from tests.harness import RunningServer, run_server
 
-CLAUDE_CODE_VERSION = "2.1.332"
 ALIAS = "local-coder"  # not a Claude model name
 SECRET_LINE = "the launch code is 0451"
 REASONING = "The user wants a greeting. A short friendly one will do."
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "switchyard-tests"
-
-
 @pytest.fixture(scope="session")
 def claude_bin() -> Path:
-    prefix = _cache_dir() / f"claude-code-{CLAUDE_CODE_VERSION}"
-    binary = prefix / "node_modules" / ".bin" / "claude"
-    if not binary.exists():
-        npm = shutil.which("npm")
-        assert npm, "npm is needed to install Claude Code"
-        prefix.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
-                        f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"], check=True, timeout=900,
-                       capture_output=True)
-    return binary
+    return install_claude_code()
 
 
 def _last_user_text(body: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "status": "switchyard.cli.status:status",
     "models": "switchyard.cli.models:models",
     "run": "switchyard.cli.chat:run",
+    "launch": "switchyard.cli.launch:launch",
     "stop": "switchyard.cli.ops:stop",
     "doctor": "switchyard.cli.doctor:doctor",
     "init": "switchyard.cli.init:init",

@@ -118,8 +118,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the an
 def server_options(timeout: float, with_json: bool = True) -> Callable[[F], F]:
     def wrap(fn: F) -> F:
         options = [
-            click.option("--url", default=None, help="The server's base URL (default: the server running from "
-                         "the data dir, else the settings' host and port)."),
+            click.option("--url", default=None, envvar="SWITCHYARD_URL", show_envvar=True,
+                         help="The server's base URL (default: the server running from the data dir, else the "
+                         "settings' host and port)."),
             click.option("--api-key", default=None, envvar="SWITCHYARD_ADMIN_KEY", show_envvar=True,
                          help="A key (default: the local admin token the server left in its data dir)."),
             config_option, data_dir_option,
