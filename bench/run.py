@@ -925,7 +925,9 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     mark = "<!-- local engines: written by bench/engines.py -->"  # that section is bench/engines.py's: keep it
     old = path.read_text() if path.exists() else ""
-    tail = "\n" + old[old.index(mark):] if mark in old else ""
+    chaos = "<!-- chaos soak: written by bench/chaos.py -->"  # and bench/chaos.py's, after it
+    kept = [old.index(m) for m in (mark, chaos) if m in old]
+    tail = "\n" + old[min(kept):] if kept else ""
     path.write_text("\n".join(L) + tail)
 
 
