@@ -61,7 +61,8 @@ def markdown(report: ChaosReport, command: str) -> str:
         f"| Usage rows (of which 499) | {report.rows:,} ({report.rows_499:,}) |",
         f"| Secrets seen (clients, admin status and metrics, server log) | {len(report.secrets_seen)} |",
         f"| Answers that carried an echoed secret, redacted (`[redacted]`) | {report.redacted:,} |",
-        f"| Slowest answer | {report.slowest_s:.2f} s |",
+        f"| Slowest answer, at the client / at the gateway (its access log) | {report.slowest_s:.2f} s / "
+        f"{report.gateway_slowest_s:.2f} s |",
         f"| Gateway RSS after warm-up → end | {report.rss_start_mb:.1f} MB → {report.rss_end_mb:.1f} MB "
         f"({report.rss_growth:+.1%}) |",
         "",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -51,6 +52,8 @@ __all__ = ["ChaosConfig", "ChaosReport", "run_chaos"]
 
 REPO = Path(__file__).resolve().parents[2]
 RSS_GROWTH_LIMIT = 0.10
+SLOW_FIRST_BYTE = 1.0  # the upstream's "slow" fault
+TRICKLE_S = 1.0  # at least how long a "trickle" stream lasts (15 chunks, 0.1 s apart)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,8 @@ class ChaosReport:
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     elapsed_s: float = 0.0
-    slowest_s: float = 0.0
+    slowest_s: float = 0.0  # as the clients timed it
+    gateway_slowest_s: float = 0.0  # as the gateway's access log timed it
     failures: dict[str, list[str]] = field(default_factory=dict)  # check -> problems
     log_tail: str = ""
 
@@ -107,7 +111,8 @@ class ChaosReport:
             f"answers abandoned",
             f"clients that left {dict(self.leaves)}; usage rows {self.rows} ({self.rows_499} with 499)",
             f"secrets seen {len(self.secrets_seen)} ({self.redacted} answers redacted); "
-            f"slowest answer {self.slowest_s:.2f} s (client timeout {self.config.client_timeout} s)",
+            f"slowest answer {self.slowest_s:.2f} s at the client (timeout {self.config.client_timeout} s), "
+            f"{self.gateway_slowest_s:.2f} s at the gateway (upstream timeout {self.config.upstream_timeout} s)",
             f"RSS {self.rss_start_mb:.1f} MB after warm-up, {self.rss_end_mb:.1f} MB at the end "
             f"({self.rss_growth:+.1%})",
         ]
@@ -226,7 +231,8 @@ def run_chaos(cfg: ChaosConfig) -> ChaosReport:
         "server secret": f"ss-chaos-{token(32)}",
         "admin key": f"sk-chaos-admin-{token(24)}",
     }
-    upstream = ChaoticOpenAI(credentials={named["upstream credential (config)"], named["upstream credential (vault)"]})
+    upstream = ChaoticOpenAI(credentials={named["upstream credential (config)"], named["upstream credential (vault)"]},
+                             slow_first_byte=SLOW_FIRST_BYTE, trickle_delay=0.1)
     upstream.start()
     config = work / "switchyard.yaml"
     config.write_text(yaml.safe_dump({
@@ -262,7 +268,7 @@ def run_chaos(cfg: ChaosConfig) -> ChaosReport:
     report.upstream_disconnects = upstream.disconnects
     log = gateway.log.read_bytes()
     report.log_tail = log[-4000:].decode("utf-8", "replace")
-    _check(report, cfg, outcomes, rows, named, admin_bytes, log)
+    _check(report, cfg, outcomes, rows, named, admin_bytes, log, dict(upstream.seen))
     return report
 
 
@@ -327,7 +333,7 @@ async def _traffic(gateway: Gateway, upstream: ChaoticOpenAI, keys: list[str], a
 
 # ----------------------------------------------------------------------------- the checks
 def _check(report: ChaosReport, cfg: ChaosConfig, outcomes: list[Outcome], rows: list[tuple[str, int]],
-           named: dict[str, str], admin_bytes: bytes, log: bytes) -> None:
+           named: dict[str, str], admin_bytes: bytes, log: bytes, seen: dict[str, float]) -> None:
     report.requests = len(outcomes)
     report.rows = len(rows)
     report.rows_499 = sum(1 for _, status in rows if status == 499)
@@ -340,6 +346,9 @@ def _check(report: ChaosReport, cfg: ChaosConfig, outcomes: list[Outcome], rows:
         if out.left:
             report.leaves[out.plan.leave or "?"] += 1
     report.slowest_s = max((o.seconds for o in outcomes), default=0.0)
+    sent_ids = {o.plan.request_id for o in outcomes}
+    report.gateway_slowest_s = max((line["duration_ms"] / 1000 for line in _access_log(log)
+                                    if line.get("request_id") in sent_ids), default=0.0)
 
     # rows: one per request, by request id, with the status the client saw
     problems: list[str] = []
@@ -355,10 +364,13 @@ def _check(report: ChaosReport, cfg: ChaosConfig, outcomes: list[Outcome], rows:
             problems.append(f"{out.plan.request_id} ({out.plan.endpoint}, fault {out.plan.fault}, "
                             f"{out.verdict}): {len(got)} rows")
             continue
-        want = _row_status(out)
+        want = _row_status(out, seen.get(out.plan.request_id), cfg)
         if want is not None and got[0] != want:
+            timing = ""
+            if out.left_at is not None and out.plan.request_id in seen:
+                timing = f", left {out.left_at - seen[out.plan.request_id]:.2f} s after the upstream had it"
             problems.append(f"{out.plan.request_id} ({out.plan.endpoint}, fault {out.plan.fault}, {out.verdict}, "
-                            f"left: {out.plan.leave}): row status {got[0]}, expected {want}")
+                            f"left: {out.plan.leave}{timing}): row status {got[0]}, expected {want}")
     problems += [f"a row for a request nobody sent: {rid}" for rid in by_id if rid not in sent]
     report.failures["rows == requests"] = problems
 
@@ -385,10 +397,26 @@ def _check(report: ChaosReport, cfg: ChaosConfig, outcomes: list[Outcome], rows:
         f"RSS grew {growth:.1%}: {report.rss_start_mb:.1f} MB -> {report.rss_end_mb:.1f} MB"]
 
 
-def _row_status(out: Outcome) -> int | None:
-    """The status the usage row must have, when the client's view decides it."""
+def _access_log(log: bytes) -> list[dict[str, Any]]:
+    lines = []
+    for raw in log.splitlines():
+        with contextlib.suppress(ValueError):
+            line = json.loads(raw)
+            if isinstance(line, dict) and line.get("logger") == "switchyard.access":
+                lines.append(line)
+    return lines
+
+
+def _row_status(out: Outcome, seen: float | None, cfg: ChaosConfig) -> int | None:
+    """The status the usage row must have, when the client's view decides it. ``seen``: when the
+    upstream had the request (``time.monotonic()``, the clock the clients use too)."""
     if out.left:
-        return 499 if out.plan.leave in ("wait", "mid-stream") else None
+        if out.plan.leave not in ("wait", "mid-stream") or seen is None or out.left_at is None:
+            return None
+        # left while the gateway surely still waited or relayed, with 0.3 s to spare: a 499. A
+        # client starved of CPU may leave later, when the answer (or a timeout) may have come first.
+        answer_by = {"slow": SLOW_FIRST_BYTE, "hang": cfg.upstream_timeout, "trickle": TRICKLE_S}[out.plan.fault]
+        return 499 if out.left_at - seen < answer_by - 0.3 else None
     if out.verdict == "ok":
         return 200
     if out.verdict == "http-error":

@@ -10,6 +10,8 @@ the client leaves early:
 ``any``         whatever the fault, the client leaves at a random moment once the upstream has the
                 request (or the first bytes came): the row may say 499 or what was answered
 
+(A client starved of CPU may leave so late that the answer could have come first: the checks in
+``tests/e2e/chaos.py`` hold such a one to no status, by the times the upstream and the client noted.)
 The client only ever leaves once the gateway has the whole request (the upstream saw it, or bytes
 of the answer came back), so every request reaches accounting and must leave exactly one row.
 Every byte a client receives (status line aside: headers and body) is kept for the secret scan.
@@ -83,6 +85,7 @@ class Outcome:
     left: bool = False  # the client hung up on purpose before the answer ended
     transport_error: str | None = None
     seconds: float = 0.0
+    left_at: float | None = None  # time.monotonic() once the client had hung up
     verdict: str = ""  # see judge()
     problem: str | None = None  # why the verdict is a failure
 
@@ -144,6 +147,8 @@ class Client:
         finally:
             if http is not self._http:
                 await http.aclose()
+            if out.left:  # the connection is closed by now, surely (a starved client closes it late)
+                out.left_at = time.monotonic()
         out.seconds = time.monotonic() - started
         return out
 

@@ -22,7 +22,7 @@ the faults from a seeded random generator, so a run can be replayed. Faults:
 
 :attr:`faults` counts the faults carried out by kind (and ``wrong-credential``: a request that
 came without one of :attr:`credentials`), :attr:`seen` holds the ids of the requests that
-arrived, and :attr:`disconnects` counts the answers the gateway abandoned.
+arrived (and when), and :attr:`disconnects` counts the answers the gateway abandoned.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import asyncio
 import json
 import re
 import socket
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable
 from typing import Any
@@ -61,7 +62,7 @@ class ChaoticOpenAI(FakeOpenAI):
         self.slow_first_byte = slow_first_byte
         self.trickle_delay = trickle_delay
         self.faults: Counter[str] = Counter()
-        self.seen: set[str] = set()
+        self.seen: dict[str, float] = {}  # request id -> time.monotonic() when it first arrived
         self._refusing = False
 
     def _middlewares(self) -> list[Any]:
@@ -91,7 +92,7 @@ class ChaoticOpenAI(FakeOpenAI):
             return "none"
         request_id, fault = found.groups()
         with self._lock:
-            self.seen.add(request_id)
+            self.seen.setdefault(request_id, time.monotonic())
             self.faults[fault] += 1
         request["chaos"] = fault
         return fault
