@@ -28,13 +28,14 @@ arrived (and when), and :attr:`disconnects` counts the answers the gateway aband
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import re
 import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -46,6 +47,7 @@ FAULTS = ("none", "refuse", "reset", "hang", "slow", "cut", "stall", "trickle", 
           "echo-json", "echo-stream", "echo-text")
 STREAM_ONLY = frozenset({"stall", "trickle", "echo-stream"})
 _MARK = re.compile(r"chaos:([A-Za-z0-9._-]+):([a-z0-9-]+)")
+_FAULT: contextvars.ContextVar[str] = contextvars.ContextVar("chaos_fault", default="none")
 
 
 def marker(request_id: str, fault: str) -> str:
@@ -63,7 +65,8 @@ class ChaoticOpenAI(FakeOpenAI):
         self.trickle_delay = trickle_delay
         self.faults: Counter[str] = Counter()
         self.seen: dict[str, float] = {}  # request id -> time.monotonic() when it first arrived
-        self._refusing = False
+        self._listener: socket.socket | None = None
+        self._handing: set[asyncio.Future[Any]] = set()
 
     def _middlewares(self) -> list[Any]:
         return [self._credential_check]  # nothing recorded: a soak sends many thousands of requests
@@ -94,7 +97,7 @@ class ChaoticOpenAI(FakeOpenAI):
         with self._lock:
             self.seen.setdefault(request_id, time.monotonic())
             self.faults[fault] += 1
-        request["chaos"] = fault
+        _FAULT.set(fault)  # for stream(), which this request's task calls
         return fault
 
     async def _misbehave(self, request: web.Request, fault: str, stream: bool) -> web.StreamResponse | None:
@@ -141,7 +144,7 @@ class ChaoticOpenAI(FakeOpenAI):
 
     async def stream(self, request: web.Request, chunks: Iterable[bytes] | Any, *, content_type: str,
                      delay: float = 0.0, cut_after: int | None = None) -> web.StreamResponse:
-        fault = request.get("chaos")
+        fault = _FAULT.get()
         if fault == "trickle":
             delay = self.trickle_delay
         elif fault == "cut":
@@ -156,35 +159,75 @@ class ChaoticOpenAI(FakeOpenAI):
             request.transport.abort()
         return web.Response(status=500)  # never sent: the connection is gone
 
+    # The listener is our own socket, read by a callback of the loop, so that it can close and open
+    # again at once: an aiohttp site stopped while a connection is being accepted leaks that socket.
+    def start(self) -> Self:
+        super().start()
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._take_over_listening(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._stopping = True
+            asyncio.run_coroutine_threadsafe(self._stop_listening(), self._loop).result(10)
+        super().stop()
+
+    async def _take_over_listening(self) -> None:
+        assert self._runner is not None
+        for site in list(self._runner.sites):
+            await site.stop()
+        self._listen()
+
+    def _listen(self) -> None:
+        for _ in range(100):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", self.port or 0))
+            except OSError:  # the port is still held: try again in a moment
+                sock.close()
+                time.sleep(0.01)
+                continue
+            sock.listen(128)
+            sock.setblocking(False)
+            self._listener = sock
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._accept, sock)
+            return
+        raise RuntimeError(f"could not listen on port {self.port} again")
+
+    def _accept(self, sock: socket.socket) -> None:
+        assert self._runner is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            conn.setblocking(False)
+            self._handing.add(asyncio.ensure_future(loop.connect_accepted_socket(self._runner.server, conn)))
+            for task in [t for t in self._handing if t.done()]:
+                self._handing.discard(task)
+
+    async def _stop_listening(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            asyncio.get_running_loop().remove_reader(listener.fileno())
+            listener.close()
+        if self._handing:  # connections being handed to aiohttp: let them arrive, to be closed by it
+            await asyncio.wait(self._handing, timeout=1)
+
     async def _refuse(self) -> None:
         """Close the listening socket for :attr:`refuse_window` seconds: connects are refused meanwhile."""
-        runner = self._runner
-        if self._refusing or runner is None or self.port is None:
+        if self._listener is None:
             return
-        self._refusing = True
-        for site in list(runner.sites):
-            await site.stop()
-        asyncio.get_running_loop().call_later(
-            self.refuse_window, lambda: asyncio.ensure_future(self._listen_again(runner)))
+        await self._stop_listening()
 
-    async def _listen_again(self, runner: web.AppRunner) -> None:
-        try:
-            for _ in range(100):
-                if self._stopping:
-                    return
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    sock.bind(("127.0.0.1", self.port or 0))
-                except OSError:
-                    sock.close()
-                    await asyncio.sleep(0.05)
-                    continue
-                await web.SockSite(runner, sock).start()
-                return
-            raise RuntimeError(f"could not listen on port {self.port} again")
-        finally:
-            self._refusing = False
+        def again() -> None:
+            if not self._stopping and self._listener is None:
+                self._listen()
+
+        asyncio.get_running_loop().call_later(self.refuse_window, again)
 
     async def _cut_whole(self, request: web.Request, whole: web.StreamResponse) -> web.StreamResponse:
         """Send the status, the headers and half of ``whole``'s body, then drop the connection."""
