@@ -54,7 +54,9 @@ def markdown(report: ChaosReport, command: str) -> str:
         f"| Answers: ok / 4xx-5xx / in-band stream error / client left | {report.verdicts['ok']:,} / "
         f"{report.verdicts['http-error']:,} / {report.verdicts['stream-error']:,} / {report.verdicts['left']:,} |",
         f"| Statuses the clients saw | {', '.join(f'{s}: {n:,}' for s, n in sorted(report.statuses.items()))} |",
-        f"| Faults injected, by kind | {', '.join(f'{k}: {n:,}' for k, n in sorted(report.faults.items()))} |",
+        f"| Faults the upstream carried out, by kind | "
+        f"{', '.join(f'{k}: {n:,}' for k, n in sorted(report.faults.items()) if k != 'none')} |",
+        f"| Requests the upstream answered normally | {report.faults['none']:,} |",
         f"| Clients that left (wait / mid-stream / any moment) | {report.leaves['wait']:,} / "
         f"{report.leaves['mid-stream']:,} / {report.leaves['any']:,} |",
         f"| Upstream answers the gateway abandoned | {report.upstream_disconnects:,} |",
@@ -71,7 +73,20 @@ def markdown(report: ChaosReport, command: str) -> str:
     ]
     for check, problems in report.failures.items():
         lines.append(f"| {check} | {'PASS' if not problems else 'FAIL: ' + '; '.join(problems[:3])} |")
-    lines += ["", "Result: " + ("**PASS**" if report.ok else "**FAIL**"), ""]
+    lines += [
+        "",
+        "Result: " + ("**PASS**" if report.ok else "**FAIL**"),
+        "",
+        "- Faults are counted where the upstream carried them out: a pooled connection reset before a byte"
+        " of the answer is retried once on a fresh one, so a request can meet its fault twice, and a"
+        " request that never reached the upstream (a refused connect) meets none.",
+        "- `refuse` closes the upstream's listener for 0.1 s: every request that needs a new connection"
+        " meanwhile gets a 502, whatever it asked for, which is most of the 502s.",
+        "- A client that left while the gateway waited for the upstream or mid-stream must have a 499 row"
+        " (unless, starved of CPU, it left after the answer could have come); one that left at any other"
+        " moment may have a 499 row or the status of what was answered.",
+        "",
+    ]
     return "\n".join(lines)
 
 
