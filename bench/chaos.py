@@ -81,7 +81,7 @@ def markdown(report: ChaosReport, command: str) -> str:
         " of the answer is retried once on a fresh one, so a request can meet its fault twice, and a"
         " request that never reached the upstream (a refused connect) meets none.",
         "- `refuse` closes the upstream's listener for 0.1 s: every request that needs a new connection"
-        " meanwhile gets a 502, whatever it asked for, which is most of the 502s.",
+        " meanwhile gets a 502, whatever it asked for.",
         "- A client that left while the gateway waited for the upstream or mid-stream must have a 499 row"
         " (unless, starved of CPU, it left after the answer could have come); one that left at any other"
         " moment may have a 499 row or the status of what was answered.",
