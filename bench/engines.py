@@ -282,8 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(text)
     else:  # the section after MARK in RESULTS.md (bench/run.py keeps it when it rewrites the rest)
         results = ROOT / "bench" / "RESULTS.md"
-        head = results.read_text().split(MARK)[0].rstrip() if results.exists() else ""
-        results.write_text(f"{head}\n\n{MARK}\n\n{text}")
+        old = results.read_text() if results.exists() else ""
+        chaos = "<!-- chaos soak: written by bench/chaos.py -->"  # bench/chaos.py's section comes last: keep it
+        head = old.split(MARK)[0].split(chaos)[0].rstrip()
+        tail = "\n\n" + old[old.index(chaos):] if chaos in old else ""
+        results.write_text(f"{head}\n\n{MARK}\n\n{text.rstrip()}{tail}\n")
     print(text)
     return 0
 

@@ -924,7 +924,8 @@ def write_report(
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     # the sections bench/responses.py and bench/engines.py write (in that order) are theirs: keep them
-    marks = ("<!-- responses: written by bench/responses.py -->", "<!-- local engines: written by bench/engines.py -->")
+    marks = ("<!-- responses: written by bench/responses.py -->", "<!-- local engines: written by bench/engines.py -->",
+             "<!-- chaos soak: written by bench/chaos.py -->")
     old = path.read_text() if path.exists() else ""
     found = [old.index(mark) for mark in marks if mark in old]
     tail = "\n" + old[min(found):] if found else ""

@@ -153,3 +153,17 @@ async def reset_pg_schema(url: str) -> None:
             await conn.execute(sa.text("CREATE SCHEMA public"))
     finally:
         await engine.dispose()
+
+
+STORES = ["sqlite", "postgresql"]
+
+
+def server_store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings naming the store of a test server, for a fixture parametrized with ``STORES``:
+    nothing for SQLite (the data dir's file), or the session's PostgreSQL database, emptied first,
+    with a fixed server secret."""
+    if request.param == "sqlite":
+        return {}
+    url: str = request.getfixturevalue("pg_url")
+    asyncio.run(reset_pg_schema(url))
+    return {"database_url": url, "secret_key": "server-store-test-secret-0123456789abcdef"}

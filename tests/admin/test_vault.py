@@ -1,15 +1,18 @@
-"""The credential vault on a SQLite file: encryption format, failures, rekey, live checks, use counts."""
+"""The credential vault: encryption format, failures, rekey, live checks, use counts. What a store
+decides (the sealed columns, unique names, rekey all or nothing, use counts) runs on SQLite and on
+the real PostgreSQL (``store``); the rest on SQLite."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import hmac
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -22,6 +25,7 @@ from switchyard.admin.vault import (
 from switchyard.errors import BadRequestError, NotFoundError
 from switchyard.store import Database, upgrade
 from switchyard.store.credentials import SqlCredentialStore
+from tests.conftest import reset_pg_schema
 from tests.fakes import FakeOllama, FakeOpenAI
 from tests.harness import free_port
 
@@ -47,8 +51,19 @@ def db_file(tmp_path: Path) -> Path:
     return tmp_path / "data" / "switchyard.db"
 
 
-def run(tmp_path: Path, body: Callable[[Vault, Database], Awaitable[None]], master: str | None = MASTER) -> None:
-    url = f"sqlite+aiosqlite:///{db_file(tmp_path)}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database: a SQLite file in tmp_path, or the session's PostgreSQL one."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{db_file(tmp_path)}"
+    url: str = request.getfixturevalue("pg_url")
+    asyncio.run(reset_pg_schema(url))
+    return url
+
+
+def run(where: Path | str, body: Callable[[Vault, Database], Awaitable[None]], master: str | None = MASTER) -> None:
+    """``body`` with a vault on ``where``: a URL (``store``), or a tmp_path (its SQLite file)."""
+    url = where if isinstance(where, str) else f"sqlite+aiosqlite:///{db_file(where)}"
 
     async def main() -> None:
         await upgrade(url)
@@ -62,12 +77,19 @@ def run(tmp_path: Path, body: Callable[[Vault, Database], Awaitable[None]], mast
     asyncio.run(main())
 
 
-def rows(tmp_path: Path) -> dict[str, sqlite3.Row]:
-    with sqlite3.connect(db_file(tmp_path)) as conn:
-        conn.row_factory = sqlite3.Row
-        found = {r["name"]: r for r in conn.execute("SELECT * FROM credentials")}
-    conn.close()
-    return found
+def sql(url: str, statement: str, **params: Any) -> list[dict[str, Any]]:
+    """Run one statement on the database at ``url`` (committed); its rows as dicts."""
+
+    async def main() -> list[dict[str, Any]]:
+        async with Database.create(url) as db, db.engine.begin() as conn:
+            result = await conn.execute(sa.text(statement), params)
+            return [dict(r._mapping) for r in result] if result.returns_rows else []
+
+    return asyncio.run(main())
+
+
+def rows(url: str) -> dict[str, dict[str, Any]]:
+    return {str(r["name"]): r for r in sql(url, "SELECT * FROM credentials")}
 
 
 def spec_decrypt(master: str, cred_id: str, salt: bytes, nonce: bytes, ciphertext: bytes) -> str:
@@ -80,21 +102,25 @@ def fingerprint(master: str) -> str:
     return hmac.new(master.encode(), b"switchyard-master-key-id", hashlib.sha256).hexdigest()[:16]
 
 
-def test_database_never_holds_the_plaintext_and_the_format_is_as_documented(tmp_path: Path) -> None:
+def test_database_never_holds_the_plaintext_and_the_format_is_as_documented(store: str, tmp_path: Path) -> None:
     async def body(vault: Vault, db: Database) -> None:
         a = await vault.add("first", "openai", GOOD_KEY, check=False)
         b = await vault.add("second", "openai", GOOD_KEY, check=False)  # same secret, twice
         assert a.display == "sk-pr…wxyz" and a.key_version == fingerprint(MASTER)
         assert a.id.startswith("cred_") and a.id != b.id
 
-    run(tmp_path, body)
-    files = [p for p in db_file(tmp_path).parent.iterdir() if p.is_file()]
-    assert db_file(tmp_path) in files
-    for path in files:  # the database, and its -wal / -shm if present
-        content = path.read_bytes()
-        assert GOOD_KEY.encode() not in content, f"{path.name} holds the plaintext"
+    run(store, body)
+    if store.startswith("sqlite"):
+        files = [p for p in db_file(tmp_path).parent.iterdir() if p.is_file()]
+        assert db_file(tmp_path) in files
+        contents = [(p.name, p.read_bytes()) for p in files]  # the database, and its -wal / -shm if present
+    else:  # every column of every row, as PostgreSQL hands it out
+        contents = [(str(r["name"]), repr(r).encode() + b"".join(v for v in r.values() if isinstance(v, bytes)))
+                    for r in sql(store, "SELECT * FROM credentials")]
+    for where, content in contents:
+        assert GOOD_KEY.encode() not in content, f"{where} holds the plaintext"
         assert GOOD_KEY[5:-4].encode() not in content
-    found = rows(tmp_path)
+    found = rows(store)
     first, second = found["first"], found["second"]
     assert len(first["salt"]) == 16 and len(first["nonce"]) == 12
     assert len(first["ciphertext"]) == len(GOOD_KEY) + 16  # GCM tag
@@ -107,7 +133,7 @@ def test_database_never_holds_the_plaintext_and_the_format_is_as_documented(tmp_
     assert (first["prefix"], first["last4"]) == ("sk-pr", "wxyz")
 
 
-def test_wrong_master_key_is_reported_with_both_fingerprints(tmp_path: Path) -> None:
+def test_wrong_master_key_is_reported_with_both_fingerprints(store: str) -> None:
     async def add(vault: Vault, db: Database) -> None:
         await vault.add("prod", "openai", GOOD_KEY, check=False)
 
@@ -125,26 +151,23 @@ def test_wrong_master_key_is_reported_with_both_fingerprints(tmp_path: Path) -> 
             await vault.rekey(MASTER + "-new")
         assert [c.name for c in await vault.list()] == ["prod"]  # listing needs no key
 
-    run(tmp_path, add)
-    run(tmp_path, read, master=OTHER_MASTER)
+    run(store, add)
+    run(store, read, master=OTHER_MASTER)
 
 
-def test_swapped_or_altered_ciphertexts_fail_authentication(tmp_path: Path) -> None:
+def test_swapped_or_altered_ciphertexts_fail_authentication(store: str) -> None:
     async def add(vault: Vault, db: Database) -> None:
         await vault.add("one", "openai", GOOD_KEY, check=False)
         await vault.add("two", "openai", BAD_KEY, check=False)
         await vault.add("three", "openai", "sk-three-0123456789abcdefghij", check=False)
 
-    run(tmp_path, add)
-    with sqlite3.connect(db_file(tmp_path)) as conn:
-        conn.execute(  # give row 'one' the sealed columns of row 'two'
-            "UPDATE credentials SET (salt, nonce, ciphertext) = "
-            "(SELECT salt, nonce, ciphertext FROM credentials WHERE name = 'two') WHERE name = 'one'"
-        )
-        (ct,) = conn.execute("SELECT ciphertext FROM credentials WHERE name = 'three'").fetchone()
-        flipped = bytes([ct[0] ^ 1]) + ct[1:]  # one bit of the first byte
-        conn.execute("UPDATE credentials SET ciphertext = ? WHERE name = 'three'", (flipped,))
-    conn.close()
+    run(store, add)
+    sql(store,  # give row 'one' the sealed columns of row 'two'
+        "UPDATE credentials SET (salt, nonce, ciphertext) = "
+        "(SELECT salt, nonce, ciphertext FROM credentials WHERE name = 'two') WHERE name = 'one'")
+    ct = rows(store)["three"]["ciphertext"]
+    flipped = bytes([ct[0] ^ 1]) + ct[1:]  # one bit of the first byte
+    sql(store, "UPDATE credentials SET ciphertext = :ct WHERE name = 'three'", ct=flipped)
 
     async def read(vault: Vault, db: Database) -> None:
         with pytest.raises(CredentialIntegrityError, match=r"credential 'one' .* fails authentication"):
@@ -156,10 +179,10 @@ def test_swapped_or_altered_ciphertexts_fail_authentication(tmp_path: Path) -> N
         with pytest.raises(CredentialIntegrityError):
             await vault.secrets()
 
-    run(tmp_path, read)
+    run(store, read)
 
 
-def test_rekey_round_trips_and_is_all_or_nothing(tmp_path: Path) -> None:
+def test_rekey_round_trips_and_is_all_or_nothing(store: str) -> None:
     plain = {f"cred-{n}": f"sk-rekey-{n}-0123456789abcdefghijklmnop" for n in range(4)}
     new_master = "the-new-master-key-after-rotation-00000"
 
@@ -175,8 +198,8 @@ def test_rekey_round_trips_and_is_all_or_nothing(tmp_path: Path) -> None:
         assert vault.fingerprint == fingerprint(new_master)
         assert (await vault.decrypt("cred-0"))[1] == plain["cred-0"]  # this vault now uses the new key
 
-    run(tmp_path, add)
-    after = rows(tmp_path)
+    run(store, add)
+    after = rows(store)
     for name, secret in plain.items():
         row = after[name]
         assert row["key_version"] == fingerprint(new_master)
@@ -189,25 +212,25 @@ def test_rekey_round_trips_and_is_all_or_nothing(tmp_path: Path) -> None:
         with pytest.raises(WrongMasterKeyError):
             await vault.secrets()
 
-    run(tmp_path, new_opens, master=new_master)
-    run(tmp_path, old_fails, master=MASTER)
+    run(store, new_opens, master=new_master)
+    run(store, old_fails, master=MASTER)
 
     # a row the current key cannot open (added under a third key) makes the whole rekey fail
     async def foreign(vault: Vault, db: Database) -> None:
         await vault.add("foreign", "openai", "sk-foreign-0123456789abcdefghij", check=False)
 
-    run(tmp_path, foreign, master=OTHER_MASTER)
-    snapshot = rows(tmp_path)
+    run(store, foreign, master=OTHER_MASTER)
+    snapshot = rows(store)
 
     async def partial(vault: Vault, db: Database) -> None:
         with pytest.raises(WrongMasterKeyError, match="credential 'foreign'"):
             await vault.rekey("yet-another-master-key-0123456789abcd")
 
-    run(tmp_path, partial, master=new_master)
-    assert {k: dict(v) for k, v in rows(tmp_path).items()} == {k: dict(v) for k, v in snapshot.items()}
+    run(store, partial, master=new_master)
+    assert rows(store) == snapshot
 
 
-def test_without_a_master_key_the_vault_refuses_to_seal_or_open(tmp_path: Path) -> None:
+def test_without_a_master_key_the_vault_refuses_to_seal_or_open(store: str) -> None:
     async def add(vault: Vault, db: Database) -> None:
         await vault.add("kept", "openai", GOOD_KEY, check=False)
 
@@ -222,8 +245,8 @@ def test_without_a_master_key_the_vault_refuses_to_seal_or_open(tmp_path: Path) 
         assert (await vault.remove("kept")).name == "kept"
         assert await vault.list() == []
 
-    run(tmp_path, add)
-    run(tmp_path, body, master=None)
+    run(store, add)
+    run(store, body, master=None)
 
 
 def test_live_check_refuses_a_bad_key_and_records_checks(tmp_path: Path, openai_up: FakeOpenAI) -> None:
@@ -311,7 +334,7 @@ def test_bad_input_is_refused_with_its_param(
     run(tmp_path, body)
 
 
-def test_names_are_unique_and_lookups_take_id_or_name(tmp_path: Path) -> None:
+def test_names_are_unique_and_lookups_take_id_or_name(store: str) -> None:
     async def body(vault: Vault, db: Database) -> None:
         made = await vault.add("team", "anthropic", "sk-ant-0123456789abcdefghijkl", check=False)
         with pytest.raises(BadRequestError) as dup:
@@ -336,10 +359,10 @@ def test_names_are_unique_and_lookups_take_id_or_name(tmp_path: Path) -> None:
         with pytest.raises(NotFoundError):
             await vault.get(made.id)
 
-    run(tmp_path, body)
+    run(store, body)
 
 
-def test_uses_are_counted_in_memory_and_flushed(tmp_path: Path) -> None:
+def test_uses_are_counted_in_memory_and_flushed(store: str) -> None:
     async def body(vault: Vault, db: Database) -> None:
         await vault.add("busy", "openai", GOOD_KEY, check=False)
         await vault.add("idle", "openai", BAD_KEY, check=False)
@@ -354,12 +377,12 @@ def test_uses_are_counted_in_memory_and_flushed(tmp_path: Path) -> None:
         vault.note_use("idle")
         # ``run`` closes the vault, which flushes
 
-    run(tmp_path, body)
-    found = rows(tmp_path)
+    run(store, body)
+    found = rows(store)
     assert found["busy"]["use_count"] == 4 and found["idle"]["use_count"] == 1
 
 
-def test_the_background_flush_writes_uses(tmp_path: Path) -> None:
+def test_the_background_flush_writes_uses(store: str) -> None:
     async def body(vault: Vault, db: Database) -> None:
         await vault.add("bg", "openai", GOOD_KEY, check=False)
         fast = Vault(SqlCredentialStore(db.engine), MASTER, flush_interval=0.05)
@@ -374,4 +397,4 @@ def test_the_background_flush_writes_uses(tmp_path: Path) -> None:
         finally:
             await fast.aclose()
 
-    run(tmp_path, body)
+    run(store, body)

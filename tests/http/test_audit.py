@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import STORES, UPSTREAM_KEY, server_store
 from tests.fakes import FakeOpenAI
 from tests.harness import RunningServer, run_server
 
@@ -29,12 +29,14 @@ def upstream() -> Iterator[FakeOpenAI]:
         yield fake
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           upstream: FakeOpenAI) -> Iterator[RunningServer]:
     data_dir: Path = tmp_path_factory.mktemp("audit-server")
     config: dict[str, Any] = {
         "providers": {"fake": {"type": "openai", "base_url": upstream.base_url, "api_key": UPSTREAM_KEY}},
         "models": [{"alias": "chat", "provider": "fake", "model": "gpt-4o-mini"}],
+        **server_store(request),
     }
     with run_server(data_dir, master_key=MASTER, api_keys=[STATIC], **config) as running:
         yield running

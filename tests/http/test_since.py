@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import STORES, UPSTREAM_KEY, server_store
 from tests.contract.test_chat import HELLO
 from tests.fakes import FakeOpenAI
 from tests.harness import RunningServer, run_server
@@ -30,12 +30,14 @@ def upstream() -> Iterator[FakeOpenAI]:
         yield fake
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAI) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module", params=STORES)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           upstream: FakeOpenAI) -> Iterator[RunningServer]:
     data_dir: Path = tmp_path_factory.mktemp("since")
     config: dict[str, Any] = {
         "providers": {"fake": {"type": "openai", "base_url": upstream.base_url, "api_key": UPSTREAM_KEY}},
         "models": [{"alias": "chat", "provider": "fake", "model": "gpt-4o-mini"}],
+        **server_store(request),
     }
     with run_server(data_dir, **config) as running, running.http(running.admin_key) as admin:
         assert admin.post("/admin/keys", json={"name": "audited"}).status_code == 201  # an audit entry
@@ -64,6 +66,7 @@ def test_since_and_until_take_iso_unix_seconds_and_an_age(server: RunningServer,
 @pytest.mark.parametrize("path", ["/admin/usage", "/admin/audit"])
 @pytest.mark.parametrize("value", ["yesterday", "-1d", "1h30m", "2025-13-45"])
 @pytest.mark.parametrize("param", ["since", "until"])
+@pytest.mark.parametrize("server", ["sqlite"], indirect=True)  # parsing: the store plays no part
 def test_anything_else_is_a_400_naming_the_parameter(server: RunningServer, path: str, value: str,
                                                        param: str) -> None:
     with server.http(server.admin_key) as admin:

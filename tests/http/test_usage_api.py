@@ -1,7 +1,9 @@
-"""GET /admin/usage through a real server: totals from the hourly rollups agree with the raw rows."""
+"""GET /admin/usage through a real server: totals from the hourly rollups agree with the raw rows
+(on SQLite and on the real PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,7 @@ import httpx
 import pytest
 
 from switchyard.store.usage import hour_start, nanousd
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import STORES, UPSTREAM_KEY, server_store
 from tests.contract.test_chat import HELLO
 from tests.fakes import FakeOpenAI
 from tests.harness import RunningServer, run_server
@@ -20,9 +22,10 @@ PRICE = {"input_cost_per_1m": 2.0, "output_cost_per_1m": 8.0}
 COUNTS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "estimated")
 
 
-@pytest.fixture
-def server(tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[RunningServer]:
+@pytest.fixture(params=STORES)  # the rollups' upserts and the report's queries, on both stores
+def server(request: pytest.FixtureRequest, tmp_path: Path, fake_openai: FakeOpenAI) -> Iterator[RunningServer]:
     config: dict[str, Any] = {
+        **server_store(request),
         "providers": {"fake": {"type": "openai", "base_url": fake_openai.base_url, "api_key": UPSTREAM_KEY,
                                "cooldown_failures": 0}},
         "models": [
@@ -183,7 +186,6 @@ def test_under_load_the_raw_ring_stays_capped_and_the_rollups_stay_exact(
 ) -> None:
     """3,200 requests, 16 at a time, into a 1,000-row ring: the writer prunes as it fills (not
     only once a minute), and the rollups count every request and token the clients were told."""
-    import asyncio
     import sqlite3
     import threading
 

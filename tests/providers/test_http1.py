@@ -434,3 +434,46 @@ def test_tls_is_verified_against_the_trusted_authorities(tmp_path: Path, monkeyp
         assert up.requests[0][1]["host"] == f"localhost:{up.port}"
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_whose_transport_closed_before_the_loop_said_so_is_an_upstream_error_never_a_crash(
+        loop: str) -> None:
+    """A connection can be lost between the moment it is taken and the moment the request is
+    written: a pooled one whose transport the loop is closing, a fresh one the server reset right
+    after the handshake. Nothing may be written to it: uvloop raises RuntimeError on a closed
+    transport, which was a 500 (found by bench/chaos.py). A pooled one is retried on a fresh
+    connection; a fresh one is the upstream's error, a 502."""
+
+    async def body() -> None:
+        async with Upstream(keep_alive_echo) as up:
+            client = UpstreamClient(f"http://127.0.0.1:{up.port}", {}, 5.0)
+            origin = client._origin
+            assert (await client.call_json("POST", "/chat/completions", _never, json={}))["conn"] == 1
+            (pooled,) = origin._idle
+            pooled.transport.close()  # what the loop does on the server's FIN; connection_lost is still queued
+            assert (await client.call_json("POST", "/chat/completions", _never, json={}))["conn"] == 2
+
+            connect = origin._connect
+
+            async def connect_then_lose(*args: Any) -> Any:
+                conn = await connect(*args)
+                conn.transport.close()  # the server's RST came right after the handshake,
+                for _ in range(2):  # and the loop told the connection before the request was sent
+                    await asyncio.sleep(0)
+                assert conn.closed
+                return conn
+
+            origin._connect = connect_then_lose  # type: ignore[method-assign]
+            origin.close()  # nothing pooled: the next request connects
+            with pytest.raises(UpstreamError, match="closed the connection early"):
+                await client.call("POST", "/chat/completions", _never, json={})
+            await client.aclose()
+
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(body())
+    else:
+        asyncio.run(body())

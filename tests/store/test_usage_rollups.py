@@ -341,12 +341,10 @@ def test_prune_by_age_then_by_rows_keeps_the_newest_and_never_the_rollups(url: s
     asyncio.run(body())
 
 
-def test_retention_task_prunes_at_start_and_then_periodically(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'u.db'}"
+def test_retention_task_prunes_at_start_and_then_periodically(url: str) -> None:
     now = datetime.now(UTC)
 
     async def body() -> None:
-        await upgrade(url)
         async with Database.create(url) as db:
             store = SqlUsageStore(db.engine)
             await store.write(make_records(1500, seed=9, start=now - timedelta(hours=2), span=timedelta(hours=1)))

@@ -198,8 +198,12 @@ class _Connection(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         assert self.transport is not None
+        lost = self.closed or self.transport.is_closing()
         self._reset()
         self.busy = True
+        if lost:  # since it was taken (a reset right after connect, a close racing the pool): uvloop
+            # raises RuntimeError on a write to it, and asyncio would drop the bytes and wait
+            raise ConnectionClosed("The upstream closed the connection early.")
         self.transport.write(data)
 
     def close(self) -> None:
@@ -371,8 +375,8 @@ class Origin:
             message = head + b"\r\n"
         for attempt in (1, 2):
             conn = (self._pooled() if attempt == 1 else None) or await self._connect(deadline, connect_timeout)
-            conn.send(message)
             try:
+                conn.send(message)
                 while not conn.head_done:
                     if conn.error is not None:
                         raise conn.error
