@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from tests.agent_clients import install_codex
 from tests.fakes import FakeOpenAI
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
+from tests.fakes.scripted_openai import ScriptedOpenAI, Turn
 from tests.harness import RunningServer, run_server
 
 Plan = Callable[[dict[str, Any]], "tuple[str, Any] | None"]
@@ -190,3 +192,34 @@ def test_codex_runs_a_command_on_anthropic_and_gemini_models(tmp_path: Path, cod
     assert result.returncode == 0, _show(result)
     assert "tool said:" in result.stdout and "sy-marker-123" in result.stdout, _show(result)
     assert [r["status"] for r in rows if r["model"] == "coder"] == [200, 200]
+
+
+@pytest.mark.timeout(900)
+def test_codex_keeps_the_models_reasoning_across_turns_while_the_gateway_stores_nothing(
+        tmp_path: Path, codex_bin: Path) -> None:
+    """A reasoning model (``reasoning_content``, as vLLM sends it): Codex asks for
+    ``reasoning.encrypted_content`` with ``store: false``, gets its reasoning sealed, and sends it
+    back with the tool's output; the upstream sees its reasoning again on the assistant turn."""
+    thought = "The user wants the marker; running echo is the safe way."
+
+    def script(body: dict[str, Any]) -> Turn:
+        if not tool_messages(body):
+            return Turn(reasoning=thought, tool_calls=[("exec_command", {"cmd": "echo sy-reason-$((40+2))"})])
+        return Turn(text="done with the marker")
+
+    work = tmp_path / "work"
+    work.mkdir()
+    with ScriptedOpenAI(script, models=["coder-upstream"]) as upstream, run_server(
+        tmp_path / "data", providers={"vllm": {"type": "openai", "base_url": upstream.base_url}},
+        models=[{"alias": "coder", "provider": "vllm", "model": "coder-upstream"}],
+    ) as server:
+        result = run_codex(codex_bin, tmp_path, server, "coder", "run the marker command", work)
+    assert result.returncode == 0, _show(result)
+    assert "done with the marker" in result.stdout, _show(result)
+    chats = [r.body for r in upstream.requests if r.path == "/v1/chat/completions"]
+    assert len(chats) == 2, _show(result)
+    turn = [m for m in chats[1]["messages"] if m.get("tool_calls")]
+    assert turn and turn[0]["reasoning_content"] == thought
+    assert "sy-reason-42" in json.dumps(tool_messages(chats[1]))
+    with sqlite3.connect(tmp_path / "data" / "switchyard.db") as db:
+        assert db.execute("SELECT count(*) FROM responses").fetchone() == (0,)

@@ -347,3 +347,31 @@ def test_stop_is_quick_with_a_stream_in_flight_and_restart_keeps_the_port() -> N
     with fake:
         assert fake.base_url == url
         assert httpx.get(f"{url}/models").status_code == 200
+
+
+def test_responses_api_whole_stream_and_chain(up: FakeOpenAI, client: openai.OpenAI) -> None:
+    """The fake's /v1/responses speaks OpenAI's wire shapes (checked against the published schemas)."""
+    made = client.responses.with_raw_response.create(model="gpt-4o-mini", input="hello fake", max_output_tokens=2)
+    body = made.http_response.json()
+    validate(body, "Response")
+    assert body["status"] == "incomplete" and body["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert body["output"][0]["content"][0]["text"] == "echo: hello"
+    with httpx.stream("POST", f"{up.url}/v1/responses", headers={"Authorization": f"Bearer {KEY}"}, timeout=10,
+                      json={"model": "gpt-4o-mini", "input": "more", "stream": True,
+                            "previous_response_id": body["id"]}) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        frames = [f for f in resp.read().decode().split("\n\n") if f]
+    events = []
+    for frame in frames:
+        name, data = frame.split("\n")
+        event = json.loads(data.removeprefix("data: "))
+        assert name == f"event: {event['type']}"
+        validate(event, "ResponseStreamEvent")
+        events.append(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    final = events[-1]["response"]
+    assert events[-1]["type"] == "response.completed" and final["previous_response_id"] == body["id"]
+    assert final["usage"]["input_tokens"] > body["usage"]["input_tokens"]  # the chain's earlier turn counted
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="gpt-4o-mini", input="x", previous_response_id="resp_nope")
+    assert err.value.code == "previous_response_not_found"

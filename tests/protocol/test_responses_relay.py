@@ -97,3 +97,19 @@ def test_a_bad_escape_loses_only_its_own_piece() -> None:
     relay.feed(head + b"b" + tail + head + b"\\q" + tail + head + b"c" + tail)
     done = stream.finish()
     assert done[-1]["response"]["output"][0]["content"][0]["text"] == "abc"
+
+
+@pytest.mark.timeout(20)
+def test_a_long_text_in_a_chunk_of_another_shape_is_read_in_one_pass() -> None:
+    """A chunk whose long text is followed by a field the short way does not know (OpenAI's
+    ``obfuscation``): read the long way, and in one pass (a backtracking pattern would take
+    longer than the universe has)."""
+    stream = ResponseStream(to_chat({"model": "m", "input": "hi", "stream": True}))
+    relay = StreamRelay(stream)
+    relay.feed(b"data: " + orjson.dumps(chunk({"role": "assistant", "content": "a"})) + b"\n\n")
+    text = "ab" * 20_000
+    odd = {**chunk({"content": text}), "obfuscation": "xyz"}
+    out = relay.feed(b"data: " + orjson.dumps(odd) + b"\n\ndata: " + orjson.dumps({**odd, "choices": [
+        {"index": 0, "delta": {"content": "x" * 30 + "\\"}, "logprobs": None, "finish_reason": None}]}) + b"\n\n")
+    deltas = [json.loads(f.split(b"\ndata: ", 1)[1])["delta"] for f in out.split(b"\n\n") if f]
+    assert deltas == [text, "x" * 30 + "\\"]

@@ -6,7 +6,7 @@ import pytest
 
 from switchyard.errors import ModelNotFoundError
 from switchyard.service.routing import RoutingTable
-from switchyard.settings import Settings
+from switchyard.settings import ConfigError, Settings
 
 
 def table(**kwargs: object) -> RoutingTable:
@@ -76,3 +76,27 @@ def test_display_url_drops_credentials(url: str, shown: str) -> None:
     from switchyard.service.routing import display_url
 
     assert display_url(url) == shown
+
+
+def test_which_deployments_take_the_responses_api_as_it_is() -> None:
+    """OpenAI itself and Azure OpenAI by default, an OpenAI-compatible server when configured so;
+    ``responses: chat`` turns it off; a route relays only when every deployment and fallback does."""
+    providers = {**PROVIDERS, "oai": {"type": "openai", "base_url": "https://api.openai.com/v1"},
+                 "az": {"type": "azure", "base_url": "https://r.openai.azure.com"},
+                 "ant": {"type": "anthropic", "base_url": "https://api.anthropic.com/v1"}}
+    t = table(providers=providers, models=[
+        {"alias": "gpt", "provider": "oai"}, {"alias": "gpt-chat", "provider": "oai",
+                                              "capabilities": {"responses": "chat"}},
+        {"alias": "az", "provider": "az"}, {"alias": "vllm", "provider": "vllm"},
+        {"alias": "vllm-native", "provider": "vllm", "capabilities": {"responses": "native"}},
+        {"alias": "mixed", "deployments": [{"provider": "oai"}, {"provider": "vllm"}]},
+        {"alias": "falls-back", "provider": "oai", "fallbacks": ["vllm"]},
+    ])
+    native = {alias: t.responses_native(t.route(alias)) for alias in t.routes}
+    assert native == {"gpt": True, "gpt-chat": False, "az": True, "vllm": False, "vllm-native": True,
+                      "mixed": False, "falls-back": False}
+    assert t.responses_native(t.route("ollama/qwen")) is False  # a prefix route: its provider type's default
+    with pytest.raises(ConfigError, match="responses: native needs an openai or azure provider"):
+        table(providers=providers, models=[{"alias": "c", "provider": "ant", "capabilities": {"responses": "native"}}])
+    with pytest.raises(ConfigError, match=r"capabilities\.responses must be native or chat"):
+        table(providers=providers, models=[{"alias": "c", "provider": "oai", "capabilities": {"responses": "yes"}}])

@@ -19,10 +19,12 @@ __all__ = ["StreamRelay"]
 # One event: group 1 when its chunk only continues the text (no finish, usage, error, logprobs,
 # role or anything else, as OpenAI-compatible servers write it: the text as the JSON string
 # content it came as), else group 2 (the event's lines).
-_TEXT = (rb'data: \{[^\n{\[]*"choices":\[\{"index":0,"delta":\{"content":"((?:[^"\\\n]+|\\.)+)"\},'
-         rb'"logprobs":null,"finish_reason":null\}\](?:,"usage":null)?\}\n\n')
+# Possessive (``*+``, ``++``): nothing is tried twice, so a read costs one pass whatever an
+# upstream sends (no backtracking that grows with a long text that ends unlike the pattern).
+_TEXT = (rb'data: \{[^\n{\[]*+(?<="choices":)\[\{"index":0,"delta":\{"content":"'
+         rb'((?:[^"\\\n]++|\\.)++)"\},"logprobs":null,"finish_reason":null\}\](?:,"usage":null)?\}\n\n')
 _TEXTS = re.compile(_TEXT)
-_EVENT = re.compile(_TEXT + rb'|((?:[^\n]|\n(?!\n))*)\n\n')
+_EVENT = re.compile(_TEXT + rb'|((?:[^\n]++|\n(?!\n))*+)\n\n')
 
 
 class StreamRelay:
