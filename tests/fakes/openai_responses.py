@@ -39,6 +39,21 @@ def _texts(value: Any) -> list[str]:
     return out
 
 
+def _items(value: Any) -> list[dict[str, Any]]:
+    """A request's ``input`` as OpenAI lists it: items with ids, messages with typed parts."""
+    given = [{"role": "user", "content": value}] if isinstance(value, str) else value if isinstance(value, list) else []
+    out: list[dict[str, Any]] = []
+    for raw in given:
+        item = dict(raw) if isinstance(raw, dict) else {}
+        if item.get("type", "message") == "message" and isinstance(item.get("content"), str):
+            item["content"] = [{"type": "input_text", "text": item["content"]}]
+        item.setdefault("type", "message")
+        item.setdefault("status", "completed")
+        item.setdefault("id", f"msg_{secrets.token_hex(24)}")
+        out.append(item)
+    return out
+
+
 class ResponsesAPI:
     """The state (stored responses) and shapes of the fake's ``/v1/responses``."""
 
@@ -93,7 +108,17 @@ class ResponsesAPI:
 
     def keep(self, body: dict[str, Any], response: dict[str, Any], texts: list[str], words: list[str]) -> None:
         if body.get("store", True) is not False:
-            self.stored[response["id"]] = {"texts": [*texts, "".join(words)], "response": response}
+            self.stored[response["id"]] = {"texts": [*texts, "".join(words)], "response": response,
+                                           "input": _items(body.get("input"))}
+
+    def input_items(self, response_id: str, order: str) -> dict[str, Any] | None:
+        """``GET /v1/responses/{id}/input_items`` (one page: the fake's inputs are short)."""
+        found = self.stored.get(response_id)
+        if found is None:
+            return None
+        items = found["input"] if order == "asc" else found["input"][::-1]
+        return {"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
+                "last_id": items[-1]["id"] if items else None, "has_more": False}
 
     def whole(self, body: dict[str, Any], history: list[str]) -> dict[str, Any]:
         words, cut, texts = self.plan(body, history)
