@@ -5,7 +5,9 @@ framed as ``event: <type>\\ndata: <json>``), per OpenAI's published spec.
 The model answers ``echo: <the last user text>``, one word per ``output_text.delta``;
 ``max_output_tokens`` cuts it (``status: incomplete``). With ``store`` (the default, as at OpenAI)
 the fake keeps each response, so ``previous_response_id`` chains (the text of every earlier turn is
-counted as input) and an unknown one is OpenAI's 400 ``previous_response_not_found``.
+counted as input) and an unknown one is OpenAI's 400 ``previous_response_not_found``; the fake
+OpenAI upstream serves them back (``GET``/``DELETE /v1/responses/{id}``, ``input_items``, and
+``cancel``, which is OpenAI's 400 for a response not made with ``background``).
 """
 
 from __future__ import annotations
