@@ -34,7 +34,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     with FakeOpenAI(models=["gpt-up"]) as upstream, run_server(
         data, **store,
         providers={"oai": {"type": "openai", "base_url": upstream.base_url}},
-        models=[{"alias": "native", "provider": "oai", "model": "gpt-up", "capabilities": {"responses": "native"}}],
+        models=[{"alias": "native", "provider": "oai", "model": "gpt-up", "capabilities": {"responses": "native"}},
+                {"alias": "translated", "provider": "oai", "model": "gpt-up"}],
     ) as server:
         yield server, upstream, make_key(server.settings, "native-a"), make_key(server.settings, "native-b")
 
@@ -126,3 +127,14 @@ def test_store_false_records_nothing(stack: Stack) -> None:
         with pytest.raises(openai.NotFoundError):
             a.responses.retrieve(made.id)
         assert not [r for r in upstream.requests if made.id in r.path]
+
+
+def test_a_translated_model_cannot_continue_an_upstream_held_response(stack: Stack) -> None:
+    server, upstream, key_a, _ = stack
+    with _client(server, key_a) as a:
+        made = a.responses.create(model="native", input="held st-12")
+        before = len(upstream.requests)
+        with pytest.raises(openai.NotFoundError) as err:  # its history is at the upstream, not here
+            a.responses.create(model="translated", input="go on st-13", previous_response_id=made.id)
+        assert err.value.body["param"] == "previous_response_id"  # type: ignore[index]
+        assert len(upstream.requests) == before
