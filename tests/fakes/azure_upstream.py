@@ -84,6 +84,7 @@ class FakeAzure(FakeServer):
         app.router.add_post("/openai/deployments/{deployment}/embeddings", self._embeddings)
         app.router.add_get("/openai/models", self._models)
         app.router.add_post("/openai/v1/responses", self._responses)
+        app.router.add_get("/openai/v1/responses/{response_id}", self._get_response)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
 
     def _middlewares(self) -> list[Any]:
@@ -309,6 +310,10 @@ class FakeAzure(FakeServer):
         if body.get("stream") is True:
             return await self.stream(request, self.responses_api.events(deployed, history), content_type=RESPONSES_SSE)
         return web.json_response(self.responses_api.whole(deployed, history))
+
+    async def _get_response(self, request: web.Request) -> web.Response:
+        found = self.responses_api.stored.get(request.match_info["response_id"])
+        return web.json_response(found["response"]) if found else azure_error(404, "404", "Resource not found")
 
     async def _models(self, request: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "status": "succeeded", "created_at": 1723075200,

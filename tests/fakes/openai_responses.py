@@ -5,7 +5,9 @@ framed as ``event: <type>\\ndata: <json>``), per OpenAI's published spec.
 The model answers ``echo: <the last user text>``, one word per ``output_text.delta``;
 ``max_output_tokens`` cuts it (``status: incomplete``). With ``store`` (the default, as at OpenAI)
 the fake keeps each response, so ``previous_response_id`` chains (the text of every earlier turn is
-counted as input) and an unknown one is OpenAI's 400 ``previous_response_not_found``.
+counted as input) and an unknown one is OpenAI's 400 ``previous_response_not_found``; the fake
+OpenAI upstream serves them back (``GET``/``DELETE /v1/responses/{id}``, ``input_items``, and
+``cancel``, which is OpenAI's 400 for a response not made with ``background``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,21 @@ def _texts(value: Any) -> list[str]:
             out.append(content)
         elif isinstance(content, list):
             out += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return out
+
+
+def _items(value: Any) -> list[dict[str, Any]]:
+    """A request's ``input`` as OpenAI lists it: items with ids, messages with typed parts."""
+    given = [{"role": "user", "content": value}] if isinstance(value, str) else value if isinstance(value, list) else []
+    out: list[dict[str, Any]] = []
+    for raw in given:
+        item = dict(raw) if isinstance(raw, dict) else {}
+        if item.get("type", "message") == "message" and isinstance(item.get("content"), str):
+            item["content"] = [{"type": "input_text", "text": item["content"]}]
+        item.setdefault("type", "message")
+        item.setdefault("status", "completed")
+        item.setdefault("id", f"msg_{secrets.token_hex(24)}")
+        out.append(item)
     return out
 
 
@@ -93,7 +110,17 @@ class ResponsesAPI:
 
     def keep(self, body: dict[str, Any], response: dict[str, Any], texts: list[str], words: list[str]) -> None:
         if body.get("store", True) is not False:
-            self.stored[response["id"]] = {"texts": [*texts, "".join(words)], "response": response}
+            self.stored[response["id"]] = {"texts": [*texts, "".join(words)], "response": response,
+                                           "input": _items(body.get("input"))}
+
+    def input_items(self, response_id: str, order: str) -> dict[str, Any] | None:
+        """``GET /v1/responses/{id}/input_items`` (one page: the fake's inputs are short)."""
+        found = self.stored.get(response_id)
+        if found is None:
+            return None
+        items = found["input"] if order == "asc" else found["input"][::-1]
+        return {"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
+                "last_id": items[-1]["id"] if items else None, "has_more": False}
 
     def whole(self, body: dict[str, Any], history: list[str]) -> dict[str, Any]:
         words, cut, texts = self.plan(body, history)

@@ -104,6 +104,10 @@ class FakeOpenAI(FakeServer):
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_get("/v1/responses/{response_id}", self._get_response)
+        app.router.add_delete("/v1/responses/{response_id}", self._delete_response)
+        app.router.add_get("/v1/responses/{response_id}/input_items", self._response_input_items)
+        app.router.add_post("/v1/responses/{response_id}/cancel", self._cancel_response)
         app.router.add_get("/v1/models", self._list_models)
         app.router.add_get("/v1/models/{model_id:.+}", self._get_model)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
@@ -277,6 +281,32 @@ class FakeOpenAI(FakeServer):
                 cut_after=4 if body["model"] == "fail-mid-stream" else None,
             )
         return web.json_response(self.responses_api.whole(body, history))
+
+    @staticmethod
+    def _no_response(response_id: str) -> web.Response:
+        return error_response(404, f"Response with id '{response_id}' not found.")
+
+    async def _get_response(self, request: web.Request) -> web.Response:
+        response_id = request.match_info["response_id"]
+        found = self.responses_api.stored.get(response_id)
+        return web.json_response(found["response"]) if found else self._no_response(response_id)
+
+    async def _delete_response(self, request: web.Request) -> web.Response:
+        response_id = request.match_info["response_id"]
+        if self.responses_api.stored.pop(response_id, None) is None:
+            return self._no_response(response_id)
+        return web.json_response({"id": response_id, "object": "response", "deleted": True})
+
+    async def _response_input_items(self, request: web.Request) -> web.Response:
+        response_id = request.match_info["response_id"]
+        page = self.responses_api.input_items(response_id, request.query.get("order", "desc"))
+        return web.json_response(page) if page is not None else self._no_response(response_id)
+
+    async def _cancel_response(self, request: web.Request) -> web.Response:
+        response_id = request.match_info["response_id"]
+        if response_id not in self.responses_api.stored:
+            return self._no_response(response_id)
+        return error_response(400, "Only responses created with background=true can be cancelled")
 
     # -------------------------------------------------------- legacy completions
     async def _completions(self, request: web.Request) -> web.StreamResponse:

@@ -122,12 +122,13 @@ def test_state_lives_at_the_upstream(stack: tuple[RunningServer, FakeOpenAI, Fak
     assert _sent(upstream, "/v1/responses", "native-n5")["previous_response_id"] == first.id
     assert second.usage is not None and first.usage is not None
     assert second.usage.input_tokens > first.usage.input_tokens  # the upstream chained them
-    with pytest.raises(openai.NotFoundError):  # the gateway's store holds none of it
-        sdk.responses.retrieve(first.id)
-    with pytest.raises(openai.BadRequestError) as err:  # an id neither knows: the upstream's own answer
+    assert sdk.responses.retrieve(first.id).output_text == "echo: remember native-n4"  # relayed to the upstream
+    before = len(upstream.requests)
+    with pytest.raises(openai.NotFoundError) as err:  # an id the gateway never recorded: no upstream call
         sdk.responses.create(model="native", input="x", previous_response_id="resp_unknown")
     error: Any = err.value.body
     assert error["param"] == "previous_response_id" and "resp_unknown' not found" in error["message"]
+    assert len(upstream.requests) == before
 
 
 def test_a_previous_response_of_this_gateway_chains_through_the_translation(
@@ -176,6 +177,11 @@ def test_azure_openai_responses(stack: tuple[RunningServer, FakeOpenAI, FakeAzur
     assert len(call) == 1 and call[0].path == "/openai/v1/responses" and not call[0].query
     assert call[0].body == {"model": "prod-4o", "input": "hello azure-n9"}
     assert call[0].headers["api-key"] == AZURE_KEY
+    got = sdk.responses.with_raw_response.retrieve(made.json()["id"]).http_response  # relayed, with the key
+    assert got.json()["model"] == "azure-4o" and got.json()["output"] == made.json()["output"]
+    fetched = azure.requests[-1]
+    assert (fetched.method, fetched.path, fetched.headers["api-key"]) == (
+        "GET", f"/openai/v1/responses/{made.json()['id']}", AZURE_KEY)
     with sdk.responses.stream(model="azure-4o", input="stream azure-n10") as s:
         assert s.get_final_response().output_text == "echo: stream azure-n10"
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.admin_key}"}) as http:

@@ -29,6 +29,7 @@ __all__ = [
     "Counter",
     "Gauge",
     "Histogram",
+    "HoldsResponses",
     "KeyStore",
     "Labelled",
     "ManagesModels",
@@ -61,6 +62,15 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class HoldsResponses(Protocol):
+    """Optional: providers whose upstream keeps Responses API responses (OpenAI, Azure OpenAI)."""
+
+    async def held_response(self, method: str, response_id: str, action: str = "", query: str = "") -> bytes:
+        """``METHOD <responses>/{id}[/action][?query]`` at the upstream: its body. Raises on failure."""
+        ...
 
 
 @runtime_checkable

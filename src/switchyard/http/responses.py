@@ -25,9 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.core.keys import Principal
-from switchyard.errors import BadRequestError, GatewayError
+from switchyard.errors import BadRequestError, GatewayError, NotFoundError
 from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
+from switchyard.http.responses_native import create_native, relay_held, relayed_natively
 from switchyard.http.sse import open_stream
 from switchyard.http.state import call_context, services
 from switchyard.protocol.openai.requests import parse_chat_request
@@ -38,8 +39,6 @@ from switchyard.protocol.responses import (
     ResponseStream,
     Seal,
     StreamRelay,
-    error_event,
-    native_request,
     new_id,
     normalize_input,
     response_from_completion,
@@ -225,60 +224,10 @@ def _removed_tools(request: Request, translation: ChatTranslation) -> dict[str, 
     return {REMOVED_TOOLS_HEADER: ",".join(removed)}
 
 
-async def _relayed_natively(request: Request, principal: Principal, body: Any) -> bool:
-    """Whether this request goes as it is to upstreams that speak the Responses API: its route's
-    every deployment does, and its ``previous_response_id`` (if any) is not one of this gateway's
-    stored responses (those chain through the translation)."""
-    model = body.get("model") if isinstance(body, dict) else None
-    if not isinstance(model, str) or not model:
-        return False
-    gateway = services(request).gateway
-    if not gateway.responses_native(gateway.route_for(principal, model)):
-        return False
-    previous = body.get("previous_response_id")
-    responses = services(request).responses
-    return not (isinstance(previous, str) and responses is not None and await responses.knows(previous, principal))
-
-
-async def _native_events(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The upstream's events as they came; a failure after the first byte ends them with ``error``."""
-    sequence = first.count(b"data: ")
-    try:
-        if first:
-            yield first
-        async for chunk in chunks:
-            sequence += chunk.count(b"data: ")
-            yield chunk
-    except GatewayError as exc:
-        yield error_event(exc, sequence)
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
-
-
-async def _create_native(request: Request, principal: Principal, body: Any) -> Response:
-    """``POST /v1/responses`` relayed to an upstream that speaks it: its answer, byte for byte."""
-    native = native_request(body)
-    svc = services(request)
-    ctx = call_context(request)
-    ctx.endpoint = "responses"
-    if native.stream:
-        chunks = svc.gateway.stream(principal, native, ctx)
-        try:  # routing, scope and upstream errors surface here, before any byte: a normal HTTP error
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = b""
-        except BaseException:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            raise
-        return await open_stream(_native_events(first, chunks))  # type: ignore[return-value]
-    result = await svc.gateway.chat(principal, native, ctx)
-    return Response(result.body, media_type="application/json")
-
-
 async def create_response(request: Request) -> Response:
     principal, body = await _read(request)
-    if await _relayed_natively(request, principal, body):
-        return await _create_native(request, principal, body)
+    if await relayed_natively(request, principal, body):
+        return await create_native(request, principal, body)
     translation, resolve = await _translate(request, principal, body)
     headers = _removed_tools(request, translation)
     if translation.ignored:
@@ -313,14 +262,28 @@ async def create_response(request: Request) -> Response:
 
 async def get_response(request: Request) -> Response:
     principal = await authenticate(request)
-    found = await _log_of(request).get(request.path_params["response_id"], principal)
+    response_id = request.path_params["response_id"]
+    found = await _log_of(request).get(response_id, principal)
+    if found.native is not None:  # the upstream holds it
+        raw = await relay_held(request, found, response_id, "GET", aliased=True)
+        return Response(raw, media_type="application/json")
     return Response(orjson.dumps(found.response), media_type="application/json")
 
 
 async def delete_response(request: Request) -> Response:
     principal = await authenticate(request)
     response_id = request.path_params["response_id"]
-    await _log_of(request).delete(response_id, principal)
+    log_ = _log_of(request)
+    found = await log_.get(response_id, principal)
+    if found.native is not None:  # deleted at the upstream, then forgotten here
+        try:
+            raw = await relay_held(request, found, response_id, "DELETE")
+        except NotFoundError:  # already gone there
+            await log_.store.delete(response_id)
+            raise
+        await log_.store.delete(response_id)
+        return Response(raw, media_type="application/json")
+    await log_.delete(response_id, principal)
     return Response(orjson.dumps({"id": response_id, "object": "response", "deleted": True}),
                     media_type="application/json")
 
@@ -339,7 +302,11 @@ def _limit(request: Request) -> int:
 async def input_items(request: Request) -> Response:
     """``GET /v1/responses/{id}/input_items``: the response's own input items, paged by ``after``."""
     principal = await authenticate(request)
-    found = await _log_of(request).get(request.path_params["response_id"], principal)
+    response_id = request.path_params["response_id"]
+    found = await _log_of(request).get(response_id, principal)
+    if found.native is not None:  # the upstream holds it, and pages it
+        return Response(await relay_held(request, found, response_id, "GET", "input_items"),
+                        media_type="application/json")
     order = request.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise BadRequestError("order must be 'asc' or 'desc'.", param="order")
@@ -358,9 +325,14 @@ async def input_items(request: Request) -> Response:
 
 
 async def cancel_response(request: Request) -> Response:
-    """Only background responses can be cancelled, and this gateway makes none: a 400 (or 404)."""
+    """Only background responses can be cancelled, and this gateway makes none: a 400 (or 404).
+    One an upstream holds is cancelled there (it may run background responses)."""
     principal = await authenticate(request)
-    await _log_of(request).get(request.path_params["response_id"], principal)
+    response_id = request.path_params["response_id"]
+    found = await _log_of(request).get(response_id, principal)
+    if found.native is not None:
+        raw = await relay_held(request, found, response_id, "POST", "cancel", aliased=True)
+        return Response(raw, media_type="application/json")
     raise BadRequestError("Only responses created with background=true can be cancelled")
 
 

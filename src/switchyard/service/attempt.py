@@ -112,7 +112,7 @@ class Attempt:
         else:
             self._probe = at.cooldowns.admit(target.breaker)  # a deployment cooling down is skipped, not tried
         ctx.attempts += 1
-        ctx.deployment, ctx.model = target.deployment, target.alias
+        ctx.deployment, ctx.model, ctx.provider = target.deployment, target.alias, target.provider
         gate = self._gate = at.gate(target)
         if gate is not None:
             try:

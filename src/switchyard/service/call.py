@@ -28,6 +28,7 @@ class CallContext:
     upstream_s: float = 0.0
     model: str | None = None  # the alias the request was served as
     deployment: str | None = None
+    provider: str | None = None  # the configured provider of that deployment
     attempts: int = 0
     headers: dict[str, str] | None = None  # x-ratelimit-* for the response
     endpoint: str | None = None  # the API the client called, for usage rows and metrics (else: the request's kind)

@@ -26,7 +26,7 @@ from switchyard.core.contract import enforce, enforce_embeddings
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.keys import Principal
 from switchyard.core.models import Route, Target
-from switchyard.core.ports import Provider
+from switchyard.core.ports import HoldsResponses, Provider
 from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, ModelNotFoundError
 from switchyard.service.accounting import Accounting, estimate_prompt_tokens
@@ -71,6 +71,11 @@ class Gateway:
     def responses_native(self, route: Route) -> bool:
         """``/v1/responses`` on this route is relayed to upstreams that speak it (no translation)."""
         return self.upstreams.routing.responses_native(route)
+
+    def holder(self, provider: str) -> HoldsResponses | None:
+        """The configured provider ``provider``, if its upstream keeps Responses API responses."""
+        found = self.upstreams.providers().get(provider)
+        return found if isinstance(found, HoldsResponses) else None
 
     def target_for(self, principal: Principal, model: str) -> Target:
         return self.route_for(principal, model).primary

@@ -12,6 +12,12 @@ key can send it back and nothing of it is readable on the client. So does a reas
 text when the client asks for ``reasoning.encrypted_content`` (``seal_reasoning``): a stateless
 client (``store: false``) sends the item back and the gateway restores the reasoning, keeping
 nothing itself.
+
+A response relayed to an upstream that speaks the Responses API (native pass-through) is held
+by that upstream; the gateway keeps only who made it (``save_native``): a row in the same table,
+whose sealed content is ``{"native": {"provider", "alias"}}`` and no prompt. Its id is then
+visible to its key (and admin keys) alone, as a stored response is: another key's
+``previous_response_id`` or ``GET`` gets the unknown-id 404 before any upstream call.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from switchyard.errors import NotFoundError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["MAX_CHAIN", "ResponseLog", "StoredResponse", "listed_items", "not_found"]
+__all__ = ["MAX_CHAIN", "NativeResponse", "ResponseLog", "StoredResponse", "listed_items", "not_found"]
 
 log = logging.getLogger("switchyard.responses")
 
@@ -57,9 +63,18 @@ def not_found(response_id: str, param: str | None = None) -> NotFoundError:
 
 
 @dataclass(frozen=True)
+class NativeResponse:
+    """A response an upstream holds: which configured provider, and the alias it was made as."""
+
+    provider: str
+    alias: str
+
+
+@dataclass(frozen=True)
 class StoredResponse:
-    response: dict[str, Any]  # the Response object as it was returned
+    response: dict[str, Any]  # the Response object as it was returned ({} for an upstream-held one)
     input_items: list[dict[str, Any]]  # its own input items (not the earlier turns'), with ids
+    native: NativeResponse | None = None  # held by this upstream: the gateway keeps only its owner
 
 
 def _item_id(kind: str) -> str:
@@ -156,6 +171,16 @@ class ResponseLog:
             id=response_id, owner=owner, previous_response_id=previous_response_id,
             created_at=datetime.now(UTC), nonce=nonce, ciphertext=sealed))
 
+    async def save_native(self, response_id: str, owner: str | None, provider: str, alias: str,
+                          previous_response_id: str | None) -> None:
+        """Record who made a response an upstream holds (no content: the upstream keeps that)."""
+        nonce = os.urandom(12)
+        plain = orjson.dumps({"native": {"provider": provider, "alias": alias}})
+        sealed = self._aead.encrypt(nonce, plain, self._aad(response_id, owner))
+        await self.store.add(SealedResponse(
+            id=response_id, owner=owner, previous_response_id=previous_response_id,
+            created_at=datetime.now(UTC), nonce=nonce, ciphertext=sealed))
+
     def _open(self, row: SealedResponse) -> StoredResponse | None:
         from cryptography.exceptions import InvalidTag
 
@@ -165,21 +190,24 @@ class ResponseLog:
             log.warning("stored response %s cannot be opened (another server secret?)", row.id)
             return None
         data = orjson.loads(plain)
+        native = data.get("native")
+        if native is not None:
+            return StoredResponse(response={}, input_items=[],
+                                  native=NativeResponse(provider=native["provider"], alias=native["alias"]))
         return StoredResponse(response=data["response"], input_items=data["input"])
 
     @staticmethod
     def _visible(row: SealedResponse, principal: Principal) -> bool:
         return principal.is_admin or row.owner == principal.key_id
 
-    async def knows(self, response_id: str, principal: Principal) -> bool:
-        """Whether ``response_id`` is a response this gateway keeps that ``principal`` may see."""
+    async def find(self, response_id: str, principal: Principal) -> StoredResponse | None:
+        """The response (or the record of an upstream-held one) if ``principal`` may see it; else None."""
         row = await self.store.get(response_id)
-        return row is not None and self._visible(row, principal)
+        return self._open(row) if row is not None and self._visible(row, principal) else None
 
     async def get(self, response_id: str, principal: Principal) -> StoredResponse:
         """The response, if this principal may see it; else the unknown-id 404."""
-        row = await self.store.get(response_id)
-        found = self._open(row) if row is not None and self._visible(row, principal) else None
+        found = await self.find(response_id, principal)
         if found is None:
             raise not_found(response_id)
         return found
@@ -190,13 +218,14 @@ class ResponseLog:
         rows = await self.store.chain(response_id, MAX_CHAIN)
         if not rows or not self._visible(rows[0], principal):
             raise not_found(response_id, "previous_response_id")
+        # a response an upstream holds chains only there (on a model relayed to it), never here
         items: list[dict[str, Any]] = []
         for row in reversed(rows):
             if not self._visible(row, principal):
                 items = []  # a chain continued by another key starts where this key's part begins
                 continue
             opened = self._open(row)
-            if opened is None:
+            if opened is None or opened.native is not None:
                 if row is rows[0]:
                     raise not_found(response_id, "previous_response_id")
                 continue

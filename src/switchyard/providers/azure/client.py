@@ -24,7 +24,7 @@ from switchyard.errors import GatewayError, UpstreamError
 from switchyard.providers._http import UpstreamClient
 from switchyard.providers.azure import translate
 from switchyard.providers.openai import translate as openai_translate
-from switchyard.providers.openai.client import native_answer, native_stream
+from switchyard.providers.openai.client import held_path, native_answer, native_stream
 
 __all__ = ["AzureOpenAIProvider"]
 
@@ -62,6 +62,10 @@ class AzureOpenAIProvider:
         async for piece in self._http.stream(self._path(request, target), self._error, converter, json=body,
                                              timeout=target.timeout):
             yield piece
+
+    async def held_response(self, method: str, response_id: str, action: str = "", query: str = "") -> bytes:
+        path = held_path(translate.RESPONSES_PATH, response_id, action, query)
+        return await self._http.call(method, path, self._error)
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
         body = openai_translate.embedding_body(request, target)

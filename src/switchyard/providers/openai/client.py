@@ -7,6 +7,7 @@ A ``/v1/responses`` request routed to an upstream that speaks the Responses API 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from urllib.parse import quote
 
 import orjson
 
@@ -17,7 +18,7 @@ from switchyard.errors import GatewayError, UpstreamError
 from switchyard.providers._http import ErrorMapper, UpstreamClient
 from switchyard.providers.openai import responses, translate
 
-__all__ = ["OpenAIProvider", "native_answer", "native_stream"]
+__all__ = ["OpenAIProvider", "held_path", "native_answer", "native_stream"]
 
 
 async def native_answer(http: UpstreamClient, path: str, error: ErrorMapper, request: ChatRequest,
@@ -37,6 +38,12 @@ async def native_stream(http: UpstreamClient, path: str, error: ErrorMapper, req
     async for piece in http.stream(path, error, responses.ResponsesStreamConverter(),
                                    json=responses.responses_body(request, target), timeout=target.timeout):
         yield piece
+
+
+def held_path(base: str, response_id: str, action: str, query: str) -> str:
+    """``base/{id}[/action][?query]``: a response the upstream keeps (the id quoted whole)."""
+    path = f"{base}/{quote(response_id, safe='')}" + (f"/{action}" if action else "")
+    return f"{path}?{query}" if query else path
 
 
 class OpenAIProvider:
@@ -68,6 +75,9 @@ class OpenAIProvider:
         async for piece in self._http.stream(translate.chat_path(request), self._error, converter,
                                              json=translate.chat_body(request, target), timeout=target.timeout):
             yield piece
+
+    async def held_response(self, method: str, response_id: str, action: str = "", query: str = "") -> bytes:
+        return await self._http.call(method, held_path("/responses", response_id, action, query), self._error)
 
     async def embed(self, request: EmbeddingRequest, target: Target) -> EmbeddingResult:
         body = translate.embedding_body(request, target)
