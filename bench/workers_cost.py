@@ -9,10 +9,11 @@ the model's rpm and tpm limits), on two stacks as ``app.py`` builds them:
     host    HostLimiter and HostLedger behind the fallback circuit, the host in a process of
             its own (as in the supervisor), over a Unix socket
 
-For each: the wall time per request at one request at a time (the latency it adds), the CPU
-time per request in this process (what a worker's event loop spends), the host's CPU time per
-request, and the requests per second with 32 in flight. Best of several rounds (this shared
-machine only ever adds time); ratios are taken within one run.
+On uvloop, as the server runs. For each: the wall time per request at one request at a time
+(the latency it adds), the CPU time per request in this process (what a worker's event loop
+spends), the host's CPU time per request, and the requests per second with 32 in flight.
+Best of several rounds (this shared machine only ever adds time); ratios are taken within one
+run.
 
   .venv/bin/python bench/workers_cost.py
 """
@@ -28,6 +29,8 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+
+import uvloop
 
 from switchyard.core.chat import ChatRequest, GenerationKind
 from switchyard.core.keys import Principal
@@ -102,7 +105,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=5_000, help="requests per round")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    memory = asyncio.run(_measure((MemoryLimiter(), MemoryLedger(_nothing_spent)), args.requests, args.rounds, None))
+    memory = uvloop.run(_measure((MemoryLimiter(), MemoryLedger(_nothing_spent)), args.requests, args.rounds, None))
     with tempfile.TemporaryDirectory(prefix="sy-bench-") as tmp:
         sock = Path(tmp) / "limits.sock"
         host = subprocess.Popen([sys.executable, "-c", _HOST, str(sock)], stdin=subprocess.PIPE,
@@ -116,7 +119,7 @@ def main() -> None:
                            FallbackLedger(HostLedger(link, _nothing_spent), MemoryLedger(_nothing_spent)))
                 return await _measure(engines, args.requests, args.rounds, host.pid)
 
-            shared = asyncio.run(on_host())
+            shared = uvloop.run(on_host())
         finally:
             host.communicate("")
     print(f"{'engines':<8} {'wall µs/req c=1':>16} {'worker CPU µs/req':>18} {'host CPU µs/req':>16} "

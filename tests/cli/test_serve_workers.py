@@ -1,15 +1,17 @@
 """``switchyard serve --workers 2`` on SQLite, without Redis, is one server: a rate limit, a budget
 and ``/metrics`` cover both workers (the supervisor owns the counters; every worker's metrics
 files are added up at a scrape). Real processes, the official SDK as the client, requests on
-fresh connections so that both workers take some; the access log names the worker of each."""
+connections held by each worker (the access log names the worker of each request)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import threading
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,11 @@ import openai
 import pytest
 import yaml
 
-from tests.cli.support import KEY_RE, ServeProcess, db_rows, run_cli, serve, wait_until
+from tests.cli.support import ServeProcess, db_rows, serve, wait_until
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes import FakeOpenAI
 
+ADMIN = "workers-admin-key-0123456789"
 BUDGET = 0.05
 OUT_PRICE = 1000.0  # USD per 1M completion tokens: $0.001 a token; "echo: hello there" costs $0.003
 
@@ -31,8 +34,9 @@ class Server:
     proc: ServeProcess
     keys: dict[str, tuple[str, str]]  # name -> (id, secret)
     tmp: Path  # the server's TMPDIR
+    connections: dict[int, list[httpx.Client]] = field(default_factory=dict)  # by the worker holding each
 
-    def workers_of(self, request_ids: list[str]) -> Counter[int]:
+    def worker_of(self, request_ids: list[str]) -> dict[str, int]:
         """Which worker served each request, from the access log (waiting for its lines)."""
         wanted = set(request_ids)
 
@@ -46,6 +50,11 @@ class Server:
             return [found] if len(found) == len(wanted) else None
 
         [found] = wait_until(lines, 10, what="the access log lines")
+        return found
+
+    def workers_of(self, request_ids: list[str]) -> Counter[int]:
+        """How many of the requests each worker served."""
+        found = self.worker_of(request_ids)
         return Counter(found[rid] for rid in request_ids)
 
 
@@ -64,17 +73,22 @@ def server(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) ->
              "output_cost_per_1m": OUT_PRICE},
         ],
     }), encoding="utf-8")
-    keys = {}
-    for name, *options in (("limited", "--rpm", "6"), ("budgeted", "--budget", str(BUDGET), "--budget-period", "total"),
-                           ("plain",)):
-        made = run_cli("keys", "create", name, *options, "--data-dir", data_dir, "--config", config, cwd=tmp)
-        assert made.returncode == 0, made
-        key_id = next(line.split()[1] for line in made.stdout.splitlines() if line.startswith("id:"))
-        keys[name] = (key_id, KEY_RE.findall(made.stdout)[0])
     (tmp / "tmp").mkdir()
-    with serve(tmp, data_dir, "--workers", "2", "--log-level", "info", config=config,
+    with serve(tmp, data_dir, "--workers", "2", "--api-key", ADMIN, config=config,
                env={"TMPDIR": str(tmp / "tmp")}) as proc:
-        yield Server(proc, keys, tmp / "tmp")
+        keys = {}
+        with proc.http(ADMIN) as admin:
+            for name, spec in (("limited", {"limits": {"rpm": 6}}),
+                               ("budgeted", {"budget": {"amount_usd": BUDGET, "period": "total"}}), ("plain", {})):
+                made = admin.post("/admin/keys", json={"name": name, **spec})
+                assert made.status_code == 201, made.text
+                keys[name] = (made.json()["id"], made.json()["key"])
+        server = Server(proc, keys, tmp / "tmp")
+        try:
+            yield server
+        finally:
+            for client in (c for held in server.connections.values() for c in held):
+                client.close()
 
 
 @dataclass
@@ -84,25 +98,50 @@ class Reply:
     body: dict[str, Any]
 
 
-async def _burst(url: str, key: str, n: int, model: str, **extra: Any) -> list[Reply]:
-    """``n`` chat requests at once, each on a connection of its own."""
-    async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=30) as http:
-        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, http_client=http)
-        start = asyncio.Event()
+def _at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls in threads of their own, released together."""
+    barrier = threading.Barrier(len(calls))
 
-        async def one() -> Reply:
-            await start.wait()
-            try:
-                raw = await client.chat.completions.with_raw_response.create(
-                    model=model, messages=[{"role": "user", "content": "hello there"}], **extra)
-            except openai.APIStatusError as exc:
-                return Reply(exc.status_code, exc.response.headers["x-request-id"], exc.response.json())
-            return Reply(raw.http_response.status_code, raw.headers["x-request-id"], raw.http_response.json())
+    def run(call: Callable[[], Any]) -> Any:
+        barrier.wait()
+        return call()
 
-        tasks = [asyncio.ensure_future(one()) for _ in range(n)]
-        await asyncio.sleep(0.05)
-        start.set()
-        return await asyncio.gather(*tasks)
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def _connections(server: Server, per_worker: int) -> list[httpx.Client]:
+    """``2 * per_worker`` clients of one kept-alive connection each, ``per_worker`` of them held by
+    each worker (learnt from a first request on each), alternating: a burst on them reaches both
+    workers for sure. (A worker takes every connection waiting when it accepts, so a burst of
+    fresh ones may all go to one.) Made once for the module's server."""
+    by_worker = server.connections
+    one = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=None)
+    for _ in range(50):
+        if len(by_worker) == 2 and all(len(v) >= per_worker for v in by_worker.values()):
+            a, b = (v[:per_worker] for v in by_worker.values())
+            return [c for pair in zip(a, b, strict=True) for c in pair]
+        fresh = [httpx.Client(base_url=server.proc.url, timeout=30, limits=one) for _ in range(8)]
+        answers = [a.headers["x-request-id"] for a in _at_once([partial(c.get, "/health") for c in fresh])]
+        worker = server.worker_of(answers)
+        for client, answer in zip(fresh, answers, strict=True):
+            by_worker.setdefault(worker[answer], []).append(client)
+    raise AssertionError(f"a worker took no connection: { {k: len(v) for k, v in by_worker.items()} }")
+
+
+def _burst(server: Server, key: str, per_worker: int, model: str, **extra: Any) -> list[Reply]:
+    """``per_worker`` chat requests on each worker, all at once (the official SDK)."""
+
+    def one(http: httpx.Client) -> Reply:
+        client = openai.OpenAI(base_url=f"{server.proc.url}/v1", api_key=key, max_retries=0, http_client=http)
+        try:
+            raw = client.chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": "hello there"}], **extra)
+        except openai.APIStatusError as exc:
+            return Reply(exc.status_code, exc.response.headers["x-request-id"], exc.response.json())
+        return Reply(raw.http_response.status_code, raw.headers["x-request-id"], raw.http_response.json())
+
+    return _at_once([partial(one, http) for http in _connections(server, per_worker)])
 
 
 def _assert_openai_429(reply: Reply, code: str) -> None:
@@ -113,16 +152,16 @@ def _assert_openai_429(reply: Reply, code: str) -> None:
 
 def test_a_6_per_minute_key_passes_exactly_6_of_24_concurrent_requests(server: Server) -> None:
     key_id, secret = server.keys["limited"]
-    replies = asyncio.run(_burst(server.proc.url, secret, 24, "chat"))
+    replies = (_burst(server, secret, 12, "chat"))
     passed = [r for r in replies if r.status == 200]
     assert len(passed) == 6, Counter(r.status for r in replies)
     for reply in replies:
         if reply.status != 200:
             _assert_openai_429(reply, "rate_limit_exceeded")
     workers = server.workers_of([r.request_id for r in replies])
-    assert len(workers) == 2, f"one worker took every request: {workers}"
-    # the 25th, on whichever worker, is refused too: the window is full for both
-    refused = asyncio.run(_burst(server.proc.url, secret, 4, "chat"))
+    assert sorted(workers.values()) == [12, 12], workers
+    # more, on either worker, are refused too: the window is full for both
+    refused = (_burst(server, secret, 2, "chat"))
     assert [r.status for r in refused] == [429] * 4
     rows = wait_until(lambda: (r := db_rows(server.proc.data_dir, "SELECT status FROM usage_records WHERE key_id = ?",
                                             (key_id,))) and len(r) == 28 and r, 10, what="28 usage rows")
@@ -131,7 +170,7 @@ def test_a_6_per_minute_key_passes_exactly_6_of_24_concurrent_requests(server: S
 
 def test_60_concurrent_requests_never_spend_past_the_budget(server: Server) -> None:
     key_id, secret = server.keys["budgeted"]
-    replies = asyncio.run(_burst(server.proc.url, secret, 60, "priced", max_tokens=5))
+    replies = (_burst(server, secret, 30, "priced", max_tokens=5))
     passed = [r for r in replies if r.status == 200]
     for reply in replies:
         if reply.status != 200:
@@ -139,7 +178,7 @@ def test_60_concurrent_requests_never_spend_past_the_budget(server: Server) -> N
     # every hold is $0.005 (5 tokens): a refusal means ten were held or paid, and all of those pass
     assert 10 <= len(passed) < 60, Counter(r.status for r in replies)
     workers = server.workers_of([r.request_id for r in replies])
-    assert len(workers) == 2, f"one worker took every request: {workers}"
+    assert sorted(workers.values()) == [30, 30], workers
     rows = wait_until(lambda: (r := db_rows(server.proc.data_dir, "SELECT status, cost_usd FROM usage_records "
                                             "WHERE key_id = ?", (key_id,))) and len(r) == 60 and r,
                       10, what="60 usage rows")
@@ -159,10 +198,8 @@ def _requests_total(text: str, model: str) -> float:
 
 def test_one_scrape_counts_the_requests_of_both_workers(server: Server) -> None:
     _, secret = server.keys["plain"]
-    replies: list[Reply] = []
-    while len(server.workers_of([r.request_id for r in replies])) < 2:  # (a few rounds at most)
-        assert len(replies) < 200, "one worker took every request"
-        replies += asyncio.run(_burst(server.proc.url, secret, 10, "metered"))
+    replies = (_burst(server, secret, 5, "metered"))
+    assert sorted(server.workers_of([r.request_id for r in replies]).values()) == [5, 5]
     assert all(r.status == 200 for r in replies)
     scrape = httpx.get(f"{server.proc.url}/metrics", timeout=10)
     assert scrape.status_code == 200

@@ -17,14 +17,13 @@ host gives back whatever a lost connection held; a settle that finds no connecti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import math
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -41,86 +40,107 @@ class HostUnavailableError(Exception):
     """The limits host cannot be reached, or did not answer in time."""
 
 
+class _Connection(asyncio.Protocol):
+    def __init__(self, link: HostLink) -> None:
+        self._link = link
+        self._buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= HEAD.size:
+            (size,) = HEAD.unpack_from(buffer, start)
+            end = start + HEAD.size + size
+            if size > MAX_FRAME or len(buffer) < end:
+                break
+            self._link._answered(orjson.loads(memoryview(buffer)[start + HEAD.size:end]))
+            start = end
+        del buffer[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._link._lost(self)
+
+
 class HostLink:
     """The worker's one connection to the host, made on first use and again after it is lost."""
 
     def __init__(self, path: Path, timeout: float = 1.0) -> None:
         self._path = path
         self._timeout = timeout
-        self._writer: asyncio.StreamWriter | None = None
-        self._reading: asyncio.Task[None] | None = None
+        self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
         self._pending: dict[int, asyncio.Future[list[Any]]] = {}
         self._ids = itertools.count(1)
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> _Connection:
         async with self._connecting:
-            if self._writer is not None:
-                return self._writer
+            if self._connection is not None:
+                return self._connection
+            loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout(self._timeout):
-                    reader, writer = await asyncio.open_unix_connection(str(self._path))
+                    _, connection = await loop.create_unix_connection(lambda: _Connection(self), str(self._path))
             except (OSError, TimeoutError) as exc:
                 raise HostUnavailableError(f"cannot reach the limits host: {type(exc).__name__}") from exc
-            self._writer = writer
-            self._reading = asyncio.get_running_loop().create_task(self._read(reader, writer))
-            return writer
+            self._connection = connection
+            return connection
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                (size,) = HEAD.unpack(await reader.readexactly(HEAD.size))
-                if size > MAX_FRAME:
-                    break
-                reply = orjson.loads(await reader.readexactly(size))
-                waiter = self._pending.pop(reply[0], None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(reply)
-        except (asyncio.IncompleteReadError, ConnectionError, orjson.JSONDecodeError):
-            pass
-        finally:
-            self._lost(writer)
+    def _answered(self, reply: list[Any]) -> None:
+        waiter = self._pending.pop(reply[0], None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reply)
 
-    def _lost(self, writer: asyncio.StreamWriter) -> None:
-        if self._writer is writer:
-            self._writer = None
-        writer.close()
+    def _lost(self, connection: _Connection) -> None:
+        if self._connection is connection:
+            self._connection = None
         pending, self._pending = self._pending, {}
         for waiter in pending.values():
             if not waiter.done():
                 waiter.set_exception(HostUnavailableError("the limits host went away"))
 
+    def _write(self, data: bytes) -> bool:
+        connection = self._connection
+        if connection is None or connection.transport is None or connection.transport.is_closing():
+            return False
+        connection.transport.write(data)
+        return True
+
     async def call(self, message: list[Any]) -> list[Any]:
         """Send ``[op, ...]`` and wait for its answer, ``[id, status, value]``."""
-        writer = self._writer or await self._connect()
+        if self._connection is None:
+            await self._connect()
+        loop = asyncio.get_running_loop()
         ident = next(self._ids)
-        waiter: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[list[Any]] = loop.create_future()
+        if not self._write(frame([ident, *message])):
+            raise HostUnavailableError("the limits host went away")
         self._pending[ident] = waiter
+        timer = loop.call_at(loop.time() + self._timeout, _expire, waiter)
         try:
-            writer.write(frame([ident, *message]))
-            async with asyncio.timeout(self._timeout):
-                return await waiter
-        except TimeoutError as exc:
-            raise HostUnavailableError("the limits host did not answer in time") from exc
+            return await waiter
         finally:
+            timer.cancel()
             self._pending.pop(ident, None)
 
     def send(self, message: list[Any]) -> None:
-        """Send ``[op, ...]`` without waiting; dropped when not connected (the host gave back
-        what the lost connection held)."""
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(frame([0, *message]))
+        """Send ``[op, ...]`` without waiting for an answer; dropped when not connected (the host
+        gave back what the lost connection held)."""
+        self._write(frame([0, *message]))
 
     async def aclose(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        if self._reading is not None:
-            self._reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reading
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()
+
+
+def _expire(waiter: asyncio.Future[list[Any]]) -> None:
+    if not waiter.done():
+        waiter.set_exception(HostUnavailableError("the limits host did not answer in time"))
 
 
 def _error(kind: str, message: str, retry_after: float | None, headers: dict[str, str]) -> RateLimitError:
