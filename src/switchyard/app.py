@@ -288,7 +288,11 @@ def worker_share(settings: Settings) -> Iterator[WorkerShare]:
             if settings.redis_url is None:
                 from switchyard.limits.host import serving
 
-                stack.enter_context(serving(share.limits_socket))
+                try:
+                    stack.enter_context(serving(share.limits_socket))
+                except OSError as exc:  # a socket path too long for the system, most likely
+                    raise ConfigError(f"cannot open the workers' limits socket {share.limits_socket}: "
+                                      f"{exc.strerror or exc}; set TMPDIR to a short writable directory") from None
             share.export()
             stack.callback(share.withdraw)
             yield share
