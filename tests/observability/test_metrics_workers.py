@@ -74,7 +74,7 @@ def test_one_scrape_adds_up_the_workers_and_forgets_the_gauges_of_those_gone(tmp
         assert one[in_flight] == 1.0
         assert one[cooling] == 0.0
 
-        out, _ = workers[1].communicate("", timeout=30)  # a clean stop: close() takes its gauges
+        workers[1].communicate("", timeout=30)  # a clean stop: close() takes its gauges
         assert workers[1].returncode == 0
         none = _scrape(tmp_path)
         assert none[requests] == 2.0
