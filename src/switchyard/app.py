@@ -197,23 +197,27 @@ def _limit_engines(settings: Settings, redis: Redis | None, spent: SpentSource,
     in-process ones while it is unreachable (or refuse with 503, ``limits_fail_closed``); in a
     worker of ``serve --workers N`` without Redis, the limits host's engines (its supervisor
     owns the counters) behind the same fallback."""
-    if redis is None and share is None:
-        return MemoryLimiter(), MemoryLedger(spent)
-    from switchyard.limits.fallback import FallbackLedger, FallbackLimiter
-
-    fail_closed = settings.limits_fail_closed
     if redis is None:
-        assert share is not None
-        from switchyard.limits.host_client import HostLedger, HostLimiter, HostLink
-
-        link = HostLink(share.limits_socket)
-        return (FallbackLimiter(HostLimiter(link), MemoryLimiter(), fail_closed=fail_closed),
-                FallbackLedger(HostLedger(link, spent), MemoryLedger(spent), fail_closed=fail_closed))
+        return (MemoryLimiter(), MemoryLedger(spent)) if share is None else _host_engines(settings, share, spent)
     from switchyard.limits.budgets_redis import RedisLedger
+    from switchyard.limits.fallback import FallbackLedger, FallbackLimiter
     from switchyard.limits.rates_redis import RedisLimiter
 
+    fail_closed = settings.limits_fail_closed
     return (FallbackLimiter(RedisLimiter(redis), MemoryLimiter(), fail_closed=fail_closed),
             FallbackLedger(RedisLedger(redis, spent_source=spent), MemoryLedger(spent), fail_closed=fail_closed))
+
+
+def _host_engines(settings: Settings, share: WorkerShare, spent: SpentSource) -> tuple[Limiter, BudgetLedger]:
+    """A worker's engines when its supervisor owns the counters (``limits/host.py``): one
+    connection for both, behind the fallback circuit (per-process, or 503, while unreachable)."""
+    from switchyard.limits.fallback import FallbackLedger, FallbackLimiter
+    from switchyard.limits.host_client import HostLedger, HostLimiter, HostLink
+
+    link = HostLink(share.limits_socket)
+    fail_closed = settings.limits_fail_closed
+    return (FallbackLimiter(HostLimiter(link), MemoryLimiter(), fail_closed=fail_closed),
+            FallbackLedger(HostLedger(link, spent), MemoryLedger(spent), fail_closed=fail_closed))
 
 
 def _local_provider(settings: Settings, routing: RoutingTable) -> LocalProvider | None:
