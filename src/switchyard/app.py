@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import shutil
+import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -46,17 +49,19 @@ from switchyard.service.retention import UsageRetention
 from switchyard.service.routing import LOCAL, RoutingTable
 from switchyard.service.upstreams import Upstreams
 from switchyard.service.usage import UsageRecorder
-from switchyard.settings import ConfigError, Settings
+from switchyard.settings import ConfigError, Settings, WorkerShare
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from switchyard.local.provider import LocalProvider
 
-__all__ = ["create_app", "worker_app"]
+__all__ = ["create_app", "worker_app", "worker_share"]
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, share: WorkerShare | None = None) -> Starlette:
+    """The app; ``share``: what the supervisor of ``serve --workers N`` shares with this worker
+    (every worker's metrics files and, without Redis, the limits host)."""
     routing = RoutingTable(settings)  # config errors surface before serving
     tracing = None
     if settings.otel_endpoint:  # off: OpenTelemetry is never imported and no middleware is added
@@ -80,7 +85,8 @@ def create_app(settings: Settings) -> Starlette:
                 return local if spec.type == LOCAL and local is not None else load_provider(spec)
 
             providers: dict[str, Provider] = {name: provider_for(spec) for name, spec in routing.upstreams.items()}
-            metrics = Metrics()
+            metrics = Metrics(share.metrics_dir if share is not None else None)
+            stack.callback(metrics.close)
             retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
             responses = ResponseLog(runtime.responses, server_secret(settings))  # sealed at rest
             SECRETS.add(server_secret(settings), *(s.get_secret_value() for s in (
@@ -89,12 +95,12 @@ def create_app(settings: Settings) -> Starlette:
                                                  timedelta(days=settings.responses_max_age_days), what="responses")
             # told of every batch written, so that under load it prunes as often as the ring needs
             recorder = UsageRecorder(runtime.usage, settings.usage_flush_interval, on_written=retention.note_written,
-                                     on_dropped=metrics.usage_dropped.inc)
+                                     on_dropped=metrics.usage_dropped.inc, on_tick=metrics.usage_tick)
             metrics.watch_usage(lambda: recorder.pending)
             redis = _open_redis(settings)  # one client: limits, budgets and key-change events
             if redis is not None:
                 stack.push_async_callback(redis.aclose)
-            governance = Governance(*_limit_engines(settings, redis, runtime.spent))
+            governance = Governance(*_limit_engines(settings, redis, runtime.spent, share))
             stack.push_async_callback(governance.aclose)
             key_events = KeyEvents(redis, runtime.keys.refresh) if redis is not None else None
             if key_events is not None:
@@ -149,7 +155,7 @@ def create_app(settings: Settings) -> Starlette:
             stack.callback(_unsettle_memory, _settle_memory())  # frozen objects are freed again at shutdown
             yield
 
-    access_log = AccessLog(json=settings.log_json)
+    access_log = AccessLog(json=settings.log_json, worker=share is not None)
     middleware = [Middleware(EdgeMiddleware, access_log=access_log)]
     if tracing is not None:
         middleware.append(Middleware(TracingMiddleware, tracing=tracing))
@@ -187,11 +193,14 @@ def _open_redis(settings: Settings) -> Redis | None:
     return open_redis(settings.redis_url, settings.limits_redis_timeout_ms / 1000)
 
 
-def _limit_engines(settings: Settings, redis: Redis | None, spent: SpentSource) -> tuple[Limiter, BudgetLedger]:
+def _limit_engines(settings: Settings, redis: Redis | None, spent: SpentSource,
+                   share: WorkerShare | None = None) -> tuple[Limiter, BudgetLedger]:
     """In-process engines; with Redis, Redis engines on the shared client that fall back to
-    in-process ones while it is unreachable (or refuse with 503, ``limits_fail_closed``)."""
+    in-process ones while it is unreachable (or refuse with 503, ``limits_fail_closed``); in a
+    worker of ``serve --workers N`` without Redis, the limits host's engines (its supervisor
+    owns the counters) behind the same fallback."""
     if redis is None:
-        return MemoryLimiter(), MemoryLedger(spent)
+        return (MemoryLimiter(), MemoryLedger(spent)) if share is None else _host_engines(settings, share, spent)
     from switchyard.limits.budgets_redis import RedisLedger
     from switchyard.limits.fallback import FallbackLedger, FallbackLimiter
     from switchyard.limits.rates_redis import RedisLimiter
@@ -204,6 +213,18 @@ def _limit_engines(settings: Settings, redis: Redis | None, spent: SpentSource) 
                             fail_closed=fail_closed, timeout=None)
     limiter.share_outages_with(ledger)  # a request waits for a hung Redis once, not once per engine
     return limiter, ledger
+
+
+def _host_engines(settings: Settings, share: WorkerShare, spent: SpentSource) -> tuple[Limiter, BudgetLedger]:
+    """A worker's engines when its supervisor owns the counters (``limits/host.py``): one
+    connection for both, behind the fallback circuit (per-process, or 503, while unreachable)."""
+    from switchyard.limits.fallback import FallbackLedger, FallbackLimiter
+    from switchyard.limits.host_client import HostLedger, HostLimiter, HostLink
+
+    link = HostLink(share.limits_socket)
+    fail_closed = settings.limits_fail_closed
+    return (FallbackLimiter(HostLimiter(link), MemoryLimiter(), fail_closed=fail_closed),
+            FallbackLedger(HostLedger(link, spent), MemoryLedger(spent), fail_closed=fail_closed))
 
 
 def _local_provider(settings: Settings, routing: RoutingTable) -> LocalProvider | None:
@@ -263,4 +284,28 @@ def worker_app() -> Starlette:
     """Factory for ``--workers N``: each worker rebuilds the settings its parent resolved."""
     settings = Settings.from_worker_environ()
     configure_logging(settings.log_level, settings.log_json)
-    return create_app(settings)
+    return create_app(settings, WorkerShare.from_environ())
+
+
+@contextmanager
+def worker_share(settings: Settings) -> Iterator[WorkerShare]:
+    """In the process that supervises ``--workers N``, while they run: a fresh private directory
+    for every worker's metrics files and, without Redis, the limits host, which owns the
+    counters of every worker (``limits/host.py``); exported for the workers to find."""
+    share = WorkerShare(Path(tempfile.mkdtemp(prefix="switchyard-")))  # mode 0700
+    try:
+        share.metrics_dir.mkdir()
+        with ExitStack() as stack:
+            if settings.redis_url is None:
+                from switchyard.limits.host import serving
+
+                try:
+                    stack.enter_context(serving(share.limits_socket))
+                except OSError as exc:  # a socket path too long for the system, most likely
+                    raise ConfigError(f"cannot open the workers' limits socket {share.limits_socket}: "
+                                      f"{exc.strerror or exc}; set TMPDIR to a short writable directory") from None
+            share.export()
+            stack.callback(share.withdraw)
+            yield share
+    finally:
+        shutil.rmtree(share.root, ignore_errors=True)

@@ -1,20 +1,24 @@
 """Budget ledgers: exact arithmetic, all-or-nothing holds, periods, seeding from the database,
-a hard ceiling under concurrency (in memory, and in Redis across two replicas and two OS
-processes), expiry of a crashed replica's holds, and falling back when Redis dies."""
+a hard ceiling under concurrency (in memory, in Redis across two replicas and two OS processes,
+and on the limits host across two workers' connections), expiry of a crashed replica's holds,
+and falling back when Redis dies."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +26,11 @@ import redis
 
 from switchyard.core.limits import BudgetCheck, BudgetLedger, Reservation
 from switchyard.errors import InsufficientQuotaError, ServiceUnavailableError
-from switchyard.limits.budgets import Held, MemoryLedger, period_of
+from switchyard.limits.budgets import Held, MemoryLedger, period_of, utcnow
 from switchyard.limits.budgets_redis import RedisLedger
 from switchyard.limits.fallback import FallbackLedger
+from switchyard.limits.host import LimitsHost
+from switchyard.limits.host_client import HostLedger, HostLink
 from tests.harness import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -34,11 +40,15 @@ TEAM = BudgetCheck("team:t1", 5.00, "monthly")
 
 class Engine:
     """Opens ledgers of one kind; Redis ones share a fresh key prefix (each with its own client,
-    as separate replicas would) and the prefix is cleaned up afterwards."""
+    as separate replicas would) and the prefix is cleaned up afterwards; host ones are workers'
+    connections to one limits host (on a socket in a fresh directory; its ledger keeps the
+    first open's clock)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.prefix = f"sy-test-{uuid.uuid4().hex}:"
+        self.dir = Path(tempfile.mkdtemp(prefix="sy-host-"))
+        self.host: LimitsHost | None = None
 
     @contextlib.asynccontextmanager
     async def open(self, **kwargs: Any) -> AsyncIterator[BudgetLedger]:
@@ -46,12 +56,23 @@ class Engine:
         if self.kind == "memory":
             kwargs.pop("hold_ttl", None)
             ledger = MemoryLedger(**kwargs)
+        elif self.kind == "host":
+            kwargs.pop("hold_ttl", None)
+            started = self.host is None
+            if self.host is None:
+                self.host = LimitsHost(self.dir / "limits.sock", budget_clock=kwargs.pop("clock", utcnow))
+                await self.host.start()
+            kwargs.pop("clock", None)
+            ledger = HostLedger(HostLink(self.dir / "limits.sock"), **kwargs)
         else:
             ledger = RedisLedger(REDIS_URL, prefix=self.prefix, **kwargs)
         try:
             yield ledger
         finally:
             await ledger.aclose()
+            if self.kind == "host" and started and self.host is not None:
+                await self.host.aclose()
+                self.host = None
 
     def counters(self, scope: str, period: str) -> dict[str, int]:
         with redis.Redis.from_url(REDIS_URL) as r:
@@ -65,12 +86,13 @@ class Engine:
                 r.delete(*keys)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "host"])
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     eng = Engine(request.param)
     yield eng
     if eng.kind == "redis":
         eng.cleanup()
+    shutil.rmtree(eng.dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -281,13 +303,14 @@ def test_two_redis_replicas_seeding_at_once_agree(redis_engine: Engine) -> None:
 
 
 def test_budget_is_a_hard_ceiling_under_50_concurrent_requests(engine: Engine) -> None:
-    """$1.00, 50 concurrent $0.05 holds (over two Redis replicas): exactly 20 fit. Money freed by
-    settling below the hold, or by releasing, can be reserved again, never past $1.00."""
+    """$1.00, 50 concurrent $0.05 holds (over two Redis replicas, or two workers on the limits
+    host): exactly 20 fit. Money freed by settling below the hold, or by releasing, can be
+    reserved again, never past $1.00."""
     checks = [KEY, TEAM]
 
     async def main() -> None:
         async with engine.open() as one, engine.open() as two:
-            a, b = (one, two) if engine.kind == "redis" else (one, one)
+            a, b = (one, two) if engine.kind in ("redis", "host") else (one, one)
             results = await asyncio.gather(*(attempt((a, b)[i % 2], checks, 0.05) for i in range(50)))
             held = [r for r in results if r is not None]
             assert len(held) == 20
@@ -298,6 +321,7 @@ def test_budget_is_a_hard_ceiling_under_50_concurrent_requests(engine: Engine) -
                 settled += 0.03
             for r in held[10:15]:  # failed: $0.05 each comes back
                 await a.release(r)
+            await a.available(checks)  # (the host handles a's frames in order: its releases came first)
             assert await b.available(checks) == 0.45
             results = await asyncio.gather(*(attempt((a, b)[i % 2], checks, 0.05) for i in range(30)))
             again = [r for r in results if r is not None]

@@ -158,7 +158,7 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 def _run(settings: Settings) -> None:
     import uvicorn
 
-    from switchyard.app import create_app
+    from switchyard.app import create_app, worker_share
 
     common = {
         "host": settings.host,
@@ -180,9 +180,13 @@ def _run(settings: Settings) -> None:
     click.echo(f"Switchyard listening on {_address(settings)}/v1", err=True)
     with local_admin.issued(settings) as settings:
         if settings.workers > 1:  # this process supervises the workers and keeps the pid file's lock
-            settings.export_for_workers()
-            uvicorn.run("switchyard.app:worker_app", factory=True, workers=settings.workers,
-                        **common)  # type: ignore[arg-type]
+            try:
+                with worker_share(settings):  # and, without Redis, owns their limits and budgets
+                    settings.export_for_workers()
+                    uvicorn.run("switchyard.app:worker_app", factory=True, workers=settings.workers,
+                                **common)  # type: ignore[arg-type]
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from None
             return
         config = uvicorn.Config(create_app(settings), **common)  # type: ignore[arg-type]
         for sig in (signal.SIGTERM, signal.SIGINT):

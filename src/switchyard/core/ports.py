@@ -323,3 +323,7 @@ class MetricsSink(Protocol):
     ) -> None:
         """One finished request: its count, latency, tokens and cost."""
         ...
+
+    def model_unloaded(self, provider: str, model: str) -> None:
+        """An upstream no longer has ``model`` loaded (its loaded-model gauges go)."""
+        ...

@@ -105,14 +105,16 @@ class AccessLog:
 
     With JSON logs a line is one ``orjson.dumps`` into a buffer that is written at most
     ``delay`` seconds later (and at shutdown): about a tenth of the cost of a LogRecord through
-    the logging machinery, which shows in the gateway's added latency. The ``switchyard.access``
+    the logging machinery, which shows in the gateway's added latency. With ``worker``, every
+    line names the worker process that served it (its pid). The ``switchyard.access``
     logger's level still decides whether lines are written. Plain-text logs go through that
     logger as usual.
     """
 
-    def __init__(self, json: bool | None = None, delay: float = 0.05) -> None:
+    def __init__(self, json: bool | None = None, delay: float = 0.05, *, worker: bool = False) -> None:
         self._json = json_logs(json)
         self._delay = delay
+        self._worker = os.getpid() if worker else None  # with --workers N: which one served
         self._logger = logging.getLogger("switchyard.access")
         self._pending: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -121,6 +123,8 @@ class AccessLog:
         return self._logger.isEnabledFor(logging.INFO)
 
     def write(self, fields: dict[str, Any]) -> None:
+        if self._worker is not None:
+            fields["worker"] = self._worker
         if not self._json:
             shown = ("method", "path", "status", "duration_ms")
             self._logger.info("%s %s %s %.1f ms", *(fields.get(k) for k in shown[:3]),

@@ -2,25 +2,42 @@
 
 The names, labels and meaning of every metric are listed in ``docs/metrics.md``; a test
 scrapes ``/metrics`` and checks the two agree.
+
+With ``serve --workers N`` every worker writes its figures to files in one directory that its
+supervisor made (``multiprocess_dir``; Prometheus' client is then in its multiprocess mode,
+chosen from ``PROMETHEUS_MULTIPROC_DIR`` when it is imported), and a scrape of any worker adds
+up the files of all of them: counters and histograms summed over every worker that ever ran,
+gauges over the workers alive (``multiprocess_mode``). A worker that stops takes its gauges
+with it (``close``); one that was killed is forgotten at the next scrape.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+_LIVE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        self._multiprocess_dir = multiprocess_dir
+        self._scrape: CollectorRegistry | None = None
+        if multiprocess_dir is not None:  # a scrape reads every worker's files
+            self._scrape = CollectorRegistry()
+            MultiProcessCollector(self._scrape, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
         # children by label values: labels() takes a lock and builds a key, so each set is resolved once
         self._children: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
         self._in_flight: dict[str, Any] = {}
@@ -46,7 +63,8 @@ class Metrics:
             registry=self.registry,
         )
         self.in_flight = Gauge(
-            "switchyard_requests_in_flight", "Requests being served now.", ["model"], registry=self.registry
+            "switchyard_requests_in_flight", "Requests being served now.", ["model"], registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.upstream_latency = Histogram(
             "switchyard_upstream_duration_seconds",
@@ -79,18 +97,21 @@ class Metrics:
             "Requests waiting for a concurrency slot, by gate (an alias, or a provider whose cap is shared).",
             ["gate"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.loaded_bytes = Gauge(
             "switchyard_loaded_model_bytes",
             "Memory of each model an upstream has loaded now (Ollama /api/ps), in bytes.",
             ["provider", "model"],
             registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
         self.loaded_vram_bytes = Gauge(
             "switchyard_loaded_model_vram_bytes",
             "The part of that memory on the GPU, in bytes.",
             ["provider", "model"],
             registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
         self.cooldowns = Counter(
             "switchyard_upstream_cooldowns",
@@ -103,12 +124,14 @@ class Metrics:
             "1 while an upstream is cooling down (skipped while another can serve), else 0.",
             ["provider"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.panic = Gauge(
             "switchyard_upstream_panic",
             "1 while an upstream cooling down serves anyway, as nothing else can, else 0.",
             ["provider"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.panic_requests = Counter(
             "switchyard_upstream_panic_requests",
@@ -126,6 +149,7 @@ class Metrics:
             "switchyard_usage_pending_rows",
             "Usage rows waiting to be written (they grow while the database is down or hung).",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.usage_dropped = Counter(
             "switchyard_usage_dropped_rows",
@@ -190,8 +214,45 @@ class Metrics:
         self.panic.labels(provider).set(1 if panic else 0)
 
     def watch_usage(self, pending: Callable[[], int]) -> None:
-        """``switchyard_usage_pending_rows`` reads ``pending()`` at each scrape."""
-        self.usage_pending.set_function(pending)
+        """``switchyard_usage_pending_rows`` reads ``pending()`` at each scrape (one process; with
+        several workers a scrape reads files, so each worker writes its figure: ``usage_tick``)."""
+        if self._multiprocess_dir is None:
+            self.usage_pending.set_function(pending)
+
+    def usage_tick(self, pending: int) -> None:
+        """The usage writer's figure, every flush interval (several workers: summed at a scrape)."""
+        if self._multiprocess_dir is not None:
+            self.usage_pending.set(pending)
+
+    def model_unloaded(self, provider: str, model: str) -> None:
+        """An upstream no longer has ``model`` loaded: its series go (with several workers, whose
+        files cannot lose a series, they read 0)."""
+        for gauge in (self.loaded_bytes, self.loaded_vram_bytes):
+            if self._multiprocess_dir is None:
+                gauge.remove(provider, model)
+            else:
+                gauge.labels(provider, model).set(0)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self._scrape is None:
+            return generate_latest(self.registry)
+        self._forget_dead_workers()
+        return generate_latest(self._scrape)
+
+    def _forget_dead_workers(self) -> None:
+        """Drop the gauges of workers that died without ``close`` (killed): counters stay."""
+        assert self._multiprocess_dir is not None
+        pids = {int(m.group(1)) for name in os.listdir(self._multiprocess_dir)
+                if (m := _LIVE_FILE.fullmatch(name)) is not None}
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                mark_process_dead(pid, str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
+            except PermissionError:  # alive, as another user
+                pass
+
+    def close(self) -> None:
+        """This process stops serving: its gauges leave the sum (its counters stay in it)."""
+        if self._multiprocess_dir is not None:
+            mark_process_dead(os.getpid(), str(self._multiprocess_dir))  # type: ignore[no-untyped-call]

@@ -9,7 +9,8 @@ never cancelled nor timed out while the server runs, since a cancelled write may
 (the database works on in its own thread) and its items would be written twice. Shutdown lets a
 write in progress finish (up to ``stop_wait`` seconds), then writes what is left, for at most
 ``stop_wait`` seconds more: a store still hung then loses what is unwritten, with an error log.
-``pending`` says how many items wait; ``on_dropped`` is told how many were dropped (metrics).
+``pending`` says how many items wait; ``on_dropped`` is told how many were dropped, and ``on_tick`` how many wait every
+``interval`` (metrics).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class BatchWriter(Generic[T]):
         max_buffer: int = 1_000_000,
         on_written: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
+        on_tick: Callable[[int], None] | None = None,
         stop_wait: float = _STOP_WAIT,
     ) -> None:
         self._write = write
@@ -56,6 +58,7 @@ class BatchWriter(Generic[T]):
         self.dropped = 0
         self._on_written = on_written  # told how many items each successful write took
         self._on_dropped = on_dropped
+        self._on_tick = on_tick  # told how many items wait, every interval (metrics a scrape cannot ask)
         self._stop_wait = stop_wait
 
     def add(self, item: T) -> None:
@@ -79,6 +82,8 @@ class BatchWriter(Generic[T]):
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._on_tick is not None:
+                self._on_tick(len(self._pending))
             try:
                 await self._write_next()  # one batch a wake: a drain here would write continuously
             except Exception:

@@ -48,8 +48,7 @@ class FleetWatcher:
                 continue
             now = {str(m["name"]): m for m in running}
             for gone in self._seen.get(name, set()) - now.keys():
-                self._metrics.loaded_bytes.remove(name, gone)
-                self._metrics.loaded_vram_bytes.remove(name, gone)
+                self._metrics.model_unloaded(name, gone)
             for model, info in now.items():
                 self._metrics.loaded_bytes.labels(name, model).set(float(str(info.get("size") or 0)))
                 self._metrics.loaded_vram_bytes.labels(name, model).set(float(str(info.get("size_vram") or 0)))

@@ -26,9 +26,10 @@ class UsageRecorder(BatchWriter[UsageRecord]):
     def __init__(
         self, store: UsageStore, interval: float = 0.5, batch_size: int = 1000,
         on_written: Callable[[int], None] | None = None, on_dropped: Callable[[int], None] | None = None,
+        on_tick: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(store.write, what="usage rows", log=log, interval=interval, batch_size=batch_size,
-                         on_written=on_written, on_dropped=on_dropped)
+                         on_written=on_written, on_dropped=on_dropped, on_tick=on_tick)
 
     record = BatchWriter.add
 

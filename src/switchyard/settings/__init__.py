@@ -19,6 +19,7 @@ from switchyard.settings.models import (
     is_upstream_url,
 )
 from switchyard.settings.server import Settings
+from switchyard.settings.workers import WorkerShare
 
 __all__ = [
     "ENV_REF",
@@ -32,6 +33,7 @@ __all__ = [
     "Settings",
     "Sources",
     "UpstreamURL",
+    "WorkerShare",
     "is_upstream_url",
     "load_settings",
     "model_problems",
