@@ -104,9 +104,13 @@ def periods_for(reservation: Reservation, clock: Clock) -> tuple[Period, ...]:
     return tuple(period_of(c.period, now) for c in reservation.checks)
 
 
-async def seed(source: SpentSource, scope: str, start: datetime | None, timeout: float = SEED_TIMEOUT) -> float:
+async def seed(source: SpentSource, scope: str, start: datetime | None,
+               timeout: float | None = SEED_TIMEOUT) -> float:
     """What the database says ``scope`` spent since ``start``, or the 503 ``budgets_unavailable``
-    when it fails or does not answer within ``timeout`` seconds."""
+    when it fails or does not answer within ``timeout`` seconds. ``timeout=None``: the source
+    answers at once and what it raises goes through (the limits host asks its workers)."""
+    if timeout is None:
+        return await source(scope, start)
     try:
         async with asyncio.timeout(timeout):
             return await source(scope, start)
@@ -127,7 +131,7 @@ class MemoryLedger:
     """Budgets kept in this process (one replica, or the fallback while Redis is down)."""
 
     def __init__(self, spent_source: SpentSource | None = None, clock: Clock = utcnow, *,
-                 seed_timeout: float = SEED_TIMEOUT) -> None:
+                 seed_timeout: float | None = SEED_TIMEOUT) -> None:
         self._source = spent_source
         self._seed_timeout = seed_timeout
         self._clock = clock

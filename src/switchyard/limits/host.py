@@ -152,7 +152,7 @@ class LimitsHost:
         self._path = path
         self._limiter = limiter if limiter is not None else MemoryLimiter()
         self._seeds: dict[str, float] = {}  # those sent with the operation running now
-        self._ledger = MemoryLedger(self._seeded, budget_clock)
+        self._ledger = MemoryLedger(self._seeded, budget_clock, seed_timeout=None)  # asks a worker: answers at once
         self._reservations: dict[str, Reservation] = {}  # lease -> its hold, until settled or released
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
