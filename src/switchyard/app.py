@@ -81,6 +81,9 @@ def create_app(settings: Settings) -> Starlette:
 
             providers: dict[str, Provider] = {name: provider_for(spec) for name, spec in routing.upstreams.items()}
             metrics = Metrics()
+            if local is not None:
+                manager = local.manager
+                metrics.watch_local(lambda: manager.status()["models"])
             retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
             responses = ResponseLog(runtime.responses, server_secret(settings))  # sealed at rest
             SECRETS.add(server_secret(settings), *(s.get_secret_value() for s in (

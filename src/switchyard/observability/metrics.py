@@ -11,6 +11,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from switchyard.observability.local_engines import LocalEngineCollector, StatusSource
+
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -177,6 +179,11 @@ class Metrics:
     def panic_changed(self, provider: str, panic: bool) -> None:
         """An upstream (or deployment) that is cooling down started or stopped serving in panic mode."""
         self.panic.labels(provider).set(1 if panic else 0)
+
+    def watch_local(self, source: StatusSource) -> None:
+        """Export the local engines' figures (slots, prefix cache, TTFT, tok/s), read from
+        ``source`` (the model manager's status rows) at each scrape."""
+        self.registry.register(LocalEngineCollector(source))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
