@@ -139,7 +139,45 @@ def bench_llamacpp(tokens: int, repeats: int, threads: int) -> dict[str, Any]:
     engine.close()
     return {"rates": {k: _median_rate(v) for k, v in samples.items()}, "tokens": samples["raw"][0][0],
             "batching": {k: statistics.median(v) for k, v in batching.items()}, "threads": threads,
-            "replay": bench_agent_replay(threads, repeats=max(1, repeats // 2))}
+            "ceiling": raw_batch_ceiling(threads), "replay": bench_agent_replay(threads, repeats=max(1, repeats // 2))}
+
+
+def raw_batch_ceiling(threads: int, steps: int = 24) -> dict[int, float]:
+    """What llama.cpp itself gives at 1, 4 and 8 sequences, without us: tokens/s of bare
+    ``llama_decode`` calls of one token per sequence (the same context settings as the engine's),
+    the ceiling for the engine's aggregate figures on this machine."""
+    import llama_cpp as lib
+    from tests.local.bundled import smollm2_gguf
+
+    from switchyard.local.engines.llamacpp import _backend
+
+    _backend()
+    mparams = lib.llama_model_default_params()
+    mparams.use_mmap = False
+    model = lib.llama_model_load_from_file(str(smollm2_gguf()).encode(), mparams)
+    cparams = lib.llama_context_default_params()
+    cparams.n_ctx, cparams.n_seq_max, cparams.kv_unified = 8 * 512, 8, True
+    cparams.n_batch = cparams.n_ubatch = 512
+    cparams.n_threads = cparams.n_threads_batch = threads
+    ctx = lib.llama_init_from_model(model, cparams)
+    batch = lib.llama_batch_init(512, 0, 1)
+    rates: dict[int, list[float]] = {1: [], 4: [], 8: []}
+    for _ in range(2):
+        for n in rates:
+            lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+            start = time.perf_counter()
+            for pos in range(steps):
+                batch.n_tokens = n
+                for i in range(n):
+                    batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = 100 + i, pos, 1, 1
+                    batch.seq_id[i][0] = i
+                if lib.llama_decode(ctx, batch) != 0:
+                    raise RuntimeError("llama_decode failed")
+            rates[n].append(n * steps / (time.perf_counter() - start))
+    lib.llama_batch_free(batch)
+    lib.llama_free(ctx)
+    lib.llama_model_free(model)
+    return {n: statistics.median(v) for n, v in rates.items()}
 
 
 SYSTEM = ("You are a careful coding assistant working in a repository. Follow the project's style, explain each "
@@ -341,6 +379,8 @@ def report(llama: dict[str, Any], tf: dict[str, Any] | None, tokens: int, repeat
 
     table("llama.cpp, continuous batching (8 slots, sampled at temperature 0.8, a seed per stream):",
           llama["batching"])
+    table("llama.cpp itself, bare `llama_decode` of one token per sequence (no sampling, no scheduler): "
+          "the ceiling on this machine:", llama["ceiling"])
     if tf is not None:
         table("transformers, continuous batching:", tf["batching"])
     rp = llama["replay"]
