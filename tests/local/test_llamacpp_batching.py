@@ -11,12 +11,14 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 import openai
 import pytest
 
+from tests.cli.support import run_cli
 from tests.harness import RunningServer, make_key, run_server
 from tests.local.bundled import smollm2_gguf
 
@@ -277,3 +279,17 @@ def test_the_local_engine_metrics_are_exported(server: RunningServer) -> None:
     assert 'switchyard_local_time_to_first_token_seconds_count{model="smol8"}' in text
     for name in ("batch_occupancy", "tokens_per_second", "prefix_cache_hit_ratio", "slots_busy"):
         assert f'switchyard_local_{name}{{model="smol8"}}' in text
+
+
+def test_models_ps_shows_the_slots_and_the_prefix_cache(server: RunningServer, tmp_path: Path) -> None:
+    with sdk(server) as client:
+        client.chat.completions.create(model="smol8", messages=[{"role": "user", "content": "Hi"}],  # type: ignore
+                                       max_tokens=1)
+    result = run_cli("models", "ps", "--url", server.url, "--api-key", server.admin_key, "--data-dir", tmp_path,
+                     cwd=tmp_path, env={"COLUMNS": "250"})
+    assert result.returncode == 0, result
+    row = next(line for line in result.stdout.splitlines() if line.startswith("smol8 "))
+    assert "SLOTS" in result.stdout and "PREFIX HITS" in result.stdout
+    assert " 0/8 " in row
+    ratio = status_of(server, "smol8")
+    assert f"{ratio['prefix_hit_ratio']:.0%} of {ratio['requests']}" in row
