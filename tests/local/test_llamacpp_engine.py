@@ -207,6 +207,34 @@ def test_concurrent_jobs_share_one_batch_and_each_gets_its_own_answer() -> None:
         eng.close()
 
 
+def test_a_short_prompt_is_not_held_behind_a_huge_one() -> None:
+    """Prompts are evaluated in chunks of batch_tokens, least left first: a short prompt that comes
+    just after a huge one gets its first token long before the huge one does."""
+    eng = llamacpp.load(spec(context_length=1024, parallel=2, batch_tokens=32))
+    try:
+        huge = eng.encode("The quick brown fox jumps over the lazy dog. " * 80)[:900]
+        short = eng.render_chat(FRANCE)
+        firsts: list[str] = []
+        runs = {"huge": Run(), "short": Run()}
+
+        def first(name: str) -> Any:
+            def take(token: int) -> None:
+                if not runs[name].tokens:
+                    firsts.append(name)
+                runs[name].on_token(token)
+            return take
+
+        params = SamplingParams(max_tokens=4, temperature=0.0)
+        eng.submit(huge, params, None, first("huge"), runs["huge"].on_done)
+        eng.submit(short, params, None, first("short"), runs["short"].on_done)
+        assert runs["huge"].wait().outcome in ("stop", "length") and runs["short"].wait().outcome in ("stop", "length")
+        assert firsts == ["short", "huge"]
+        stats = eng.stats()  # type: ignore[attr-defined]
+        assert stats["prefill_chunks"] >= 900 // 32  # the huge prompt went in chunks
+    finally:
+        eng.close()
+
+
 def test_small_context_fills_and_overflows() -> None:
     template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                 "{% if add_generation_prompt %}{{ eos_token }}assistant:{% endif %}")

@@ -3,7 +3,7 @@
 Each step builds one ``llama_batch``::
 
     one token for every slot that is decoding (its last sampled token)
-    + chunks of the prompts still being evaluated, first come first, up to ``batch_tokens`` in all
+    + chunks of the prompts still being evaluated, least left first, up to ``batch_tokens`` in all
 
 then makes one ``llama_decode`` call and samples one token for every slot whose logits it asked
 for (each slot has its own sampler chain, with its own grammar). A request joins at the next step;
@@ -187,9 +187,11 @@ class Scheduler:
             _put(batch, n, slot.last_token, len(slot.tokens), slot.seq, True)
             wanted.append((slot, n, [slot.last_token]))
             n += 1
-        for slot in self._order:
-            if not slot.prefilling or n >= self.batch_tokens:
-                continue
+        # prompts: the least left to evaluate first, so that a huge prompt delays no short one's first
+        # token either (it still gets what the short ones leave of the step, every step)
+        for slot in sorted((s for s in self._order if s.prefilling), key=lambda s: len(s.job.prompt) - s.fed):
+            if n >= self.batch_tokens:
+                break
             prompt = slot.job.prompt
             chunk = prompt[slot.fed: slot.fed + self.batch_tokens - n]
             last = slot.fed + len(chunk) == len(prompt)
