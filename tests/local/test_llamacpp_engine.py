@@ -329,3 +329,45 @@ def test_bad_schema_is_a_bad_request(engine: ChatEngine, schema: Mapping[str, An
         engine.compile(Constraint("json_schema", schema))
     assert err.value.param == "response_format" and err.value.code == "invalid_json_schema"
     assert err.value.message
+
+
+def test_a_crashed_scheduler_fails_its_requests_and_the_model_reloads_on_the_next() -> None:
+    """A scheduler that dies (here: a callback raising SystemExit, which the step does not catch)
+    fails every request it held, says so, and the model manager loads the model again for the
+    next request instead of serving from a dead engine."""
+    import asyncio
+
+    from switchyard.local.manager import ManagedModel, ModelManager
+
+    async def body() -> None:
+        manager = ModelManager([ManagedModel(spec=spec(context_length=256, parallel=2))], 4 << 30)
+        try:
+            async with manager.lease("smol") as first:
+                assert isinstance(first, ChatEngine)
+                prompt = first.render_chat(FRANCE)
+                bystander = Run()
+                first.submit(prompt, SamplingParams(max_tokens=200, temperature=0.0), None, bystander.on_token,
+                             bystander.on_done)
+
+                def explode(token: int) -> None:
+                    raise SystemExit("a bug in a callback")
+
+                crashed = Run()
+                first.submit(prompt, GREEDY, None, explode, crashed.on_done)
+                await asyncio.to_thread(crashed.wait)
+                await asyncio.to_thread(bystander.wait)
+            assert isinstance(crashed.outcome, SystemExit) and isinstance(bystander.outcome, SystemExit)
+            assert first.failed is not None  # type: ignore[attr-defined]
+            with pytest.raises(ServiceUnavailableError):
+                first.submit(prompt, GREEDY, None, Run().on_token, Run().on_done)
+            async with manager.lease("smol") as second:
+                assert second is not first
+                run = Run()
+                second.submit(prompt, GREEDY, None, run.on_token, run.on_done)  # type: ignore[union-attr]
+                await asyncio.to_thread(run.wait)
+                assert run.outcome == "stop" and run.tokens
+            assert next(m for m in manager.status()["models"] if m["id"] == "smol")["loads"] == 2
+        finally:
+            await manager.aclose()
+
+    asyncio.run(body())
