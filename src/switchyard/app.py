@@ -87,6 +87,9 @@ def create_app(settings: Settings, share: WorkerShare | None = None) -> Starlett
             providers: dict[str, Provider] = {name: provider_for(spec) for name, spec in routing.upstreams.items()}
             metrics = Metrics(share.metrics_dir if share is not None else None)
             stack.callback(metrics.close)
+            if local is not None:
+                manager = local.manager
+                metrics.watch_local(lambda: manager.status()["models"])
             retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
             responses = ResponseLog(runtime.responses, server_secret(settings))  # sealed at rest
             SECRETS.add(server_secret(settings), *(s.get_secret_value() for s in (

@@ -176,31 +176,63 @@ def test_a_job_cancelled_while_queued_never_runs(engine: ChatEngine) -> None:
     assert first.wait().outcome == "length" and len(first.tokens) == 8
 
 
-def test_concurrent_jobs_are_served_one_after_the_other(engine: ChatEngine) -> None:
-    prompt = engine.render_chat(FRANCE)
-    solo = generate(engine, prompt)
-    order: list[int] = []
-    runs = [Run(), Run()]
-    barrier = threading.Barrier(2)
+def test_concurrent_jobs_share_one_batch_and_each_gets_its_own_answer() -> None:
+    """Four slots: four jobs decoded together, interleaved, each with its own answer. (Greedy output
+    batched may differ from greedy output alone after a few tokens: a batch's logits are computed
+    with other matrix kernels, so their last bits differ, and this small model has near ties.)"""
+    eng = llamacpp.load(spec(context_length=512, parallel=4))
+    try:
+        prompts = [eng.render_chat([{"role": "user", "content": q}]) for q in (
+            "What is the capital of France?", "Name three colours.", "Count to five.", "Say hello.")]
+        alone = [generate(eng, p, GREEDY).tokens for p in prompts]
+        order: list[int] = []
+        runs = [Run() for _ in prompts]
 
-    def submit(i: int) -> None:
-        def on_token(token: int) -> None:
-            order.append(i)
-            runs[i].on_token(token)
+        def on_token(i: int) -> Any:
+            def take(token: int) -> None:
+                order.append(i)
+                runs[i].on_token(token)
+            return take
 
-        barrier.wait()
-        engine.submit(prompt, GREEDY, None, on_token, runs[i].on_done)
+        for i, prompt in enumerate(prompts):
+            eng.submit(prompt, GREEDY, None, on_token(i), runs[i].on_done)
+        for i, run in enumerate(runs):
+            run.wait()
+            assert run.outcome in ("stop", "length") and run.tokens[:1] == alone[i][:1]
+        firsts = [order.index(i) for i in range(4)]
+        assert max(firsts) < min(len(t) for t in alone)  # all started before any had finished: interleaved
+        stats = eng.stats()  # type: ignore[attr-defined]
+        assert stats["slots"] == 4 and stats["slots_busy"] == 0
+    finally:
+        eng.close()
 
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for run in runs:
-        assert run.wait().outcome == "stop"
-        assert run.tokens == solo.tokens  # each from a clean context
-    first = order[0]
-    assert order == [first] * len(solo.tokens) + [1 - first] * len(solo.tokens)  # not interleaved
+
+def test_a_short_prompt_is_not_held_behind_a_huge_one() -> None:
+    """Prompts are evaluated in chunks of batch_tokens, least left first: a short prompt that comes
+    just after a huge one gets its first token long before the huge one does."""
+    eng = llamacpp.load(spec(context_length=1024, parallel=2, batch_tokens=32))
+    try:
+        huge = eng.encode("The quick brown fox jumps over the lazy dog. " * 80)[:900]
+        short = eng.render_chat(FRANCE)
+        firsts: list[str] = []
+        runs = {"huge": Run(), "short": Run()}
+
+        def first(name: str) -> Any:
+            def take(token: int) -> None:
+                if not runs[name].tokens:
+                    firsts.append(name)
+                runs[name].on_token(token)
+            return take
+
+        params = SamplingParams(max_tokens=4, temperature=0.0)
+        eng.submit(huge, params, None, first("huge"), runs["huge"].on_done)
+        eng.submit(short, params, None, first("short"), runs["short"].on_done)
+        assert runs["huge"].wait().outcome in ("stop", "length") and runs["short"].wait().outcome in ("stop", "length")
+        assert firsts == ["short", "huge"]
+        stats = eng.stats()  # type: ignore[attr-defined]
+        assert stats["prefill_chunks"] >= 900 // 32  # the huge prompt went in chunks
+    finally:
+        eng.close()
 
 
 def test_small_context_fills_and_overflows() -> None:
@@ -216,10 +248,9 @@ def test_small_context_fills_and_overflows() -> None:
         run = generate(eng, prompt, SamplingParams(max_tokens=100, temperature=0.0))
         assert run.outcome == "length" and len(run.tokens) == 11  # the last token needs no room
         too_long = Run()
-        eng.submit(prompt + prompt[:10], GREEDY, None, too_long.on_token, too_long.on_done)
-        error = too_long.wait().outcome
-        assert isinstance(error, BadRequestError)
-        assert error.code == "context_length_exceeded" and too_long.tokens == []
+        with pytest.raises(BadRequestError) as error:
+            eng.submit(prompt + prompt[:10], GREEDY, None, too_long.on_token, too_long.on_done)
+        assert error.value.code == "context_length_exceeded" and too_long.tokens == []
         after = generate(eng, prompt[:20], SamplingParams(max_tokens=2, temperature=0.0))  # still serving
         assert after.outcome == "length" and len(after.tokens) == 2
     finally:
@@ -277,7 +308,7 @@ def test_random_json_schemas_give_valid_json(engine: ChatEngine) -> None:
 
 def test_json_object_gives_an_object(engine: ChatEngine) -> None:
     grammar = engine.compile(Constraint("json_object"))
-    prompt = engine.render_chat(FRANCE)
+    prompt = engine.render_chat([{"role": "user", "content": "Give the city and country of Paris as a JSON object."}])
     run = generate(engine, prompt, SamplingParams(max_tokens=100, temperature=0.0), grammar)
     assert run.outcome == "stop"
     assert isinstance(json.loads(text(engine, run.tokens)), dict)
@@ -298,3 +329,45 @@ def test_bad_schema_is_a_bad_request(engine: ChatEngine, schema: Mapping[str, An
         engine.compile(Constraint("json_schema", schema))
     assert err.value.param == "response_format" and err.value.code == "invalid_json_schema"
     assert err.value.message
+
+
+def test_a_crashed_scheduler_fails_its_requests_and_the_model_reloads_on_the_next() -> None:
+    """A scheduler that dies (here: a callback raising SystemExit, which the step does not catch)
+    fails every request it held, says so, and the model manager loads the model again for the
+    next request instead of serving from a dead engine."""
+    import asyncio
+
+    from switchyard.local.manager import ManagedModel, ModelManager
+
+    async def body() -> None:
+        manager = ModelManager([ManagedModel(spec=spec(context_length=256, parallel=2))], 4 << 30)
+        try:
+            async with manager.lease("smol") as first:
+                assert isinstance(first, ChatEngine)
+                prompt = first.render_chat(FRANCE)
+                bystander = Run()
+                first.submit(prompt, SamplingParams(max_tokens=200, temperature=0.0), None, bystander.on_token,
+                             bystander.on_done)
+
+                def explode(token: int) -> None:
+                    raise SystemExit("a bug in a callback")
+
+                crashed = Run()
+                first.submit(prompt, GREEDY, None, explode, crashed.on_done)
+                await asyncio.to_thread(crashed.wait)
+                await asyncio.to_thread(bystander.wait)
+            assert isinstance(crashed.outcome, SystemExit) and isinstance(bystander.outcome, SystemExit)
+            assert first.failed is not None  # type: ignore[attr-defined]
+            with pytest.raises(ServiceUnavailableError):
+                first.submit(prompt, GREEDY, None, Run().on_token, Run().on_done)
+            async with manager.lease("smol") as second:
+                assert second is not first
+                run = Run()
+                second.submit(prompt, GREEDY, None, run.on_token, run.on_done)  # type: ignore[union-attr]
+                await asyncio.to_thread(run.wait)
+                assert run.outcome == "stop" and run.tokens
+            assert next(m for m in manager.status()["models"] if m["id"] == "smol")["loads"] == 2
+        finally:
+            await manager.aclose()
+
+    asyncio.run(body())

@@ -152,16 +152,30 @@ def _local_table(models: list[dict[str, Any]]) -> Table:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("MODEL", "ENGINE", "STATE", "MEMORY", "PINNED", "ACTIVE", "QUEUED", "KEEP ALIVE",
-                   "UNLOADS IN", "LAST USED"):
+    for column in ("MODEL", "ENGINE", "STATE", "MEMORY", "PINNED", "ACTIVE", "QUEUED", "SLOTS", "PREFIX HITS",
+                   "KEEP ALIVE", "UNLOADS IN", "LAST USED"):
         table.add_column(column, no_wrap=column == "MODEL")
     for m in models:
         table.add_row(str(m.get("id")), str(m.get("engine") or "-"), str(m.get("state") or "-"),
                       _size(m.get("memory_bytes")), "yes" if m.get("pinned") else "no",
-                      str(m.get("active", 0)), str(m.get("queued", 0)),
+                      str(m.get("active", 0)), str(m.get("queued", 0)), _slots(m), _hits(m),
                       _seconds(m.get("keep_alive_seconds"), forever_below_zero=True),
                       _seconds(m.get("expires_in_seconds")), _when(m.get("last_used_at")))
     return table
+
+
+def _slots(model: dict[str, Any]) -> str:
+    """Busy of all slots (GGUF models), else -."""
+    slots = model.get("slots")
+    return f"{model.get('slots_busy', 0)}/{slots}" if isinstance(slots, int) else "-"
+
+
+def _hits(model: dict[str, Any]) -> str:
+    """The prefix cache's hit ratio over its requests (GGUF models), else -."""
+    ratio, requests = model.get("prefix_hit_ratio"), model.get("requests")
+    if not isinstance(ratio, int | float) or not isinstance(requests, int):
+        return "-"
+    return f"{ratio:.0%} of {requests}"
 
 
 def _upstream_table(models: list[dict[str, Any]]) -> Table:

@@ -36,6 +36,7 @@ class ChatRequest:
     max_tokens: int | None = None
     keep_alive: str | int | None = None
     upstream_headers: tuple[tuple[str, str], ...] = ()
+    owner: str | None = None  # whose request: "team:<id>", "user:<id>" or "key:<id>" (set by the gateway)
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,16 @@ class Principal:
     team_limits: RateLimits | None = None  # scope team:<id>
     team_budget: Budget | None = None  # scope team:<id>
 
+    @property
+    def owner(self) -> str | None:
+        """Whose requests these are, for what may be shared between them (a local model's prompt
+        cache): the key's team, else its user, else the key (None: the anonymous principal)."""
+        if self.team_id:
+            return f"team:{self.team_id}"
+        if self.user_id:
+            return f"user:{self.user_id}"
+        return f"key:{self.key_id}" if self.key_id else None
+
     def may_use(self, model: str) -> bool:
         if self.allowed_models is None:
             return True

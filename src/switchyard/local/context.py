@@ -22,7 +22,10 @@ from typing import BinaryIO
 
 from switchyard.local.spec import LocalModelSpec
 
-__all__ = ["LLAMACPP_DEFAULT_MAX_CONTEXT", "declared_context_length", "gguf_trained_context", "sentence_max_seq_length"]
+__all__ = [
+    "LLAMACPP_DEFAULT_MAX_CONTEXT", "declared_context_length", "gguf_metadata", "gguf_trained_context",
+    "sentence_max_seq_length",
+]
 
 LLAMACPP_DEFAULT_MAX_CONTEXT = 8192  # the llama.cpp engine uses the model's own context up to this
 
@@ -84,6 +87,34 @@ def gguf_trained_context(path: Path) -> int | None:
             if arch is not None and f"{arch}.context_length" in lengths:
                 return lengths[f"{arch}.context_length"]
     return None
+
+
+def gguf_metadata(path: Path) -> dict[str, int | str | list[int]]:
+    """A GGUF file's header: its integer and string values, and its integer arrays of up to 4,096
+    items (per-layer figures); the vocabulary and other long arrays are skipped."""
+    found: dict[str, int | str | list[int]] = {}
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF" or int(_read(f, "<I")) < 2:
+            return found
+        _read(f, "<Q")  # tensor count
+        for _ in range(min(int(_read(f, "<Q")), _MAX_KEYS)):
+            key, kind = _string(f), int(_read(f, "<I"))
+            if kind == _STRING:
+                found[key] = _string(f)
+            elif kind in _SCALARS and kind not in (6, 7, 12):
+                found[key] = int(_read(f, _SCALARS[kind]))
+            elif kind == _ARRAY:
+                item, count = int(_read(f, "<I")), int(_read(f, "<Q"))
+                if item in _SCALARS and item not in (6, 7, 12) and count <= 4096:
+                    found[key] = [int(_read(f, _SCALARS[item])) for _ in range(count)]
+                elif item in _SCALARS:
+                    f.seek(struct.calcsize(_SCALARS[item]) * count, 1)
+                else:
+                    for _ in range(count):
+                        _skip(f, item)
+            else:
+                _skip(f, kind)
+    return found
 
 
 def _json_int(path: Path, key: str) -> int | None:

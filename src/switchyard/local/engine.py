@@ -90,7 +90,10 @@ class ChatEngine(Protocol):
     def detokenizer(self) -> Detokenizer: ...
 
     def submit(self, prompt: Sequence[int], params: SamplingParams, grammar: object | None,
-               on_token: OnToken, on_done: OnDone) -> Job: ...
+               on_token: OnToken, on_done: OnDone, owner: str | None = None) -> Job:
+        """Queue a generation. ``owner`` names whose prompt it is (an engine that caches prompt
+        prefixes lets only the same owner reuse them, unless configured to share)."""
+        ...
 
     def close(self) -> None:
         """Free the model's memory (called once; no job is running)."""

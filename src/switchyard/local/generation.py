@@ -63,7 +63,7 @@ class TokenStream:
     (``stop`` or ``length``) and ``completion_tokens`` (every token sampled, as OpenAI counts)."""
 
     def __init__(self, engine: ChatEngine, prompt: Sequence[int], params: SamplingParams,
-                 grammar: object | None, stops: Sequence[str]) -> None:
+                 grammar: object | None, stops: Sequence[str], owner: str | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[int | str | BaseException] = asyncio.Queue()
         self._detok = engine.detokenizer()
@@ -72,7 +72,7 @@ class TokenStream:
         self.finish_reason: str | None = None
         self.completion_tokens = 0
         self._closed = False
-        self._job: Job = engine.submit(prompt, params, grammar, self._on_token, self._on_done)
+        self._job: Job = engine.submit(prompt, params, grammar, self._on_token, self._on_done, owner)
 
     # engine thread -> loop
     def _on_token(self, token: int) -> None:

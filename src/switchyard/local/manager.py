@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -26,8 +27,9 @@ from types import EllipsisType
 from typing import Any
 
 from switchyard.errors import GatewayError, NotFoundError, ServiceUnavailableError
-from switchyard.local.context import declared_context_length
+from switchyard.local.context import declared_context_length, gguf_metadata
 from switchyard.local.engine import Engine
+from switchyard.local.kvcache import kv_bytes_per_token
 from switchyard.local.spec import LocalModelSpec
 
 __all__ = ["ManagedModel", "ModelManager", "estimate_bytes", "load_engine"]
@@ -62,14 +64,32 @@ def load_engine(spec: LocalModelSpec) -> Engine:
 
 def estimate_bytes(spec: LocalModelSpec) -> int:
     """What a model will take before it is loaded: the size of its weights on disk (0 when it
-    comes from a hub). Replaced by the measured footprint once loaded."""
+    comes from a hub), plus a GGUF model's KV cache for all its slots. Replaced by the measured
+    footprint once loaded."""
     path = Path(spec.source)
     if path.is_file():
-        return path.stat().st_size
+        return path.stat().st_size + _kv_estimate(spec, path)
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*")
                    if p.is_file() and p.suffix in {".safetensors", ".bin", ".gguf", ".pt"})
     return 0
+
+
+def _engine_stats(engine: Engine | None) -> dict[str, Any]:
+    """What an engine reports of itself (the llama.cpp engine: slots, prefix cache, throughput)."""
+    stats = getattr(engine, "stats", None)
+    return dict(stats()) if callable(stats) else {}
+
+
+def _kv_estimate(spec: LocalModelSpec, path: Path) -> int:
+    """A llama.cpp model's KV cache, all slots, from its GGUF header (0 when it does not say)."""
+    if spec.engine != "llamacpp":
+        return 0
+    try:
+        per_token = kv_bytes_per_token(gguf_metadata(path)) or 0
+    except (OSError, ValueError, struct.error):
+        return 0
+    return per_token * (declared_context_length(spec) or 0) * spec.parallel
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +194,7 @@ class ModelManager:
                 "loads": slot.loads,
                 "load_seconds": round(slot.load_seconds, 3),
                 **slot.extra,
+                **_engine_stats(slot.engine),
             })
         used = self.used
         return {
@@ -230,6 +251,8 @@ class ModelManager:
         """The model's engine, loaded if needed, held against eviction until the block ends.
         ``keep_alive`` (seconds, or None for ever) replaces the model's for this and later idles."""
         slot = self._get(name)
+        if getattr(slot.engine, "failed", None) is not None:
+            await self._drop_failed(name)
         if slot.engine is None or slot.state != "loaded":
             await self._ensure_loaded(name)
         engine = slot.engine
@@ -246,6 +269,15 @@ class ModelManager:
                 task = asyncio.create_task(self._unload_if_idle(name))
                 self._tasks.append(task)
                 task.add_done_callback(self._forget)
+
+    async def _drop_failed(self, name: str) -> None:
+        """An engine that stopped serving (a crashed scheduler) is unloaded, to be loaded again."""
+        async with self._lock:
+            slot = self._slots[name]
+            failed = getattr(slot.engine, "failed", None)
+            if slot.engine is not None and failed is not None:
+                log.error("%s failed (%s: %s); it reloads now", name, type(failed).__name__, failed)
+                await self._close(slot)
 
     def _forget(self, task: asyncio.Task[Any]) -> None:
         if task in self._tasks:

@@ -30,7 +30,8 @@ class LocalProvider:
         self.manager = manager
         self._grammars: OrderedDict[tuple[int, bytes], object] = OrderedDict()
 
-    async def _start(self, engine: ChatEngine, gen: Generation, target: Target) -> tuple[TokenStream, int]:
+    async def _start(self, engine: ChatEngine, gen: Generation, target: Target,
+                     owner: str | None) -> tuple[TokenStream, int]:
         if gen.messages is not None:
             prompt = await asyncio.to_thread(engine.render_chat, gen.messages)
         elif isinstance(gen.prompt, str):
@@ -39,7 +40,7 @@ class LocalProvider:
             prompt = list(gen.prompt or [])
         params = gen.params(len(prompt), engine.context_length, self.manager.model(target.upstream_model).max_tokens)
         grammar = await self._grammar(engine, gen.constraint) if gen.constraint is not None else None
-        return TokenStream(engine, prompt, params, grammar, gen.stop), len(prompt)
+        return TokenStream(engine, prompt, params, grammar, gen.stop, owner), len(prompt)
 
     async def _grammar(self, engine: ChatEngine, constraint: Constraint) -> object:
         key = (id(engine), orjson.dumps(constraint.schema, option=orjson.OPT_SORT_KEYS) + constraint.kind.encode())
@@ -62,7 +63,7 @@ class LocalProvider:
     async def chat(self, request: ChatRequest, target: Target) -> ChatResult:
         gen = wanted(request)
         async with self.manager.lease(target.upstream_model, keep_alive_of(request.keep_alive)) as engine:
-            run, prompt_tokens = await self._start(self._chat_engine(engine, target), gen, target)
+            run, prompt_tokens = await self._start(self._chat_engine(engine, target), gen, target, request.owner)
             try:
                 text = "".join([piece async for piece in run])
             finally:
@@ -75,7 +76,7 @@ class LocalProvider:
         gen = wanted(request)
         writer = StreamWriter(request, target.alias)
         async with self.manager.lease(target.upstream_model, keep_alive_of(request.keep_alive)) as engine:
-            run, prompt_tokens = await self._start(self._chat_engine(engine, target), gen, target)
+            run, prompt_tokens = await self._start(self._chat_engine(engine, target), gen, target, request.owner)
             try:
                 opening = writer.opening()
                 async for piece in run:

@@ -20,3 +20,6 @@ class LocalModelSpec:
     device: Literal["cpu", "cuda", "auto"] = "auto"
     max_batch: int = 8  # transformers: sequences decoded together in one forward pass
     chat_template: str | None = None  # a Jinja template overriding the model's own
+    parallel: int = 1  # llamacpp: slots (sequences sharing one context); resolved from "auto" by local.build
+    batch_tokens: int = 512  # llamacpp: tokens evaluated per step
+    prefix_cache_scope: Literal["owner", "shared", "off"] = "owner"  # llamacpp: who may reuse a cached prefix

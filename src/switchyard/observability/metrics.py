@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from switchyard.observability.local_engines import LocalEngineCollector, StatusSource
+
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -232,6 +234,15 @@ class Metrics:
                 gauge.remove(provider, model)
             else:
                 gauge.labels(provider, model).set(0)
+
+    def watch_local(self, source: StatusSource) -> None:
+        """Export the local engines' figures (slots, prefix cache, TTFT, tok/s), read from
+        ``source`` (the model manager's status rows) at each scrape (with several workers: the
+        scraped worker's own models)."""
+        collector = LocalEngineCollector(source)
+        self.registry.register(collector)
+        if self._scrape is not None:
+            self._scrape.register(collector)
 
     def render(self) -> bytes:
         if self._scrape is None:

@@ -84,6 +84,7 @@ class Gateway:
     async def chat(self, principal: Principal, request: ChatRequest, ctx: CallContext) -> ChatResult:
         route = self.route_for(principal, request.model)
         endpoint = ctx.endpoint or _endpoint(request)
+        request = _owned(request, principal)
         async with self._accounted(principal, route, endpoint, ctx, False, request.body, request) as out:
             fit = partial(_fit, request=out.request or request)
             result = await _drained(self._serve(principal, route, ctx, out, endpoint, False, fit, _answer))
@@ -102,6 +103,7 @@ class Gateway:
         """
         route = self.route_for(principal, request.model)
         endpoint = ctx.endpoint or _endpoint(request)
+        request = _owned(request, principal)
         async with self._accounted(principal, route, endpoint, ctx, True, request.body, request) as out:
             fit = partial(_fit, request=out.request or request)
             async with aclosing(self._serve(principal, route, ctx, out, endpoint, True, fit, _stream)) as pieces:
@@ -190,6 +192,12 @@ class Gateway:
         prices = partial(self.upstreams.routing.prices, route)
         return self.accounting.request(principal, route, endpoint, ctx, streamed=streamed, body=body, prices=prices,
                                        request=request)
+
+
+def _owned(request: ChatRequest, principal: Principal) -> ChatRequest:
+    """The request marked with its owner (what a local model's prompt cache is scoped by)."""
+    owner = principal.owner
+    return request if request.owner == owner else replace(request, owner=owner)
 
 
 def _endpoint(request: ChatRequest) -> str:

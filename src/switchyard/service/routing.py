@@ -20,7 +20,7 @@ __all__ = ["LOCAL", "RoutingTable", "display_url", "local_models"]
 
 LOCAL = "local"  # the provider name and type of models run in this process
 _RESPONSES_WIRES = frozenset({"openai", "azure"})
-_LOCAL_CONCURRENCY = {"llamacpp": 1, "bert": 4, "sentence_transformers": 4}
+_LOCAL_CONCURRENCY = {"bert": 4, "sentence_transformers": 4}
 _EMBEDDING_ENGINES = {"bert", "sentence_transformers"}
 
 
@@ -202,7 +202,12 @@ class RoutingTable:
         )
 
     def _local_route(self, model: LocalModelConfig) -> Route:
-        cap = model.max_concurrent or _LOCAL_CONCURRENCY.get(model.engine, model.max_batch)
+        if model.engine == "llamacpp" and model.max_concurrent is None:
+            from switchyard.local.build import budget_of, parallel_slots
+
+            cap = parallel_slots(model, budget_of(self._settings))  # one request per slot
+        else:
+            cap = model.max_concurrent or _LOCAL_CONCURRENCY.get(model.engine, model.max_batch)
         target = Target(
             alias=model.alias, provider=LOCAL, provider_type=LOCAL, upstream_model=model.alias, timeout=3600.0,
             max_concurrent=cap, max_queue=model.max_queue, queue_timeout=model.queue_timeout,

@@ -225,6 +225,16 @@ class LocalModelConfig(BaseModel):
                                 "the machine's cores.")
     device: Literal["cpu", "cuda", "auto"] = Field(default="auto", description="Where the model runs.")
     max_batch: int = Field(default=8, gt=0, description="transformers: streams decoded together in one batch.")
+    parallel: int | Literal["auto"] = Field(
+        default="auto", description="llamacpp: sequences decoded together (slots sharing one KV cache); auto: "
+        "as many as fit the memory budget, at most 4.",
+    )
+    batch_tokens: int = Field(default=512, gt=0, description="llamacpp: tokens evaluated per step (one per "
+                              "decoding stream, the rest for chunks of prompts); never less than parallel.")
+    prefix_cache_scope: Literal["owner", "shared", "off"] = Field(
+        default="owner", description="llamacpp: a slot's cached prompt prefix is reused by requests of the same "
+        "owner (the key's team, else its user, else the key), by anyone (shared), or never (off).",
+    )
     chat_template: str | None = Field(default=None, description="A Jinja chat template overriding the model's.")
     pinned: bool = Field(default=False, description="Never evicted or expired once loaded.")
     preload: bool = Field(default=False, description="Load at start instead of on first use.")
@@ -233,8 +243,8 @@ class LocalModelConfig(BaseModel):
         "set keep_alive too, as with Ollama.",
     )
     max_concurrent: int | None = Field(
-        default=None, gt=0, description="Requests served at once (default: 1 for llamacpp, max_batch for "
-        "transformers, 4 for embeddings).",
+        default=None, gt=0, description="Requests served at once (default: parallel for llamacpp, max_batch "
+        "for transformers, 4 for embeddings).",
     )
     max_queue: int = Field(default=16, ge=0, description="Requests that may wait for a slot; beyond: 429.")
     queue_timeout: float = Field(default=60.0, gt=0, description="Seconds a request may wait; then 503.")
@@ -248,4 +258,11 @@ class LocalModelConfig(BaseModel):
     @classmethod
     def _duration(cls, value: str | float) -> str | float:
         parse_duration(value)  # ValueError -> a config error naming the field
+        return value
+
+    @field_validator("parallel")
+    @classmethod
+    def _slots(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("parallel must be 'auto' or a number of slots from 1 to 64")
         return value

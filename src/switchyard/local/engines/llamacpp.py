@@ -1,10 +1,10 @@
-"""The ``llamacpp`` engine: GGUF models run in-process with llama-cpp-python.
+"""The ``llamacpp`` engine: GGUF models run in-process on llama-cpp-python's low-level API.
 
-One llama.cpp context per loaded model, driven by one worker thread (a context is not
-thread-safe): jobs are served first in, first out, one at a time, each from a clean context
-(no prompt-prefix reuse, so the same seed, prompt and parameters always give the same tokens).
-Tokenizing and rendering use only the vocabulary, which is read-only after load, so they run on
-the caller's thread.
+One llama.cpp context per loaded model, shared by ``parallel`` slots (sequence ids, each with
+``context_length`` tokens of KV cache) and driven by one scheduler thread that batches them
+(continuous batching, chunked prompts, prompt-prefix reuse: ``llama_sched.py``). Tokenizing and
+rendering use only the vocabulary, which is read-only after load, so they run on the caller's
+thread.
 
 ``load`` is blocking; the model manager calls it in a worker thread.
 """
@@ -16,17 +16,17 @@ import ctypes
 import json
 import logging
 import os
-import queue
-import secrets
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from switchyard.errors import BadRequestError, ServiceUnavailableError
 from switchyard.local.engine import ChatEngine, Constraint, OnDone, OnToken, SamplingParams
 from switchyard.local.engines.content import text_content
+from switchyard.local.engines.llama_sampling import CompiledGrammar
+from switchyard.local.engines.llama_sched import LlamaJob, Scheduler, occupancy
 from switchyard.local.engines.threads import usable_cpus
+from switchyard.local.kvcache import KV_TYPE_BYTES
 from switchyard.local.spec import LocalModelSpec
 
 __all__ = ["CompiledGrammar", "LlamaCppEngine", "default_threads", "load"]
@@ -34,8 +34,8 @@ __all__ = ["CompiledGrammar", "LlamaCppEngine", "default_threads", "load"]
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONTEXT = 8192  # the model's own context is used up to this, unless the spec asks for more
-_KV_BYTES = 2  # llama.cpp keeps the KV cache in f16 by default
-_SEED_SPACE = 0xFFFFFFFF  # llama.cpp seeds are uint32, and 0xFFFFFFFF itself means "pick one at random"
+_backend_lock = threading.Lock()
+_backend_ready = False
 
 
 def default_threads() -> int:
@@ -47,34 +47,66 @@ def default_threads() -> int:
     return max(1, min(4, usable_cpus() // 2))
 
 
-def load(spec: LocalModelSpec) -> ChatEngine:
-    """Load the GGUF file ``spec.source`` with its weights fully in memory (no mmap)."""
+def _backend() -> Any:
+    global _backend_ready
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep instead of spinning
     import llama_cpp
     from llama_cpp._logger import set_verbose
 
+    with _backend_lock:
+        if not _backend_ready:
+            set_verbose(False)  # llama.cpp's own logging goes quiet, as with Llama(verbose=False)
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+    return llama_cpp
+
+
+def load(spec: LocalModelSpec) -> ChatEngine:
+    """Load the GGUF file ``spec.source`` with its weights fully in memory (no mmap), and a context
+    of ``spec.parallel`` slots of ``context_length`` tokens each."""
+    lib = _backend()
     if not os.path.isfile(spec.source):
         raise FileNotFoundError(f"{spec.source}: no such GGUF file (the llamacpp engine loads local files only)")
-    set_verbose(False)  # what Llama(verbose=False) does too, before our metadata probe
-    n_ctx = spec.context_length or min(_trained_context(spec.source), DEFAULT_MAX_CONTEXT)
+    slot_context = spec.context_length or min(_trained_context(spec.source), DEFAULT_MAX_CONTEXT)
+    slots = max(1, spec.parallel)
     threads = spec.threads or default_threads()
-    gpu_layers = 0
+    mparams = lib.llama_model_default_params()
+    mparams.use_mmap = False
     if spec.device != "cpu":
-        if llama_cpp.llama_supports_gpu_offload():
-            gpu_layers = -1
+        if lib.llama_supports_gpu_offload():
+            mparams.n_gpu_layers = -1
         elif spec.device == "cuda":
             log.warning("%s: this llama-cpp-python build cannot offload to a GPU; running on the CPU", spec.name)
+    else:
+        mparams.n_gpu_layers = 0
     before = _rss_bytes()
-    llm = llama_cpp.Llama(
-        spec.source, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_gpu_layers=gpu_layers,
-        use_mmap=False, verbose=False,
-    )
+    model = lib.llama_model_load_from_file(spec.source.encode(), mparams)
+    if not model:
+        raise ValueError(f"{spec.source}: llama.cpp could not load this GGUF file")
+    batch_tokens = max(spec.batch_tokens, slots)
+    cparams = lib.llama_context_default_params()
+    cparams.n_ctx = slot_context * slots
+    cparams.n_seq_max = slots
+    cparams.n_batch = cparams.n_ubatch = batch_tokens
+    cparams.n_threads = cparams.n_threads_batch = threads
+    # One pool of cells for all slots: llama.cpp then evaluates a whole mixed batch (a token per
+    # stream, prompt chunks) as one ubatch. With a cache per sequence it would split the batch
+    # into runs of consecutive sequence ids with equal token counts: a pass over the weights each.
+    cparams.kv_unified = True
+    cparams.no_perf = True
+    ctx = lib.llama_init_from_model(model, cparams)
+    if not ctx:
+        lib.llama_model_free(model)
+        raise ValueError(f"{spec.name}: llama.cpp could not make a context of {slots} x {slot_context} tokens")
     rss_growth = _rss_bytes() - before
+    kv = _kv_cache_bytes(lib, model, slot_context * slots)
     # The RSS growth is the real cost on a CPU (weights read in, KV cache zeroed, compute buffers);
     # it cannot see GPU memory and is blurred by other threads allocating meanwhile, so it is never
-    # taken below the weights plus the full KV cache.
-    footprint = max(rss_growth, llama_cpp.llama_model_size(llm.model) + _kv_cache_bytes(llm))
-    return LlamaCppEngine(llm, name=spec.name, footprint_bytes=footprint, chat_template=spec.chat_template)
+    # taken below the weights plus the KV cache of all slots.
+    footprint = max(rss_growth, int(lib.llama_model_size(model)) + kv)
+    return LlamaCppEngine(lib, model, ctx, name=spec.name, footprint_bytes=footprint, kv_cache_bytes=kv,
+                          slots=slots, slot_context=slot_context, batch_tokens=batch_tokens,
+                          scope=spec.prefix_cache_scope, chat_template=spec.chat_template)
 
 
 def _trained_context(path: str) -> int:
@@ -97,33 +129,29 @@ def _trained_context(path: str) -> int:
 def _meta(model: Any, key: str) -> str | None:
     import llama_cpp
 
-    buf = ctypes.create_string_buffer(256)
-    n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
-    return buf.value.decode("utf-8", "replace") if n >= 0 else None
+    size = 256
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n < size:
+            return buf.value.decode("utf-8", "replace")
+        size = n + 1  # a chat template is longer than the buffer: n is the length it needs
 
 
-def _kv_cache_bytes(llm: Any) -> int:
-    import llama_cpp
-
-    model = llm.model
-    n_embd, n_head = llama_cpp.llama_model_n_embd(model), llama_cpp.llama_model_n_head(model)
+def _kv_cache_bytes(lib: Any, model: Any, cells: int) -> int:
+    n_embd, n_head = lib.llama_model_n_embd(model), lib.llama_model_n_head(model)
     arch = _meta(model, "general.architecture") or ""
     head_k = int(_meta(model, f"{arch}.attention.key_length") or n_embd // max(n_head, 1))
     head_v = int(_meta(model, f"{arch}.attention.value_length") or n_embd // max(n_head, 1))
-    per_token = int(llama_cpp.llama_model_n_layer(model)) * int(llama_cpp.llama_model_n_head_kv(model))
-    return int(llm.n_ctx()) * per_token * (head_k + head_v) * _KV_BYTES
+    per_token = int(lib.llama_model_n_layer(model)) * int(lib.llama_model_n_head_kv(model))
+    return cells * per_token * (head_k + head_v) * KV_TYPE_BYTES
 
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledGrammar:
-    """A GBNF grammar checked by llama.cpp; each job gets a fresh sampler made from it."""
-
-    gbnf: str
 
 
 class _Detokenizer:
@@ -140,54 +168,31 @@ class _Detokenizer:
         return text
 
 
-@dataclass(eq=False, slots=True)
-class _Job:
-    prompt: list[int]
-    params: SamplingParams
-    grammar: CompiledGrammar | None
-    on_token: OnToken
-    on_done: OnDone
-    _cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-
-_STOP = object()  # tells the worker to exit
-
-
 class LlamaCppEngine:
     """A loaded GGUF model (see ``switchyard.local.engine.ChatEngine``)."""
 
-    def __init__(self, llm: Any, *, name: str, footprint_bytes: int, chat_template: str | None = None) -> None:
-        import llama_cpp
-
-        self._llm = llm
-        self._lib = llama_cpp
-        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    def __init__(self, lib: Any, model: Any, ctx: Any, *, name: str, footprint_bytes: int, kv_cache_bytes: int,
+                 slots: int, slot_context: int, batch_tokens: int, scope: Any = "owner",
+                 chat_template: str | None = None) -> None:
+        self._lib, self._model, self._ctx = lib, model, ctx
+        self._vocab = lib.llama_model_get_vocab(model)
         self._pieces: dict[int, bytes] = {}
         self.name = name
-        # llama.cpp may round its context up (to 256), but llama-cpp-python sizes its token
-        # buffer for the context it was asked for: the smaller is what fits
-        self.context_length: int = min(int(llm.n_ctx()), len(llm.input_ids))
+        self.context_length: int = slot_context  # per request: each slot holds this many tokens
         self.footprint_bytes = footprint_bytes
-        self._template = chat_template or llm.metadata.get("tokenizer.chat_template")
+        self.kv_cache_bytes = kv_cache_bytes
+        self._template = chat_template or _meta(model, "tokenizer.chat_template")
         self._formatter: Any = None
         if self._template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
             self._formatter = Jinja2ChatFormatter(
-                template=self._template, bos_token=self._token_text(llm.token_bos()),
-                eos_token=self._token_text(llm.token_eos()), add_generation_prompt=True,
+                template=self._template, bos_token=self._token_text(lib.llama_vocab_bos(self._vocab)),
+                eos_token=self._token_text(lib.llama_vocab_eos(self._vocab)), add_generation_prompt=True,
             )
-        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._closed = False
-        self._worker = threading.Thread(target=self._serve, name=f"llamacpp-{name}", daemon=True)
-        self._worker.start()
+        self._scheduler = Scheduler(lib, ctx, self._vocab, name=name, slots=slots, slot_context=slot_context,
+                                    batch_tokens=batch_tokens, scope=scope)
 
     # -- prompts --------------------------------------------------------------------------------
 
@@ -204,7 +209,7 @@ class LlamaCppEngine:
             raise BadRequestError(f"The model's chat template rejected the messages: {exc}",
                                   param="messages") from exc
         tokens = self._tokenize(prompt, special=True)
-        bos = self._llm.token_bos()
+        bos = self._lib.llama_vocab_bos(self._vocab)
         if len(tokens) >= 2 and tokens[0] == tokens[1] == bos:  # the template wrote the BOS itself
             del tokens[0]
         return tokens
@@ -215,8 +220,14 @@ class LlamaCppEngine:
 
     def _tokenize(self, text: str, *, special: bool) -> list[int]:
         self._require_open()
-        tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=special)
-        return tokens
+        raw = text.encode("utf-8")
+        size = len(raw) + 2
+        while True:
+            buf = (self._lib.llama_token * size)()
+            n = self._lib.llama_tokenize(self._vocab, raw, len(raw), buf, size, True, special)
+            if n >= 0:
+                return list(buf[:n])
+            size = -n  # too small: -n is the count needed
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -269,86 +280,44 @@ class LlamaCppEngine:
     # -- generation -------------------------------------------------------------------------------
 
     def submit(self, prompt: Sequence[int], params: SamplingParams, grammar: object | None,
-               on_token: OnToken, on_done: OnDone) -> _Job:
+               on_token: OnToken, on_done: OnDone, owner: str | None = None) -> LlamaJob:
         if grammar is not None and not isinstance(grammar, CompiledGrammar):
             raise TypeError(f"grammar must come from this engine's compile(), not {type(grammar).__name__}")
-        if self._closed:
-            raise ServiceUnavailableError(f"The model '{self.name}' was unloaded.")
-        job = _Job(list(prompt), params, grammar, on_token, on_done)
-        self._jobs.put(job)
-        return job
-
-    def _serve(self) -> None:
-        """The worker: one job at a time, in the order they came."""
-        while True:
-            job = self._jobs.get()
-            if not isinstance(job, _Job):
-                return
-            try:
-                outcome: str | BaseException = self._run(job)
-            except Exception as exc:  # a failed decode, or a callback that raised
-                log.exception("%s: generation failed", self.name)
-                outcome = exc
-            try:
-                job.on_done(outcome)
-            except Exception:
-                log.exception("%s: on_done raised", self.name)
-
-    def _run(self, job: _Job) -> str:
-        if job.cancelled:
-            return "cancelled"
-        if not job.prompt:
+        self._require_open()
+        if not prompt:
             raise BadRequestError("The prompt is empty.", param="messages")
-        if len(job.prompt) + 1 > self.context_length:
+        if len(prompt) + 1 > self.context_length:
             raise BadRequestError(
                 f"This model's maximum context length is {self.context_length} tokens; "
-                f"the prompt has {len(job.prompt)}.", param="messages", code="context_length_exceeded")
-        sampler = self._sampler(job.params, job.grammar)
-        try:
-            self._llm.reset()  # no prefix reuse: a clean context makes the tokens reproducible
-            return self._generate(job, sampler)
-        finally:
-            self._lib.llama_sampler_free(sampler)
+                f"the prompt has {len(prompt)}.", param="messages", code="context_length_exceeded")
+        job = LlamaJob(self._scheduler, list(prompt), params, grammar, owner, on_token, on_done)
+        self._scheduler.submit(job)
+        return job
 
-    def _sampler(self, params: SamplingParams, grammar: CompiledGrammar | None) -> Any:
-        """A llama.cpp sampler chain: grammar mask, then temperature, nucleus (top-p) and a seeded draw,
-        in the order the transformers engine (and the OpenAI API) apply them; greedy at temperature 0."""
-        lib = self._lib
-        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        if grammar is not None:
-            rule = lib.llama_sampler_init_grammar(self._vocab, grammar.gbnf.encode("utf-8"), b"root")
-            if not rule:  # compile() checked it; this would be a llama.cpp regression
-                lib.llama_sampler_free(chain)
-                raise RuntimeError("llama.cpp could not parse a grammar it accepted before")
-            lib.llama_sampler_chain_add(chain, rule)
-        if params.temperature <= 0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
-            return chain
-        seed = secrets.randbelow(_SEED_SPACE) if params.seed is None else params.seed % _SEED_SPACE
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(float(params.temperature)))
-        if params.top_p < 1:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(max(float(params.top_p), 0.0), 1))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
-        return chain
+    @property
+    def failed(self) -> BaseException | None:
+        """Why the engine stopped serving (its scheduler crashed); the manager then reloads it."""
+        return self._scheduler.crashed
 
-    def _generate(self, job: _Job, sampler: Any) -> str:
-        llm, ctx, vocab, n_ctx = self._llm, self._llm.ctx, self._vocab, self.context_length
-        sample, is_eog, on_token = self._lib.llama_sampler_sample, self._lib.llama_vocab_is_eog, job.on_token
-        token = -1
-        for n in range(job.params.max_tokens):
-            if job.cancelled:
-                return "cancelled"
-            if n == 0:
-                llm.eval(job.prompt)
-            elif llm.n_tokens >= n_ctx:  # no room to evaluate the last token: the context is full
-                return "length"
-            else:
-                llm.eval([token])
-            token = sample(sampler, ctx, -1)  # also advances the grammar
-            if is_eog(vocab, token):
-                return "stop"
-            on_token(token)
-        return "length"
+    def stats(self) -> dict[str, Any]:
+        """Slots, the prefix cache and throughput, for status and metrics."""
+        sched = self._scheduler
+        st = sched.stats
+        recent = list(st.recent)
+        seconds = sum(r[2] for r in recent)
+        return {
+            "slots": len(sched.slots), "slots_busy": sched.busy, "slot_context": self.context_length,
+            "batch_tokens": sched.batch_tokens, "prefix_cache_scope": sched.scope,
+            "kv_cache_bytes": self.kv_cache_bytes, "requests": st.requests, "prefix_hits": st.prefix_hits,
+            "prefix_hit_ratio": round(st.prefix_hits / st.requests, 4) if st.requests else 0.0,
+            "prompt_tokens": st.prompt_tokens, "prompt_tokens_evaluated": st.prompt_evaluated,
+            "prompt_tokens_reused": st.prompt_reused, "completion_tokens": st.generated, "steps": st.steps,
+            "prefill_chunks": st.prefill_chunks, "max_decode_gap_steps": st.max_decode_gap_steps,
+            "batch_occupancy": round(occupancy(st, len(sched.slots)), 4),
+            "tokens_per_second": round(sum(r[1] for r in recent) / seconds, 2) if seconds > 0 else 0.0,
+            "time_to_first_token_seconds_sum": round(st.ttft_seconds, 6), "time_to_first_token_count": st.ttft_count,
+            "decode_seconds": round(st.decode_seconds, 6),
+        }
 
     def _require_open(self) -> None:
         # the vocabulary is freed with the model: using it afterwards would crash the process
@@ -359,16 +328,9 @@ class LlamaCppEngine:
         if self._closed:
             return
         self._closed = True
-        self._jobs.put(_STOP)
-        self._worker.join()
-        while True:  # jobs submitted after the stop marker (a race with close) are cancelled
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(job, _Job):
-                job.on_done("cancelled")
-        self._llm.close()
+        self._scheduler.close()
+        self._lib.llama_free(self._ctx)
+        self._lib.llama_model_free(self._model)
 
 
 def _schema_error(message: str) -> BadRequestError:

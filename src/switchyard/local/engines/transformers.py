@@ -126,7 +126,7 @@ class TransformersEngine:
         return IncrementalDetokenizer(self._tokenizer)
 
     def submit(self, prompt: Sequence[int], params: SamplingParams, grammar: object | None,
-               on_token: OnToken, on_done: OnDone) -> Job:
+               on_token: OnToken, on_done: OnDone, owner: str | None = None) -> Job:
         """Queue a generation. Raises ``BadRequestError`` for a request no model could serve (empty
         prompt, prompt as long as the context, max_tokens < 1, a grammar from another engine)."""
         ids = [int(t) for t in prompt]
