@@ -24,7 +24,8 @@ export function barChart(points, title) {
   const step = plotW / points.length;
   points.forEach((p, i) => {
     const h = max ? (p.value / max) * plotH : 0;
-    const bar = svg("rect", { x: left + i * step + step * 0.1, y: top + plotH - h, width: Math.max(step * 0.8, 1), height: h,
+    const w = Math.min(Math.max(step * 0.8, 1), 48);
+    const bar = svg("rect", { x: left + i * step + (step - w) / 2, y: top + plotH - h, width: w, height: h,
       "data-value": p.value, "data-label": p.label });
     bar.append(svg("title", {}, `${p.label}: ${p.value}`));
     root.append(bar);

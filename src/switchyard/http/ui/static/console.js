@@ -149,6 +149,8 @@ function keyForm(onDone, key = null) {
     if (!key) { body.admin = admin.checked; for (const k of Object.keys(body)) if (body[k] === null) delete body[k]; }
     try {
       const made = await api(key ? `/admin/keys/${key.id}` : "/admin/keys", { method: key ? "PATCH" : "POST", body });
+      if (!key) form.reset();
+      error.textContent = "";
       onDone(made);
     } catch (err) { error.textContent = err.message; }
   });
