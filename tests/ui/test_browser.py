@@ -8,6 +8,9 @@ tmp directory (printed), and axe-core finds no serious or critical violation on 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,9 +94,15 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     sign_in(page, server, server.admin_key)
     no_serious_violations(page)
 
-    # an admin creates a key with a budget; the secret is shown once
+    # an admin creates a team, then a key in it with a budget; the secret is shown once
+    open_view(page, "teams")
+    page.get_by_label("Name").fill("research")
+    page.get_by_label("Budget (USD)").fill("10")
+    page.get_by_role("button", name="Create team").click()
+    expect(page.locator("tr", has_text="research")).to_contain_text("$10.00 monthly")
     open_view(page, "keys")
     page.get_by_label("Name").fill("alice")
+    page.get_by_label("Team").fill("research")
     page.get_by_label("Budget (USD)").fill("1")
     page.get_by_label("Budget period").select_option("daily")
     page.get_by_role("button", name="Create key").click()
@@ -123,6 +132,9 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     page.get_by_label("Table").select_option("key")
     expect(page.locator("#usage-out tbody tr")).to_have_count(1)
     expect(page.locator("#usage-out tbody tr")).to_contain_text("alice")
+    page.get_by_label("Table").select_option("team")
+    expect(page.locator("#usage-out tbody tr")).to_have_count(1)
+    expect(page.locator("#usage-out tbody tr")).to_contain_text("research")
     page.get_by_label("Chart").select_option("requests")
     bars = page.locator(".chart rect")
     expect(bars).to_have_count(1)
@@ -130,7 +142,7 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     with page.expect_download() as download:
         page.get_by_role("button", name="Export CSV").click()
     csv = Path(download.value.path()).read_text().splitlines()
-    assert csv[0].startswith("key_id,key_name,requests") and "alice" in csv[1]
+    assert csv[0] == "team,requests,total_tokens,errors,cost_usd" and csv[1].startswith("research,1,")
     no_serious_violations(page)
     page.screenshot(path=shots / "usage-desktop.png", full_page=True)
     page.set_viewport_size(PHONE)
@@ -140,6 +152,17 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     # ... and moves its budget bar
     open_view(page, "keys")
     assert budget_of(page, "alice") == pytest.approx(cost)
+    expect(page.locator("#keys-list tr", has_text="alice")).to_contain_text("research")
+
+    # its limits change through the same admin API (and land in the audit log)
+    page.get_by_role("button", name="Edit alice").click()
+    edit = page.locator("form", has=page.get_by_role("button", name="Save"))
+    edit.get_by_label("Requests per minute").fill("60")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#keys-list tr", has_text="alice").locator("td").nth(6)).to_have_text("60")
+    with server.http(server.admin_key) as http:
+        actions = [e["action"] for e in http.get("/admin/audit", params={"action": "key."}).json()["data"]]
+    assert actions[:2] == ["key.update", "key.create"]
     sign_out(page)
 
     # the key signs in and sees only its own: no admin views, its budget and models
@@ -172,8 +195,22 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     page.get_by_label("Message").fill("Say hello")
     page.get_by_role("button", name="Send").click()
     expect(page.locator("#playground-reply[data-done='true']")).to_be_attached()
-    assert page.locator("#playground-reply").inner_text().strip()
+    assert page.locator("#playground-reply").inner_text().strip() == "echo: Say hello"  # the fake echoes
     assert json.loads(page.locator("#playground-request").inner_text())["stream"] is True
+    assert page.locator("#playground-response").inner_text().rstrip().endswith("data: [DONE]")
+    # the call as code runs as shown (with a real key in place of the placeholder)
+    for kind in ("curl", "openai", "anthropic"):
+        page.get_by_label("Language").select_option(kind)
+        code = page.locator("#playground-code").inner_text()
+        assert "sk-sy-..." in code or "$SWITCHYARD_API_KEY" in code
+        if kind == "curl":
+            ran = subprocess.run(["bash", "-c", code], capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, "SWITCHYARD_API_KEY": server.admin_key})
+            assert "data: [DONE]" in ran.stdout, ran.stderr
+        else:
+            ran = subprocess.run([sys.executable, "-c", code.replace("sk-sy-...", server.admin_key)],
+                                 capture_output=True, text=True, timeout=60)
+            assert ran.returncode == 0 and ran.stdout.strip(), ran.stderr
     no_serious_violations(page)
     page.screenshot(path=shots / "playground-desktop.png", full_page=True)
 

@@ -84,7 +84,7 @@ async function usageView(view) {
   const range = el("select", {}, Object.entries(RANGES).map(([v, t]) => el("option", { value: v, text: t })));
   range.value = "7d";
   const metric = el("select", {}, Object.entries(METRICS).map(([v, t]) => el("option", { value: v, text: t })));
-  const by = el("select", {}, (admin ? ["model", "key"] : ["model"]).map((v) => el("option", { value: v, text: `per ${v}` })));
+  const by = el("select", {}, (admin ? ["model", "key", "team"] : ["model"]).map((v) => el("option", { value: v, text: `per ${v}` })));
   const out = el("div", { id: "usage-out" });
   const exportBtn = el("button", { type: "button", class: "secondary", text: "Export CSV" });
   let last = [];
@@ -95,7 +95,8 @@ async function usageView(view) {
       const step = range.value === "24h" ? "hour" : "day";
       const [series, split] = await Promise.all([
         api(`${base}?since=${range.value}&group_by=${step}`),
-        api(`${base}?since=${range.value}&group_by=${by.value}`)]);
+        api(`${base}?since=${range.value}&group_by=${by.value === "team" ? "key" : by.value}`)]);
+      if (by.value === "team") split.data = await perTeam(split.data);
       last = split.data;
       const name = METRICS[metric.value];
       out.replaceChildren(
@@ -103,7 +104,8 @@ async function usageView(view) {
           barChart(series.data.map((r) => ({ label: r.period, value: Number(r[metric.value] || 0) })), name)),
         el("p", { id: "usage-totals", text: `Total: ${split.totals.requests} requests, ${split.totals.total_tokens} tokens, ${usd(split.totals.cost_usd)}` }),
         table([
-          by.value === "key" ? { label: "Key", render: (r) => r.key_name ?? r.key_id ?? "(no key)" } : { label: "Model", key: "model" },
+          by.value === "key" ? { label: "Key", render: (r) => r.key_name ?? r.key_id ?? "(no key)" }
+            : by.value === "team" ? { label: "Team", render: (r) => r.team ?? "(no team)" } : { label: "Model", key: "model" },
           { label: "Requests", key: "requests", num: true }, { label: "Tokens", key: "total_tokens", num: true },
           { label: "Errors", key: "errors", num: true }, { label: "Cost", render: (r) => usd(r.cost_usd), num: true }],
         split.data));
@@ -123,25 +125,41 @@ async function usageView(view) {
   await draw();
 }
 
+// Per team: the rollups are per key, and a key names its team (a key moved to another team takes its
+// past usage along).
+async function perTeam(rows) {
+  const keys = (await api("/admin/keys?include_revoked=true")).data;
+  const team = Object.fromEntries(keys.map((k) => [k.id, k.team_name ?? k.team]));
+  const out = new Map();
+  for (const r of rows) {
+    const name = team[r.key_id] ?? null;
+    const acc = out.get(name) ?? { team: name, requests: 0, total_tokens: 0, errors: 0, cost_usd: 0 };
+    for (const f of ["requests", "total_tokens", "errors", "cost_usd"]) acc[f] += Number(r[f] || 0);
+    out.set(name, acc);
+  }
+  return [...out.values()];
+}
+
 function keyForm(onDone, key = null) {
   const name = el("input", { required: !key, value: key?.name ?? "" });
   const models = el("input", { placeholder: "all", value: key?.models?.join(", ") ?? "" });
   const amount = el("input", { type: "number", min: 0, step: "0.01", value: key?.budget?.amount_usd ?? "" });
   const period = el("select", {}, ["monthly", "daily", "total"].map((p) => el("option", { value: p, text: p })));
   if (key?.budget) period.value = key.budget.period;
+  const team = el("input", { placeholder: "none", value: key?.team_name ?? key?.team ?? "" });
   const rpm = el("input", { type: "number", min: 1, value: key?.limits?.rpm ?? "" });
   const expires = el("input", { type: "date", value: key?.expires_at?.slice(0, 10) ?? "" });
   const admin = el("input", { type: "checkbox" });
   const error = el("p", { class: "error", role: "alert" });
   const form = el("form", {}, field("Name", name), field("Models (comma-separated)", models),
-    field("Budget (USD)", amount), field("Budget period", period), field("Requests per minute", rpm),
+    field("Team", team), field("Budget (USD)", amount), field("Budget period", period), field("Requests per minute", rpm),
     field("Expires", expires), key ? null : field("Admin", admin),
     el("button", { type: "submit", text: key ? "Save" : "Create key" }), error);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const list = models.value.split(",").map((m) => m.trim()).filter(Boolean);
     const body = {
-      name: name.value || undefined, models: list.length ? list : null,
+      name: name.value || undefined, models: list.length ? list : null, team: team.value.trim() || null,
       budget: amount.value === "" ? null : { amount_usd: Number(amount.value), period: period.value },
       limits: rpm.value === "" ? null : { ...(key?.limits || {}), rpm: Number(rpm.value) },
       expires_at: expires.value ? new Date(`${expires.value}T23:59:59Z`).toISOString() : null,
@@ -272,14 +290,22 @@ async function playgroundView(view) {
   const prompt = el("textarea", { rows: 3, required: true });
   const reply = el("pre", { id: "playground-reply", "aria-live": "polite" });
   const raw = el("pre", { id: "playground-request" });
-  const curl = el("pre", { id: "playground-curl" });
+  const rawReply = el("pre", { id: "playground-response" });
+  const code = el("pre", { id: "playground-code" });
+  const lang = el("select", {}, [["curl", "curl"], ["openai", "openai SDK (Python)"], ["anthropic", "anthropic SDK (Python)"]]
+    .map(([v, t]) => el("option", { value: v, text: t })));
+  let lastBody = null;
+  const showCode = () => { if (lastBody) code.textContent = snippet(lang.value, lastBody); };
+  lang.addEventListener("change", showCode);
   const form = el("form", {}, field("Model", model), field("Message", prompt), el("button", { type: "submit", text: "Send" }));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const body = { model: model.value, stream: true, messages: [{ role: "user", content: prompt.value }] };
     raw.textContent = JSON.stringify(body, null, 2);
-    curl.textContent = `curl ${location.origin}/v1/chat/completions -H "Authorization: Bearer $SWITCHYARD_API_KEY" -H "Content-Type: application/json" -d '${JSON.stringify(body).replaceAll("'", "'\\''")}'`;
-    reply.textContent = "";
+    lastBody = body;
+    showCode();
+    reply.textContent = rawReply.textContent = "";
+    delete reply.dataset.done;
     const resp = await fetch("/v1/chat/completions", { method: "POST", credentials: "same-origin",
       headers: { "content-type": "application/json", "x-csrf-token": state.csrf }, body: JSON.stringify(body) });
     if (!resp.ok) { reply.textContent = (await resp.json()).error?.message ?? resp.statusText; return; }
@@ -289,6 +315,7 @@ async function playgroundView(view) {
       const { value, done } = await reader.read();
       if (done) break;
       buffer += value;
+      rawReply.textContent += value;
       const events = buffer.split("\n\n");
       buffer = events.pop();
       for (const event of events) {
@@ -300,8 +327,32 @@ async function playgroundView(view) {
     }
     reply.dataset.done = "true";
   });
+  const copy = el("button", { type: "button", class: "secondary", text: "Copy code" });
+  copy.addEventListener("click", async () => {
+    try { await navigator.clipboard.writeText(code.textContent); copy.textContent = "Copied"; }
+    catch { copy.textContent = "Select and copy the code"; }
+  });
   view.append(el("h1", { text: "Playground" }), form, el("h2", { text: "Reply" }), reply,
-    el("h2", { text: "Request" }), raw, el("h2", { text: "As curl" }), curl);
+    el("h2", { text: "Request" }), raw, el("h2", { text: "Response (raw stream)" }), rawReply,
+    el("h2", { text: "The call as code" }), el("form", { onsubmit: (e) => e.preventDefault() }, field("Language", lang), copy), code);
+}
+
+// The playground's call as code; the key is a placeholder (the page never has it).
+export function snippet(kind, body) {
+  const base = `${location.origin}/v1`;
+  const messages = JSON.stringify(body.messages, null, 4).replaceAll("\n", "\n    ");
+  if (kind === "openai") {
+    return `from openai import OpenAI\n\nclient = OpenAI(base_url="${base}", api_key="sk-sy-...")\n` +
+      `stream = client.chat.completions.create(\n    model=${JSON.stringify(body.model)},\n    messages=${messages},\n    stream=True,\n)\n` +
+      "for chunk in stream:\n    print(chunk.choices[0].delta.content or \"\", end=\"\")\n";
+  }
+  if (kind === "anthropic") {
+    return `from anthropic import Anthropic\n\nclient = Anthropic(base_url="${location.origin}", api_key="sk-sy-...")\n` +
+      `with client.messages.stream(\n    model=${JSON.stringify(body.model)},\n    max_tokens=1024,\n    messages=${messages},\n) as stream:\n` +
+      "    for text in stream.text_stream:\n        print(text, end=\"\")\n";
+  }
+  const data = JSON.stringify(body).replaceAll("'", "'\\''");
+  return `curl ${base}/chat/completions \\\n  -H "Authorization: Bearer $SWITCHYARD_API_KEY" \\\n  -H "Content-Type: application/json" \\\n  -d '${data}'\n`;
 }
 
 const ADMIN_VIEWS = { usage: ["Usage", usageView], keys: ["Keys", keysView], teams: ["Teams", teamsView],
