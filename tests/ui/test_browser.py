@@ -29,12 +29,14 @@ AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 LOCAL = "smollm2-135m-instruct"
+MASTER = "console-test-master-key-0123456789abcdef"
+PROVIDER_KEY = "sk-proj-console-provider-key-abcdefghijklmnop"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, ui_upstream: FakeOpenAI) -> Iterator[RunningServer]:
     with run_server(tmp_path_factory.mktemp("ui-browser"), ui_sign_in_per_minute=1000, bundled_models="on",
-                    **priced_config(ui_upstream)) as srv:
+                    master_key=MASTER, **priced_config(ui_upstream)) as srv:
         yield srv
 
 
@@ -89,7 +91,8 @@ def budget_of(page: Page, key_name: str) -> float:
     return float(row.get_by_role("progressbar").get_attribute("aria-valuenow") or "nan")
 
 
-def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Path, sdk: Any) -> None:
+def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Path, sdk: Any,
+                                ui_upstream: FakeOpenAI) -> None:
     shots = tmp_path / "screenshots"
     sign_in(page, server, server.admin_key)
     no_serious_violations(page)
@@ -226,6 +229,29 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     page.get_by_role("button", name=f"Unload {LOCAL}").click()
     expect(page.get_by_role("button", name=f"Load {LOCAL}")).to_be_visible(timeout=30_000)
     expect(page.locator("tr", has_text=LOCAL).locator("td").nth(2)).to_have_text("unloaded")
+
+    # a model stored over the admin API serves at once; disabled, it does not
+    page.get_by_role("textbox", name="Alias").fill("stored-m")
+    page.get_by_label("Provider", exact=True).fill("up")
+    page.get_by_label("Upstream model").fill("gpt-4o-mini")
+    page.get_by_role("button", name="Add model").click()
+    expect(page.get_by_role("button", name="Disable stored-m")).to_be_visible()
+    admin = sdk(server.v1, server.admin_key)
+    assert "stored-m" in {m.id for m in admin.models.list()}
+    assert admin.chat.completions.create(model="stored-m", messages=[{"role": "user", "content": "x"}]).choices
+    page.get_by_role("button", name="Disable stored-m").click()
+    expect(page.get_by_role("button", name="Enable stored-m")).to_be_visible()
+    assert "stored-m" not in {m.id for m in admin.models.list()}
+
+    # a vault credential, checked live against the upstream; only its display form is shown
+    page.get_by_label("Credential name").fill("up-cred")
+    page.get_by_label("Provider API key").fill(PROVIDER_KEY)
+    page.get_by_label("Base URL").fill(ui_upstream.base_url)
+    page.get_by_role("button", name="Add credential").click()
+    row = page.locator("#credentials tr", has_text="up-cred")
+    expect(row.locator("td").last).to_have_text("ok")  # the live check passed
+    assert PROVIDER_KEY not in page.content() and PROVIDER_KEY[-4:] in row.inner_text()
+    no_serious_violations(page)
     print(f"screenshots: {shots}")
     assert {p.name for p in shots.iterdir()} == {"keys-desktop.png", "usage-desktop.png", "usage-phone.png",
                                                  "my-key-phone.png", "playground-desktop.png", "models-desktop.png"}
