@@ -63,14 +63,14 @@ def page(browser: Browser) -> Iterator[Page]:
 
 def sign_in(page: Page, server: RunningServer, key: str) -> None:
     page.goto(server.url + "/ui")
-    page.get_by_label("API key").fill(key)
+    page.get_by_label("API key", exact=True).fill(key)
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#sign-out")).to_be_visible()
 
 
 def sign_out(page: Page) -> None:
     page.locator("#sign-out").click()
-    expect(page.get_by_label("API key")).to_be_visible()
+    expect(page.get_by_label("API key", exact=True)).to_be_visible()
 
 
 def open_view(page: Page, name: str) -> None:
@@ -99,21 +99,21 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
 
     # an admin creates a team, then a key in it with a budget; the secret is shown once
     open_view(page, "teams")
-    page.get_by_label("Name").fill("research")
-    page.get_by_label("Budget (USD)").fill("10")
+    page.get_by_label("Name", exact=True).fill("research")
+    page.get_by_label("Budget (USD)", exact=True).fill("10")
     page.get_by_role("button", name="Create team").click()
     expect(page.locator("tr", has_text="research")).to_contain_text("$10.00 monthly")
     open_view(page, "keys")
-    page.get_by_label("Name").fill("alice")
-    page.get_by_label("Team").fill("research")
-    page.get_by_label("Budget (USD)").fill("1")
-    page.get_by_label("Budget period").select_option("daily")
+    page.get_by_label("Name", exact=True).fill("alice")
+    page.get_by_label("Team", exact=True).fill("research")
+    page.get_by_label("Budget (USD)", exact=True).fill("1")
+    page.get_by_label("Budget period", exact=True).select_option("daily")
     page.get_by_role("button", name="Create key").click()
     secret = page.locator("#new-secret-value").inner_text()
     assert secret.startswith("sk-")
     expect(page.locator("#keys-list tr", has_text="alice")).to_contain_text("$0.00 of $1.00 (daily)")
     assert budget_of(page, "alice") == 0
-    expect(page.get_by_label("Name")).to_have_value("")  # the form is emptied for the next key
+    expect(page.get_by_label("Name", exact=True)).to_have_value("")  # the form is emptied for the next key
     no_serious_violations(page)
     page.screenshot(path=shots / "keys-desktop.png", full_page=True)
 
@@ -132,13 +132,13 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
             break
         page.reload()
     assert totals.startswith(f"Total: 1 requests, {answer.usage.total_tokens} tokens"), totals
-    page.get_by_label("Table").select_option("key")
+    page.get_by_label("Table", exact=True).select_option("key")
     expect(page.locator("#usage-out tbody tr")).to_have_count(1)
     expect(page.locator("#usage-out tbody tr")).to_contain_text("alice")
-    page.get_by_label("Table").select_option("team")
+    page.get_by_label("Table", exact=True).select_option("team")
     expect(page.locator("#usage-out tbody tr")).to_have_count(1)
     expect(page.locator("#usage-out tbody tr")).to_contain_text("research")
-    page.get_by_label("Chart").select_option("requests")
+    page.get_by_label("Chart", exact=True).select_option("requests")
     bars = page.locator(".chart rect")
     expect(bars).to_have_count(1)
     assert float(bars.first.get_attribute("data-value") or 0) == 1
@@ -160,7 +160,7 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     # its limits change through the same admin API (and land in the audit log)
     page.get_by_role("button", name="Edit alice").click()
     edit = page.locator("form", has=page.get_by_role("button", name="Save"))
-    edit.get_by_label("Requests per minute").fill("60")
+    edit.get_by_label("Requests per minute", exact=True).fill("60")
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#keys-list tr", has_text="alice").locator("td").nth(6)).to_have_text("60")
     with server.http(server.admin_key) as http:
@@ -179,7 +179,7 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     page.set_viewport_size(DESKTOP)
     open_view(page, "usage")
     expect(page.locator("#usage-totals")).to_contain_text("Total: 1 requests")
-    assert page.get_by_label("Table").locator("option").all_inner_texts() == ["per model"]  # no other keys
+    assert page.get_by_label("Table", exact=True).locator("option").all_inner_texts() == ["per model"]  # no other keys
     status = page.evaluate("fetch('/admin/keys').then(r => r.status)")  # its cookie is no admin's
     assert status == 403
     sign_out(page)
@@ -194,8 +194,8 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
 
     # a reply streams in the playground
     open_view(page, "playground")
-    page.get_by_label("Model").select_option("m")
-    page.get_by_label("Message").fill("Say hello")
+    page.get_by_label("Model", exact=True).select_option("m")
+    page.get_by_label("Message", exact=True).fill("Say hello")
     page.get_by_role("button", name="Send").click()
     expect(page.locator("#playground-reply[data-done='true']")).to_be_attached()
     assert page.locator("#playground-reply").inner_text().strip() == "echo: Say hello"  # the fake echoes
@@ -203,7 +203,7 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     assert page.locator("#playground-response").inner_text().rstrip().endswith("data: [DONE]")
     # the call as code runs as shown (with a real key in place of the placeholder)
     for kind in ("curl", "openai", "anthropic"):
-        page.get_by_label("Language").select_option(kind)
+        page.get_by_label("Language", exact=True).select_option(kind)
         code = page.locator("#playground-code").inner_text()
         assert "sk-sy-..." in code or "$SWITCHYARD_API_KEY" in code
         if kind == "curl":
@@ -233,7 +233,7 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     # a model stored over the admin API serves at once; disabled, it does not
     page.get_by_role("textbox", name="Alias").fill("stored-m")
     page.get_by_label("Provider", exact=True).fill("up")
-    page.get_by_label("Upstream model").fill("gpt-4o-mini")
+    page.get_by_label("Upstream model", exact=True).fill("gpt-4o-mini")
     page.get_by_role("button", name="Add model").click()
     expect(page.get_by_role("button", name="Disable stored-m")).to_be_visible()
     admin = sdk(server.v1, server.admin_key)
@@ -244,14 +244,41 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     assert "stored-m" not in {m.id for m in admin.models.list()}
 
     # a vault credential, checked live against the upstream; only its display form is shown
-    page.get_by_label("Credential name").fill("up-cred")
-    page.get_by_label("Provider API key").fill(PROVIDER_KEY)
-    page.get_by_label("Base URL").fill(ui_upstream.base_url)
+    page.get_by_label("Credential name", exact=True).fill("up-cred")
+    page.get_by_label("Provider API key", exact=True).fill(PROVIDER_KEY)
+    page.get_by_label("Base URL", exact=True).fill(ui_upstream.base_url)
     page.get_by_role("button", name="Add credential").click()
     row = page.locator("#credentials tr", has_text="up-cred")
     expect(row.locator("td").last).to_have_text("ok")  # the live check passed
     assert PROVIDER_KEY not in page.content() and PROVIDER_KEY[-4:] in row.inner_text()
     no_serious_violations(page)
     print(f"screenshots: {shots}")
-    assert {p.name for p in shots.iterdir()} == {"keys-desktop.png", "usage-desktop.png", "usage-phone.png",
+    assert {p.name for p in shots.iterdir()} >= {"keys-desktop.png", "usage-desktop.png", "usage-phone.png",
                                                  "my-key-phone.png", "playground-desktop.png", "models-desktop.png"}
+
+
+@pytest.mark.parametrize("scheme", ["dark", "light"])
+def test_every_view_passes_axe_at_phone_width(server: RunningServer, browser: Browser, tmp_path: Path,
+                                              scheme: str) -> None:
+    """Contrast and labels in the system's colour scheme, at a phone's width; no view scrolls sideways
+    as a whole (wide tables scroll inside their own box)."""
+    context = browser.new_context(viewport=PHONE, color_scheme=scheme)  # type: ignore[arg-type]
+    try:
+        page = context.new_page()
+        sign_in(page, server, server.admin_key)
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == ("rgb(18, 20, 23)" if scheme == "dark" else "rgb(255, 255, 255)")
+        for view in ("usage", "keys", "teams", "models", "playground"):
+            open_view(page, view)
+            no_serious_violations(page)
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), view
+            page.screenshot(path=tmp_path / f"{view}-{scheme}-phone.png", full_page=True)
+        page.goto(server.url + "/ui#keys")
+        page.reload()  # a fresh document: the first Tab stop is the skip link
+        expect(page.locator("#view[data-ready='keys']")).to_be_attached()
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Usage"  # then the sections
+    finally:
+        context.close()

@@ -67,6 +67,16 @@ def test_sign_in_sets_an_httponly_strict_cookie_that_is_not_the_key(ui_server: R
     assert bad.status_code == 401 and "set-cookie" not in bad.headers
 
 
+def test_signing_in_again_ends_the_session_it_replaces(ui_server: RunningServer, console: SignIn) -> None:
+    admin = console(ui_server, ui_server.admin_key)
+    first = admin.http.cookies["switchyard_session"]
+    again = admin.http.post("/ui/api/session", json={"key": ui_server.admin_key})
+    assert again.status_code == 200 and admin.http.cookies["switchyard_session"] != first
+    assert admin.http.get("/ui/api/session").status_code == 200
+    with httpx.Client(base_url=ui_server.url, cookies={"switchyard_session": first}) as old:
+        assert old.get("/ui/api/session").status_code == 401
+
+
 def test_a_change_without_the_csrf_token_is_refused(ui_server: RunningServer, console: SignIn) -> None:
     admin = console(ui_server, ui_server.admin_key)
     before = admin.http.get("/admin/keys")  # reading needs no token

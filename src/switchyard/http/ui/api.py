@@ -68,6 +68,7 @@ async def sign_in(request: Request) -> Response:
         principal = await svc.keys.authenticate_digest(digest or "")
     else:
         digest, principal = None, Principal(key_id=None, name="anonymous", is_admin=True)
+    sessions.drop(request.cookies.get(SESSION_COOKIE, ""))  # a new sign-in ends the session it replaces
     session = sessions.create(digest)
     response = _json(_who(principal, session.csrf_token, sessions.ttl))
     response.set_cookie(SESSION_COOKIE, session.id, max_age=int(sessions.ttl), path="/", httponly=True,

@@ -56,8 +56,9 @@ function sizeBars(root) {
   for (const fill of root.querySelectorAll(".budget-fill")) fill.style.width = `${Number(fill.dataset.share) * 100}%`;
 }
 
-function table(columns, rows) {
-  return el("div", { class: "table-wrap" }, el("table", {},
+// A wide table scrolls inside its box on a phone: the box takes focus, so a keyboard can scroll it.
+function table(columns, rows, label = columns.map((c) => c.label).join(", ")) {
+  return el("div", { class: "table-wrap", tabindex: 0, role: "region", "aria-label": `Table: ${label}` }, el("table", {},
     el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col", class: c.num ? "num" : null, text: c.label })))),
     el("tbody", {}, rows.map((row) => el("tr", {}, columns.map((c) => {
       const value = c.render ? c.render(row) : row[c.key];
@@ -107,7 +108,9 @@ async function usageView(view) {
           by.value === "key" ? { label: "Key", render: (r) => r.key_name ?? r.key_id ?? "(no key)" }
             : by.value === "team" ? { label: "Team", render: (r) => r.team ?? "(no team)" } : { label: "Model", key: "model" },
           { label: "Requests", key: "requests", num: true }, { label: "Tokens", key: "total_tokens", num: true },
-          { label: "Errors", key: "errors", num: true }, { label: "Cost", render: (r) => usd(r.cost_usd), num: true }],
+          { label: "Errors", key: "errors", num: true },
+          { label: "Error rate", render: (r) => r.requests ? `${((100 * r.errors) / r.requests).toFixed(1)}%` : "", num: true },
+          { label: "Cost", render: (r) => usd(r.cost_usd), num: true }],
         split.data));
     } catch (err) { out.replaceChildren(); showError(out, err); }
   }
