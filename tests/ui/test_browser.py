@@ -18,7 +18,7 @@ from typing import Any
 
 import openai
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from tests.fakes import FakeOpenAI
 from tests.harness import RunningServer, run_server
@@ -26,8 +26,8 @@ from tests.ui.conftest import priced_config
 
 CHROMIUM = "/usr/bin/chromium"
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 LOCAL = "smollm2-135m-instruct"
 MASTER = "console-test-master-key-0123456789abcdef"
 PROVIDER_KEY = "sk-proj-console-provider-key-abcdefghijklmnop"
