@@ -1,15 +1,27 @@
-"""Who is calling: ``Authorization: Bearer`` or ``x-api-key``, checked identically."""
+"""Who is calling: ``Authorization: Bearer`` or ``x-api-key``, checked identically, or else the web
+console's session cookie (``/ui``, see docs/console.md).
+
+A session is found in the console's session store, which exists only once ``/ui`` has been opened
+(``switchyard.http.ui`` is imported lazily); it names the key by its digest, never by the key, so a
+key revoked, rotated or expired ends its sessions at once. A change (any method but GET, HEAD and
+OPTIONS) made with the cookie must carry the session's ``x-csrf-token`` header, or it gets 403.
+"""
 
 from __future__ import annotations
+
+import hmac
 
 from starlette.requests import Request
 
 from switchyard.core.keys import Principal
-from switchyard.errors import PermissionDeniedError
-from switchyard.http.state import services
+from switchyard.errors import AuthenticationError, PermissionDeniedError
+from switchyard.http.state import Services, services
 
-__all__ = ["authenticate", "require_admin"]
+__all__ = ["CSRF_HEADER", "SESSION_COOKIE", "authenticate", "require_admin"]
 
+SESSION_COOKIE = "switchyard_session"
+CSRF_HEADER = "x-csrf-token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ANONYMOUS = Principal(key_id=None, name="anonymous", is_admin=True)
 
 
@@ -21,11 +33,34 @@ def _presented(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+async def _from_session(request: Request, svc: Services, session_id: str) -> Principal:
+    store = getattr(request.app.state, "ui_sessions", None)  # set when the console is first opened
+    session = store.get(session_id) if store is not None else None
+    if store is None or session is None:
+        raise AuthenticationError()
+    if request.method not in _SAFE_METHODS:
+        token = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(token.encode(), session.csrf_token.encode()):
+            raise PermissionDeniedError(f"A change made with a console session needs its {CSRF_HEADER} header.")
+    if session.digest is None:  # signed in while auth was off
+        raise AuthenticationError()
+    try:
+        return await svc.keys.authenticate_digest(session.digest)
+    except AuthenticationError:
+        store.drop(session_id)  # the key was revoked, rotated or expired: so is the session
+        raise
+
+
 async def authenticate(request: Request) -> Principal:
     svc = services(request)
     if not svc.settings.auth:
         return _ANONYMOUS
-    principal = await svc.keys.authenticate(_presented(request))
+    presented = _presented(request)
+    session_id = request.cookies.get(SESSION_COOKIE) if presented is None else None
+    if session_id:
+        principal = await _from_session(request, svc, session_id)
+    else:
+        principal = await svc.keys.authenticate(presented)
     request.scope.setdefault("state", {})["key_id"] = principal.key_id
     return principal
 

@@ -1,4 +1,5 @@
-"""The route table. Public routes (no key): /, /health and /ready. Everything else needs a key."""
+"""The route table. Public routes (no key): /, /health and /ready, and the web console's page, assets and
+sign-in (/ui, loaded on its first request). Everything else needs a key (or a console session)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ __all__ = ["PUBLIC_PATHS", "routes"]
 
 # The credential decrypt routes take x-internal-secret, not a key; app.py adds them only when it is set.
 INTERNAL_DECRYPT_PATHS = ("/internal/credentials/{credential_id}/decrypt", "/api/api-keys/{credential_id}/decrypt")
-PUBLIC_PATHS = frozenset({"/", "/health", "/ready", *INTERNAL_DECRYPT_PATHS})
+UI_PUBLIC_PATHS = ("/ui", "/ui/", "/ui/static/{name}", "/ui/api/session")
+PUBLIC_PATHS = frozenset({"/", "/health", "/ready", *UI_PUBLIC_PATHS, *INTERNAL_DECRYPT_PATHS})
 
 
 def _admin(name: str) -> Callable[[Request], Awaitable[Response]]:
@@ -56,6 +58,14 @@ def routes() -> list[Route]:
         Route("/v1/status", _admin("local_models:status"), methods=["GET"]),
         Route("/v1/inference", _admin("local_models:inference"), methods=["POST"]),
         Route("/v1/messages/count_tokens", messages.count_tokens, methods=["POST"]),
+        Route("/ui", _admin("ui.pages:index"), methods=["GET"]),
+        Route("/ui/", _admin("ui.pages:index"), methods=["GET"]),
+        Route("/ui/static/{name}", _admin("ui.pages:asset"), methods=["GET"]),
+        Route("/ui/api/session", _admin("ui.api:sign_in"), methods=["POST"]),
+        Route("/ui/api/session", _admin("ui.api:session_info"), methods=["GET"]),
+        Route("/ui/api/session", _admin("ui.api:sign_out"), methods=["DELETE"]),
+        Route("/ui/api/me", _admin("ui.api:me"), methods=["GET"]),
+        Route("/ui/api/me/usage", _admin("ui.api:my_usage"), methods=["GET"]),
         Route("/admin/keys", _admin("keys:list_keys"), methods=["GET"]),
         Route("/admin/keys", _admin("keys:create_key"), methods=["POST"]),
         Route("/admin/keys/{key_id}", _admin("keys:get_key"), methods=["GET"]),

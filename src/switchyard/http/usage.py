@@ -32,7 +32,7 @@ from switchyard.http.auth import require_admin
 from switchyard.http.query import query_time
 from switchyard.http.state import services
 
-__all__ = ["usage", "usage_json"]
+__all__ = ["usage", "usage_json", "usage_report"]
 
 _COUNTS = ("requests", "prompt_tokens", "completion_tokens", "total_tokens", "cache_read_tokens",
            "cache_write_tokens", "errors", "estimated")
@@ -69,6 +69,12 @@ def usage_json(rows: list[dict[str, object]], dims: tuple[str, ...], names: dict
 
 async def usage(request: Request) -> Response:
     await require_admin(request)
+    return await usage_report(request)
+
+
+async def usage_report(request: Request, only_key: str | None = None) -> Response:
+    """The report for this request's query; ``only_key`` (a key id) pins it to one key, whatever
+    the query says (the console's own-usage view for a key that is not an admin)."""
     svc = services(request)
     store: UsageStore | None = svc.usage
     if store is None:
@@ -85,11 +91,13 @@ async def usage(request: Request) -> Response:
         raise BadRequestError("until must be later than since", param="until")
     keys = await svc.keys.list(include_revoked=True)
     names = {k.id: k.name for k in keys}
-    key_id = params.get("key") or None
-    if key_id is not None and key_id not in names:
+    key_id = only_key or params.get("key") or None
+    if only_key is None and key_id is not None and key_id not in names:
         by_name = [k.id for k in keys if k.name == key_id]
         if len(by_name) == 1:  # a key's name, when it names exactly one key
             key_id = by_name[0]
     model = params.get("model") or None
     rows = await store.query(key_id=key_id, model=model, since=since, until=until, group_by=dims)
+    if only_key is not None:
+        names = {only_key: names[only_key]} if only_key in names else {}
     return Response(orjson.dumps(usage_json(rows, dims, names)), media_type="application/json")

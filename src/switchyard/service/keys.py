@@ -189,7 +189,14 @@ class KeyService:
     async def authenticate(self, presented: str | None) -> Principal:
         if not presented:
             raise AuthenticationError()
-        digest = hash_key(self._secret, presented)
+        return await self.authenticate_digest(self.digest(presented))
+
+    def digest(self, presented: str) -> str:
+        """The HMAC a presented key is known by (what a console session keeps instead of the key)."""
+        return hash_key(self._secret, presented)
+
+    async def authenticate_digest(self, digest: str) -> Principal:
+        """:meth:`authenticate` for a key known by its digest: revoked, rotated or expired keys fail."""
         static = self._static.get(digest)
         if static is not None:
             return static

@@ -88,6 +88,14 @@ class Settings(BaseSettings):
         description="Proxies whose X-Forwarded-For/-Proto are trusted (comma-separated IPs or CIDRs; '*' for any).",
     )
     drain_timeout: float = Field(default=30.0, ge=0, description="Seconds SIGTERM waits for in-flight work.")
+    ui_session_ttl: float = Field(
+        default=8 * 3600.0, gt=0, description="Seconds a web console (/ui) sign-in lasts before it must be "
+        "made again.",
+    )
+    ui_sign_in_per_minute: int = Field(
+        default=10, ge=1, description="Web console sign-in attempts allowed per client address per minute (429 "
+        "above).",
+    )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="Largest request body (413 above).")
     max_tokens_ceiling: int = Field(
         default=1_048_576, gt=0, description="Largest max_tokens / max_completion_tokens accepted for a model "
