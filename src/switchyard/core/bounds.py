@@ -61,8 +61,8 @@ def check_bounds(body: Mapping[str, Any], caps: Capabilities, bounds: Bounds) ->
     """Refuse (``BadRequestError``, 400, ``param`` naming the field) what no deployment of a
     route with *caps* could honour; see the module table. Never changes *body*."""
     for key in _OUTPUT_LIMITS:
-        wanted = _count(body.get(key))
-        if wanted is None:
+        wanted = body.get(key)
+        if wanted is None or (wanted := _count(wanted)) is None:
             continue
         if caps.context_length is not None:
             if wanted > caps.context_length:

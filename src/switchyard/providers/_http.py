@@ -18,7 +18,6 @@ from switchyard.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from switchyard.protocol.ndjson import MAX_LINE, LineDecoder, LineTooLong
 from switchyard.providers._http1 import ConnectionClosed, MalformedResponse, Origin, Response
 
 __all__ = ["ErrorMapper", "Response", "StreamConverter", "UpstreamClient", "UpstreamResponse"]
@@ -62,19 +61,6 @@ class UpstreamResponse:
             if clean := redactor.feed(data):
                 yield clean
         if rest := redactor.finish():
-            yield rest
-
-    async def lines(self) -> AsyncIterator[bytes]:
-        """Body lines, each with its ``\\n``; a last line without one is yielded too."""
-        decoder = LineDecoder()
-        async for data in self.chunks():
-            try:
-                lines = decoder.feed(data)
-            except LineTooLong as exc:
-                raise MalformedResponse(f"The upstream sent a line longer than {MAX_LINE >> 20} MiB.") from exc
-            for line in lines:
-                yield line
-        if rest := decoder.close():
             yield rest
 
 
@@ -136,12 +122,17 @@ class UpstreamClient:
         async with self.request("POST", path, json=json, timeout=timeout, stream=True) as resp:
             if resp.status >= 400:
                 raise on_error(resp.status, await resp.read(), resp.headers)
-            async for data in resp.chunks():
-                piece = converter.feed(data)
-                if piece is not None:
+            redactor = SECRETS.stream()  # what resp.chunks() does, inline: this loop runs once a read
+            async for data in resp._resp.chunks():
+                if clean := redactor.feed(data):
+                    piece = converter.feed(clean)
+                    if piece is not None:
+                        yield piece
+                    if converter.stop_reading:
+                        break
+            else:
+                if (rest := redactor.finish()) and (piece := converter.feed(rest)) is not None:
                     yield piece
-                if converter.stop_reading:
-                    break
         last = converter.finish()
         if last is not None:
             yield last

@@ -31,8 +31,6 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
-from switchyard.protocol.ndjson import MAX_LINE, LineDecoder, LineTooLong
-
 __all__ = ["ConnectionClosed", "Headers", "MalformedResponse", "Origin", "Response"]
 
 _PAUSE_AT = 1 << 20  # unread bytes that stop reading from the socket
@@ -279,19 +277,6 @@ class Response:
                     yield tail
                 return
             await conn.wait(self._timeout())
-
-    async def lines(self) -> AsyncIterator[bytes]:
-        """Body lines, each with its ``\\n``; a last line without one is yielded too."""
-        decoder = LineDecoder()
-        async for data in self.chunks():
-            try:
-                lines = decoder.feed(data)
-            except LineTooLong as exc:
-                raise MalformedResponse(f"The upstream sent a line longer than {MAX_LINE >> 20} MiB.") from exc
-            for line in lines:
-                yield line
-        if rest := decoder.close():
-            yield rest
 
 
 class _Exchange:

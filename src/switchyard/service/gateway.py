@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing
+from contextlib import aclosing
 from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
@@ -29,7 +29,7 @@ from switchyard.core.models import Route, Target
 from switchyard.core.ports import Provider
 from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, ModelNotFoundError
-from switchyard.service.accounting import Accounting, estimate_prompt_tokens
+from switchyard.service.accounting import AccountedRequest, Accounting, estimate_prompt_tokens
 from switchyard.service.attempt import Attempts
 from switchyard.service.call import CallContext, Outcome
 from switchyard.service.cooldown import COOLDOWN_CODE
@@ -139,11 +139,11 @@ class Gateway:
                 pieces = call(self.upstreams.provider(target.provider), fitted[candidate.alias], target)
                 try:
                     async with self.attempts.attempt(target, ctx, out, endpoint, streamed, panic) as attempt:
-                        piece: _P | None = await attempt.first(pieces)
+                        piece = await attempt.first(pieces)
                         relayed = True
-                        while piece is not None:
+                        yield piece
+                        async for piece in pieces:
                             yield piece
-                            piece = await anext(pieces, None)
                         attempt.succeeded()
                         return
                 finally:
@@ -177,7 +177,7 @@ class Gateway:
     def _accounted(
         self, principal: Principal, route: Route, endpoint: str, ctx: CallContext, streamed: bool,
         body: Mapping[str, Any], request: ChatRequest | None = None,
-    ) -> AbstractAsyncContextManager[Outcome]:
+    ) -> AccountedRequest:
         prices = partial(self.upstreams.routing.prices, route)
         return self.accounting.request(principal, route, endpoint, ctx, streamed=streamed, body=body, prices=prices,
                                        request=request)
