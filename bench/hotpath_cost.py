@@ -139,7 +139,9 @@ async def run(args: argparse.Namespace, port: int, workdir: Path) -> None:
     )
     data_dir = workdir / "data"
     data_dir.mkdir()
-    settings = load_settings(cfg, data_dir=data_dir, api_keys=[API_KEY], host="127.0.0.1", port=8000, workers=1)
+    quiet = {"key_refresh_interval": 3600.0} if args.quiet else {}  # no key, team or catalog polls
+    settings = load_settings(cfg, data_dir=data_dir, api_keys=[API_KEY], host="127.0.0.1", port=8000, workers=1,
+                             **quiet)
     app = create_app(settings)
     state: dict[str, Any] = {}
     task, inbox = await _lifespan(app, state)
@@ -239,6 +241,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1000, help="requests per round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", choices=("nonstream", "stream"), default=None)
+    ap.add_argument("--quiet", action="store_true",
+                    help="no periodic refreshes (keys, teams, catalog) while measuring: for instruction counts "
+                         "under valgrind, where they would add what depends on the wall time")
     ap.add_argument("--only", choices=("nonstream", "stream"), default=None, help="measure one kind only")
     ap.add_argument("--warmup", type=int, default=200, help="unmeasured requests of each kind first")
     ap.add_argument("--top", type=int, default=45, help="functions to print with --profile")

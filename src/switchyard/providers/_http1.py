@@ -31,7 +31,7 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
-__all__ = ["ConnectionClosed", "Headers", "MalformedResponse", "Origin", "Response"]
+__all__ = ["ConnectionClosed", "Exchange", "Headers", "MalformedResponse", "Origin", "Response"]
 
 _PAUSE_AT = 1 << 20  # unread bytes that stop reading from the socket
 _MAX_IDLE = 256  # idle connections kept per origin
@@ -279,7 +279,7 @@ class Response:
             await conn.wait(self._timeout())
 
 
-class _Exchange:
+class Exchange:
     """``async with origin.request(...) as resp``: the connection goes back to the pool if the
     answer was read to its end, and is closed otherwise (an early exit, an error, a cancel)."""
 
@@ -325,13 +325,13 @@ class Origin:
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None, *,
                 deadline: float | None = None, read_timeout: float | None = None,
-                connect_timeout: float | None = None) -> _Exchange:
+                connect_timeout: float | None = None) -> Exchange:
         """Send ``method path`` (``path`` is under the base path and may carry a query).
 
         ``deadline`` (``time.monotonic()``) bounds the whole exchange; ``read_timeout`` each wait
         for more of the answer. Raises ``TimeoutError``, ``OSError`` (connect, TLS),
         :class:`ConnectionClosed` or :class:`MalformedResponse`."""
-        return _Exchange(self, (method, path, body, content_type, deadline, read_timeout, connect_timeout))
+        return Exchange(self, (method, path, body, content_type, deadline, read_timeout, connect_timeout))
 
     def _request_head(self, method: str, path: str) -> bytes:
         key = (method, path)
