@@ -200,7 +200,8 @@ def compare(args: argparse.Namespace) -> None:
 
     trees = args.compare
     workers = [
-        subprocess.Popen([sys.executable, __file__, "--worker"], env={**os.environ, "PYTHONPATH": tree},
+        subprocess.Popen([sys.executable, __file__, "--worker", *(["--quiet"] if args.quiet else [])],
+                         env={**os.environ, "PYTHONPATH": tree},
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         for tree in trees
     ]
