@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from switchyard.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
+from switchyard.protocol.ndjson import LineDecoder
 from switchyard.providers._http import UpstreamClient
 from tests.deploy.tls import make_tls
 from tests.harness import free_port
@@ -123,14 +124,15 @@ def test_a_chunked_stream_arrives_piece_by_piece_and_lines_split_across_pieces_j
     async def body() -> None:
         async with Upstream(handler) as up:
             client = UpstreamClient(f"http://127.0.0.1:{up.port}", {}, 5.0)
+            decoder = LineDecoder()  # as Ollama's stream converter reads NDJSON
             lines = []
             async with client.request("POST", "/api/chat", json={}, stream=True) as resp:
                 assert resp.status == 200 and resp.headers["content-type"] == "application/x-ndjson"
-                async for line in resp.lines():
-                    lines.append(line)
+                async for data in resp.chunks():
+                    lines += decoder.feed(data)
                     up.event("first seen").set()
             await client.aclose()
-        assert lines == [b'{"a":1}\n', b'{"b":2}\n', b'{"c":3}']
+        assert [*lines, decoder.close()] == [b'{"a":1}\n', b'{"b":2}\n', b'{"c":3}']
 
     asyncio.run(body())
 

@@ -59,32 +59,41 @@ def _count(value: object) -> float | None:
 
 def check_bounds(body: Mapping[str, Any], caps: Capabilities, bounds: Bounds) -> None:
     """Refuse (``BadRequestError``, 400, ``param`` naming the field) what no deployment of a
-    route with *caps* could honour; see the module table. Never changes *body*."""
+    route with *caps* could honour; see the module table. Never changes *body*.
+
+    On every request's path: a field the body does not hold costs one lookup."""
+    get = body.get
+    most = caps.context_length if caps.context_length is not None else bounds.max_tokens
     for key in _OUTPUT_LIMITS:
-        wanted = _count(body.get(key))
-        if wanted is None:
-            continue
-        if caps.context_length is not None:
-            if wanted > caps.context_length:
-                raise BadRequestError(
-                    f"{key} is too large: {wanted}. This model's maximum context length is "
-                    f"{caps.context_length} tokens.", param=key, code="context_length_exceeded")
-        elif wanted > bounds.max_tokens:
-            raise BadRequestError(
-                f"{key} is too large: {wanted}. This server accepts at most {bounds.max_tokens} completion "
-                "tokens for a model whose context length is unknown.", param=key, code=_INVALID)
-    stop = body.get("stop")
-    if isinstance(stop, list) and len(stop) > caps.max_stop:
+        if (value := get(key)) is not None and (wanted := _count(value)) is not None and wanted > most:
+            raise _too_large(key, wanted, caps, bounds)
+    if isinstance(stop := get("stop"), list) and len(stop) > caps.max_stop:
         raise BadRequestError(
             f"Too many stop sequences: this model takes at most {caps.max_stop}, got {len(stop)} ('stop').",
             param="stop", code=_INVALID)
-    for key, most in (("tools", bounds.max_tools), ("functions", bounds.max_tools),
-                      ("messages", bounds.max_messages)):
-        items = body.get(key)
-        if isinstance(items, list) and len(items) > most:
-            raise BadRequestError(
-                f"Too many {key}: this server accepts at most {most} per request, got {len(items)}.",
-                param=key, code=_INVALID)
+    if (tools := get("tools")) is not None:
+        _check_items("tools", tools, bounds.max_tools)
+    if (functions := get("functions")) is not None:
+        _check_items("functions", functions, bounds.max_tools)
+    if isinstance(messages := get("messages"), list) and len(messages) > bounds.max_messages:
+        _check_items("messages", messages, bounds.max_messages)
+
+
+def _too_large(key: str, wanted: float, caps: Capabilities, bounds: Bounds) -> BadRequestError:
+    if caps.context_length is not None:
+        return BadRequestError(
+            f"{key} is too large: {wanted}. This model's maximum context length is "
+            f"{caps.context_length} tokens.", param=key, code="context_length_exceeded")
+    return BadRequestError(
+        f"{key} is too large: {wanted}. This server accepts at most {bounds.max_tokens} completion "
+        "tokens for a model whose context length is unknown.", param=key, code=_INVALID)
+
+
+def _check_items(key: str, items: object, most: int) -> None:
+    if isinstance(items, list) and len(items) > most:
+        raise BadRequestError(
+            f"Too many {key}: this server accepts at most {most} per request, got {len(items)}.",
+            param=key, code=_INVALID)
 
 
 def non_finite_path(node: Any, path: str = "") -> str | None:

@@ -1,8 +1,10 @@
 """An SSE response that relays chunk by chunk and notices a client leaving at once.
 
 Starlette's StreamingResponse (ASGI spec >= 2.4) only sees a disconnect when its next send
-fails, so a silent upstream would be kept busy. This one listens for ``http.disconnect`` the
-whole time and cancels the relay, which closes the upstream connection.
+fails, so a silent upstream would be kept busy. Here a client that leaves cancels the relay at
+once, which closes the upstream connection: on the model endpoints the disconnect watch
+(``http/disconnect.py``) cancels the whole handler; anywhere else this response listens for
+``http.disconnect`` itself, the whole time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import anyio
 from starlette.types import Receive, Scope, Send
 
 from switchyard.errors import GatewayError
+from switchyard.http.disconnect import WATCHED
 from switchyard.http.errors import error_event
 
 __all__ = ["SSEResponse", "open_stream"]
@@ -44,6 +47,15 @@ class SSEResponse:
         self._headers = _HEADERS + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get(WATCHED):  # the watch cancels this task when the client leaves: nothing to listen for
+            try:
+                await self._relay(send)
+            except OSError:  # the client went away between our checks
+                pass
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._chunks.aclose()  # type: ignore[attr-defined]
+            return
         try:
             async with anyio.create_task_group() as tg:
 

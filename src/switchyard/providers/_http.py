@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import orjson
@@ -18,8 +17,7 @@ from switchyard.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from switchyard.protocol.ndjson import MAX_LINE, LineDecoder, LineTooLong
-from switchyard.providers._http1 import ConnectionClosed, MalformedResponse, Origin, Response
+from switchyard.providers._http1 import ConnectionClosed, Exchange, MalformedResponse, Origin, Response
 
 __all__ = ["ErrorMapper", "Response", "StreamConverter", "UpstreamClient", "UpstreamResponse"]
 
@@ -64,19 +62,6 @@ class UpstreamResponse:
         if rest := redactor.finish():
             yield rest
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """Body lines, each with its ``\\n``; a last line without one is yielded too."""
-        decoder = LineDecoder()
-        async for data in self.chunks():
-            try:
-                lines = decoder.feed(data)
-            except LineTooLong as exc:
-                raise MalformedResponse(f"The upstream sent a line longer than {MAX_LINE >> 20} MiB.") from exc
-            for line in lines:
-                yield line
-        if rest := decoder.close():
-            yield rest
-
 
 def _credentials(headers: Mapping[str, str]) -> list[str]:
     """The header values that carry a credential (a bearer token's token as well)."""
@@ -85,6 +70,45 @@ def _credentials(headers: Mapping[str, str]) -> list[str]:
 
 
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
+
+
+def _gateway_error(exc: BaseException) -> GatewayError | None:
+    """The gateway's error for a failure of the upstream exchange (None: raise it as it is)."""
+    if isinstance(exc, GatewayError):
+        return None
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeoutError("The upstream did not answer in time.")
+    if isinstance(exc, ConnectionClosed):
+        return UpstreamError("The upstream closed the connection early.")
+    if isinstance(exc, MalformedResponse):
+        return UpstreamError(SECRETS.redact(str(exc)))
+    if isinstance(exc, OSError):  # refused, unreachable, unresolvable, TLS
+        return UpstreamConnectionError("Could not connect to the upstream.")
+    return None
+
+
+class _Request:
+    """``async with client.request(...) as resp``: the exchange, its failures (opening it, or in
+    the block) raised as gateway errors; a class, as this is on every upstream call's path."""
+
+    __slots__ = ("_exchange",)
+
+    def __init__(self, exchange: Exchange) -> None:
+        self._exchange = exchange
+
+    async def __aenter__(self) -> UpstreamResponse:
+        try:
+            return UpstreamResponse(await self._exchange.__aenter__())
+        except Exception as exc:
+            mapped = _gateway_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        await self._exchange.__aexit__(kind, exc, tb)
+        if isinstance(exc, Exception) and (mapped := _gateway_error(exc)) is not None:
+            raise mapped from exc
 
 
 class UpstreamClient:
@@ -96,8 +120,7 @@ class UpstreamClient:
         self._origin = Origin(self.base_url, headers)
         self._timeout = timeout
 
-    @asynccontextmanager
-    async def request(
+    def request(
         self,
         method: str,
         path: str,
@@ -105,29 +128,17 @@ class UpstreamClient:
         json: Any = None,
         timeout: float | None = None,
         stream: bool = False,
-    ) -> AsyncIterator[UpstreamResponse]:
-        """Open a response; connection and timeout failures become gateway errors.
+    ) -> _Request:
+        """Open a response (``async with``); connection and timeout failures become gateway errors.
 
         A whole call must end within ``timeout``; a stream may run long, but no wait for its
         next bytes may pass ``timeout``."""
         data = orjson.dumps(json) if json is not None else None
         t = timeout or self._timeout
         deadline = None if stream else time.monotonic() + t
-        try:
-            async with self._origin.request(method, path, data, "application/json" if data is not None else None,
-                                            deadline=deadline, read_timeout=t if stream else None,
-                                            connect_timeout=min(t, 30.0)) as resp:
-                yield UpstreamResponse(resp)
-        except GatewayError:
-            raise
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError("The upstream did not answer in time.") from exc
-        except ConnectionClosed as exc:
-            raise UpstreamError("The upstream closed the connection early.") from exc
-        except MalformedResponse as exc:
-            raise UpstreamError(SECRETS.redact(str(exc))) from exc
-        except OSError as exc:  # refused, unreachable, unresolvable, TLS
-            raise UpstreamConnectionError("Could not connect to the upstream.") from exc
+        return _Request(self._origin.request(method, path, data, "application/json" if data is not None else None,
+                                             deadline=deadline, read_timeout=t if stream else None,
+                                             connect_timeout=min(t, 30.0)))
 
     async def stream(self, path: str, on_error: ErrorMapper, converter: StreamConverter, *, json: Any,
                      timeout: float | None) -> AsyncIterator[StreamPiece]:
@@ -136,12 +147,17 @@ class UpstreamClient:
         async with self.request("POST", path, json=json, timeout=timeout, stream=True) as resp:
             if resp.status >= 400:
                 raise on_error(resp.status, await resp.read(), resp.headers)
-            async for data in resp.chunks():
-                piece = converter.feed(data)
-                if piece is not None:
+            redactor = SECRETS.stream()  # what resp.chunks() does, inline: this loop runs once a read
+            async for data in resp._resp.chunks():
+                if clean := redactor.feed(data):
+                    piece = converter.feed(clean)
+                    if piece is not None:
+                        yield piece
+                    if converter.stop_reading:
+                        break
+            else:
+                if (rest := redactor.finish()) and (piece := converter.feed(rest)) is not None:
                     yield piece
-                if converter.stop_reading:
-                    break
         last = converter.finish()
         if last is not None:
             yield last

@@ -31,9 +31,7 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
-from switchyard.protocol.ndjson import MAX_LINE, LineDecoder, LineTooLong
-
-__all__ = ["ConnectionClosed", "Headers", "MalformedResponse", "Origin", "Response"]
+__all__ = ["ConnectionClosed", "Exchange", "Headers", "MalformedResponse", "Origin", "Response"]
 
 _PAUSE_AT = 1 << 20  # unread bytes that stop reading from the socket
 _MAX_IDLE = 256  # idle connections kept per origin
@@ -284,21 +282,8 @@ class Response:
                 return
             await conn.wait(self._timeout())
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """Body lines, each with its ``\\n``; a last line without one is yielded too."""
-        decoder = LineDecoder()
-        async for data in self.chunks():
-            try:
-                lines = decoder.feed(data)
-            except LineTooLong as exc:
-                raise MalformedResponse(f"The upstream sent a line longer than {MAX_LINE >> 20} MiB.") from exc
-            for line in lines:
-                yield line
-        if rest := decoder.close():
-            yield rest
 
-
-class _Exchange:
+class Exchange:
     """``async with origin.request(...) as resp``: the connection goes back to the pool if the
     answer was read to its end, and is closed otherwise (an early exit, an error, a cancel)."""
 
@@ -344,13 +329,13 @@ class Origin:
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None, *,
                 deadline: float | None = None, read_timeout: float | None = None,
-                connect_timeout: float | None = None) -> _Exchange:
+                connect_timeout: float | None = None) -> Exchange:
         """Send ``method path`` (``path`` is under the base path and may carry a query).
 
         ``deadline`` (``time.monotonic()``) bounds the whole exchange; ``read_timeout`` each wait
         for more of the answer. Raises ``TimeoutError``, ``OSError`` (connect, TLS),
         :class:`ConnectionClosed` or :class:`MalformedResponse`."""
-        return _Exchange(self, (method, path, body, content_type, deadline, read_timeout, connect_timeout))
+        return Exchange(self, (method, path, body, content_type, deadline, read_timeout, connect_timeout))
 
     def _request_head(self, method: str, path: str) -> bytes:
         key = (method, path)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -28,7 +27,7 @@ from switchyard.observability.metrics import Metrics
 from switchyard.service.call import CLIENT_CLOSED, CallContext, Outcome
 from switchyard.service.governance import Governance, Ticket
 
-__all__ = ["Accounting", "estimate_input_tokens", "estimate_prompt_tokens"]
+__all__ = ["AccountedRequest", "Accounting", "estimate_input_tokens", "estimate_prompt_tokens"]
 
 _RECENT_ERRORS = 50
 
@@ -85,53 +84,17 @@ class Accounting:
         self.governance = governance
         self.recent_errors: deque[dict[str, object]] = deque(maxlen=_RECENT_ERRORS)  # for operators
 
-    @asynccontextmanager
-    async def request(
+    def request(
         self, principal: Principal, route: Route, endpoint: str, ctx: CallContext, *, streamed: bool,
         body: Mapping[str, Any], prices: Callable[[], tuple[float, float]], request: ChatRequest | None = None,
-    ) -> AsyncIterator[Outcome]:
-        """One client request, however it ends and however many attempts it took.
+    ) -> AccountedRequest:
+        """One client request, however it ends and however many attempts it took (``async with``).
 
         Limits are taken and the budget's worst case held first (the ``Outcome`` carries the
         request as governance lets it go). The caller sets ``status`` (200) and ``usage`` on
         success; a gateway error sets its status; a cancellation (the client left) stays 499.
         """
-        ctx.model = route.alias
-        outcome = Outcome(request=request)
-        started = time.perf_counter()
-        ticket: Ticket | None = None
-        try:
-            if self.governance is not None:
-                ticket, outcome.request = await self.governance.admit(
-                    principal, route.alias, request, body, partial(estimate_prompt_tokens, body),
-                    prices, route.limits)
-                if ticket is not None:
-                    ctx.headers = ticket.headers
-            yield outcome
-        except GatewayError as exc:
-            outcome.status, outcome.error = exc.status_code, exc.message
-            raise
-        except Exception:
-            outcome.status = 500
-            raise
-        finally:
-            target = outcome.target or route.primary
-            if outcome.status >= 400 and outcome.status != CLIENT_CLOSED:
-                self.recent_errors.append({
-                    "at": datetime.now(UTC).isoformat(), "request_id": ctx.request_id, "model": target.alias,
-                    "provider": target.provider, "status": outcome.status,
-                    "message": outcome.error or "internal error",
-                })
-            usage = outcome.usage
-            # a whole answer the client left while the upstream worked on it: its prompt was spent
-            left_upstream = outcome.status == CLIENT_CLOSED and ctx.upstream_s > 0
-            if usage is None:
-                estimate = streamed or left_upstream
-                usage = Usage(estimate_prompt_tokens(body), outcome.events, estimated=True) if estimate else Usage()
-            cost = self._account(principal, target, endpoint, ctx, started, outcome.status, usage, streamed)
-            if ticket is not None:  # a request that produced nothing releases its hold; others pay what they used
-                used = outcome.status == 200 or outcome.usage is not None or outcome.events > 0 or left_upstream
-                await self.governance.finish(ticket, usage if used else None, cost)  # type: ignore[union-attr]
+        return AccountedRequest(self, principal, route, endpoint, ctx, streamed, body, prices, request)
 
     def _account(self, principal: Principal, target: Target, endpoint: str, ctx: CallContext, started: float,
                  status: int, usage: Usage, streamed: bool) -> float:
@@ -162,3 +125,63 @@ class Accounting:
             target.alias, target.provider, endpoint, status, seconds, usage.prompt_tokens, usage.completion_tokens, cost
         )
         return cost
+
+
+class AccountedRequest:
+    """The context of :meth:`Accounting.request`; a class, as this is on every request's path."""
+
+    __slots__ = ("_acc", "_body", "_ctx", "_endpoint", "_prices", "_principal", "_route", "_started", "_streamed",
+                 "_ticket", "outcome")
+
+    def __init__(self, accounting: Accounting, principal: Principal, route: Route, endpoint: str, ctx: CallContext,
+                 streamed: bool, body: Mapping[str, Any], prices: Callable[[], tuple[float, float]],
+                 request: ChatRequest | None) -> None:
+        self._acc, self._principal, self._route, self._endpoint = accounting, principal, route, endpoint
+        self._ctx, self._streamed, self._body, self._prices = ctx, streamed, body, prices
+        self.outcome = Outcome(request=request)
+        self._ticket: Ticket | None = None
+        self._started = 0.0
+
+    async def __aenter__(self) -> Outcome:
+        route, ctx, outcome = self._route, self._ctx, self.outcome
+        ctx.model = route.alias
+        self._started = time.perf_counter()
+        governance = self._acc.governance
+        if governance is not None:
+            try:
+                self._ticket, outcome.request = await governance.admit(
+                    self._principal, route.alias, outcome.request, self._body,
+                    partial(estimate_prompt_tokens, self._body), self._prices, route.limits)
+            except BaseException as exc:
+                await self.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+            if self._ticket is not None:
+                ctx.headers = self._ticket.headers
+        return outcome
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        outcome, ctx, route, body, streamed = self.outcome, self._ctx, self._route, self._body, self._streamed
+        if isinstance(exc, GatewayError):
+            outcome.status, outcome.error = exc.status_code, exc.message
+        elif isinstance(exc, Exception):
+            outcome.status = 500
+        acc = self._acc
+        target = outcome.target or route.primary
+        if outcome.status >= 400 and outcome.status != CLIENT_CLOSED:
+            acc.recent_errors.append({
+                "at": datetime.now(UTC).isoformat(), "request_id": ctx.request_id, "model": target.alias,
+                "provider": target.provider, "status": outcome.status,
+                "message": outcome.error or "internal error",
+            })
+        usage = outcome.usage
+        # a whole answer the client left while the upstream worked on it: its prompt was spent
+        left_upstream = outcome.status == CLIENT_CLOSED and ctx.upstream_s > 0
+        if usage is None:
+            estimate = streamed or left_upstream
+            usage = Usage(estimate_prompt_tokens(body), outcome.events, estimated=True) if estimate else Usage()
+        cost = acc._account(self._principal, target, self._endpoint, ctx, self._started, outcome.status,
+                            usage, streamed)
+        ticket = self._ticket
+        if ticket is not None:  # a request that produced nothing releases its hold; others pay what they used
+            used = outcome.status == 200 or outcome.usage is not None or outcome.events > 0 or left_upstream
+            await acc.governance.finish(ticket, usage if used else None, cost)  # type: ignore[union-attr]

@@ -14,11 +14,11 @@ have reached the client nothing is retried.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from contextlib import aclosing
 from dataclasses import replace
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from switchyard.core.bounds import check_bounds
 from switchyard.core.chat import ChatRequest, ChatResult, GenerationKind, StreamPiece
@@ -29,7 +29,7 @@ from switchyard.core.models import Route, Target
 from switchyard.core.ports import HoldsResponses, Provider
 from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, ModelNotFoundError
-from switchyard.service.accounting import Accounting, estimate_prompt_tokens
+from switchyard.service.accounting import AccountedRequest, Accounting, estimate_prompt_tokens
 from switchyard.service.attempt import Attempts
 from switchyard.service.call import CallContext, Outcome
 from switchyard.service.cooldown import COOLDOWN_CODE
@@ -40,7 +40,18 @@ from switchyard.service.upstreams import Upstreams
 __all__ = ["Gateway"]
 
 _P = TypeVar("_P")  # a piece of an answer: a whole result, or a stream's chunk
+_P_co = TypeVar("_P_co", covariant=True)
 _R = TypeVar("_R")  # a request, as fitted to one route
+
+
+class _Pieces(Protocol[_P_co]):
+    """What one attempt relays: an async generator (a stream), or a whole answer as one piece."""
+
+    def __aiter__(self) -> AsyncIterator[_P_co]: ...
+
+    def __anext__(self) -> Awaitable[_P_co]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class Gateway:
@@ -130,7 +141,7 @@ class Gateway:
     # -- the one attempt loop ------------------------------------------------------------
     async def _serve(
         self, principal: Principal, route: Route, ctx: CallContext, out: Outcome, endpoint: str, streamed: bool,
-        fit: Callable[[Route], _R], call: Callable[[Provider, _R, Target], AsyncGenerator[_P, None]],
+        fit: Callable[[Route], _R], call: Callable[[Provider, _R, Target], _Pieces[_P]],
     ) -> AsyncGenerator[_P, None]:
         """The pieces of the first deployment in the plan that answers; the last error when none does.
 
@@ -150,11 +161,11 @@ class Gateway:
                 pieces = call(self.upstreams.provider(target.provider), fitted[candidate.alias], target)
                 try:
                     async with self.attempts.attempt(target, ctx, out, endpoint, streamed, panic) as attempt:
-                        piece: _P | None = await attempt.first(pieces)
+                        piece = await attempt.first(pieces)
                         relayed = True
-                        while piece is not None:
+                        yield piece
+                        async for piece in pieces:
                             yield piece
-                            piece = await anext(pieces, None)
                         attempt.succeeded()
                         return
                 finally:
@@ -188,7 +199,7 @@ class Gateway:
     def _accounted(
         self, principal: Principal, route: Route, endpoint: str, ctx: CallContext, streamed: bool,
         body: Mapping[str, Any], request: ChatRequest | None = None,
-    ) -> AbstractAsyncContextManager[Outcome]:
+    ) -> AccountedRequest:
         prices = partial(self.upstreams.routing.prices, route)
         return self.accounting.request(principal, route, endpoint, ctx, streamed=streamed, body=body, prices=prices,
                                        request=request)
@@ -220,18 +231,40 @@ def _fit(route: Route, request: ChatRequest) -> ChatRequest:
     return request if body is request.body else replace(request, body=body)
 
 
-async def _answer(provider: Provider, request: ChatRequest, target: Target) -> AsyncGenerator[ChatResult, None]:
-    yield await provider.chat(request, target)
+class _Whole(Generic[_P]):
+    """A whole answer as a stream of one piece: the provider's call, awaited when the loop asks
+    for the first piece (a class, not an async generator: this is on every request's path)."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Coroutine[Any, Any, _P]) -> None:
+        self._call: Coroutine[Any, Any, _P] | None = call
+
+    def __aiter__(self) -> _Whole[_P]:
+        return self
+
+    async def __anext__(self) -> _P:
+        call, self._call = self._call, None
+        if call is None:
+            raise StopAsyncIteration
+        return await call
+
+    async def aclose(self) -> None:
+        if self._call is not None:  # never asked for: the call was never started
+            self._call.close()
+            self._call = None
+
+
+def _answer(provider: Provider, request: ChatRequest, target: Target) -> _Whole[ChatResult]:
+    return _Whole(provider.chat(request, target))
 
 
 def _stream(provider: Provider, request: ChatRequest, target: Target) -> AsyncGenerator[StreamPiece, None]:
     return provider.stream(request, target)  # type: ignore[return-value]  # providers' streams are generators
 
 
-async def _embedding(
-    provider: Provider, request: EmbeddingRequest, target: Target,
-) -> AsyncGenerator[EmbeddingResult, None]:
-    yield await provider.embed(request, target)
+def _embedding(provider: Provider, request: EmbeddingRequest, target: Target) -> _Whole[EmbeddingResult]:
+    return _Whole(provider.embed(request, target))
 
 
 async def _drained(pieces: AsyncGenerator[_P, None]) -> _P:

@@ -66,15 +66,14 @@ class OpenAIProvider:
             raise UpstreamError("The upstream sent a response that is not JSON.") from exc
         return ChatResult(body=raw, usage=translate.usage_from(payload))
 
-    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
+    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
+        # the client's own generator, not one around it: one step less on every read of a stream
+        # (nothing here can fail: the request is made when the caller first advances it)
         if request.kind is GenerationKind.RESPONSES:
-            async for piece in native_stream(self._http, "/responses", self._error, request, target):
-                yield piece
-            return
+            return native_stream(self._http, "/responses", self._error, request, target)
         converter = translate.StreamConverter(client_wants_usage=request.include_usage)
-        async for piece in self._http.stream(translate.chat_path(request), self._error, converter,
-                                             json=translate.chat_body(request, target), timeout=target.timeout):
-            yield piece
+        return self._http.stream(translate.chat_path(request), self._error, converter,
+                                 json=translate.chat_body(request, target), timeout=target.timeout)
 
     async def held_response(self, method: str, response_id: str, action: str = "", query: str = "") -> bytes:
         return await self._http.call(method, held_path("/responses", response_id, action, query), self._error)

@@ -7,6 +7,7 @@ and find the usage report (dropping it when the client did not ask for it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 _DONE = b"data: [DONE]"
+_REPORT = re.compile(rb'"usage"\s*:\s*\{|"error"')  # an event that may carry a usage report or an error
 # Fields that are the gateway's own and never go upstream.
 _GATEWAY_FIELDS = ("keep_alive",)
 
@@ -132,6 +134,9 @@ class StreamConverter:
         for event in complete.split(b"\n\n"):
             if not event:
                 continue
+            if _REPORT.search(event) is None:  # the usual content chunk: relayed as it came, unparsed
+                kept.append(event)
+                continue
             payload = self._json(event)
             if payload is not None and isinstance(payload.get("error"), Mapping):
                 raise UpstreamError(f"The upstream failed mid-stream: {payload['error'].get('message', '')}")
@@ -144,7 +149,7 @@ class StreamConverter:
                     payload["usage"] = None
                     event = b"data: " + orjson.dumps(payload)
             kept.append(event)
-        return b"".join(e + b"\n\n" for e in kept), usage
+        return (b"\n\n".join(kept) + b"\n\n" if kept else b""), usage
 
     def _json(self, event: bytes) -> dict[str, Any] | None:
         parsed = self._decoder.event(event)
