@@ -15,8 +15,13 @@ Knobs, selected by the model name containing them (any name is served):
 (MALFORMED_FUNCTION_CALL; streamed 50 ms after one text chunk), ``rate-limited`` (429
 RESOURCE_EXHAUSTED with RetryInfo 7s), ``server-error`` (500 INTERNAL), ``overloaded`` (503
 UNAVAILABLE), ``cut-mid-stream`` (3 events, then the connection is aborted), ``thinking``
-(thought-summary parts, thoughtsTokenCount, and thought signatures on function calls that must
-come back on replayed calls), ``parallel`` (one call per declared function).
+(thoughtsTokenCount, and thought signatures on function calls that must come back on replayed
+calls), ``parallel`` (one call per declared function).
+
+``generationConfig.thinkingConfig`` is checked as Google checks it (``thinkingBudget`` and
+``thinkingLevel`` together are a 400; a level outside minimal/low/medium/high is a 400; a level on
+a model that is not ``gemini-3*`` is a 400, as 2.5 models answer). With ``includeThoughts: true``
+every candidate opens with a thought-summary part (``"thought": true``) and thoughts are counted.
 """
 
 from __future__ import annotations
@@ -55,7 +60,10 @@ _FIELDS: dict[str, set[str]] = {
                             "responseJsonSchema", "behavior"},
     "toolConfig": {"functionCallingConfig"},
     "functionCallingConfig": {"mode", "allowedFunctionNames"},
+    "thinkingConfig": {"includeThoughts", "thinkingBudget", "thinkingLevel"},
 }
+THOUGHT_TEXT = "**Thinking** about the request"
+_LEVELS = {"THINKING_LEVEL_UNSPECIFIED", "MINIMAL", "LOW", "MEDIUM", "HIGH"}
 _DATA_FIELDS = {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode",
                 "codeExecutionResult"}
 _SNAKE = re.compile(r"_([a-z])")
@@ -237,9 +245,26 @@ class FakeGemini(FakeServer):
         if _get(gen, "responseJsonSchema") is not None and _get(gen, "responseMimeType") not in (
                 "application/json", "text/x.enum"):
             raise _invalid("response_mime_type must be application/json when response_json_schema is set.")
+        thinking = _get(gen, "thinkingConfig")
+        if thinking is not None:
+            self._check_thinking(model, thinking)
         count = _get(gen, "candidateCount", 1)
         if not isinstance(count, int) or not 1 <= count <= 8:
             raise _invalid("* GenerateContentRequest.generation_config.candidate_count: must be between 1 and 8.\n")
+
+    @staticmethod
+    def _check_thinking(model: str, thinking: Any) -> None:
+        _check_fields(thinking, "thinkingConfig", "generation_config.thinking_config")
+        level = _get(thinking, "thinkingLevel")
+        budget = _get(thinking, "thinkingBudget")
+        if level is not None and budget is not None:
+            raise _invalid("thinking_budget and thinking_level are not supported together.")
+        if level is not None and str(level).upper() not in _LEVELS:
+            raise _invalid(f"Invalid value at 'generation_config.thinking_config.thinking_level' ({level})")
+        if level is not None and not model.startswith("gemini-3"):
+            raise _invalid("Thinking level is not supported for this model.")
+        if budget is not None and (not isinstance(budget, int) or budget < -1 or budget > 32768):
+            raise _invalid("The thinking budget is out of range.")
 
     @staticmethod
     def _check_part(part: Any, where: str) -> None:
@@ -353,7 +378,8 @@ class FakeGemini(FakeServer):
         gen = _get(body, "generationConfig") or {}
         prompt = self._prompt_tokens(body)
         head = {"modelVersion": model, "responseId": secrets.token_urlsafe(16)}
-        thoughts = 12 if "thinking" in model else 0
+        include = bool(_get(_get(gen, "thinkingConfig") or {}, "includeThoughts"))
+        thoughts = 12 if "thinking" in model or include else 0
         if "blocked-prompt" in model:
             blocked = {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": [
                 {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]},
@@ -366,8 +392,8 @@ class FakeGemini(FakeServer):
         completion = 0
         for _ in range(n):
             events: list[tuple[list[dict[str, Any]], str | None]] = []
-            if thoughts:
-                events.append(([{"text": "**Thinking** about the request", "thought": True}], None))
+            if include:
+                events.append(([{"text": THOUGHT_TEXT, "thought": True}], None))
             if "malformed-call" in model:
                 events.append(([{"text": "Let me check."}], None))
                 events.append(([], "MALFORMED_FUNCTION_CALL"))

@@ -260,6 +260,7 @@ def test_thoughts_signatures_candidates_and_usage_details() -> None:
     validate(result, "CreateChatCompletionResponse")
     first, second = result["choices"]
     assert first["index"] == 0 and second["index"] == 1 and second["message"]["content"] == "B"
+    assert second["message"]["reasoning_content"] == "pondering" and "reasoning_content" not in first["message"]
     calls = first["message"]["tool_calls"]
     assert calls[0]["id"].endswith("__thought__sig+/=") and calls[1]["id"] == "fc-7"
     assert calls[1]["function"]["arguments"] == "{}" and first["message"]["content"] == "A"
@@ -319,6 +320,8 @@ def test_stream_reassembles_events_split_anywhere(split: int) -> None:
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "Hello there"  # the thought summary is not part of the answer
+    reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content") or "" for c in chunks if c["choices"])
+    assert reasoning == "thinking"  # it is the reasoning
     calls = [t for c in chunks if c["choices"] for t in c["choices"][0]["delta"].get("tool_calls") or []]
     # as OpenAI streams them: each call's id and name first, then its arguments
     seen = [(t["index"], t.get("id", "")[:5], t["function"].get("name"), t["function"]["arguments"]) for t in calls]
@@ -328,7 +331,7 @@ def test_stream_reassembles_events_split_anywhere(split: int) -> None:
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls" and chunks[-2]["choices"][0]["delta"] == {}
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {
         "prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
-    assert count == 7 and translator.usage is not None and translator.usage.completion_tokens == 3
+    assert count == 8 and translator.usage is not None and translator.usage.completion_tokens == 3
 
 
 def test_stream_without_include_usage_hides_usage_but_reports_it() -> None:

@@ -15,6 +15,11 @@ Decisions the gateway takes for Gemini requests (see also the provider's docstri
 * Gemini's thought signatures (which it requires back on replayed function calls) ride in the
   OpenAI tool call id, after ``__thought__``, and are put back on the ``functionCall`` part.
 * ``logprobs``/``top_logprobs`` (and legacy ``echo``/``suffix``/``best_of``) are refused (400).
+* ``reasoning_effort`` becomes ``generationConfig.thinkingConfig`` with ``includeThoughts: true``
+  (:func:`thinking_config`): a ``thinkingLevel`` for Gemini 3 models (low, or high for medium and
+  above: Gemini 3 Pro takes only those two), a ``thinkingBudget`` for the others (minimal 512,
+  low 1024, medium 8192, high 24576: inside every 2.5 model's range). ``none`` sends nothing
+  (2.5 Pro cannot turn thinking off), so the model thinks as it does by default, unseen.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from switchyard.core.embeddings import EmbeddingRequest
 from switchyard.core.models import Target
 from switchyard.errors import BadRequestError
 
-__all__ = ["THOUGHT_SEPARATOR", "chat_body", "chat_path", "embed_body", "model_path"]
+__all__ = ["THOUGHT_SEPARATOR", "chat_body", "chat_path", "embed_body", "model_path", "thinking_config"]
 
 THOUGHT_SEPARATOR = "__thought__"
 _MODEL_NAME = re.compile(r"^(?:(?:models|tunedModels)/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -43,6 +48,8 @@ _OPTIONS = (
     ("presence_penalty", "presencePenalty"),
     ("frequency_penalty", "frequencyPenalty"),
 )
+_BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576}
+_LEVELS = {"minimal": "low", "low": "low", "medium": "high", "high": "high", "xhigh": "high"}
 
 
 def model_path(model: str, method: str) -> str:
@@ -249,7 +256,21 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     raise BadRequestError("tool_choice must be auto, none, required or a named function.", param="tool_choice")
 
 
-def _generation_config(request: ChatRequest) -> dict[str, Any]:
+def thinking_config(effort: Any, model: str) -> dict[str, Any] | None:
+    """Gemini's ``thinkingConfig`` for OpenAI's ``reasoning_effort`` (None: nothing to send)."""
+    if effort is None or effort == "none":
+        return None
+    if effort not in _BUDGETS:
+        raise BadRequestError(
+            "reasoning_effort must be one of 'none', 'minimal', 'low', 'medium', 'high' or 'xhigh'.",
+            param="reasoning_effort",
+        )
+    if model.removeprefix("models/").startswith("gemini-3"):
+        return {"includeThoughts": True, "thinkingLevel": _LEVELS[effort]}
+    return {"includeThoughts": True, "thinkingBudget": _BUDGETS[effort]}
+
+
+def _generation_config(request: ChatRequest, target: Target) -> dict[str, Any]:
     src = request.body
     config = {dst: src[key] for key, dst in _OPTIONS if src.get(key) is not None}
     if request.max_tokens is not None:
@@ -268,6 +289,9 @@ def _generation_config(request: ChatRequest) -> dict[str, Any]:
         schema = (fmt.get("json_schema") or {}).get("schema")
         if schema:
             config["responseJsonSchema"] = schema
+    thinking = thinking_config(src.get("reasoning_effort"), target.upstream_model)
+    if thinking is not None:
+        config["thinkingConfig"] = thinking
     return config
 
 
@@ -289,7 +313,7 @@ def chat_body(request: ChatRequest, target: Target) -> dict[str, Any]:
             config = _tool_config(src.get("tool_choice"))
             if config is not None:
                 body["toolConfig"] = config
-    generation = _generation_config(request)
+    generation = _generation_config(request, target)
     if generation:
         body["generationConfig"] = generation
     return body

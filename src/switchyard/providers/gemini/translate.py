@@ -6,6 +6,8 @@ Pure: no I/O, table-testable. Requests are built in :mod:`.requests`.
 * A prompt blocked by ``promptFeedback.blockReason`` (no candidates) is a 200 with one choice,
   empty content and ``finish_reason: content_filter``, as OpenAI reports filtered output.
 * Thought signatures ride in the OpenAI tool call id, after ``__thought__`` (see :mod:`.requests`).
+* Thought-summary parts (``"thought": true``) are the message's ``reasoning_content`` (streamed as
+  ``reasoning_content`` deltas), never part of the answer text.
 """
 
 from __future__ import annotations
@@ -124,18 +126,17 @@ def _tool_call(part: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _parts(candidate: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """The answer text (thought summaries left out) and tool calls of one candidate."""
+def _parts(candidate: Mapping[str, Any]) -> tuple[str, str, list[dict[str, Any]]]:
+    """The answer text, the thought summaries and the tool calls of one candidate."""
     texts: list[str] = []
+    thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
     for part in (candidate.get("content") or {}).get("parts") or ():
-        if part.get("thought"):
-            continue
         if "functionCall" in part:
             calls.append(_tool_call(part))
         elif isinstance(part.get("text"), str):
-            texts.append(part["text"])
-    return "".join(texts), calls
+            (thoughts if part.get("thought") else texts).append(part["text"])
+    return "".join(texts), "".join(thoughts), calls
 
 
 def _raise_if_error(payload: Mapping[str, Any]) -> None:
@@ -162,12 +163,14 @@ def chat_result(
     choices: list[dict[str, Any]] = []
     for pos, candidate in enumerate(candidates or [{"finishReason": "SAFETY"}]):
         index = int(candidate.get("index", pos))
-        text, calls = _parts(candidate)
+        text, thoughts, calls = _parts(candidate)
         reason = finish_reason(str(candidate.get("finishReason") or "STOP"), bool(calls))
         if not chat:
             choices.append({"index": index, "text": text, "logprobs": None, "finish_reason": reason})
             continue
         message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+        if thoughts:
+            message["reasoning_content"] = thoughts
         if calls:
             message["tool_calls"] = calls
         elif message["content"] is None:
@@ -248,7 +251,11 @@ class StreamConverter:
         self._seen.add(index)
         out = b""
         events = 0
-        text, calls = _parts(candidate)
+        text, thoughts, calls = _parts(candidate)
+        if thoughts and self._out.chat:
+            out += self._start(index)
+            out += self._out.delta({"reasoning_content": thoughts}, index)
+            events += 1
         if text:
             out += self._start(index)
             out += self._out.text(text, index)
