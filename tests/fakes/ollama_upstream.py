@@ -15,6 +15,11 @@ Knobs selected by the request's ``model`` (always accepted, whatever ``models`` 
 ``slow-stream`` (50 chunks 0.2 s apart), ``fail-mid-stream`` (3 chunks, then the TCP
 connection is aborted), ``slow`` (5 s before answering), ``error-400|401|429|500|503``
 (``{"error": ...}`` bodies; 429 has ``Retry-After: 7``, 503 ``Retry-After: 3``).
+
+``/api/chat``'s ``think`` works as in real Ollama: ``true`` or a level makes the answer carry
+``message.thinking`` (streamed first, a word a line) and ``false`` leaves it out. A model whose
+name has ``no-think`` answers ``think: true`` with real Ollama's 400 ``"<model>" does not support
+thinking``; a level (low/medium/high) is only taken by ``gpt-oss`` models (a 400 otherwise).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ NDJSON = "application/x-ndjson"
 
 SLOW_STREAM_TEXT = " ".join(f"tick{i}" for i in range(50))
 FAIL_TEXT = "this stream will be cut off after three chunks, never to finish"
+THINKING_TEXT = "The user wants an echo, so I echo."
 ERRORS: dict[str, tuple[int, str, dict[str, str]]] = {
     "error-400": (400, "invalid options: temperature must be a number", {}),
     "error-401": (401, "unauthorized", {}),
@@ -208,6 +214,13 @@ class FakeOllama(FakeServer):
             return web.json_response({"model": body["model"], "created_at": _now(),
                                       "message": {"role": "assistant", "content": ""},
                                       "done_reason": reason, "done": True})
+        think = body.get("think")
+        if think not in (None, True, False, "low", "medium", "high"):
+            return error_response(400, f"invalid think value: {think!r}")
+        if think and "no-think" in body["model"]:
+            return error_response(400, f'"{body["model"]}" does not support thinking')
+        if isinstance(think, str) and "gpt-oss" not in body["model"]:
+            return error_response(400, f'think value "{think}" is not supported for this model')
         last = messages[-1] if isinstance(messages[-1], dict) else {}
         tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("function")]
         prompt_tokens = count_words(messages)
@@ -225,6 +238,12 @@ class FakeOllama(FakeServer):
             words, reason = self._words(body, text)
             parts = [{"message": {"role": "assistant", "content": w}, "done": False} for w in words]
             whole_msg, eval_count = {**msg, "content": "".join(words)}, len(words)
+        if think:
+            thought = split_words(THINKING_TEXT)
+            parts = [{"message": {"role": "assistant", "content": "", "thinking": w}, "done": False}
+                     for w in thought] + parts
+            whole_msg = {**whole_msg, "thinking": THINKING_TEXT}
+            eval_count += len(thought)
         metrics = self._metrics(prompt_tokens, max(eval_count, 1))
         final = {"message": msg, "done_reason": reason, "done": True, **metrics}
         whole = {"message": whole_msg, "done_reason": reason, "done": True, **metrics}

@@ -152,3 +152,18 @@ def test_disconnect_and_mid_stream_failure(up: FakeOllama, http: httpx.Client) -
         for line in resp.iter_lines():
             seen.append(json.loads(line)["message"]["content"])
     assert seen == ["this", " stream", " will"] and up.disconnects == 1
+
+
+def test_think_adds_message_thinking_as_real_ollama_does(http: httpx.Client) -> None:
+    whole = http.post("/api/chat", json={"model": "qwen3", "messages": HELLO, "stream": False, "think": True}).json()
+    assert whole["message"]["thinking"] and whole["message"]["content"] == "echo: hello there"
+    lines = ndjson(http, "/api/chat", {"model": "gpt-oss:20b", "messages": HELLO, "think": "high"})
+    thinking = "".join(line["message"].get("thinking", "") for line in lines)
+    assert thinking == whole["message"]["thinking"]
+    assert lines.index(next(x for x in lines if x["message"]["content"])) > 0  # thinking streams first
+    off = http.post("/api/chat", json={"model": "qwen3", "messages": HELLO, "stream": False, "think": False}).json()
+    assert "thinking" not in off["message"]
+    refused = http.post("/api/chat", json={"model": "llama-no-think", "messages": HELLO, "think": True})
+    assert refused.status_code == 400 and refused.json() == {"error": '"llama-no-think" does not support thinking'}
+    level = http.post("/api/chat", json={"model": "qwen3", "messages": HELLO, "think": "low"})
+    assert level.status_code == 400

@@ -1,4 +1,11 @@
-"""OpenAI shapes <-> Ollama's native API (/api/chat, /api/generate, /api/embed). Pure: no I/O."""
+"""OpenAI shapes <-> Ollama's native API (/api/chat, /api/generate, /api/embed). Pure: no I/O.
+
+``reasoning_effort`` becomes ``/api/chat``'s ``think`` (:func:`think_value`): the level itself
+(low/medium/high) for gpt-oss models, which take levels, ``true`` for the others, ``false`` for
+``none``. The answer's ``message.thinking`` is the message's ``reasoning_content`` (streamed as
+``reasoning_content`` deltas). Ollama's 400 for a model that cannot think names
+``reasoning_effort``, so ``/v1/messages`` asks once more without it.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ __all__ = [
     "error_from_response",
     "finish_reason",
     "objects",
+    "think_value",
     "usage_of",
 ]
 
@@ -35,6 +43,7 @@ _OPTION_FIELDS = {
     "frequency_penalty": "frequency_penalty",
     "presence_penalty": "presence_penalty",
 }
+_LEVELS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 
 
 def _text_and_images(content: Any, index: int) -> tuple[str, list[str]]:
@@ -80,6 +89,20 @@ def _arguments(function: Mapping[str, Any], index: int) -> Any:
         raise BadRequestError("tool call arguments must be JSON", param=f"messages[{index}].tool_calls") from exc
 
 
+def think_value(effort: Any, model: str) -> bool | str | None:
+    """Ollama's ``think`` for OpenAI's ``reasoning_effort`` (None: nothing to send)."""
+    if effort is None:
+        return None
+    if effort == "none":
+        return False
+    if effort not in _LEVELS:
+        raise BadRequestError(
+            "reasoning_effort must be one of 'none', 'minimal', 'low', 'medium', 'high' or 'xhigh'.",
+            param="reasoning_effort",
+        )
+    return _LEVELS[effort] if "gpt-oss" in model else True
+
+
 def chat_body(request: ChatRequest, target: Target) -> tuple[str, dict[str, Any]]:
     """The Ollama path and body for a chat or legacy completion request."""
     src = request.body
@@ -109,6 +132,9 @@ def chat_body(request: ChatRequest, target: Target) -> tuple[str, dict[str, Any]
         body["prompt"] = prompt
         body["raw"] = False
         return "/api/generate", body
+    think = think_value(src.get("reasoning_effort"), target.upstream_model)
+    if think is not None:
+        body["think"] = think
     body["messages"] = [_message(m, i) for i, m in enumerate(src.get("messages", []))]
     tools = src.get("tools") or [{"type": "function", "function": f} for f in src.get("functions") or ()]
     if tools and src.get("tool_choice", src.get("function_call")) != "none":
@@ -182,6 +208,8 @@ def chat_result(payload: Mapping[str, Any], request: ChatRequest, target: Target
     for call in calls:
         call.pop("index")
     out_msg: dict[str, Any] = {"role": "assistant", "content": message.get("content") or None, "refusal": None}
+    if message.get("thinking"):
+        out_msg["reasoning_content"] = str(message["thinking"])
     if calls:
         out_msg["tool_calls"] = calls
     elif out_msg["content"] is None:
@@ -267,6 +295,9 @@ class StreamConverter:
         events = 0
         if self._out.chat:
             message = payload.get("message") or {}
+            if message.get("thinking"):
+                out += self._open() + self._out.delta({"reasoning_content": str(message["thinking"])})
+                events += 1
             if message.get("content"):
                 out += self._open() + self._out.text(message["content"])
                 events += 1
@@ -299,6 +330,7 @@ class StreamConverter:
 
 
 def error_from_response(status: int, raw: bytes, headers: Mapping[str, str]) -> GatewayError:
+    """Ollama's ``{"error": "..."}`` as a gateway error; "does not support thinking" names ``reasoning_effort``."""
     message: str | None = None
     try:
         payload = orjson.loads(raw)
@@ -306,4 +338,5 @@ def error_from_response(status: int, raw: bytes, headers: Mapping[str, str]) -> 
             message = str(payload["error"])[:500]
     except orjson.JSONDecodeError:
         message = None
-    return error_for_status(status, message, None, headers)
+    param = "reasoning_effort" if message and "does not support thinking" in message else None
+    return error_for_status(status, message, param, headers)
