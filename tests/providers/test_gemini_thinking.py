@@ -73,6 +73,13 @@ def test_reasoning_effort_becomes_thinking_config(client: openai.OpenAI, fake: F
     assert answer.usage.completion_tokens_details.reasoning_tokens == 12
 
 
+def test_the_budget_leaves_room_for_the_answer(client: openai.OpenAI, fake: FakeGemini) -> None:
+    client.chat.completions.create(model="flash", messages=HELLO, reasoning_effort="high", max_tokens=4000)
+    assert thinking_config(fake) == {"includeThoughts": True, "thinkingBudget": 2000}
+    client.chat.completions.create(model="flash", messages=HELLO, reasoning_effort="high", max_tokens=100)
+    assert thinking_config(fake) == {"includeThoughts": True, "thinkingBudget": 512}
+
+
 def test_streamed_thoughts_are_reasoning_deltas(client: openai.OpenAI, fake: FakeGemini) -> None:
     stream = client.chat.completions.create(model="flash", messages=HELLO, reasoning_effort="high", stream=True)
     deltas = [c.choices[0].delta.model_dump() for c in stream if c.choices]
@@ -102,7 +109,7 @@ def test_unknown_reasoning_effort_is_a_400(client: openai.OpenAI) -> None:
 
 def test_anthropic_thinking_becomes_a_budget_and_thinking_blocks(claude: anthropic.Anthropic,
                                                                  fake: FakeGemini) -> None:
-    message = claude.messages.create(model="flash", max_tokens=2048, messages=[{"role": "user", "content": "hi"}],
+    message = claude.messages.create(model="flash", max_tokens=32000, messages=[{"role": "user", "content": "hi"}],
                                      thinking={"type": "enabled", "budget_tokens": 10000})
     assert thinking_config(fake) == {"includeThoughts": True, "thinkingBudget": 8192}
     kinds = [block.type for block in message.content]

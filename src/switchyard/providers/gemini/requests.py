@@ -18,7 +18,9 @@ Decisions the gateway takes for Gemini requests (see also the provider's docstri
 * ``reasoning_effort`` becomes ``generationConfig.thinkingConfig`` with ``includeThoughts: true``
   (:func:`thinking_config`): a ``thinkingLevel`` for Gemini 3 models (low, or high for medium and
   above: Gemini 3 Pro takes only those two), a ``thinkingBudget`` for the others (minimal 512,
-  low 1024, medium 8192, high 24576: inside every 2.5 model's range). ``none`` sends nothing
+  low 1024, medium 8192, high 24576: inside every 2.5 model's range), at most half of
+  ``max_tokens`` (not under 512), since Gemini counts thoughts in ``maxOutputTokens`` and a
+  budget that eats it leaves no answer. ``none`` sends nothing
   (2.5 Pro cannot turn thinking off), so the model thinks as it does by default, unseen.
 """
 
@@ -256,7 +258,7 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     raise BadRequestError("tool_choice must be auto, none, required or a named function.", param="tool_choice")
 
 
-def thinking_config(effort: Any, model: str) -> dict[str, Any] | None:
+def thinking_config(effort: Any, model: str, max_tokens: int | None = None) -> dict[str, Any] | None:
     """Gemini's ``thinkingConfig`` for OpenAI's ``reasoning_effort`` (None: nothing to send)."""
     if effort is None or effort == "none":
         return None
@@ -267,7 +269,10 @@ def thinking_config(effort: Any, model: str) -> dict[str, Any] | None:
         )
     if model.removeprefix("models/").startswith("gemini-3"):
         return {"includeThoughts": True, "thinkingLevel": _LEVELS[effort]}
-    return {"includeThoughts": True, "thinkingBudget": _BUDGETS[effort]}
+    budget = _BUDGETS[effort]
+    if max_tokens is not None:
+        budget = min(budget, max(512, max_tokens // 2))
+    return {"includeThoughts": True, "thinkingBudget": budget}
 
 
 def _generation_config(request: ChatRequest, target: Target) -> dict[str, Any]:
@@ -289,7 +294,7 @@ def _generation_config(request: ChatRequest, target: Target) -> dict[str, Any]:
         schema = (fmt.get("json_schema") or {}).get("schema")
         if schema:
             config["responseJsonSchema"] = schema
-    thinking = thinking_config(src.get("reasoning_effort"), target.upstream_model)
+    thinking = thinking_config(src.get("reasoning_effort"), target.upstream_model, request.max_tokens)
     if thinking is not None:
         config["thinkingConfig"] = thinking
     return config
