@@ -205,17 +205,34 @@ async def aggregate_tps_async(base_url: str, model: str, n_streams: int, *, max_
 async def agent_replay_async(base_url: str, model: str, *, turns: int = 8, reply_tokens: int = 96,
                              system_prompt: str = SYSTEM_PROMPT, user_turns: list[str] | None = None,
                              extra_body: dict[str, Any] | None = None, api_key: str | None = None,
+                             replies: list[str] | None = None, skip_turns: int = 0,
                              timeout: float = 600.0) -> dict[str, Any]:
-    """The scripted agent conversation: each turn resends the system prompt and the whole history."""
+    """The scripted agent conversation: each turn resends the system prompt and the whole history.
+
+    ``replies``: the assistant turns to put in the history (e.g. another server's ``replies`` from
+    the result), instead of the model's own, so two servers get byte-identical prompts.
+    ``skip_turns``: with ``replies``, the first turns are not sent, only put in the history (for a
+    server without prefix reuse, where earlier turns cannot change a later turn's TTFT).
+    """
     user_turns = user_turns or USER_TURNS
+    if skip_turns and (replies is None or len(replies) < skip_turns):
+        raise ValueError("skip_turns needs the replies of the skipped turns")
     messages: list[dict[str, str]] = [{"role": "system", "content": system_prompt}]
     rows: list[dict[str, Any]] = []
+    texts: list[str] = []
     async with _client(timeout) as client:
         for i in range(turns):
             messages.append({"role": "user", "content": user_turns[i % len(user_turns)]})
+            if i < skip_turns:
+                assert replies is not None
+                texts.append(replies[i])
+                messages.append({"role": "assistant", "content": replies[i]})
+                continue
             r = await stream_chat(client, base_url, model, messages, reply_tokens, extra_body=extra_body,
                                   api_key=api_key)
-            messages.append({"role": "assistant", "content": r.text})
+            text = replies[i] if replies is not None and i < len(replies) else r.text
+            texts.append(r.text)
+            messages.append({"role": "assistant", "content": text})
             row = asdict(r)
             row.pop("text")
             row["turn"] = i + 1
@@ -223,7 +240,8 @@ async def agent_replay_async(base_url: str, model: str, *, turns: int = 8, reply
     reported = all(r["prompt_evaluated"] is not None for r in rows)
     sent = sum(r["prompt_tokens"] or 0 for r in rows)
     evaluated = sum((r["prompt_evaluated"] if reported else r["prompt_tokens"]) or 0 for r in rows)
-    return {"turns": rows, "reuse_reported": reported, "prompt_tokens_sent": sent,
+    return {"turns": rows, "replies": texts, "skipped_turns": skip_turns, "reuse_reported": reported,
+            "prompt_tokens_sent": sent,
             "prompt_tokens_evaluated": evaluated, "evaluated_share": evaluated / sent if sent else None,
             "last_turn_ttft_s": rows[-1]["ttft_s"], "last_turn_prompt_tokens": rows[-1]["prompt_tokens"]}
 

@@ -117,7 +117,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run(threads: int, max_tokens: int, repeats: int, streams: list[int], slot_context: int,
-        switchyard_cmd: list[str], logs: Path, replay: dict[str, Any], cache_off: bool) -> dict[str, Any]:
+        switchyard_cmd: list[str], logs: Path, replay: dict[str, Any], cache_off: bool,
+        sy_last_only: bool) -> dict[str, Any]:
     gguf = bundled_gguf()
     if not LLAMA_SERVER.is_file():
         raise SystemExit(f"{LLAMA_SERVER} is missing: run bench/llama_server/build.sh first")
@@ -135,13 +136,13 @@ def run(threads: int, max_tokens: int, repeats: int, streams: list[int], slot_co
                         res = aggregate_tps(url, MODEL, n, max_tokens=max_tokens, extra_body=extra)
                         print(name, json.dumps(res), flush=True)
                         agg[name][n].append(res)
-            replays = {
-                "llama-server": agent_replay(llama_url, MODEL, **replay),
-                "switchyard": agent_replay(sy_url, MODEL, **replay),
-            }
-            if cache_off:
+            replays = {"llama-server": agent_replay(llama_url, MODEL, **replay)}
+            replies = replays["llama-server"]["replies"]
+            last_only = {"replies": replies, "skip_turns": replay["turns"] - 1}
+            replays["switchyard"] = agent_replay(sy_url, MODEL, **replay, **(last_only if sy_last_only else {}))
+            if cache_off:  # the last turn only, with llama-server's own history: cache_prompt off
                 replays["llama-server, cache_prompt off"] = agent_replay(
-                    llama_url, MODEL, extra_body={"cache_prompt": False}, **replay)
+                    llama_url, MODEL, extra_body={"cache_prompt": False}, **replay, **last_only)
             print("replay", json.dumps(replays), flush=True)
         finally:
             _stop(sy)
@@ -208,14 +209,16 @@ def report(res: dict[str, Any], argv: list[str]) -> str:
     header = "| turn | prompt tokens sent | llama-server TTFT s | evaluated | Switchyard TTFT s | evaluated |"
     lines += [header + (" llama-server, cache off TTFT s |" if off else ""),
               "|---|---|---|---|---|---|" + ("---|" if off else "")]
-    a, b = rep["llama-server"]["turns"], rep["switchyard"]["turns"]
-    c = off["turns"] if off else [None] * len(a)
-    for x, y, z in zip(a, b, c, strict=True):
+    by_turn = {r["turn"]: r for r in rep["switchyard"]["turns"]}
+    off_turn = {r["turn"]: r for r in off["turns"]} if off else {}
+    for x in rep["llama-server"]["turns"]:
+        y, z = by_turn.get(x["turn"]), off_turn.get(x["turn"])
+        sent = f"{x['prompt_tokens']} / {y['prompt_tokens'] if y else '-'}"
         lines.append(
-            f"| {x['turn']} | {x['prompt_tokens']} / {y['prompt_tokens']} | {_f(x['ttft_s'])} | "
-            f"{_evaluated(x)} | {_f(y['ttft_s'])} | {_evaluated(y)} |"
-            + (f" {_f(z['ttft_s'])} |" if z else ""))
+            f"| {x['turn']} | {sent} | {_f(x['ttft_s'])} | {_evaluated(x)} | {_f(y['ttft_s']) if y else '-'} | "
+            f"{_evaluated(y) if y else '-'} |" + ((f" {_f(z['ttft_s'])} |" if z else " - |") if off else ""))
     share = rep["switchyard"]["evaluated_share"]
+    skipped = rep["switchyard"].get("skipped_turns", 0)
     ls_last, sy_last = rep["llama-server"]["last_turn_ttft_s"], rep["switchyard"]["last_turn_ttft_s"]
     lines += [
         "",
@@ -226,9 +229,12 @@ def report(res: dict[str, Any], argv: list[str]) -> str:
            "sent)") + ".",
         "",
         f"- Evaluated ÷ sent over the turns: llama-server {rep['llama-server']['evaluated_share']:.0%}, "
-        f"Switchyard {_f(share and share * 100, '{:.0f}%')}.",
+        f"Switchyard {_f(share and share * 100, '{:.0f}%')}"
+        + (f" (the last turn only: with `--switchyard-last-turn-only` Switchyard got only turn {skipped + 1}, with "
+           "llama-server's replies as history, since without prefix reuse earlier turns cannot change its TTFT)."
+           if skipped else "."),
         f"- Last turn's TTFT: llama-server {_f(ls_last)} s"
-        + (f" (cache off: {_f(off['last_turn_ttft_s'])} s)" if off else "")
+        + (f" (cache_prompt off, same prompt: {_f(off['last_turn_ttft_s'])} s)" if off else "")
         + f", Switchyard {_f(sy_last)} s"
         + (f": Switchyard ÷ llama-server = {sy_last / ls_last:.1f}x." if ls_last and sy_last else "."),
     ]
@@ -258,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=8, help="agent replay turns")
     parser.add_argument("--reply-tokens", type=int, default=96, help="agent replay: max_tokens of each reply")
     parser.add_argument("--cache-off", action="store_true",
-                        help="also replay on llama-server with cache_prompt off (its reuse-off baseline)")
+                        help="also llama-server's last replay turn with cache_prompt off (its reuse-off baseline)")
+    parser.add_argument("--switchyard-last-turn-only", action="store_true",
+                        help="send Switchyard only the last replay turn, with llama-server's replies as history "
+                             "(valid only without prefix reuse, where earlier turns cannot change its TTFT)")
     parser.add_argument("--switchyard", default=None,
                         help="the switchyard command (default: the one next to this Python)")
     parser.add_argument("--logs", type=Path, default=ROOT / "bench" / "out" / "anchor")
@@ -271,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     args.logs.mkdir(parents=True, exist_ok=True)
     res = run(threads, args.max_tokens, args.repeats, [int(n) for n in args.streams.split(",")],
               args.slot_context, sy_cmd, args.logs, {"turns": args.turns, "reply_tokens": args.reply_tokens},
-              args.cache_off)
+              args.cache_off, args.switchyard_last_turn_only)
     text = report(res, argv)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
