@@ -120,6 +120,7 @@ def run(threads: int, max_tokens: int, repeats: int, streams: list[int], slot_co
         switchyard_cmd: list[str], logs: Path, replay: dict[str, Any], cache_off: bool,
         sy_last_only: bool) -> dict[str, Any]:
     gguf = bundled_gguf()
+    load_start = os.getloadavg()[0]
     if not LLAMA_SERVER.is_file():
         raise SystemExit(f"{LLAMA_SERVER} is missing: run bench/llama_server/build.sh first")
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,7 +150,8 @@ def run(threads: int, max_tokens: int, repeats: int, streams: list[int], slot_co
             _stop(llama)
     return {
         "threads": threads, "max_tokens": max_tokens, "repeats": repeats, "slot_context": slot_context,
-        "machine": {"cpus": os.cpu_count(), "load_1m_start": os.getloadavg()[0], "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "load_1m_start": load_start, "load_1m_end": os.getloadavg()[0],
+                    "platform": platform.platform()},
         "commands": {"llama-server": " ".join(llama_cmd), "switchyard": " ".join(sy_cmd)},
         "aggregate": {t: {n: {"tok_s": statistics.median(r["tok_s"] for r in rs), "runs": rs}
                           for n, rs in per.items()} for t, per in agg.items()},
@@ -174,7 +176,8 @@ def report(res: dict[str, Any], argv: list[str]) -> str:
         "## llama-server anchor",
         "",
         f"One run of `bench/anchor.py {' '.join(argv)}` on this machine ({res['machine']['cpus']} cores, shared with "
-        f"other work: 1-minute load {res['machine']['load_1m_start']:.1f} at the start, so absolute figures are "
+        f"other work: 1-minute load {res['machine']['load_1m_start']:.1f} at the start and "
+        f"{res['machine'].get('load_1m_end', float('nan')):.1f} at the end, so absolute figures are "
         "noisy; the two servers alternate workload by workload, so compare them as ratios within this run). "
         f"Both serve the bundled SmolLM2-135M-Instruct Q4_1 GGUF with {res['threads']} thread(s) "
         "(Switchyard's llama.cpp default on this machine). llama-server is built by "
