@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--switchyard", default=None,
                         help="the switchyard command (default: the one next to this Python)")
     parser.add_argument("--logs", type=Path, default=ROOT / "bench" / "out" / "anchor")
-    parser.add_argument("--out", type=Path, default=None, help="write the report here instead of bench/RESULTS-anchor.md")
+    parser.add_argument("--out", type=Path, default=None, help="write the report here, not bench/RESULTS-anchor.md")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
     args = parser.parse_args(argv)
     threads = args.threads or switchyard_threads()
