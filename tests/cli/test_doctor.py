@@ -184,13 +184,14 @@ def test_doctor_on_the_default_local_install(tmp_path: Path) -> None:
     out = result.stdout
     gguf, minilm = smollm2_gguf(), minilm_dir()
     assert re.search(rf"ok    local model  smollm2-135m-instruct \(llamacpp\): {re.escape(str(gguf))} "
-                     r"\(\d+\.\d MiB\)", out), out
+                     r"\(\d+\.\d MiB, KV cache \d+\.\d MiB\)", out), out
     assert re.search(rf"ok    local model  all-minilm-l6-v2 \(bert\): {re.escape(str(minilm))} "
                      r"\(\d+\.\d MiB\)", out), out
     on_disk = gguf.stat().st_size + sum(p.stat().st_size for p in minilm.rglob("*")
                                         if p.is_file() and p.suffix in {".safetensors", ".bin", ".gguf", ".pt"})
     assert re.search(r"ok    memory       budget \d+\.\d GiB \(default: half the RAM, RAM \d+\.\d GiB\); "
-                     rf"models on disk {on_disk / 2**20:.1f} MiB: all fit at once", out), out
+                     rf"models on disk {on_disk / 2**20:.1f} MiB, \d+\.\d MiB with their KV caches: all fit at once",
+                     out), out
     assert "ok    models       2 aliases (smollm2-135m-instruct, all-minilm-l6-v2)" in out
     assert f"{tmp_path}/.local/share/switchyard does not exist yet" in out  # nothing created
     assert not (tmp_path / ".local").exists()

@@ -11,7 +11,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Protocol
 
-from switchyard.local.manager import ENGINE_EXTRAS, estimate_bytes
+from switchyard.local.manager import ENGINE_EXTRAS, disk_bytes, kv_cache_bytes
 from switchyard.local.memory import default_budget, total_memory
 from switchyard.local.spec import LocalModelSpec
 from switchyard.service.routing import RoutingTable
@@ -83,6 +83,7 @@ def check_local_models(settings: Settings, table: RoutingTable, report: Findings
     if not table.local:
         return
     sizes: dict[str, int] = {}
+    disk = 0
     for model in table.local:
         missing = [lib for lib in ENGINE_LIBRARIES[model.engine] if not _installed(lib)]
         problem = _files_problem(model)
@@ -93,15 +94,19 @@ def check_local_models(settings: Settings, table: RoutingTable, report: Findings
             report.fail("local model", f"{model.alias}: {problem[0]}", problem[1])
         else:
             spec = LocalModelSpec(name=model.alias, engine=model.engine, source=model.model)
-            sizes[model.alias] = estimate_bytes(spec)
-            on_disk = size(sizes[model.alias]) if sizes[model.alias] else "fetched from the Hugging Face hub"
-            report.ok("local model", f"{model.alias} ({model.engine}): {model.model} ({on_disk})")
+            weights, kv = disk_bytes(spec), kv_cache_bytes(spec)
+            sizes[model.alias] = weights + kv
+            disk += weights
+            on_disk = size(weights) if weights else "fetched from the Hugging Face hub"
+            kv_note = f", KV cache {size(kv)}" if kv else ""
+            report.ok("local model", f"{model.alias} ({model.engine}): {model.model} ({on_disk}{kv_note})")
     budget = int(settings.memory_budget) if settings.memory_budget is not None else default_budget()
     source = "memory_budget" if settings.memory_budget is not None else "default: half the RAM"
     total = sum(sizes.values())
     too_big = [alias for alias, n in sizes.items() if n > budget]
     held = sum(sizes.get(m.alias, 0) for m in table.local if m.pinned or m.preload)
-    what = f"budget {size(budget)} ({source}, RAM {size(total_memory())}); models on disk {size(total)}"
+    what = (f"budget {size(budget)} ({source}, RAM {size(total_memory())}); models on disk {size(disk)}"
+            + (f", {size(total)} with their KV caches" if total != disk else ""))
     if too_big:
         report.fail("memory", f"{what}: {', '.join(too_big)} alone exceed{'s' if len(too_big) == 1 else ''} "
                     "the budget and cannot load", "raise memory_budget (--memory-budget), or use a smaller "

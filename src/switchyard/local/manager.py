@@ -66,13 +66,24 @@ def estimate_bytes(spec: LocalModelSpec) -> int:
     """What a model will take before it is loaded: the size of its weights on disk (0 when it
     comes from a hub), plus a GGUF model's KV cache for all its slots. Replaced by the measured
     footprint once loaded."""
+    return disk_bytes(spec) + kv_cache_bytes(spec)
+
+
+def disk_bytes(spec: LocalModelSpec) -> int:
+    """The size of a model's weights on disk (0 when it comes from a hub)."""
     path = Path(spec.source)
     if path.is_file():
-        return path.stat().st_size + _kv_estimate(spec, path)
+        return path.stat().st_size
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*")
                    if p.is_file() and p.suffix in {".safetensors", ".bin", ".gguf", ".pt"})
     return 0
+
+
+def kv_cache_bytes(spec: LocalModelSpec) -> int:
+    """A GGUF model's KV cache for all its slots, sized before load (0 for other models)."""
+    path = Path(spec.source)
+    return _kv_estimate(spec, path) if path.is_file() else 0
 
 
 def _engine_stats(engine: Engine | None) -> dict[str, Any]:
