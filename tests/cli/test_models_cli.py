@@ -313,7 +313,8 @@ def test_a_local_model_in_ps(tmp_path: Path) -> None:
         assert ps.returncode == 0, ps
         row = next(line.split() for line in ps.stdout.splitlines() if line.startswith("minilm"))
         assert row[1:3] == ["sentence_transformers", "loaded"] and row[4] == "MB"
-        assert row[5:8] == ["no", "0", "0"] and row[8:10] == ["2m", "00s"]  # not pinned, idle; keep-alive
+        assert row[5:8] == ["no", "0", "0"] and row[8:10] == ["-", "-"]  # not pinned, idle; no slots (not llama.cpp)
+        assert row[10:12] == ["2m", "00s"]  # keep-alive
         assert "used of 2.1 GB" in ps.stdout and "; 1 loaded" in ps.stdout
 
         unloaded = run_cli("models", "unload", "minilm", *at(local), cwd=tmp_path)
