@@ -33,7 +33,7 @@ from switchyard.core.models import Route
 from switchyard.errors import BadRequestError, GatewayError
 from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
-from switchyard.http.sse import open_stream
+from switchyard.http.sse import first_piece, open_stream
 from switchyard.http.state import call_context, services
 from switchyard.service.accounting import estimate_input_tokens
 
@@ -146,13 +146,8 @@ async def _answer(request: Request, principal: Principal, chat: ChatRequest, thi
     ctx = call_context(request)
     if chat.stream:
         chunks = svc.gateway.stream(principal, chat, ctx)
-        try:  # routing, scope and upstream errors surface here, before any byte: a normal HTTP error
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = b""
-        except BaseException:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            raise
+        # routing, scope and upstream errors surface here, before any byte: a normal HTTP error
+        first = await first_piece(chunks, b"")
         converter = translate.StreamConverter(chat.model, thinking=thinking)
         return await open_stream(_relay(first, chunks, converter))  # type: ignore[return-value]
     result = await svc.gateway.chat(principal, chat, ctx)

@@ -29,7 +29,7 @@ from switchyard.errors import BadRequestError, GatewayError, NotFoundError
 from switchyard.http.auth import authenticate
 from switchyard.http.body import read_json
 from switchyard.http.responses_native import create_native, relay_held, relayed_natively
-from switchyard.http.sse import open_stream
+from switchyard.http.sse import first_piece, open_stream
 from switchyard.http.state import call_context, services
 from switchyard.protocol.openai.requests import parse_chat_request
 from switchyard.protocol.responses import (
@@ -238,13 +238,8 @@ async def create_response(request: Request) -> Response:
     save = _saver(request, principal, translation, resolve)
     if translation.stream:
         chunks = svc.gateway.stream(principal, translation.request, ctx)
-        try:  # routing, scope and upstream errors surface here, before any byte: a normal HTTP error
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = b""
-        except BaseException:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            raise
+        # routing, scope and upstream errors surface here, before any byte: a normal HTTP error
+        first = await first_piece(chunks, b"")
         events = ResponseStream(translation, seal=_sealer(request, principal, translation))
         relay = _relay(first, chunks, events, save)
         return await open_stream(relay, headers)  # type: ignore[return-value]

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from switchyard.core.keys import Principal
 from switchyard.errors import GatewayError
-from switchyard.http.sse import open_stream
+from switchyard.http.sse import first_piece, open_stream
 from switchyard.http.state import call_context, services
 from switchyard.protocol.responses import error_event, native_request
 from switchyard.service.call import CallContext
@@ -133,13 +133,8 @@ async def create_native(request: Request, principal: Principal, body: Any) -> Re
     record = _recorder(request, principal, body, ctx)
     if native.stream:
         chunks = svc.gateway.stream(principal, native, ctx)
-        try:  # routing, scope and upstream errors surface here, before any byte: a normal HTTP error
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = b""
-        except BaseException:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            raise
+        # routing, scope and upstream errors surface here, before any byte: a normal HTTP error
+        first = await first_piece(chunks, b"")
         return await open_stream(_native_events(first, chunks, record))  # type: ignore[return-value]
     result = await svc.gateway.chat(principal, native, ctx)
     if record is not None:

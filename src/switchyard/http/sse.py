@@ -10,6 +10,7 @@ once, which closes the upstream connection: on the model endpoints the disconnec
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from typing import TypeVar
 
 import anyio
 from starlette.types import Receive, Scope, Send
@@ -18,7 +19,9 @@ from switchyard.errors import GatewayError
 from switchyard.http.disconnect import WATCHED
 from switchyard.http.errors import error_event
 
-__all__ = ["SSEResponse", "open_stream"]
+__all__ = ["SSEResponse", "first_piece", "open_stream"]
+
+T = TypeVar("T")
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -27,17 +30,22 @@ _HEADERS = [
 ]
 
 
-async def open_stream(chunks: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> SSEResponse:
-    """Advance to the first chunk, so errors before any byte become a normal HTTP error.
-    ``headers``: added to the response's."""
+async def first_piece(chunks: AsyncIterator[T], empty: T) -> T:
+    """The first piece of ``chunks`` (``empty`` when there is none), so that errors before any
+    byte surface here as a normal HTTP error; ``chunks`` is closed when advancing it fails."""
     try:
-        first = await anext(chunks)
+        return await anext(chunks)
     except StopAsyncIteration:
-        first = b""
+        return empty
     except BaseException:
         await chunks.aclose()  # type: ignore[attr-defined]
         raise
-    return SSEResponse(first, chunks, headers)
+
+
+async def open_stream(chunks: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> SSEResponse:
+    """Advance to the first chunk, so errors before any byte become a normal HTTP error.
+    ``headers``: added to the response's."""
+    return SSEResponse(await first_piece(chunks, b""), chunks, headers)
 
 
 class SSEResponse:
