@@ -32,6 +32,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -206,6 +207,7 @@ async def agent_replay_async(base_url: str, model: str, *, turns: int = 8, reply
                              system_prompt: str = SYSTEM_PROMPT, user_turns: list[str] | None = None,
                              extra_body: dict[str, Any] | None = None, api_key: str | None = None,
                              replies: list[str] | None = None, skip_turns: int = 0,
+                             evaluated: Callable[[], int] | None = None,
                              timeout: float = 600.0) -> dict[str, Any]:
     """The scripted agent conversation: each turn resends the system prompt and the whole history.
 
@@ -213,6 +215,8 @@ async def agent_replay_async(base_url: str, model: str, *, turns: int = 8, reply
     the result), instead of the model's own, so two servers get byte-identical prompts.
     ``skip_turns``: with ``replies``, the first turns are not sent, only put in the history (for a
     server without prefix reuse, where earlier turns cannot change a later turn's TTFT).
+    ``evaluated``: for a server that says neither in its answer, a counter of the prompt tokens it
+    has evaluated (e.g. read from a status endpoint), read before and after each turn.
     """
     user_turns = user_turns or USER_TURNS
     if skip_turns and (replies is None or len(replies) < skip_turns):
@@ -228,8 +232,12 @@ async def agent_replay_async(base_url: str, model: str, *, turns: int = 8, reply
                 texts.append(replies[i])
                 messages.append({"role": "assistant", "content": replies[i]})
                 continue
+            before = await asyncio.to_thread(evaluated) if evaluated is not None else None
             r = await stream_chat(client, base_url, model, messages, reply_tokens, extra_body=extra_body,
                                   api_key=api_key)
+            if before is not None and evaluated is not None and r.prompt_evaluated is None:
+                r.prompt_evaluated = await asyncio.to_thread(evaluated) - before
+                r.prompt_cached = (r.prompt_tokens or 0) - r.prompt_evaluated
             text = replies[i] if replies is not None and i < len(replies) else r.text
             texts.append(r.text)
             messages.append({"role": "assistant", "content": text})

@@ -77,15 +77,16 @@ class _Cycle:
 
 
 class _Bench:
-    def __init__(self, app: Any, state: dict[str, Any], upstream_port: int) -> None:
+    def __init__(self, app: Any, state: dict[str, Any], upstream_port: int, path: str) -> None:
         self.app = app
         self.state = state
         self.port = upstream_port
+        self.path = path
 
     def _scope(self, body: bytes) -> dict[str, Any]:
         return {
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+            "method": "POST", "scheme": "http", "path": self.path, "raw_path": self.path.encode(),
             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
             "headers": [(b"host", b"127.0.0.1:8000"), (b"authorization", f"Bearer {API_KEY}".encode()),
                         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
@@ -106,8 +107,14 @@ class _Bench:
         return chunks
 
 
-def _bodies() -> dict[str, bytes]:
+PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses"}
+
+
+def _bodies(api: str) -> dict[str, bytes]:
     messages = [{"role": "user", "content": "Say hello."}]
+    if api == "responses":  # the same request as the Responses API (store: false, as Codex sends)
+        body = {"model": MODEL, "input": "Say hello.", "max_output_tokens": 20, "store": False}
+        return {"nonstream": orjson.dumps(body), "stream": orjson.dumps({**body, "stream": True})}
     return {
         "nonstream": orjson.dumps({"model": MODEL, "messages": messages, "max_tokens": 20}),
         "stream": orjson.dumps({"model": MODEL, "messages": messages, "max_tokens": 20, "stream": True,
@@ -139,14 +146,26 @@ async def run(args: argparse.Namespace, port: int, workdir: Path) -> None:
     )
     data_dir = workdir / "data"
     data_dir.mkdir()
-    quiet = {"key_refresh_interval": 3600.0} if args.quiet else {}  # no key, team or catalog polls
+    quiet: dict[str, Any] = {"key_refresh_interval": 3600.0} if args.quiet else {}  # no key, team or catalog polls
+    if args.time_scale != 1.0:  # the server's timers, as requests that run time_scale times slower see them
+        # at full speed a run takes less than one usage batch interval: one batch, written at shutdown
+        quiet["usage_flush_interval"] = 3600.0
+        import importlib
+
+        try:
+            watch = importlib.import_module("switchyard.http.disconnect")
+        except ImportError:  # a tree from before the watch
+            watch = None
+        for name in ("TICK", "GRACE"):  # the watch's timer (GRACE: its name in earlier trees)
+            if hasattr(watch, name):
+                setattr(watch, name, getattr(watch, name) * args.time_scale)
     settings = load_settings(cfg, data_dir=data_dir, api_keys=[API_KEY], host="127.0.0.1", port=8000, workers=1,
                              **quiet)
     app = create_app(settings)
     state: dict[str, Any] = {}
     task, inbox = await _lifespan(app, state)
-    bench = _Bench(app, state, port)
-    bodies = _bodies()
+    bench = _Bench(app, state, port, PATHS[args.api])
+    bodies = _bodies(args.api)
     try:
         if args.only:
             bodies = {args.only: bodies[args.only]}
@@ -181,7 +200,7 @@ async def run(args: argparse.Namespace, port: int, workdir: Path) -> None:
                 chunks[name] = await bench.many(body, args.requests)
                 best[name] = min(best[name], (time.process_time() - started) / args.requests * 1e3)
         src = sys.modules["switchyard"].__file__
-        print(f"tree: {Path(src or '').parent.parent}")
+        print(f"tree: {Path(src or '').parent.parent}; API: {PATHS[args.api]}")
         if "nonstream" in best:
             print(f"non-stream: {best['nonstream']:.4f} ms CPU per request")
         if "stream" in best:
@@ -200,7 +219,8 @@ def compare(args: argparse.Namespace) -> None:
 
     trees = args.compare
     workers = [
-        subprocess.Popen([sys.executable, __file__, "--worker", *(["--quiet"] if args.quiet else [])],
+        subprocess.Popen([sys.executable, __file__, "--worker", "--api", args.api,
+                          *(["--quiet"] if args.quiet else [])],
                          env={**os.environ, "PYTHONPATH": tree},
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         for tree in trees
@@ -240,11 +260,19 @@ def compare(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=1000, help="requests per round")
+    ap.add_argument("--api", choices=tuple(PATHS), default="chat",
+                    help="chat completions, or the same request as the Responses API (translated onto chat)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", choices=("nonstream", "stream"), default=None)
     ap.add_argument("--quiet", action="store_true",
                     help="no periodic refreshes (keys, teams, catalog) while measuring: for instruction counts "
                          "under valgrind, where they would add what depends on the wall time")
+    ap.add_argument("--time-scale", type=float, default=1.0, metavar="F",
+                    help="run the server's timers F times slower (the disconnect watch's timer; the usage rows "
+                         "are written in one batch at shutdown, as a run this short does at full speed): under "
+                         "valgrind, where a request runs about 50 times slower, --time-scale 50 makes them fire "
+                         "as often per request as at full speed, so that instruction counts do not depend on how "
+                         "slow valgrind happened to run")
     ap.add_argument("--only", choices=("nonstream", "stream"), default=None, help="measure one kind only")
     ap.add_argument("--warmup", type=int, default=200, help="unmeasured requests of each kind first")
     ap.add_argument("--top", type=int, default=45, help="functions to print with --profile")

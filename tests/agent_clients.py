@@ -5,10 +5,13 @@ by the tests that run them directly and by ``switchyard launch``'s."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["AIDER_VERSION", "CLAUDE_CODE_VERSION", "CODEX_VERSION", "OPENCODE_VERSION", "cache_dir",
@@ -25,9 +28,24 @@ def cache_dir() -> Path:
     return Path(base) / "switchyard-tests"
 
 
+@contextmanager
+def _installing(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside ``target`` while it is installed: the suite's parallel workers
+    (pytest-xdist) may ask for the same client at once, and the second waits for the first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _npm_install(prefix: Path, package: str, binary: str) -> Path:
     path = prefix / "node_modules" / ".bin" / binary
-    if not path.exists():
+    with _installing(prefix):
+        if path.exists():
+            return path
         npm = shutil.which("npm")
         assert npm, f"npm is needed to install {package}"
         prefix.mkdir(parents=True, exist_ok=True)
@@ -56,8 +74,9 @@ def install_aider() -> Path:
     """The ``aider`` command (PyPI ``aider-chat``), in a cached virtual environment of its own."""
     venv = cache_dir() / f"aider-{AIDER_VERSION}"
     binary = venv / "bin" / "aider"
-    if not binary.exists():
-        venv.parent.mkdir(parents=True, exist_ok=True)
+    with _installing(venv):
+        if binary.exists():
+            return binary
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"aider-chat=={AIDER_VERSION}"],
                        check=True, timeout=900)

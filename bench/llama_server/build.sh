@@ -9,7 +9,7 @@
 #   FULL=1 CMAKE_EXTRA="-DGGML_CUDA=ON" bench/llama_server/build.sh
 #
 # By default only the server's own code (common/, tools/server, the UI assets, cpp-httplib) is
-# compiled, and it links against the libllama, libggml* and libmtmd that llama-cpp-python built
+# compiled (and libmtmd, when the wheel has none), and it links against the libllama and libggml* that llama-cpp-python built
 # from this same vendored source (LLAMA_LIB, default: the llama_cpp/lib of the Python given by
 # PYTHON). Both sides of the benchmark then run the very same compiled inference code, and the
 # build is ~70 compile units instead of ~350: a full build does not finish in an hour on the
@@ -67,15 +67,23 @@ if [ -n "${FULL:-}" ]; then
 else
   python="${PYTHON:-python3}"
   lib="${LLAMA_LIB:-$("$python" -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("llama_cpp").origin), "lib"))')}"
-  for so in libllama.so libggml.so libggml-base.so libggml-cpu.so libmtmd.so; do
+  for so in libllama.so libggml.so libggml-base.so libggml-cpu.so; do
     [ -f "$lib/$so" ] || { echo "$lib/$so is missing: install llama-cpp-python $version, or set LLAMA_LIB, or FULL=1" >&2; exit 1; }
   done
+  # libmtmd (the multimodal library the server links) is built by llama-cpp-python only without
+  # -DLLAVA_BUILD=OFF, which Switchyard's install sets: compile it here when the wheel has none.
+  mtmd_dir=""
+  mtmd_link="-lmtmd"
+  if [ ! -f "$lib/libmtmd.so" ]; then
+    mtmd_dir="tools/mtmd/CMakeFiles/mtmd.dir"
+    mtmd_link=""
+  fi
   cd "$build"
   # Each target's own objects and archive, without the dependencies CMake would build first.
   for dir in vendor/hash/CMakeFiles/vendor-hash.dir vendor/cpp-httplib/CMakeFiles/cpp-httplib.dir \
              common/CMakeFiles/llama-common-base.dir common/CMakeFiles/llama-common.dir \
              tools/ui/CMakeFiles/llama-ui-assets.dir tools/ui/CMakeFiles/llama-ui.dir \
-             tools/server/CMakeFiles/server-context.dir tools/server/CMakeFiles/llama-server-impl.dir; do
+             tools/server/CMakeFiles/server-context.dir tools/server/CMakeFiles/llama-server-impl.dir $mtmd_dir; do
     make -f "$dir/build.make" "$dir/depend" >/dev/null
     make -j "$jobs" -f "$dir/build.make" "$dir/build"
   done
@@ -83,9 +91,10 @@ else
   # The link line CMake wrote, with the static inference libraries swapped for the wheel's shared ones.
   cd tools/server
   link="$(cat CMakeFiles/llama-server.dir/link.txt)"
-  link="$(printf '%s' "$link" | sed -e 's#[^ ]*/libmtmd\.a##' -e 's#[^ ]*/libllama\.a##' \
+  if [ -n "$mtmd_link" ]; then link="$(printf '%s' "$link" | sed -e 's#[^ ]*/libmtmd\.a##')"; fi
+  link="$(printf '%s' "$link" | sed -e 's#[^ ]*/libllama\.a##' \
       -e 's#[^ ]*/libggml-cpu\.a##' -e 's#[^ ]*/libggml-base\.a##' -e 's#[^ ]*/libggml\.a##')"
-  eval "$link -L'$lib' -Wl,-rpath,'$lib' -lmtmd -lllama -lggml -lggml-cpu -lggml-base"
+  eval "$link -L'$lib' -Wl,-rpath,'$lib' $mtmd_link -lllama -lggml -lggml-cpu -lggml-base"
   cd "$build"
 fi
 "$build/bin/llama-server" --version || true

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +37,7 @@ from switchyard.http.routes import routes
 from switchyard.http.state import Services
 from switchyard.limits.budgets import MemoryLedger, SpentSource
 from switchyard.limits.rates import MemoryLimiter
+from switchyard.observability.crashes import WorkerRecord, read_state
 from switchyard.observability.logging import AccessLog, configure_logging
 from switchyard.observability.metrics import Metrics
 from switchyard.observability.tracing import Tracing, TracingMiddleware, TracingUnavailableError
@@ -40,6 +45,7 @@ from switchyard.providers import load_provider
 from switchyard.runtime import check_credentials, open_runtime, server_secret
 from switchyard.service.accounting import Accounting
 from switchyard.service.attempt import Attempts
+from switchyard.service.console_sessions import ConsoleSessions
 from switchyard.service.fleet import FleetWatcher
 from switchyard.service.gateway import Gateway
 from switchyard.service.governance import Governance
@@ -59,9 +65,12 @@ if TYPE_CHECKING:
 __all__ = ["create_app", "worker_app", "worker_share"]
 
 
-def create_app(settings: Settings, share: WorkerShare | None = None) -> Starlette:
-    """The app; ``share``: what the supervisor of ``serve --workers N`` shares with this worker
-    (every worker's metrics files and, without Redis, the limits host)."""
+def create_app(settings: Settings, share: WorkerShare | None = None, record: WorkerRecord | None = None) -> Starlette:
+    """The app; ``share``: what ``serve``'s supervisor shares with this worker (its record of
+    restarts and, with several workers, every worker's metrics files and, without Redis, the
+    limits host); ``record``: where this worker names the local models it is running, for the
+    supervisor to report should it die in native code."""
+    pooled = share if share is not None and share.pooled else None
     routing = RoutingTable(settings)  # config errors surface before serving
     tracing = None
     if settings.otel_endpoint:  # off: OpenTelemetry is never imported and no middleware is added
@@ -85,11 +94,16 @@ def create_app(settings: Settings, share: WorkerShare | None = None) -> Starlett
                 return local if spec.type == LOCAL and local is not None else load_provider(spec)
 
             providers: dict[str, Provider] = {name: provider_for(spec) for name, spec in routing.upstreams.items()}
-            metrics = Metrics(share.metrics_dir if share is not None else None)
+            metrics = Metrics(pooled.metrics_dir if pooled is not None else None)
             stack.callback(metrics.close)
             if local is not None:
                 manager = local.manager
                 metrics.watch_local(lambda: manager.status()["models"])
+                if record is not None:
+                    manager.on_busy = record.busy
+            supervision = partial(read_state, share) if share is not None else None
+            if supervision is not None:
+                metrics.watch_restarts(supervision)
             retention = UsageRetention.from_settings(runtime.usage, settings)  # prunes raw rows; rollups stay
             responses = ResponseLog(runtime.responses, server_secret(settings))  # sealed at rest
             SECRETS.add(server_secret(settings), *(s.get_secret_value() for s in (
@@ -103,7 +117,7 @@ def create_app(settings: Settings, share: WorkerShare | None = None) -> Starlett
             redis = _open_redis(settings)  # one client: limits, budgets and key-change events
             if redis is not None:
                 stack.push_async_callback(redis.aclose)
-            governance = Governance(*_limit_engines(settings, redis, runtime.spent, share))
+            governance = Governance(*_limit_engines(settings, redis, runtime.spent, pooled))
             stack.push_async_callback(governance.aclose)
             key_events = KeyEvents(redis, runtime.keys.refresh) if redis is not None else None
             if key_events is not None:
@@ -153,12 +167,14 @@ def create_app(settings: Settings, share: WorkerShare | None = None) -> Starlett
                 spent=runtime.spent,
                 models=local.manager if local is not None else None,
                 responses=responses,
+                console_sessions=ConsoleSessions(runtime.console_sessions, settings.ui_session_ttl),
+                supervision=supervision,
             )
             app.state.started_at = int(time.time())
             stack.callback(_unsettle_memory, _settle_memory())  # frozen objects are freed again at shutdown
             yield
 
-    access_log = AccessLog(json=settings.log_json, worker=share is not None)
+    access_log = AccessLog(json=settings.log_json, worker=pooled is not None)
     middleware = [Middleware(EdgeMiddleware, access_log=access_log)]
     if tracing is not None:
         middleware.append(Middleware(TracingMiddleware, tracing=tracing))
@@ -284,22 +300,48 @@ def _internal_routes(settings: Settings) -> list[Route]:
 
 
 def worker_app() -> Starlette:
-    """Factory for ``--workers N``: each worker rebuilds the settings its parent resolved."""
+    """Factory for ``serve``'s workers: each rebuilds the settings its supervisor resolved."""
+    share = WorkerShare.from_environ()
+    record = None
+    if share is not None:
+        _die_with_parent(share)
+        record = WorkerRecord(share)  # first: a crash from here on is reported with what was busy
     settings = Settings.from_worker_environ()
     configure_logging(settings.log_level, settings.log_json)
-    return create_app(settings, WorkerShare.from_environ())
+    return create_app(settings, share, record)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(share: WorkerShare) -> None:
+    """A worker gets SIGTERM (and drains) when its supervisor dies, however it dies: no orphan
+    keeps serving on the supervisor's port (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    state = read_state(share)  # written before any worker starts
+    if state is not None and state.get("pid") != os.getppid():  # it died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextmanager
 def worker_share(settings: Settings) -> Iterator[WorkerShare]:
-    """In the process that supervises ``--workers N``, while they run: a fresh private directory
-    for every worker's metrics files and, without Redis, the limits host, which owns the
-    counters of every worker (``limits/host.py``); exported for the workers to find."""
-    share = WorkerShare(Path(tempfile.mkdtemp(prefix="switchyard-")))  # mode 0700
+    """In ``serve``'s supervisor, while its workers run: a fresh private directory for the
+    record of their crashes and, with several workers, every worker's metrics files and,
+    without Redis, the limits host, which owns the counters of every worker
+    (``limits/host.py``); exported for the workers to find."""
+    share = WorkerShare(Path(tempfile.mkdtemp(prefix="switchyard-")), pooled=settings.workers > 1)  # mode 0700
     try:
-        share.metrics_dir.mkdir()
+        if share.pooled:
+            share.metrics_dir.mkdir()
         with ExitStack() as stack:
-            if settings.redis_url is None:
+            if share.pooled and settings.redis_url is None:
                 from switchyard.limits.host import serving
 
                 try:

@@ -22,6 +22,7 @@ from switchyard.service.routing import RoutingTable
 from switchyard.settings import ConfigError, Settings
 from switchyard.store import Database, SqlKeyStore, SqlUsageStore, ensure_schema
 from switchyard.store.audit import SqlAuditStore
+from switchyard.store.console_sessions import SqlConsoleSessionStore
 from switchyard.store.credentials import SqlCredentialStore
 from switchyard.store.models import SqlModelStore
 from switchyard.store.responses import SqlResponseStore
@@ -73,6 +74,11 @@ class Runtime:
     def responses(self) -> SqlResponseStore:
         """Stored Responses API responses (sealed content; the store holds no state beyond the engine)."""
         return SqlResponseStore(self.database.engine)
+
+    @property
+    def console_sessions(self) -> SqlConsoleSessionStore:
+        """Web console sessions (the store holds no state beyond the engine)."""
+        return SqlConsoleSessionStore(self.database.engine)
 
     async def spent(self, scope: str, since: datetime | None) -> float:
         """USD spent by a budget's scope (``key:<id>`` or ``team:<id>``) since ``since``, from the
@@ -129,11 +135,19 @@ async def check_credentials(settings: Settings, vault: Vault) -> None:
 
 
 if TYPE_CHECKING:
-    from switchyard.core.ports import AuditStore, KeyStore, ModelStore, ResponseStore, TeamStore, UsageStore
+    from switchyard.core.ports import (
+        AuditStore,
+        ConsoleSessionStore,
+        KeyStore,
+        ModelStore,
+        ResponseStore,
+        TeamStore,
+        UsageStore,
+    )
     from switchyard.store.engine import AsyncEngine
 
     def _stores_implement_their_ports(engine: AsyncEngine) -> tuple[KeyStore, TeamStore, UsageStore, AuditStore,
-                                                                    ModelStore, ResponseStore]:
+                                                                    ModelStore, ResponseStore, ConsoleSessionStore]:
         """(For mypy: each SQL store is checked against its port in core/ports.py.)"""
         return (SqlKeyStore(engine), SqlTeamStore(engine), SqlUsageStore(engine), SqlAuditStore(engine),
-                SqlModelStore(engine), SqlResponseStore(engine))
+                SqlModelStore(engine), SqlResponseStore(engine), SqlConsoleSessionStore(engine))

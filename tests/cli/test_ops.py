@@ -17,6 +17,7 @@ from tests.cli.support import (
     ServeProcess,
     alive,
     chat,
+    child_pids,
     port_refuses,
     run_cli,
     serve,
@@ -74,7 +75,7 @@ def test_status_of_a_running_server(tmp_path: Path, fake_openai: FakeOpenAI, fak
         assert result.returncode == 0, result
         out = result.stdout
         assert f"at {server.url}: healthy, ready" in out
-        assert f"pid {server.pid}," in out
+        assert f"pid {server.pid}, up " in out  # one process: a gateway of upstreams only is not supervised
         assert "models (3): chat, broken, busy" in out
         assert "fake  openai  " + fake_openai.base_url in out
         assert "ollama  ollama  " + fake_ollama.base_url in out
@@ -91,6 +92,8 @@ def test_status_of_a_running_server(tmp_path: Path, fake_openai: FakeOpenAI, fak
         assert as_json.returncode == 0, as_json
         payload = json.loads(as_json.stdout)
         assert payload["pid"] == server.pid
+        assert payload["worker_pid"] == server.pid and not child_pids(server.pid)
+        assert (payload["restarts"], payload["last_crash"]) == (0, None)
         assert [e["model"] for e in payload["recent_errors"]] == ["busy", "broken"]
 
         # No key, a non-admin key, a wrong key: healthy, but details need an admin key.

@@ -8,6 +8,7 @@ import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from switchyard.core.latency import RESOLUTION
 from switchyard.core.usage import UsageRecord
 from switchyard.runtime import open_runtime
 from switchyard.settings import Settings
@@ -59,12 +60,18 @@ def test_usage_table_and_csv(tmp_path: Path) -> None:
     assert out.returncode == 0, out
     rows = _csv(out.stdout)
     assert list(rows[0]) == ["key", "model", "requests", "prompt_tokens", "completion_tokens", "total_tokens",
-                             "cost_usd", "errors", "estimated", "cache_read_tokens", "cache_write_tokens"]
+                             "cost_usd", "errors", "estimated", "cache_read_tokens", "cache_write_tokens",
+                             "error_rate", "p50_ms", "p95_ms"]
     by = {(r["key"], r["model"]): r for r in rows}
     assert rows[0]["key"] == "(static/anonymous)"  # keyless first, then by key id and model
     assert set(by) == {("(static/anonymous)", "chat"), ("alice", "big"), ("alice", "chat"), ("bob", "big"),
                        ("bob", "chat")}
     alice_chat = [r for r in records if r.key_id == ids["alice"] and r.model == "chat"]
+    alice_rates = {c: by[("alice", "chat")].pop(c) for c in ("error_rate", "p50_ms", "p95_ms")}
+    assert alice_rates["error_rate"] == "0.000000"
+    # every request took 5 ms: the percentiles are within the histogram's resolution of it
+    assert all(5.0 / RESOLUTION <= float(alice_rates[c]) <= 5.0 for c in ("p50_ms", "p95_ms")), alice_rates
+    assert by[("bob", "big")]["error_rate"] == "1.000000" and by[("bob", "big")]["p50_ms"] == ""
     assert by[("alice", "chat")] == {
         "key": "alice", "model": "chat", "requests": "3",
         "prompt_tokens": str(sum(r.prompt_tokens for r in alice_chat)),
@@ -83,15 +90,20 @@ def test_usage_table_and_csv(tmp_path: Path) -> None:
     assert table.returncode == 0, table
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["KEY", "MODEL", "REQUESTS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "TOTAL_TOKENS",
-                                "COST_USD", "ERRORS", "ESTIMATED", "CACHE_READ_TOKENS", "CACHE_WRITE_TOKENS"], table
-    body = {(line.split()[0], line.split()[1]): line.split()[2:] for line in lines[1:-2]}
+                                "COST_USD", "ERRORS", "ESTIMATED", "CACHE_READ_TOKENS", "CACHE_WRITE_TOKENS",
+                                "ERROR_RATE", "P50_MS", "P95_MS"], table
+    body = {(line.split()[0], line.split()[1]): line.split()[2:-3] for line in lines[1:-2]}
+    rates = {(line.split()[0], line.split()[1]): line.split()[-3:] for line in lines[1:-2]}
+    assert rates[("bob", "big")] == ["100.0%", "-", "-"] and rates[("alice", "chat")][0] == "0.0%"
+    assert all(5.0 / RESOLUTION - 0.5 <= float(v) <= 5.0 for v in rates[("alice", "chat")][1:]), rates
     assert body[("alice", "chat")] == [
         "3", by[("alice", "chat")]["prompt_tokens"], by[("alice", "chat")]["completion_tokens"],
         by[("alice", "chat")]["total_tokens"], "0.000001", "0", "1",  # 1e-7 + 2e-7 + 7e-7 USD, rounded
         by[("alice", "chat")]["cache_read_tokens"], by[("alice", "chat")]["cache_write_tokens"]]
     assert body[("bob", "big")][4] == "0.000617" and body[("alice", "big")][4] == "0.000370"  # 617.285, 370.371
     total_nanos = sum(nanousd(r.cost_usd) for r in records)
-    assert lines[-1].split() == ["TOTAL", str(len(records)), str(sum(r.prompt_tokens for r in records)),
+    assert lines[-1].split()[-3] == "14.3%"  # 1 error in 7 requests
+    assert lines[-1].split()[:-3] == ["TOTAL", str(len(records)), str(sum(r.prompt_tokens for r in records)),
                                  str(sum(r.completion_tokens for r in records)),
                                  str(sum(r.prompt_tokens + r.completion_tokens for r in records)),
                                  f"{total_nanos / 1e9:.6f}", "1", "1", str(sum(r.cache_read_tokens for r in records)),
@@ -164,3 +176,34 @@ def test_usage_by_agent_session(tmp_path: Path) -> None:
     assert lines[0].split()[:2] == ["SESSION", "REQUESTS"]
     assert sorted(line.split()[:2] for line in lines[1:-2]) == [["(none)", "2"], ["sess-a", "2"]]
     assert lines[-1].split()[:2] == ["TOTAL", "4"], table
+
+
+def test_usage_by_team_is_the_team_at_the_time(tmp_path: Path) -> None:
+    """--group-by team: each request under the team its key had then (by name; '(none)' for none)."""
+    data_dir = tmp_path / "data"
+    settings = Settings.model_validate({"data_dir": data_dir})
+
+    async def body() -> None:
+        rt = await open_runtime(settings)
+        try:
+            red = await rt.teams.create("red")
+            blue = await rt.teams.create("blue")
+            key = (await rt.keys.create("carol")).key.id
+            await rt.usage.write([
+                UsageRecord(H0 + timedelta(minutes=i), f"t{i}", key, "chat", "fake", "/v1/chat/completions", 10, 1,
+                            50.0, 200, False, False, team_id=team)
+                for i, team in enumerate((red.id, red.id, blue.id, None))])
+        finally:
+            await rt.aclose()
+
+    asyncio.run(body())
+    store = ("--data-dir", data_dir)
+    rows = _csv(run_cli("usage", "--group-by", "key,team", "--format", "csv", *store, cwd=tmp_path).stdout)
+    assert (rows[0]["key"], rows[0]["team"], rows[0]["requests"]) == ("carol", "(none)", "1")  # no team first
+    assert sorted((r["key"], r["team"], r["requests"]) for r in rows[1:]) == [("carol", "blue", "1"),
+                                                                              ("carol", "red", "2")]
+    table = run_cli("usage", "--group-by", "team", *store, cwd=tmp_path)
+    assert table.returncode == 0, table
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:2] == ["TEAM", "REQUESTS"]
+    assert sorted(line.split()[:2] for line in lines[1:-2]) == [["(none)", "1"], ["blue", "1"], ["red", "2"]]

@@ -28,6 +28,7 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.scripted_openai import ScriptedOpenAI, Turn
 from tests.harness import RunningServer, run_server
+from tests.local.bundled import smollm2_gguf
 
 Plan = Callable[[dict[str, Any]], "tuple[str, Any] | None"]
 
@@ -223,3 +224,147 @@ def test_codex_keeps_the_models_reasoning_across_turns_while_the_gateway_stores_
     assert "sy-reason-42" in json.dumps(tool_messages(chats[1]))
     with sqlite3.connect(tmp_path / "data" / "switchyard.db") as db:
         assert db.execute("SELECT count(*) FROM responses").fetchone() == (0,)
+
+
+# What fits Codex into the bundled SmolLM2's 8,192-token context: its own base instructions
+# (about 4,400 tokens) replaced by a short file, and its subagent, goal and image tools (about
+# 3,800 tokens of schemas) switched off. What is left (the developer message, exec_command,
+# write_stdin, request_user_input) is about 1,900 tokens.
+LOCAL_CODEX_CONFIG = """model_instructions_file = "{instructions}"
+
+[agents]
+enabled = false
+
+[features]
+goals = false
+view_image = false
+"""
+
+
+@pytest.mark.timeout(900)
+def test_codex_exec_on_the_bundled_local_model(tmp_path: Path, codex_bin: Path) -> None:
+    """Codex against SmolLM2 run in-process (llama.cpp), through Switchyard's Responses API: its
+    tools are rendered into the model's prompt (the usage row counts them), and the model's text
+    turn comes back to Codex's stdout."""
+    instructions = tmp_path / "instructions.md"
+    instructions.write_text("You are a coding agent in a terminal. Answer briefly.\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    with run_server(
+        tmp_path / "data",
+        local_models=[{"alias": "smol", "engine": "llamacpp", "model": str(smollm2_gguf()), "context_length": 8192,
+                       "threads": 2, "default_temperature": 0}],
+        memory_budget="1GiB",
+    ) as server:
+        result = run_codex(codex_bin, tmp_path, server, "smol", "say hi", work,
+                           LOCAL_CODEX_CONFIG.format(instructions=instructions))
+        rows = server.usage_rows(wait_for=1)
+    assert result.returncode == 0, _show(result)
+    assert result.stdout.strip() and "ERROR" not in result.stderr, _show(result)
+    [row] = rows
+    assert (row["endpoint"], row["model"], row["status"], row["streamed"], row["estimated"]) == (
+        "responses", "smol", 200, 1, 0), row
+    assert 1000 < row["prompt_tokens"] < 8192 and row["completion_tokens"] > 0, row
+
+
+# Codex's metadata for the local alias (a catalog entry of its own, so that it does not fall back
+# to a large model's): SmolLM2's context, one tool call a turn; and its request_user_input tool off
+# (exec mode refuses it, and the small model picked it when offered).
+LOCAL_CATALOG = {"models": [{
+    "slug": "smol", "display_name": "smol", "description": "SmolLM2 on Switchyard",
+    "base_instructions": "You are a coding agent.", "shell_type": "shell_command", "visibility": "list",
+    "supported_in_api": True, "priority": 1, "context_window": 8192, "max_context_window": 8192,
+    "supports_parallel_tool_calls": False, "apply_patch_tool_type": "freeform", "supported_reasoning_levels": [],
+    "default_reasoning_level": None, "truncation_policy": {"mode": "tokens", "limit": 2000},
+    "input_modalities": ["text"], "experimental_supported_tools": [], "supports_reasoning_summaries": False,
+    "support_verbosity": False,
+}]}
+
+LOCAL_TOOL_INSTRUCTIONS = """You are a coding agent in a terminal. Make exactly one tool call: run \
+`echo sy-marker-$((100+23))` with the exec_command tool, like this:
+<tool_call>
+{"name": "exec_command", "arguments": {"cmd": "echo sy-marker-$((100+23))"}}
+</tool_call>
+Then stop. When the tool's output comes back, reply with that output in plain text.
+"""
+
+
+LOCAL_TOOL_PROMPT = """Run echo sy-marker-$((100+23)) with exec_command:
+<tool_call>
+{"name": "exec_command", "arguments": {"cmd": "echo sy-marker-$((100+23))"}}
+</tool_call>"""
+
+
+def rollout_items(codex_home: Path) -> list[dict[str, Any]]:
+    """The items of Codex's own record of the session (what it sent and got back)."""
+    items = []
+    for path in sorted((codex_home / "sessions").rglob("rollout-*.jsonl")):
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("type") == "response_item":
+                items.append(entry["payload"])
+    return items
+
+
+def local_codex_tools_session(tmp_path: Path, codex_bin: Path, instructions: str, prompt: str
+                              ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]], Path]:
+    """``codex exec`` on SmolLM2 with its tools, greedy, ``max_tool_calls: 1`` and a ``max_tokens``
+    default (Codex sends none); in ``work``, which holds greet.py."""
+    (tmp_path / "instructions.md").write_text(instructions)
+    (tmp_path / "catalog.json").write_text(json.dumps(LOCAL_CATALOG))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "greet.py").write_text('def greet():\n    return "hi"\n')
+    extra = (f'model_catalog_json = "{tmp_path / "catalog.json"}"\n'
+             + LOCAL_CODEX_CONFIG.format(instructions=tmp_path / "instructions.md")
+             + "[tools.experimental_request_user_input]\nenabled = false\n")
+    with run_server(
+        tmp_path / "data",
+        local_models=[{"alias": "smol", "engine": "llamacpp", "model": str(smollm2_gguf()), "context_length": 8192,
+                       "threads": 2, "default_temperature": 0, "max_tokens": 200, "max_tool_calls": 1}],
+        memory_budget="1GiB",
+    ) as server:
+        result = run_codex(codex_bin, tmp_path, server, "smol", prompt, work, extra)
+        rows = server.usage_rows(wait_for=2)
+    return result, rows, work
+
+
+@pytest.mark.timeout(900)
+def test_codex_runs_the_local_models_command_and_sends_its_output_back(tmp_path: Path, codex_bin: Path) -> None:
+    """SmolLM2, told by its instructions which command to run, calls Codex's ``exec_command``
+    (under ``tool_choice: auto``, greedy); Codex runs it and sends the output back, and the
+    model's second turn is prompted with it. The model is configured with ``max_tool_calls: 1``
+    (Codex allows parallel calls on every request, and SmolLM2 repeats its call) and a
+    ``max_tokens`` default (Codex sends none). What the 135M model writes after the output is not
+    asserted: it runs to that default, and Codex then reports an incomplete response."""
+    result, rows, _ = local_codex_tools_session(tmp_path, codex_bin, LOCAL_TOOL_INSTRUCTIONS, LOCAL_TOOL_PROMPT)
+    items = rollout_items(tmp_path / "codex-home")
+    [call] = [i for i in items if i.get("type") == "function_call"]  # one call, as the model is configured
+    assert call["name"] == "exec_command" and json.loads(call["arguments"]) == MARKER_COMMAND, _show(result)
+    [output] = [i for i in items if i.get("type") == "function_call_output"]
+    assert output["call_id"] == call["call_id"] and "sy-marker-123" in output["output"], output  # the shell's
+    first, second = rows
+    assert [(r["endpoint"], r["model"], r["status"]) for r in rows] == [("responses", "smol", 200)] * 2, rows
+    # the second turn's prompt is the first's plus the call and its output
+    assert first["completion_tokens"] < 60 and second["prompt_tokens"] > first["prompt_tokens"] + 60, rows
+
+
+NEW_FILE_PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello from switchyard\n*** End Patch\n"
+LOCAL_PATCH_CALL = ('<tool_call>\n' + json.dumps({"name": "apply_patch", "arguments": {"input": NEW_FILE_PATCH}})
+                    + '\n</tool_call>')
+
+
+@pytest.mark.timeout(900)
+def test_codex_applies_the_local_models_patch(tmp_path: Path, codex_bin: Path) -> None:
+    """SmolLM2, shown the patch to apply, calls Codex's freeform ``apply_patch`` (a one-string
+    function to the model, a ``custom_tool_call`` to Codex), and the file it adds is on disk. (An
+    ``Update File`` patch is beyond the 135M model: it copied the header and left the hunk empty.
+    Its text after Codex's "Success" runs to the ``max_tokens`` default, as above.)"""
+    instructions = "You are a coding agent in a terminal. Make exactly one tool call, then stop.\n"
+    result, rows, work = local_codex_tools_session(
+        tmp_path, codex_bin, instructions, f"Apply this patch with apply_patch:\n{LOCAL_PATCH_CALL}")
+    items = rollout_items(tmp_path / "codex-home")
+    [call] = [i for i in items if i.get("type") == "custom_tool_call"]
+    assert call["name"] == "apply_patch" and call["input"] == NEW_FILE_PATCH, _show(result)
+    assert (work / "hello.txt").read_text() == "hello from switchyard\n", _show(result)
+    assert [(r["endpoint"], r["status"]) for r in rows] == [("responses", 200)] * 2, rows

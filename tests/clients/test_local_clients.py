@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
-import openai
 import pytest
 from agents import Agent, ModelSettings, Runner, function_tool
 from langchain_openai import ChatOpenAI
@@ -99,24 +98,32 @@ def test_langchain_chat_openai_with_the_responses_api(server: RunningServer) -> 
     assert rows[0]["completion_tokens"] == reply.usage_metadata["output_tokens"]
 
 
-def test_a_function_tool_on_the_local_model_is_a_clear_400(server: RunningServer) -> None:
-    """Local models take no tools yet (docs/local-models.md): the Runner gets a 400 naming them."""
+def test_agents_runner_with_a_function_tool(server: RunningServer) -> None:
+    """``tool_choice="required"``: the first turn must call the tool (the grammar holds the call to
+    its schema); the Runner runs it, resets the choice, and the second turn answers with its result."""
+    before = len(server.usage_rows(wait_for=0))
+    calls: list[str] = []
 
     @function_tool
     def lookup_code(city: str) -> str:
         """The secret code of a city."""
-        return city
+        calls.append(city)
+        return f"The code of {city} is SY-4711."
 
-    async def run() -> None:
+    async def run() -> tuple[str, list[str]]:
         client = _agents_client(server)
-        agent = Agent(name="coder", model="smol", tools=[lookup_code],
-                      model_settings=ModelSettings(temperature=0, tool_choice="required"))
+        agent = Agent(name="coder", instructions="Use the tool, then answer with the code.", model="smol",
+                      tools=[lookup_code], model_settings=ModelSettings(temperature=0, tool_choice="required"))
         try:
-            await Runner.run(agent, "what is the code of Oslo?")
+            result = await Runner.run(agent, "What is the code of Oslo?")
         finally:
             await client.close()
+        return str(result.final_output), [item.type for item in result.new_items]
 
-    with pytest.raises(openai.BadRequestError) as refused:
-        asyncio.run(run())
-    assert (refused.value.code, refused.value.param) == ("unsupported_parameter", "tools")
-    assert "does not support 'tools'" in refused.value.message
+    final, items = asyncio.run(run())
+    assert len(calls) >= 1 and all(isinstance(c, str) and c for c in calls), calls
+    assert items.count("tool_call_item") == items.count("tool_call_output_item") == len(calls), items
+    assert items[0] == "tool_call_item" and items[-1] == "message_output_item", items
+    assert "4711" in final, final  # answered with the tool's output
+    rows = _new_rows(server, before, 2)
+    assert rows[1]["prompt_tokens"] > rows[0]["prompt_tokens"]  # the call and its output are in the prompt

@@ -160,7 +160,8 @@ def test_usage_report_matches_the_raw_rows(server: RunningServer) -> None:
             [r for r in bobs if r["model"] == "priced"])
         assert get(key="key_nobody")["data"] == []
         assert get(key="key_nobody")["totals"] == {**dict.fromkeys(COUNTS, 0), "cache_read_tokens": 0,
-                                                "cache_write_tokens": 0, "cost_usd": 0.0}
+                                                "cache_write_tokens": 0, "cost_usd": 0.0, "error_rate": None,
+                                                "p50_ms": None, "p95_ms": None}
         assert _numbers(get(since="1h", group_by="model")["totals"]) == _sum(rows)
         now = datetime.now(UTC)
         assert get(since=(now + timedelta(hours=2)).isoformat())["data"] == []

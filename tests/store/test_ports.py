@@ -4,8 +4,9 @@ import inspect
 
 import pytest
 
-from switchyard.core.ports import KeyStore, UsageStore
+from switchyard.core.ports import ConsoleSessionStore, KeyStore, UsageStore
 from switchyard.store import SqlKeyStore, SqlUsageStore
+from switchyard.store.console_sessions import SqlConsoleSessionStore
 
 
 def _methods(cls: type) -> dict[str, list[tuple[str, object, object]]]:
@@ -17,7 +18,8 @@ def _methods(cls: type) -> dict[str, list[tuple[str, object, object]]]:
     }
 
 
-@pytest.mark.parametrize(("port", "impl"), [(KeyStore, SqlKeyStore), (UsageStore, SqlUsageStore)])
+@pytest.mark.parametrize(("port", "impl"), [(KeyStore, SqlKeyStore), (UsageStore, SqlUsageStore),
+                                                    (ConsoleSessionStore, SqlConsoleSessionStore)])
 def test_store_matches_its_port_exactly(port: type, impl: type) -> None:
     wanted = _methods(port)
     assert wanted, port

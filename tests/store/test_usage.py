@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from switchyard.core.latency import BUCKETS, bucket, percentile
 from switchyard.core.usage import UsageRecord
 from switchyard.store import Database, SqlUsageStore, upgrade
 
@@ -37,6 +38,8 @@ def record(
 def row(
     key_id: str | None, model: str, requests: int, errors: int = 0, estimated: int = 0
 ) -> dict[str, object]:
+    latency = [0] * BUCKETS
+    latency[bucket(12.5)] = requests - errors
     return {
         "key_id": key_id,
         "model": model,
@@ -50,6 +53,10 @@ def row(
         "cost_nanousd": requests * 100_000,
         "errors": errors,
         "estimated": estimated,
+        # every request took 12.5 ms: those that succeeded are in its bucket of the histogram
+        "p50_ms": percentile(latency, 0.5),
+        "p95_ms": percentile(latency, 0.95),
+        "latency_counts": tuple(latency),
     }
 
 

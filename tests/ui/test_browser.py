@@ -132,6 +132,14 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
             break
         page.reload()
     assert totals.startswith(f"Total: 1 requests, {answer.usage.total_tokens} tokens"), totals
+    # per model (the default): error rate and p50/p95 latency, from the rollups' histogram
+    headers = page.locator("#usage-out thead th").all_inner_texts()
+    assert headers[:1] + headers[4:7] == ["Model", "Error rate", "p50 latency", "p95 latency"], headers
+    cells = page.locator("#usage-out tbody tr", has_text="m").first.locator("td").all_inner_texts()
+    assert cells[4] == "0.0%" and cells[5].endswith(" ms") and cells[6].endswith(" ms"), cells
+    page.get_by_label("Table", exact=True).select_option("session")  # the raw rows: no session named
+    expect(page.locator("#usage-out tbody tr")).to_have_count(1)
+    expect(page.locator("#usage-out tbody tr")).to_contain_text("(none)")
     page.get_by_label("Table", exact=True).select_option("key")
     expect(page.locator("#usage-out tbody tr")).to_have_count(1)
     expect(page.locator("#usage-out tbody tr")).to_contain_text("alice")
@@ -145,7 +153,9 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     with page.expect_download() as download:
         page.get_by_role("button", name="Export CSV").click()
     csv = Path(download.value.path()).read_text().splitlines()
-    assert csv[0] == "team,requests,total_tokens,errors,cost_usd" and csv[1].startswith("research,1,")
+    head, first = csv[0].split(","), csv[1].split(",")
+    assert head[:3] == ["team_id", "team_name", "requests"] and "error_rate" in head
+    assert first[1:3] == ["research", "1"], csv
     no_serious_violations(page)
     page.screenshot(path=shots / "usage-desktop.png", full_page=True)
     page.set_viewport_size(PHONE)
@@ -179,7 +189,8 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     page.set_viewport_size(DESKTOP)
     open_view(page, "usage")
     expect(page.locator("#usage-totals")).to_contain_text("Total: 1 requests")
-    assert page.get_by_label("Table", exact=True).locator("option").all_inner_texts() == ["per model"]  # no other keys
+    assert page.get_by_label("Table", exact=True).locator("option").all_inner_texts() == [
+        "per model", "per session"]  # no other keys, no teams
     status = page.evaluate("fetch('/admin/keys').then(r => r.status)")  # its cookie is no admin's
     assert status == 403
     sign_out(page)
@@ -217,6 +228,48 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     no_serious_violations(page)
     page.screenshot(path=shots / "playground-desktop.png", full_page=True)
 
+    # ... and through the Responses API: output_text deltas, the second turn chained to the first
+    page.get_by_label("Responses", exact=True).check()
+    assert page.get_by_label("Language", exact=True).locator("option").all_inner_texts() == [
+        "curl", "openai SDK (Python)"]
+    turns = []
+    for text in ("first turn", "second turn"):
+        page.get_by_label("Message", exact=True).fill(text)
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator("#playground-reply[data-done='true']")).to_be_attached()
+        assert page.locator("#playground-reply").inner_text().strip() == f"echo: {text}"
+        stream = page.locator("#playground-response").inner_text()
+        assert "event: response.output_text.delta" in stream
+        completed = [json.loads(line[5:]) for line in stream.splitlines()
+                     if line.startswith("data:") and '"response.completed"' in line]
+        turns.append((json.loads(page.locator("#playground-request").inner_text()), completed[0]["response"]))
+    (first_request, first), (second_request, second) = turns
+    assert first_request["input"] == "first turn" and first_request["stream"] is True
+    assert "previous_response_id" not in first_request
+    assert second_request["previous_response_id"] == first["id"] == second["previous_response_id"]
+    expect(page.locator("#playground-chain")).to_have_text(f"Continues response {second['id']}.")
+    for kind in ("curl", "openai"):
+        page.get_by_label("Language", exact=True).select_option(kind)
+        code = page.locator("#playground-code").inner_text()
+        assert "/v1/responses" in code if kind == "curl" else "client.responses.create(" in code
+        assert first["id"] in code  # the call as code chains too
+        if kind == "curl":
+            ran = subprocess.run(["bash", "-c", code], capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, "SWITCHYARD_API_KEY": server.admin_key})
+            assert "response.output_text.delta" in ran.stdout and "echo: second turn" in ran.stdout.replace(
+                '"delta":"', "").replace('"', ""), ran.stderr
+        else:
+            ran = subprocess.run([sys.executable, "-c", code.replace("sk-sy-...", server.admin_key)],
+                                 capture_output=True, text=True, timeout=60)
+            assert ran.returncode == 0 and ran.stdout.strip() == "echo: second turn", ran.stderr
+    page.get_by_role("button", name="New conversation").click()
+    expect(page.locator("#playground-chain")).to_have_text("A new conversation.")
+    no_serious_violations(page)
+    page.set_viewport_size(PHONE)
+    page.screenshot(path=shots / "playground-responses-phone.png", full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.set_viewport_size(DESKTOP)
+
     # the bundled local model is loaded and unloaded
     open_view(page, "models")
     row = page.locator("tr", has_text=LOCAL)
@@ -243,18 +296,76 @@ def test_the_console_end_to_end(server: RunningServer, page: Page, tmp_path: Pat
     expect(page.get_by_role("button", name="Enable stored-m")).to_be_visible()
     assert "stored-m" not in {m.id for m in admin.models.list()}
 
+    # its other fields change through PATCH /admin/models, naming only what changed (and audited)
+    page.get_by_role("button", name="Edit stored-m").click()
+    edit = page.get_by_role("form", name="Edit stored-m")
+    edit.get_by_label("Upstream model", exact=True).fill("gpt-4o")
+    edit.get_by_label("Provider", exact=True).select_option("up")
+    edit.get_by_label("Base URL", exact=True).fill(ui_upstream.base_url)
+    edit.get_by_label("Input USD per 1M tokens", exact=True).fill("2")
+    edit.get_by_label("Output USD per 1M tokens", exact=True).fill("4.5")
+    edit.get_by_label("Max concurrent requests", exact=True).fill("3")
+    edit.get_by_label("Timeout (seconds)", exact=True).fill("30")
+    edit.get_by_label("Requests per minute", exact=True).fill("100")
+    edit.get_by_label("Tools", exact=True).select_option("false")
+    no_serious_violations(page)
+    edit.get_by_role("button", name="Save model").click()
+    expect(edit).to_have_count(0)
+    expect(page.locator("#stored-models tr", has_text="stored-m")).to_contain_text(
+        "max 3 at once, timeout 30s, tools: no")
+    with server.http(server.admin_key) as http:
+        stored = http.get("/admin/models/stored-m").json()
+        [update] = http.get("/admin/audit", params={"action": "model.update", "limit": 1}).json()["data"]
+    assert (stored["model"], stored["input_cost_per_1m"], stored["output_cost_per_1m"]) == ("gpt-4o", 2, 4.5)
+    assert stored["base_url"] and stored["rate_limits"]["per_minute"] == 100
+    assert stored["provider_settings"] == {"max_concurrent": 3, "timeout": 30, "capabilities": {"tools": False}}
+    assert update["details"] == {"model": "gpt-4o", "base_url": ui_upstream.base_url, "input_cost_per_1m": 2,
+                                 "output_cost_per_1m": 4.5, "rate_limits": {"per_minute": 100},
+                                 "provider_settings": {"max_concurrent": 3, "timeout": 30,
+                                                       "capabilities": {"tools": False}}}
+    # a value the admin API refuses is shown in the form, and nothing changes
+    page.get_by_role("button", name="Edit stored-m").click()
+    edit.get_by_label("Base URL", exact=True).fill("ftp://nowhere.example")
+    edit.get_by_role("button", name="Save model").click()
+    expect(edit.get_by_role("alert")).to_contain_text("base_url")
+    edit.get_by_role("button", name="Cancel").click()
+    expect(edit).to_have_count(0)
+    with server.http(server.admin_key) as http:
+        assert http.get("/admin/models/stored-m").json() == stored
+    page.get_by_role("button", name="Enable stored-m").click()
+    expect(page.get_by_role("button", name="Disable stored-m")).to_be_visible()
+    assert admin.chat.completions.create(model="stored-m", messages=[{"role": "user", "content": "x"}]).model
+
     # a vault credential, checked live against the upstream; only its display form is shown
     page.get_by_label("Credential name", exact=True).fill("up-cred")
     page.get_by_label("Provider API key", exact=True).fill(PROVIDER_KEY)
     page.get_by_label("Base URL", exact=True).fill(ui_upstream.base_url)
     page.get_by_role("button", name="Add credential").click()
     row = page.locator("#credentials tr", has_text="up-cred")
-    expect(row.locator("td").last).to_have_text("ok")  # the live check passed
+    expect(row.locator("td").nth(4)).to_have_text("ok")  # the live check passed
     assert PROVIDER_KEY not in page.content() and PROVIDER_KEY[-4:] in row.inner_text()
     no_serious_violations(page)
+
+    # checked again, deactivated, activated and removed: each through /admin/credentials, each audited
+    page.get_by_role("button", name="Check up-cred").click()
+    expect(page.locator("#credential-outcome")).to_have_text("up-cred: the check passed.")
+    page.get_by_role("button", name="Deactivate up-cred").click()
+    expect(row.locator("td").nth(3)).to_have_text("no")
+    page.get_by_role("button", name="Activate up-cred").click()
+    expect(row.locator("td").nth(3)).to_have_text("yes")
+    assert PROVIDER_KEY not in page.content()
+    page.get_by_role("button", name="Remove up-cred").click()  # (the confirm dialog is accepted)
+    expect(row).to_have_count(0)
+    with server.http(server.admin_key) as http:
+        audited = http.get("/admin/audit", params={"action": "credential."}).json()["data"]
+        assert http.get("/admin/credentials/up-cred").status_code == 404
+    assert [e["action"] for e in audited][:5] == ["credential.remove", "credential.activate",
+                                                  "credential.deactivate", "credential.check", "credential.add"]
+    assert PROVIDER_KEY not in json.dumps(audited)
     print(f"screenshots: {shots}")
     assert {p.name for p in shots.iterdir()} >= {"keys-desktop.png", "usage-desktop.png", "usage-phone.png",
-                                                 "my-key-phone.png", "playground-desktop.png", "models-desktop.png"}
+                                                 "my-key-phone.png", "playground-desktop.png", "models-desktop.png",
+                                                 "playground-responses-phone.png"}
 
 
 @pytest.mark.parametrize("scheme", ["dark", "light"])

@@ -107,7 +107,11 @@ def test_a_key_that_is_not_an_admin_sees_only_its_own(ui_server: RunningServer, 
                                          "/admin/teams", "/admin/audit", "/admin/status", "/admin/upstreams")]
     refused += [me.change("POST", "/admin/keys", json={"name": "sneaky"}),
                 me.change("POST", f"/admin/keys/{theirs['id']}/revoke"),
-                me.change("PATCH", f"/admin/keys/{mine['id']}", json={"budget": None})]
+                me.change("PATCH", f"/admin/keys/{mine['id']}", json={"budget": None}),
+                me.change("PATCH", "/admin/models/m", json={"input_cost_per_1m": 0}),
+                me.change("POST", "/admin/credentials/any/check"),
+                me.change("POST", "/admin/credentials/any/deactivate"),
+                me.change("DELETE", "/admin/credentials/any")]
     assert [r.status_code for r in refused] == [403] * len(refused)
     deadline = time.monotonic() + 5
     while True:  # the usage rows are written in batches

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from switchyard.cli.store_options import load, run_with_runtime, store_options, time_option
+from switchyard.core.latency import BUCKETS, percentile
 from switchyard.runtime import Runtime
 from switchyard.service.routing import RoutingTable
 from switchyard.settings import ConfigError
@@ -79,6 +80,18 @@ def _micro_usd(nanos: int) -> str:
 
 _COUNTS = ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "errors", "estimated",
            "cache_read_tokens", "cache_write_tokens"]
+_RATES = ["error_rate", "p50_ms", "p95_ms"]
+
+
+def _rates(requests: int, errors: int, latency: list[int], fmt: str) -> list[str]:
+    """Error rate (a fraction in CSV, a percentage in the table) and the latency percentiles."""
+    none = "" if fmt == "csv" else "-"
+    rate = (f"{errors / requests:.6f}" if fmt == "csv" else f"{100 * errors / requests:.1f}%") if requests else none
+    cells = [rate]
+    for q in (0.5, 0.95):
+        value = percentile(latency, q)
+        cells.append(none if value is None else f"{value:.1f}" if fmt == "csv" else f"{value:.0f}")
+    return cells
 
 
 @click.command()
@@ -87,17 +100,19 @@ _COUNTS = ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "co
 @click.option("--key", "key", default=None, help="Only this key (its id or name).")
 @click.option("--model", default=None, help="Only this model alias.")
 @click.option("--group-by", "group_by", default="key,model", show_default=True,
-              help="One or more of hour, day, key, model, session (an agent session: Claude Code's, "
-              "Codex's), comma-separated.")
+              help="One or more of hour, day, key, team (the key's team when the request was made), model, "
+              "session (an agent session: Claude Code's, Codex's), comma-separated.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv"]), default="table")
 @store_options
 def usage(since: str | None, until: str | None, key: str | None, model: str | None, group_by: str, fmt: str,
           config_file: Path | None, data_dir: Path | None, database_url: str | None) -> None:
-    """Requests, tokens and cost, from the hourly usage rollups (the server need not run).
+    """Requests, tokens, cost, error rate and latency, from the hourly usage rollups (the server
+    need not run).
 
     Hours are UTC; --since and --until select the hours that overlap the range. Cache read and
-    write tokens are parts of the prompt tokens. Grouping by session reads the raw usage rows,
-    so it covers what the usage retention still keeps.
+    write tokens are parts of the prompt tokens. P50_MS and P95_MS are the latency percentiles of
+    the requests that succeeded, from the rollups' histogram (within 26 %). Grouping by session
+    reads the raw usage rows, so it covers what the usage retention still keeps.
     """
     try:
         dims = parse_group_by(group_by)
@@ -109,6 +124,8 @@ def usage(since: str | None, until: str | None, key: str | None, model: str | No
     async def body(rt: Runtime) -> tuple[list[dict[str, object]], dict[str, str]]:
         keys = await rt.keys.list(include_revoked=True)
         names = {k.id: k.name for k in keys}
+        if "team" in dims:
+            names.update({f"team:{t.id}": t.name for t in await rt.teams.list()})
         key_id = key
         if key is not None and key not in names:
             matches = [k.id for k in keys if k.name == key]
@@ -120,10 +137,12 @@ def usage(since: str | None, until: str | None, key: str | None, model: str | No
 
     rows, names = run_with_runtime(settings, body)
     columns = [*(["period"] if "hour" in dims or "day" in dims else []),
-               *(["key"] if "key" in dims else []), *(["model"] if "model" in dims else []),
-               *(["session"] if "session" in dims else []), *_COUNTS]
+               *(["key"] if "key" in dims else []), *(["team"] if "team" in dims else []),
+               *(["model"] if "model" in dims else []), *(["session"] if "session" in dims else []),
+               *_COUNTS, *_RATES]
     table: list[list[str]] = []
     total = dict.fromkeys(_COUNTS, 0)
+    latency = [0] * BUCKETS
     for r in rows:
         line: list[str] = []
         period = r.get("period")
@@ -135,6 +154,9 @@ def usage(since: str | None, until: str | None, key: str | None, model: str | No
         if "key" in dims:
             key_id = r["key_id"]
             line.append(names.get(str(key_id), str(key_id)) if key_id is not None else "(static/anonymous)")
+        if "team" in dims:
+            team_id = r["team_id"]
+            line.append(names.get(f"team:{team_id}", str(team_id)) if team_id is not None else "(none)")
         if "model" in dims:
             line.append(str(r["model"]))
         if "session" in dims:
@@ -143,14 +165,19 @@ def usage(since: str | None, until: str | None, key: str | None, model: str | No
             value = int(str(r["cost_nanousd" if c == "cost_usd" else c]))
             total[c] += value
             line.append((format_usd(value) if fmt == "csv" else _micro_usd(value)) if c == "cost_usd" else str(value))
+        counts: list[int] = list(r["latency_counts"])  # type: ignore[call-overload]
+        latency = [a + b for a, b in zip(latency, counts, strict=True)]
+        line += _rates(int(str(r["requests"])), int(str(r["errors"])), counts, fmt)
         table.append(line)
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         writer.writerows(table)
         return
-    footer = [*(["TOTAL"] if len(columns) > len(_COUNTS) else []), *([""] * (len(columns) - len(_COUNTS) - 1)),
-              *(_micro_usd(total[c]) if c == "cost_usd" else str(total[c]) for c in _COUNTS)]
+    labels = len(columns) - len(_COUNTS) - len(_RATES)
+    footer = [*(["TOTAL"] if labels else []), *([""] * (labels - 1)),
+              *(_micro_usd(total[c]) if c == "cost_usd" else str(total[c]) for c in _COUNTS),
+              *_rates(total["requests"], total["errors"], latency, fmt)]
     widths = [max(len(c), len(footer[i]), *(len(row[i]) for row in table)) for i, c in enumerate(columns)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for line in table:

@@ -6,8 +6,10 @@ not the file's existence, says whether a server runs: a second ``serve`` cannot 
 refuses (naming the one that holds it) without touching the file, and ``stop``, ``status`` and
 ``doctor`` can tell a live server from a stale file left by a crash.
 
-With ``--workers N`` the supervising process holds the lock (the workers it spawns do not
-inherit the descriptor) and its pid is the one written.
+``serve``'s supervisor holds the lock, and its pid is the one written: the process that ``stop``
+signals, which stops its workers. A forked worker (``serve`` with one worker) shares the
+descriptor, so a worker still draining after its supervisor died keeps the lock, as it keeps
+the port, until it ends; spawned workers (``--workers N``) do not inherit it.
 """
 
 from __future__ import annotations

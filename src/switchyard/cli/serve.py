@@ -1,5 +1,5 @@
 """``switchyard serve``: take the data dir's pid file, prepare the store, print a first admin
-key once, say which models it serves, run uvicorn."""
+key once, say which models it serves, then supervise the workers that serve (``supervisor.py``)."""
 
 from __future__ import annotations
 
@@ -150,15 +150,24 @@ def _serve(settings: Settings) -> None:
     _run(settings)
 
 
+def supervised(settings: Settings) -> bool:
+    """Whether ``serve`` runs its app in workers under a supervisor: with several workers, or
+    when it serves local models, whose native code (llama.cpp, torch) could crash the process; a
+    supervisor then reports the crash and starts a fresh worker. A gateway of upstreams only runs
+    in one process, which costs less memory and CPU (docs/local-models.md)."""
+    from switchyard.service.routing import local_models
+
+    return settings.workers > 1 or bool(local_models(settings))
+
+
 def _exit_cleanly(signum: int, frame: object) -> None:
     """uvicorn re-raises the signal it drained on; after a clean drain that means exit 0."""
     sys.exit(0)
 
 
 def _run(settings: Settings) -> None:
-    import uvicorn
-
-    from switchyard.app import create_app, worker_share
+    from switchyard.app import worker_share
+    from switchyard.cli.supervisor import supervise
 
     common = {
         "host": settings.host,
@@ -179,16 +188,23 @@ def _run(settings: Settings) -> None:
     }
     click.echo(f"Switchyard listening on {_address(settings)}/v1", err=True)
     with local_admin.issued(settings) as settings:
-        if settings.workers > 1:  # this process supervises the workers and keeps the pid file's lock
-            try:
-                with worker_share(settings):  # and, without Redis, owns their limits and budgets
-                    settings.export_for_workers()
-                    uvicorn.run("switchyard.app:worker_app", factory=True, workers=settings.workers,
-                                **common)  # type: ignore[arg-type]
-            except ConfigError as exc:
-                raise click.ClickException(str(exc)) from None
+        if not supervised(settings):  # no native model code here: one process, as lean as it gets
+            import uvicorn
+
+            from switchyard.app import create_app
+
+            config = uvicorn.Config(create_app(settings), **common)  # type: ignore[arg-type]
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, _exit_cleanly)
+            uvicorn.Server(config).run()
             return
-        config = uvicorn.Config(create_app(settings), **common)  # type: ignore[arg-type]
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _exit_cleanly)
-        uvicorn.Server(config).run()
+        # This process supervises the workers (one unless --workers N), keeps the pid file's lock
+        # and the listening socket, and starts a worker again when one dies (cli/supervisor.py).
+        try:
+            with worker_share(settings) as share:  # with several workers and no Redis: their limits
+                settings.export_for_workers()
+                status = supervise("switchyard.app:worker_app", share, settings.workers, **common)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+    if status:
+        raise click.ClickException("a worker failed to start (the log above says why)")

@@ -119,8 +119,14 @@ def _breakers(up: dict[str, Any]) -> list[str]:
 def _print_status(url: str, ready: _Reply, admin: dict[str, Any], errors: int) -> None:
     readiness = "ready" if ready.status == 200 else "NOT READY"
     click.echo(f"switchyard {admin.get('version', '?')} at {url}: healthy, {readiness}")
-    click.echo(f"  pid {admin.get('pid', '?')}, up {_duration(float(admin.get('uptime_s', 0)))}, "
+    worker = admin.get("worker_pid")
+    shown = f" (worker {worker})" if worker is not None and worker != admin.get("pid") else ""
+    click.echo(f"  pid {admin.get('pid', '?')}{shown}, up {_duration(float(admin.get('uptime_s', 0)))}, "
                f"{admin.get('in_flight', 0)} requests in flight")
+    crash = admin.get("last_crash")
+    if admin.get("restarts"):
+        last = f"; last: {crash.get('description')}" if isinstance(crash, dict) else ""
+        click.echo(f"  restarts: {admin['restarts']} (a worker died and was started again){last}")
     if ready.status != 200 and isinstance(ready.body, dict):
         for name, state in (ready.body.get("checks") or {}).items():
             if state != "ok":

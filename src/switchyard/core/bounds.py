@@ -35,6 +35,7 @@ DEFAULT_MAX_TOOLS: Final = 512
 DEFAULT_MAX_MESSAGES: Final = 100_000
 _INVALID: Final = "invalid_value"
 _OUTPUT_LIMITS: Final = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+_CHECKED: Final = frozenset({*_OUTPUT_LIMITS, "stop", "tools", "functions", "messages"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,32 +51,31 @@ class Bounds:
 DEFAULT_BOUNDS: Final = Bounds()
 
 
-def _count(value: object) -> float | None:
-    """A JSON number as the wire validation lets it through (``5`` or ``5.0``), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
-
-
 def check_bounds(body: Mapping[str, Any], caps: Capabilities, bounds: Bounds) -> None:
     """Refuse (``BadRequestError``, 400, ``param`` naming the field) what no deployment of a
     route with *caps* could honour; see the module table. Never changes *body*.
 
-    On every request's path: a field the body does not hold costs one lookup."""
+    On every request's path: one set operation finds which of the checked fields the body holds."""
+    present = _CHECKED.intersection(body)
+    if not present:
+        return
     get = body.get
-    most = caps.context_length if caps.context_length is not None else bounds.max_tokens
     for key in _OUTPUT_LIMITS:
-        if (value := get(key)) is not None and (wanted := _count(value)) is not None and wanted > most:
-            raise _too_large(key, wanted, caps, bounds)
-    if isinstance(stop := get("stop"), list) and len(stop) > caps.max_stop:
+        if key in present:
+            value = get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                most = caps.context_length if caps.context_length is not None else bounds.max_tokens
+                if value > most:
+                    raise _too_large(key, value, caps, bounds)
+    if "stop" in present and isinstance(stop := get("stop"), list) and len(stop) > caps.max_stop:
         raise BadRequestError(
             f"Too many stop sequences: this model takes at most {caps.max_stop}, got {len(stop)} ('stop').",
             param="stop", code=_INVALID)
-    if (tools := get("tools")) is not None:
-        _check_items("tools", tools, bounds.max_tools)
-    if (functions := get("functions")) is not None:
-        _check_items("functions", functions, bounds.max_tools)
-    if isinstance(messages := get("messages"), list) and len(messages) > bounds.max_messages:
+    if "tools" in present:
+        _check_items("tools", get("tools"), bounds.max_tools)
+    if "functions" in present:
+        _check_items("functions", get("functions"), bounds.max_tools)
+    if "messages" in present and isinstance(messages := get("messages"), list) and len(messages) > bounds.max_messages:
         _check_items("messages", messages, bounds.max_messages)
 
 

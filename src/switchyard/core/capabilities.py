@@ -300,10 +300,12 @@ DEFAULTS: Final[Mapping[str, Capabilities]] = MappingProxyType({
         tools=True, tool_choice=_ALL_MODES, parallel_tool_calls=False, json_object=True, json_schema=True,
         vision=True, logprobs=False, max_n=8, context_length=None, streaming=True, embeddings=True,
     ),
-    # Local engines: constrained decoding for JSON / a schema; no tools, images or logprobs yet,
-    # one choice. The context length is checked exactly, with the model's own tokenizer.
+    # Local engines: constrained decoding for JSON / a schema, and for function calls (every
+    # tool_choice; parallel_tool_calls false is a grammar of one call); no images or logprobs yet,
+    # one choice. The context length is checked exactly, with the model's own tokenizer. (Routing
+    # takes tools away from the engines that cannot call them: see service/routing.py.)
     "local": Capabilities(
-        tools=False, tool_choice=frozenset({"none"}), parallel_tool_calls=False, json_object=True,
+        tools=True, tool_choice=_ALL_MODES, parallel_tool_calls=True, json_object=True,
         json_schema=True, vision=False, logprobs=False, max_n=1, context_length=None, streaming=True,
         embeddings=True,
     ),

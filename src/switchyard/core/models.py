@@ -49,6 +49,9 @@ class Target:
         input price where unset), output at the output price. ``usage.prompt_tokens`` includes
         the cached tokens, so each prompt token is charged exactly once.
         """
+        if not (self.input_cost_per_1m or self.output_cost_per_1m or self.cache_read_cost_per_1m
+                or self.cache_write_cost_per_1m):
+            return 0.0  # no prices (most self-hosted models): on every request's path
         read = self.input_cost_per_1m if self.cache_read_cost_per_1m is None else self.cache_read_cost_per_1m
         write = self.input_cost_per_1m if self.cache_write_cost_per_1m is None else self.cache_write_cost_per_1m
         return (usage.uncached_prompt_tokens * self.input_cost_per_1m + usage.cache_read_tokens * read

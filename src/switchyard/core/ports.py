@@ -2,7 +2,7 @@
 
     Provider, ReportsRunningModels, ManagesModels   upstreams (providers/, local/)
     KeyStore, TeamStore, UsageStore, AuditStore,    stores (store/: SQL)
-    ModelStore, ResponseStore
+    ModelStore, ResponseStore, ConsoleSessionStore
     MetricsSink                                     metrics (observability/: Prometheus)
 
 The rate-limit and budget engines' Protocols, ``Limiter`` and ``BudgetLedger``, are in
@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from switchyard.core.audit import AuditEntry
 from switchyard.core.chat import ChatRequest, ChatResult, StreamPiece
+from switchyard.core.console import ConsoleSession
 from switchyard.core.embeddings import EmbeddingRequest, EmbeddingResult
 from switchyard.core.keys import ApiKey, Team
 from switchyard.core.models import StoredModel, Target
@@ -26,6 +27,7 @@ from switchyard.core.usage import UsageRecord
 
 __all__ = [
     "AuditStore",
+    "ConsoleSessionStore",
     "Counter",
     "Gauge",
     "Histogram",
@@ -138,8 +140,10 @@ class UsageStore(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
         group_by: str | Sequence[str] = "day",
+        latency: bool = True,
     ) -> list[dict[str, object]]:
-        """Totals from the hourly rollups, grouped by one or more of hour, day, key, model."""
+        """Totals from the usage rollups, grouped by one or more of hour, day, key, team, model
+        (session: from the raw rows), with the latency percentiles unless ``latency`` is False."""
         ...
 
     async def spent(self, scope: str | None = None, since: datetime | None = None) -> float:
@@ -245,6 +249,24 @@ class ResponseStore(Protocol):
 
     async def prune(self, max_rows: int, max_age: timedelta, now: datetime | None = None) -> int:
         """Delete responses older than ``max_age`` and beyond the newest ``max_rows``."""
+        ...
+
+
+class ConsoleSessionStore(Protocol):
+    """Web console sessions, by the digest of their id: shared by every worker and replica."""
+
+    async def add(self, session: ConsoleSession) -> None: ...
+
+    async def get(self, id_digest: str) -> ConsoleSession | None: ...
+
+    async def seen(self, id_digest: str, at: datetime) -> None:
+        """Note that the session was used at ``at``."""
+        ...
+
+    async def delete(self, id_digest: str) -> bool: ...
+
+    async def prune(self, now: datetime) -> int:
+        """Delete the sessions expired by ``now``; the number deleted."""
         ...
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 __all__ = ["GROUP_BY", "SESSION_ID_MAX", "Usage", "UsageRecord", "parse_group_by", "session_id"]
 
-GROUP_BY = ("hour", "day", "key", "model", "session")
+GROUP_BY = ("hour", "day", "key", "team", "model", "session")
 """The dimensions usage can be grouped by (``/admin/usage``, ``switchyard usage``)."""
 _TIME_DIMS = frozenset({"hour", "day"})
 SESSION_ID_MAX = 128
@@ -62,6 +62,7 @@ class UsageRecord:
     cache_read_tokens: int = 0  # parts of prompt_tokens (see Usage)
     cache_write_tokens: int = 0
     session_id: str | None = None  # the agent session (Claude Code's, Codex's) it belongs to
+    team_id: str | None = None  # the key's team when the request was made
 
 
 def session_id(value: str | None) -> str | None:

@@ -1,10 +1,11 @@
 """Who is calling: ``Authorization: Bearer`` or ``x-api-key``, checked identically, or else the web
 console's session cookie (``/ui``, see docs/console.md).
 
-A session is found in the console's session store, which exists only once ``/ui`` has been opened
-(``switchyard.http.ui`` is imported lazily); it names the key by its digest, never by the key, so a
-key revoked, rotated or expired ends its sessions at once. A change (any method but GET, HEAD and
-OPTIONS) made with the cookie must carry the session's ``x-csrf-token`` header, or it gets 403.
+A session is read from the database on every request made with the cookie (no process keeps a
+copy, so a session ended on one replica fails on all); it names the key by its digest, never by
+the key, so a key revoked, rotated or expired ends its sessions at once. A change (any method but
+GET, HEAD and OPTIONS) made with the cookie must carry the session's ``x-csrf-token`` header, or
+it gets 403.
 """
 
 from __future__ import annotations
@@ -34,20 +35,20 @@ def _presented(request: Request) -> str | None:
 
 
 async def _from_session(request: Request, svc: Services, session_id: str) -> Principal:
-    store = getattr(request.app.state, "ui_sessions", None)  # set when the console is first opened
-    session = store.get(session_id) if store is not None else None
+    store = svc.console_sessions
+    session = await store.get(session_id) if store is not None else None
     if store is None or session is None:
         raise AuthenticationError()
     if request.method not in _SAFE_METHODS:
         token = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(token.encode(), session.csrf_token.encode()):
             raise PermissionDeniedError(f"A change made with a console session needs its {CSRF_HEADER} header.")
-    if session.digest is None:  # signed in while auth was off
+    if session.key_digest is None:  # signed in while auth was off
         raise AuthenticationError()
     try:
-        return await svc.keys.authenticate_digest(session.digest)
+        return await svc.keys.authenticate_digest(session.key_digest)
     except AuthenticationError:
-        store.drop(session_id)  # the key was revoked, rotated or expired: so is the session
+        await store.drop(session_id)  # the key was revoked, rotated or expired: so is the session
         raise
 
 

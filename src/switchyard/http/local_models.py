@@ -2,7 +2,9 @@
 
 - ``POST /v1/models/{id}/load`` and ``/unload`` (admin): a local model through the model manager,
   a model on an Ollama upstream through its ``keep_alive`` (``0`` unloads);
-- ``GET /v1/status`` (any key): loaded models, their measured memory, queue depths, the budget;
+- ``GET /v1/status`` (any key): loaded models, their measured memory, queue depths, the budget,
+  and how often a worker was restarted after a crash (the last one: why, and which local models
+  were busy);
 - ``POST /v1/inference``: one prompt ``{model_id, prompt, json_schema, temperature, max_tokens}``
   onto the chat path (limits, budgets and usage apply as to any request).
 """
@@ -23,6 +25,7 @@ from switchyard.errors import BadRequestError, GatewayError
 from switchyard.http.auth import authenticate, require_admin
 from switchyard.http.body import read_json
 from switchyard.http.state import call_context, services
+from switchyard.http.status import restarts
 from switchyard.protocol.openai import parse_chat_request
 
 __all__ = ["inference", "load_model", "status", "unload_model"]
@@ -122,6 +125,7 @@ async def status(request: Request) -> Response:
             route = routes.get(model["id"])
             model["queued"] = svc.gateway.attempts.queue_depth(route.primary) if route is not None else 0
     payload["upstream_models"] = await _upstream_models(request)
+    payload.update(restarts(svc.supervision() if svc.supervision is not None else None))
     return _json(payload)
 
 

@@ -34,13 +34,14 @@ def _admin(name: str) -> Callable[[Request], Awaitable[Response]]:
 
 
 def routes() -> list[Route]:
-    """Matched in order: the inference routes, which take nearly every request, come first."""
+    """Matched in order: the inference routes, which take nearly every request, come first (the
+    busiest first: each route passed over costs a match)."""
     return [
         Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+        Route("/v1/responses", responses.create_response, methods=["POST"]),
+        Route("/v1/messages", messages.messages, methods=["POST"]),
         Route("/v1/completions", chat.completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings.embeddings, methods=["POST"]),
-        Route("/v1/messages", messages.messages, methods=["POST"]),
-        Route("/v1/responses", responses.create_response, methods=["POST"]),
         Route("/v1/responses/input_tokens", responses.input_tokens, methods=["POST"]),
         Route("/v1/responses/compact", responses.compact_response, methods=["POST"]),
         Route("/v1/responses/{response_id}", responses.get_response, methods=["GET"]),

@@ -60,7 +60,8 @@ def _kv_per_token(path: str, mtime_ns: int, size: int) -> int:
 def managed(model: LocalModelConfig, budget: int | None = None) -> ManagedModel:
     spec = _spec(model, parallel_slots(model, default_budget() if budget is None else budget))
     return ManagedModel(spec=spec, pinned=model.pinned, preload=model.preload,
-                        keep_alive=parse_duration(model.keep_alive), max_tokens=model.max_tokens)
+                        keep_alive=parse_duration(model.keep_alive), max_tokens=model.max_tokens,
+                        max_tool_calls=model.max_tool_calls)
 
 
 def build_manager(settings: Settings, models: Sequence[LocalModelConfig]) -> ModelManager:

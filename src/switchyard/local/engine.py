@@ -48,9 +48,13 @@ class SamplingParams:
 
 @dataclass(frozen=True, slots=True)
 class Constraint:
-    """Structured output: ``json_object`` (any JSON object) or ``json_schema`` (``schema``)."""
+    """Structured output: ``json_object`` (any JSON object), ``json_schema`` (``schema``), or
+    ``tool_calls``: function calls in the format of :mod:`switchyard.local.tools`, ``schema``
+    being ``{"tools": [{"name", "parameters"}], "parallel": bool, "text": bool}`` (``text``: or
+    plain text instead, which cannot start with ``<``), and optionally ``"max_calls": n`` (the
+    calls a parallel answer may hold, default 8)."""
 
-    kind: Literal["json_object", "json_schema"]
+    kind: Literal["json_object", "json_schema", "tool_calls"]
     schema: Mapping[str, Any] | None = None
 
 
@@ -73,9 +77,12 @@ class Detokenizer(Protocol):
 class ChatEngine(Protocol):
     context_length: int
     footprint_bytes: int  # measured after load
+    native_tools: bool  # the chat template renders ``tools`` (and calls) in the format of local/tools.py
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
-        """The model's own chat template applied (with the assistant turn opened), tokenized."""
+    def render_chat(self, messages: Sequence[Mapping[str, Any]],
+                    tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+        """The model's own chat template applied (with the assistant turn opened), tokenized;
+        ``tools`` (chat-completions tools) are given to a template with ``native_tools``."""
         ...
 
     def encode(self, text: str) -> list[int]:
@@ -84,7 +91,7 @@ class ChatEngine(Protocol):
 
     def compile(self, constraint: Constraint) -> object:
         """A grammar for ``submit``; raises ``switchyard.errors.BadRequestError`` (param
-        ``response_format``) naming the problem when the schema cannot be compiled."""
+        ``response_format``, or ``tools``) naming the problem when the schema cannot be compiled."""
         ...
 
     def detokenizer(self) -> Detokenizer: ...

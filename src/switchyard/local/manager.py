@@ -110,6 +110,7 @@ class ManagedModel:
     preload: bool = False
     keep_alive: float | None = 300.0  # seconds idle before unloading; None: never
     max_tokens: int | None = None  # completion limit when a request sets none (None: the context's room)
+    max_tool_calls: int = 8  # function calls one answer may hold (when the request allows parallel calls)
 
 
 @dataclass(slots=True)
@@ -138,6 +139,7 @@ class ModelManager:
         estimate: Callable[[LocalModelSpec], int] = estimate_bytes,
         clock: Callable[[], float] = time.monotonic,
         reap_interval: float = 1.0,
+        on_busy: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         self._slots = {m.spec.name: _Slot(m, m.keep_alive) for m in models}
         self.budget = budget_bytes
@@ -150,6 +152,8 @@ class ModelManager:
         self._tasks: list[asyncio.Task[Any]] = []
         self.evictions = 0
         self._declared: dict[str, int | None] = {}
+        self.on_busy = on_busy  # told the models loading or serving, whenever that set changes
+        self._busy: tuple[str, ...] = ()
 
     # --- queries -------------------------------------------------------------------------
 
@@ -269,12 +273,16 @@ class ModelManager:
         engine = slot.engine
         assert engine is not None  # _ensure_loaded raised otherwise; no await since
         slot.active += 1
+        if self.on_busy is not None:
+            self._note_busy()
         if not isinstance(keep_alive, EllipsisType):
             slot.keep_alive = keep_alive
         try:
             yield engine
         finally:
             slot.active -= 1
+            if self.on_busy is not None:
+                self._note_busy()
             slot.last_used = self._clock()
             if slot.active == 0 and slot.keep_alive == 0 and not slot.model.pinned:
                 task = asyncio.create_task(self._unload_if_idle(name))
@@ -352,6 +360,8 @@ class ModelManager:
             slot.memory_bytes = need
             started = time.perf_counter()
             try:
+                if self.on_busy is not None:
+                    self._note_busy()
                 engine = await asyncio.to_thread(self._loader, spec)
             except GatewayError:
                 slot.state, slot.memory_bytes = "unloaded", 0
@@ -362,10 +372,15 @@ class ModelManager:
                 raise ServiceUnavailableError(
                     f"Model '{name}' could not be loaded: {type(exc).__name__}: {exc}", code="model_load_failed",
                 ) from None
+            finally:
+                if self.on_busy is not None and slot.state != "loading":
+                    self._note_busy()
             slot.load_seconds = time.perf_counter() - started
             slot.engine = engine
             slot.memory_bytes = max(int(engine.footprint_bytes), 1)
             slot.state = "loaded"
+            if self.on_busy is not None:
+                self._note_busy()
             slot.loads += 1
             slot.last_used = self._clock()
             if self.used > self.budget:  # the estimate was low: make room now that we know
@@ -413,6 +428,15 @@ class ModelManager:
         slot.memory_bytes = 0
         if engine is not None:
             await asyncio.to_thread(engine.close)
+
+    def _note_busy(self) -> None:
+        """Tell ``on_busy`` the models loading or serving now, if that changed (it names them
+        should the process die in native code)."""
+        assert self.on_busy is not None
+        busy = tuple(n for n, s in self._slots.items() if s.active or s.state == "loading")
+        if busy != self._busy:
+            self._busy = busy
+            self.on_busy(busy)
 
     def _get(self, name: str) -> _Slot:
         slot = self._slots.get(name)

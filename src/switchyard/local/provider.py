@@ -18,11 +18,19 @@ from switchyard.errors import BadRequestError
 from switchyard.local.engine import ChatEngine, Constraint, EmbeddingEngine
 from switchyard.local.generation import TokenStream
 from switchyard.local.manager import ModelManager
+from switchyard.local.tools import MAX_PARALLEL_CALLS, ToolCallParser, render_messages
 from switchyard.local.translate import Generation, StreamWriter, keep_alive_of, result_body, wanted
 
 __all__ = ["LocalProvider"]
 
 _GRAMMARS = 64  # compiled grammars kept per provider (compiling a schema can take 100 ms)
+
+
+def _parser(gen: Generation) -> ToolCallParser | None:
+    """What reads tool calls out of the output (None: the output is all text)."""
+    if gen.tools is None or gen.tools.choice == "none":
+        return None
+    return ToolCallParser(text_allowed=gen.tools.choice == "auto")
 
 
 class LocalProvider:
@@ -33,13 +41,22 @@ class LocalProvider:
     async def _start(self, engine: ChatEngine, gen: Generation, target: Target,
                      owner: str | None) -> tuple[TokenStream, int]:
         if gen.messages is not None:
-            prompt = await asyncio.to_thread(engine.render_chat, gen.messages)
+            plan = gen.tools
+            native = engine.native_tools
+            messages = render_messages(gen.messages, plan, native)
+            offered = [{"type": "function", "function": dict(f)} for f in plan.functions] \
+                if native and plan is not None and plan.choice != "none" else None
+            prompt = await asyncio.to_thread(engine.render_chat, messages, offered)
         elif isinstance(gen.prompt, str):
             prompt = await asyncio.to_thread(engine.encode, gen.prompt)
         else:
             prompt = list(gen.prompt or [])
-        params = gen.params(len(prompt), engine.context_length, self.manager.model(target.upstream_model).max_tokens)
-        grammar = await self._grammar(engine, gen.constraint) if gen.constraint is not None else None
+        model = self.manager.model(target.upstream_model)
+        params = gen.params(len(prompt), engine.context_length, model.max_tokens)
+        constraint = gen.constraint
+        if constraint is not None and constraint.kind == "tool_calls" and model.max_tool_calls < MAX_PARALLEL_CALLS:
+            constraint = Constraint("tool_calls", {**(constraint.schema or {}), "max_calls": model.max_tool_calls})
+        grammar = await self._grammar(engine, constraint) if constraint is not None else None
         return TokenStream(engine, prompt, params, grammar, gen.stop, owner), len(prompt)
 
     async def _grammar(self, engine: ChatEngine, constraint: Constraint) -> object:
@@ -69,22 +86,40 @@ class LocalProvider:
             finally:
                 await run.aclose()
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens)
-        return ChatResult(body=result_body(request, target.alias, text, run.finish_reason or "stop", usage),
-                          usage=usage)
+        finish = run.finish_reason or "stop"
+        parser = _parser(gen)
+        if parser is None:
+            return ChatResult(body=result_body(request, target.alias, text, finish, usage), usage=usage)
+        parser.push(text)
+        parser.close()
+        return ChatResult(body=result_body(request, target.alias, "".join(parser.text), finish, usage,
+                                           parser.calls), usage=usage)
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamPiece]:
         gen = wanted(request)
         writer = StreamWriter(request, target.alias)
         async with self.manager.lease(target.upstream_model, keep_alive_of(request.keep_alive)) as engine:
             run, prompt_tokens = await self._start(self._chat_engine(engine, target), gen, target, request.owner)
+            parser = _parser(gen)
             try:
                 opening = writer.opening()
                 async for piece in run:
-                    yield StreamPiece(data=opening + writer.text(piece), events=1)
-                    opening = b""
+                    if parser is None:
+                        yield StreamPiece(data=opening + writer.text(piece), events=1)
+                        opening = b""
+                        continue
+                    events = parser.push(piece)
+                    if events:
+                        yield StreamPiece(data=opening + b"".join(map(writer.tool_event, events)), events=len(events))
+                        opening = b""
+                finish = run.finish_reason or "stop"
+                if parser is not None:
+                    tail = b"".join(map(writer.tool_event, parser.close()))
+                    opening += tail
+                    if parser.calls and finish != "length":
+                        finish = "tool_calls"
                 usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens)
-                yield StreamPiece(data=opening + writer.closing(run.finish_reason or "stop", usage), usage=usage,
-                                  done=True)
+                yield StreamPiece(data=opening + writer.closing(finish, usage), usage=usage, done=True)
             finally:
                 await run.aclose()  # a client that went away cancels the generation and frees the slot
 

@@ -16,6 +16,7 @@ from switchyard.core.time import parse_duration
 from switchyard.core.usage import Usage
 from switchyard.errors import BadRequestError
 from switchyard.local.engine import Constraint, SamplingParams
+from switchyard.local.tools import CallArgs, CallStart, Event, ToolPlan, tool_plan
 from switchyard.protocol.openai import DONE, ChunkWriter
 
 __all__ = ["Generation", "StreamWriter", "keep_alive_of", "result_body", "wanted"]
@@ -33,6 +34,7 @@ class Generation:
     seed: int | None
     stop: tuple[str, ...]
     constraint: Constraint | None
+    tools: ToolPlan | None = None
 
     def params(self, prompt_tokens: int, context_length: int, default_max: int | None = None) -> SamplingParams:
         """Sampling parameters, or 400 ``context_length_exceeded`` when the prompt (plus the
@@ -77,8 +79,15 @@ def wanted(request: ChatRequest) -> Generation:
             constraint = Constraint("json_schema", schema)
     prompt: str | Sequence[int] | None = None
     messages = None
+    tools = None
     if request.kind is GenerationKind.CHAT:
         messages = body.get("messages") or []
+        tools = tool_plan(body)
+        if tools is not None and tools.choice != "none":
+            if constraint is not None:
+                raise BadRequestError("Local models take either tools or response_format in one request, not both "
+                                      "(unless tool_choice is none).", param="response_format")
+            constraint = tools.constraint()
     else:
         raw = body.get("prompt", "")
         if isinstance(raw, list):
@@ -92,7 +101,7 @@ def wanted(request: ChatRequest) -> Generation:
     return Generation(
         messages=messages, prompt=prompt, max_tokens=int(max_tokens) if max_tokens is not None else None,
         temperature=_number(body, "temperature", 1.0), top_p=_number(body, "top_p", 1.0),
-        seed=int(seed) if seed is not None else None, stop=stops, constraint=constraint,
+        seed=int(seed) if seed is not None else None, stop=stops, constraint=constraint, tools=tools,
     )
 
 
@@ -111,7 +120,10 @@ def _usage(usage: Usage) -> dict[str, int]:
             "total_tokens": usage.total_tokens}
 
 
-def result_body(request: ChatRequest, model: str, text: str, finish: str, usage: Usage) -> bytes:
+def result_body(request: ChatRequest, model: str, text: str, finish: str, usage: Usage,
+                calls: Sequence[Mapping[str, Any]] = ()) -> bytes:
+    """The whole answer; with ``calls`` (tool calls), ``content`` is the text or null and the
+    finish reason ``tool_calls`` (unless the output was cut off: ``length``)."""
     created = int(time.time())
     if request.kind is GenerationKind.COMPLETION:
         return orjson.dumps({
@@ -119,10 +131,14 @@ def result_body(request: ChatRequest, model: str, text: str, finish: str, usage:
             "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
             "usage": _usage(usage),
         })
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if calls:
+        message["content"] = text or None
+        message["tool_calls"] = list(calls)
+        finish = "length" if finish == "length" else "tool_calls"
     return orjson.dumps({
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                     "logprobs": None, "finish_reason": finish}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         "usage": _usage(usage),
     })
 
@@ -135,6 +151,15 @@ class StreamWriter(ChunkWriter):
 
     def opening(self) -> bytes:
         return self.delta({"role": "assistant", "content": "", "refusal": None}) if self.chat else b""
+
+    def tool_event(self, event: Event) -> bytes:
+        """A tool call's first delta (its id and name) or a piece of its arguments; text as text."""
+        if isinstance(event, CallStart):
+            return self.delta({"tool_calls": [{"index": event.index, "id": event.id, "type": "function",
+                                               "function": {"name": event.name, "arguments": ""}}]})
+        if isinstance(event, CallArgs):
+            return self.delta({"tool_calls": [{"index": event.index, "function": {"arguments": event.text}}]})
+        return self.text(event.text)
 
     def closing(self, finish: str, usage: Usage) -> bytes:
         return self.finish(finish) + self.usage(_usage(usage)) + DONE

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from switchyard.observability.crashes import RestartsCollector
 from switchyard.observability.local_engines import LocalEngineCollector, StatusSource
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -240,6 +241,14 @@ class Metrics:
         ``source`` (the model manager's status rows) at each scrape (with several workers: the
         scraped worker's own models)."""
         collector = LocalEngineCollector(source)
+        self.registry.register(collector)
+        if self._scrape is not None:
+            self._scrape.register(collector)
+
+    def watch_restarts(self, source: Callable[[], dict[str, Any] | None]) -> None:
+        """Export ``switchyard_worker_restarts_total``, read from the supervisor's state
+        (``source``) at each scrape."""
+        collector = RestartsCollector(source)
         self.registry.register(collector)
         if self._scrape is not None:
             self._scrape.register(collector)

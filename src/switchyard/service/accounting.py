@@ -119,6 +119,7 @@ class Accounting:
                 cache_read_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
                 session_id=ctx.session_id,
+                team_id=principal.team_id,
             )
         )
         self._metrics.observe(
@@ -147,7 +148,7 @@ class AccountedRequest:
         ctx.model = route.alias
         self._started = time.perf_counter()
         governance = self._acc.governance
-        if governance is not None:
+        if governance is not None and not governance.unlimited(self._principal, route.limits):
             try:
                 self._ticket, outcome.request = await governance.admit(
                     self._principal, route.alias, outcome.request, self._body,

@@ -111,13 +111,18 @@ class Cooldowns:
         policy = self._policies.get(upstream)
         if policy is None or policy.failures <= 0:
             return
-        state = self._states.setdefault(upstream, _State())
+        state = self._states.get(upstream)
+        if ok:  # on every request's path: a success on a breaker that never failed changes nothing
+            if state is not None:
+                if probe:
+                    state.probing = False
+                self._close(upstream, state)
+            return
+        if state is None:
+            state = self._states[upstream] = _State()
         now = self._clock()
         if probe:
             state.probing = False
-        if ok:
-            self._close(upstream, state)
-            return
         state.last_failure = now
         if state.until and (probe or panic):  # still failing: cool down again, from now
             state.until = now + policy.cooldown

@@ -65,16 +65,20 @@ class Plan:
                 continue
 
     def __iter__(self) -> Iterator[tuple[Route, Target]]:
-        while True:
-            if not self._pending:
-                if not self._routes and not self._fallbacks_added:
-                    self._fallbacks_added = True
-                    self._add(self.first.fallbacks)
-                if not self._routes:
-                    return
-                route = self._routes.popleft()
-                self._pending.extend((route, t) for t in self._arrange(route))
-            yield self._pending.popleft()
+        return self
+
+    def __next__(self) -> tuple[Route, Target]:
+        # an iterator, not a generator: a request served by its first deployment leaves it
+        # unfinished, and a generator would then be closed (an exception) on every request
+        while not self._pending:
+            if not self._routes and not self._fallbacks_added:
+                self._fallbacks_added = True
+                self._add(self.first.fallbacks)
+            if not self._routes:
+                raise StopIteration
+            route = self._routes.popleft()
+            self._pending.extend((route, t) for t in self._arrange(route))
+        return self._pending.popleft()
 
     def failed(self, route: Route, exc: GatewayError) -> bool:
         """Whether to go on to the next deployment after ``exc`` (on ``route``)."""

@@ -14,7 +14,7 @@ have reached the client nothing is retried.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Generator, Mapping
 from contextlib import aclosing
 from dataclasses import replace
 from functools import partial
@@ -30,7 +30,7 @@ from switchyard.core.ports import HoldsResponses, Provider
 from switchyard.core.usage import Usage
 from switchyard.errors import GatewayError, ModelNotFoundError
 from switchyard.service.accounting import AccountedRequest, Accounting, estimate_prompt_tokens
-from switchyard.service.attempt import Attempts
+from switchyard.service.attempt import Attempt, Attempts
 from switchyard.service.call import CallContext, Outcome
 from switchyard.service.cooldown import COOLDOWN_CODE
 from switchyard.service.failover import Plan, order
@@ -51,7 +51,7 @@ class _Pieces(Protocol[_P_co]):
 
     def __anext__(self) -> Awaitable[_P_co]: ...
 
-    async def aclose(self) -> None: ...
+    def aclose(self) -> Awaitable[None]: ...
 
 
 class Gateway:
@@ -94,11 +94,15 @@ class Gateway:
     # -- the calls -----------------------------------------------------------------------
     async def chat(self, principal: Principal, request: ChatRequest, ctx: CallContext) -> ChatResult:
         route = self.route_for(principal, request.model)
-        endpoint = ctx.endpoint or _endpoint(request)
-        request = _owned(request, principal)
+        endpoint = ctx.endpoint or _ENDPOINTS[request.kind]
+        if request.owner != (owner := principal.owner):
+            request = replace(request, owner=owner)  # what a local model's prompt cache is scoped by
         async with self._accounted(principal, route, endpoint, ctx, False, request.body, request) as out:
             fit = partial(_fit, request=out.request or request)
-            result = await _drained(self._serve(principal, route, ctx, out, endpoint, False, fit, _answer))
+            pieces = self._serve(principal, route, ctx, out, endpoint, False, fit, _answer)
+            result = await anext(pieces)  # _serve yields or raises
+            async for _ in pieces:  # nothing more: this lets the attempt end as a success
+                pass
             out.status, out.usage = 200, result.usage
             if result.usage.estimated:
                 out.usage = Usage(estimate_prompt_tokens(request.body), result.usage.completion_tokens, estimated=True)
@@ -113,8 +117,9 @@ class Gateway:
         sent, never.
         """
         route = self.route_for(principal, request.model)
-        endpoint = ctx.endpoint or _endpoint(request)
-        request = _owned(request, principal)
+        endpoint = ctx.endpoint or _ENDPOINTS[request.kind]
+        if request.owner != (owner := principal.owner):
+            request = replace(request, owner=owner)  # what a local model's prompt cache is scoped by
         async with self._accounted(principal, route, endpoint, ctx, True, request.body, request) as out:
             fit = partial(_fit, request=out.request or request)
             async with aclosing(self._serve(principal, route, ctx, out, endpoint, True, fit, _stream)) as pieces:
@@ -153,19 +158,20 @@ class Gateway:
         fitted: dict[str, _R] = {}
         last: GatewayError | None = None
         cooling: list[tuple[Route, Target]] = []  # skipped as cooling down: the panic candidates
-        for candidate, target, panic in self._with_panic(plan, cooling):
+        for candidate, target, panic in _Tries(plan, cooling, self.attempts.cooldowns.last_failure):
             relayed = False
             try:
                 if candidate.alias not in fitted:
                     fitted[candidate.alias] = fit(candidate)
                 pieces = call(self.upstreams.provider(target.provider), fitted[candidate.alias], target)
                 try:
-                    async with self.attempts.attempt(target, ctx, out, endpoint, streamed, panic) as attempt:
+                    async with Attempt(self.attempts, target, ctx, out, endpoint, streamed, panic) as attempt:
                         piece = await attempt.first(pieces)
                         relayed = True
                         yield piece
-                        async for piece in pieces:
-                            yield piece
+                        if streamed:  # else a whole answer: its one piece was all
+                            async for piece in pieces:
+                                yield piece
                         attempt.succeeded()
                         return
                 finally:
@@ -181,18 +187,6 @@ class Gateway:
         assert last is not None  # a route has at least one deployment
         raise last
 
-    def _with_panic(
-        self, plan: Plan, cooling: list[tuple[Route, Target]],
-    ) -> Iterator[tuple[Route, Target, bool]]:
-        """The plan's deployments; then, when some were skipped as cooling down and none of the
-        others answered, the one that failed longest ago, tried anyway (panic mode): a breaker
-        steers traffic to a healthy deployment, it never leaves a request with nothing to try."""
-        for candidate, target in plan:
-            yield candidate, target, False
-        if cooling:
-            candidate, target = min(cooling, key=lambda rt: self.attempts.cooldowns.last_failure(rt[1].breaker))
-            yield candidate, target, True
-
     def _order(self, route: Route) -> list[Target]:
         return order(route, self.attempts.busy, self._rng)
 
@@ -201,20 +195,11 @@ class Gateway:
         body: Mapping[str, Any], request: ChatRequest | None = None,
     ) -> AccountedRequest:
         prices = partial(self.upstreams.routing.prices, route)
-        return self.accounting.request(principal, route, endpoint, ctx, streamed=streamed, body=body, prices=prices,
-                                       request=request)
+        return AccountedRequest(self.accounting, principal, route, endpoint, ctx, streamed, body, prices, request)
 
 
-def _owned(request: ChatRequest, principal: Principal) -> ChatRequest:
-    """The request marked with its owner (what a local model's prompt cache is scoped by)."""
-    owner = principal.owner
-    return request if request.owner == owner else replace(request, owner=owner)
-
-
-def _endpoint(request: ChatRequest) -> str:
-    if request.kind is GenerationKind.CHAT:
-        return "chat"
-    return "completions" if request.kind is GenerationKind.COMPLETION else "responses"
+_ENDPOINTS = {GenerationKind.CHAT: "chat", GenerationKind.COMPLETION: "completions",
+              GenerationKind.RESPONSES: "responses"}
 
 
 def _fit(route: Route, request: ChatRequest) -> ChatRequest:
@@ -231,6 +216,34 @@ def _fit(route: Route, request: ChatRequest) -> ChatRequest:
     return request if body is request.body else replace(request, body=body)
 
 
+class _Tries:
+    """The plan's deployments; then, when some were skipped as cooling down and none of the
+    others answered, the one that failed longest ago, tried anyway (panic mode): a breaker
+    steers traffic to a healthy deployment, it never leaves a request with nothing to try.
+    (An iterator, not a generator: one left unfinished needs no closing, on every request.)"""
+
+    __slots__ = ("_cooling", "_done", "_last_failure", "_plan")
+
+    def __init__(self, plan: Plan, cooling: list[tuple[Route, Target]], last_failure: Callable[[str], float]) -> None:
+        self._plan, self._cooling, self._last_failure = plan, cooling, last_failure
+        self._done = False
+
+    def __iter__(self) -> _Tries:
+        return self
+
+    def __next__(self) -> tuple[Route, Target, bool]:
+        if self._done:
+            raise StopIteration
+        found = next(self._plan, None)
+        if found is not None:
+            return found[0], found[1], False
+        self._done = True
+        if not self._cooling:
+            raise StopIteration
+        candidate, target = min(self._cooling, key=lambda rt: self._last_failure(rt[1].breaker))
+        return candidate, target, True
+
+
 class _Whole(Generic[_P]):
     """A whole answer as a stream of one piece: the provider's call, awaited when the loop asks
     for the first piece (a class, not an async generator: this is on every request's path)."""
@@ -243,16 +256,29 @@ class _Whole(Generic[_P]):
     def __aiter__(self) -> _Whole[_P]:
         return self
 
-    async def __anext__(self) -> _P:
+    def __anext__(self) -> Awaitable[_P]:  # the call itself: no coroutine around it
         call, self._call = self._call, None
         if call is None:
             raise StopAsyncIteration
-        return await call
+        return call
 
-    async def aclose(self) -> None:
+    def aclose(self) -> Awaitable[None]:
         if self._call is not None:  # never asked for: the call was never started
             self._call.close()
             self._call = None
+        return _DONE  # nothing to wait for: no coroutine made
+
+
+class _Done:
+    """An awaitable that is already done (reusable: it holds nothing)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return iter(())  # type: ignore[return-value]  # an empty iterator: the await ends at once
+
+
+_DONE = _Done()
 
 
 def _answer(provider: Provider, request: ChatRequest, target: Target) -> _Whole[ChatResult]:

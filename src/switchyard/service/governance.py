@@ -122,6 +122,17 @@ class Governance:
                                       principal.team_budget.period))
         return checks
 
+    @staticmethod
+    def unlimited(principal: Principal, model: RateLimits | None) -> bool:
+        """True when no limit or budget can apply (``admit`` would return no ticket): checked
+        without a call to ``admit``, on every request's path. False means there may be some."""
+        if model is not None:
+            return False
+        if principal.key_id is None:
+            return True
+        return (principal.limits is None and not principal.model_limits and principal.budget is None
+                and (principal.team_id is None or (principal.team_limits is None and principal.team_budget is None)))
+
     # -- around a request -----------------------------------------------------------------
     async def admit(
         self, principal: Principal, alias: str, request: ChatRequest | None, body: Mapping[str, Any],

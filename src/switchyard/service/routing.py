@@ -22,6 +22,7 @@ LOCAL = "local"  # the provider name and type of models run in this process
 _RESPONSES_WIRES = frozenset({"openai", "azure"})
 _LOCAL_CONCURRENCY = {"bert": 4, "sentence_transformers": 4}
 _EMBEDDING_ENGINES = {"bert", "sentence_transformers"}
+_TOOL_ENGINES = {"llamacpp"}  # the local engines that call tools (local/tools.py)
 
 
 def local_models(settings: Settings) -> list[LocalModelConfig]:
@@ -215,9 +216,11 @@ class RoutingTable:
         )
         caps = defaults_for(LOCAL)
         if model.engine in _EMBEDDING_ENGINES:
-            caps = caps.merged({"json_object": False, "json_schema": False, "streaming": False, "chat": False})
+            caps = caps.merged({"json_object": False, "json_schema": False, "streaming": False, "chat": False,
+                                "tools": False})
         else:  # a chat model: the local engines embed only with an embedding model
-            caps = caps.merged({"embeddings": False})
+            caps = caps.merged({"embeddings": False} if model.engine in _TOOL_ENGINES
+                               else {"embeddings": False, "tools": False})
         return Route(alias=model.alias, deployments=(target,), capabilities=caps,
                      default_temperature=model.default_temperature, bounds=self.bounds)
 

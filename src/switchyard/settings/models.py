@@ -252,6 +252,9 @@ class LocalModelConfig(BaseModel):
                                               description="temperature used when the request sets none.")
     max_tokens: int | None = Field(default=None, gt=0, description="Completion limit when the request sets "
                                    "none (default: whatever room the context has left).")
+    max_tool_calls: int = Field(default=8, ge=1, le=8, description="llamacpp: function calls one answer may "
+                                "hold when the request allows parallel calls (1: one call a turn, for a small "
+                                "model that would repeat its call).")
     enabled: bool = Field(default=True, description="Disabled models are neither listed nor served.")
 
     @field_validator("keep_alive")

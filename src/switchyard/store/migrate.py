@@ -29,7 +29,7 @@ __all__ = [
     "upgrade",
 ]
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0010"
 """The newest revision in ``migrations/versions``. Bump it with every new migration."""
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")

@@ -11,7 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from switchyard.core.latency import BUCKETS
+
 __all__ = [
+    "LATENCY_COLUMNS",
     "UtcDateTime",
     "api_keys",
     "audit_log",
@@ -20,9 +23,14 @@ __all__ = [
     "model_configs",
     "responses",
     "teams",
+    "ui_sessions",
+    "usage_daily",
     "usage_records",
     "usage_rollups",
 ]
+
+LATENCY_COLUMNS: tuple[str, ...] = tuple(f"lat_{i:02d}" for i in range(BUCKETS))
+"""The rollups' latency histogram, one count per bucket of ``core.latency``."""
 
 
 class UtcDateTime(sa.types.TypeDecorator[datetime]):
@@ -151,14 +159,18 @@ usage_records = sa.Table(
     sa.Column("cache_read_tokens", sa.Integer(), nullable=False, server_default=sa.text("0")),
     sa.Column("cache_write_tokens", sa.Integer(), nullable=False, server_default=sa.text("0")),
     sa.Column("session_id", sa.String(128), nullable=True),
+    sa.Column("team_id", sa.String(64), nullable=True),  # revision 0008: the key's team at the time
     sa.Index("ix_usage_records_created_at", "created_at"),
     sa.Index("ix_usage_records_key_id", "key_id"),
 )
 
-# Hourly totals per key and model (revision 0004): the source of truth for reports and budgets,
-# kept for ever while raw usage_records rows are pruned. Written in the same transaction as the
-# raw rows (upsert, adding). key_id '' is "no key" (primary key columns cannot be NULL, and
-# NULLs never conflict). Cost is in nano-USD (USD x 1e9) as an integer, so totals add up exactly.
+# Hourly totals per key, model and team (revision 0004; team in 0008): the source of truth for
+# reports and budgets, kept for ever while raw usage_records rows are pruned. Written in the same
+# transaction as the raw rows (upsert, adding). key_id '' is "no key" and team_id '' "no team"
+# (primary key columns cannot be NULL, and NULLs never conflict). team_id is the key's team when
+# the request was made. Cost is in nano-USD (USD x 1e9) as an integer, so totals add up exactly.
+# lat_00..lat_61 (revision 0008): the latency histogram of the requests that succeeded (status
+# below 400), in the buckets of ``core.latency``.
 usage_rollups = sa.Table(
     "usage_rollups",
     metadata,
@@ -173,7 +185,27 @@ usage_rollups = sa.Table(
     sa.Column("estimated", sa.BigInteger(), nullable=False),
     sa.Column("cache_read_tokens", sa.BigInteger(), nullable=False, server_default=sa.text("0")),  # revision 0007
     sa.Column("cache_write_tokens", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+    sa.Column("team_id", sa.String(64), primary_key=True, server_default=sa.text("''")),
+    *(sa.Column(name, sa.Integer(), nullable=False, server_default=sa.text("0")) for name in LATENCY_COLUMNS),
     sa.Index("ix_usage_rollups_key_id_hour_start", "key_id", "hour_start"),
+)
+
+# The same totals per UTC day (revision 0010): each row is the sum of that day's usage_rollups
+# rows of its key, model and team, written by the same upsert in the same transaction, so the
+# two never disagree. Reports over long ranges read whole days here and the hours at the edges
+# from usage_rollups (``store.usage_days``). day_start is the day's 00:00 UTC.
+usage_daily = sa.Table(
+    "usage_daily",
+    metadata,
+    sa.Column("day_start", UtcDateTime(), primary_key=True),
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(255), primary_key=True),
+    sa.Column("team_id", sa.String(64), primary_key=True, server_default=sa.text("''")),
+    *(sa.Column(name, sa.BigInteger(), nullable=False, server_default=sa.text("0")) for name in (
+        "requests", "prompt_tokens", "completion_tokens", "cost_nanousd", "errors", "estimated",
+        "cache_read_tokens", "cache_write_tokens")),
+    *(sa.Column(name, sa.Integer(), nullable=False, server_default=sa.text("0")) for name in LATENCY_COLUMNS),
+    sa.Index("ix_usage_daily_key_id_day_start", "key_id", "day_start"),
 )
 
 credentials = sa.Table(
@@ -235,4 +267,19 @@ responses = sa.Table(
     sa.Column("nonce", sa.LargeBinary(), nullable=False),
     sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
     sa.Index("ix_responses_created_at", "created_at"),
+)
+
+# Web console sessions (revision 0009), shared by every worker and replica. ``id_digest`` is the
+# sha256 of the cookie's random id (the id itself is never stored); ``key_digest`` the signed-in
+# key's HMAC, checked against api_keys on every request, so revoking or rotating a key ends them.
+ui_sessions = sa.Table(
+    "ui_sessions",
+    metadata,
+    sa.Column("id_digest", sa.String(64), primary_key=True),
+    sa.Column("key_digest", sa.String(128), nullable=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("last_seen_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_ui_sessions_expires_at", "expires_at"),
 )

@@ -1,8 +1,10 @@
 """Usage in SQL: the ``UsageStore`` port.
 
-Two tables. ``usage_records`` holds one raw row per request, a capped ring (:meth:`prune` deletes
-by age and keeps at most ``max_rows``). ``usage_rollups`` holds totals per UTC hour, key and model,
-written in the same transaction as the raw rows and never pruned: every report and budget reads
+Three tables. ``usage_records`` holds one raw row per request, a capped ring (:meth:`prune` deletes
+by age and keeps at most ``max_rows``). ``usage_rollups`` holds totals per UTC hour, key, model
+and the key's team at the time (so a key that moves team leaves its past usage with the old one),
+with a latency histogram of the requests that succeeded (``core.latency``), written in the same
+transaction as the raw rows and never pruned: every report and budget reads
 the rollups, so they stay exact however little raw data is kept. The one exception is grouping
 by agent session, which the rollups do not keep (a client names as many sessions as it likes):
 it totals the raw rows, so it covers what the retention settings still hold.
@@ -10,21 +12,28 @@ it totals the raw rows, so it covers what the retention settings still hold.
 Rollup cost is an integer in nano-USD (USD x 1e9; each request's cost rounded to the nearest
 nano-dollar), so sums are exact on every backend and in every order. Time filters select whole
 hours: a rollup counts when its hour overlaps ``[since, until)``.
+
+``usage_daily`` holds the same totals per UTC day, added to by the same upsert. Reports by day,
+key, team or model, and spend totals, read it for the whole UTC days of a range and the hourly
+rollups for the part days at its edges (``store.usage_days``): the same sums from about a
+twenty-fourth of the rows. Reports by hour read the hourly rollups alone.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from switchyard.core.latency import BOUNDS_MS, bucket, percentile
 from switchyard.core.usage import GROUP_BY, UsageRecord, parse_group_by
 from switchyard.store.engine import AsyncEngine
-from switchyard.store.tables import usage_records, usage_rollups
+from switchyard.store.tables import LATENCY_COLUMNS, usage_daily, usage_records, usage_rollups
+from switchyard.store.usage_days import Span, daily_rows, spans
 
 __all__ = [
     "GROUP_BY",
@@ -38,9 +47,11 @@ __all__ = [
 
 _u = usage_records
 _r = usage_rollups
+_d = usage_daily
 
 NO_KEY = ""
-"""``usage_rollups.key_id`` of requests made without a key (static keys, auth off)."""
+"""``usage_rollups.key_id`` of requests made without a key (static keys, auth off); ``team_id``
+of requests whose key had no team."""
 
 _COUNTERS = ("requests", "prompt_tokens", "completion_tokens", "cost_nanousd", "errors", "estimated",
              "cache_read_tokens", "cache_write_tokens")
@@ -69,6 +80,10 @@ def format_usd(nanos: int) -> str:
     return f"{whole}.{frac:09d}"
 
 
+def _no_latency() -> list[int]:
+    return [0] * len(LATENCY_COLUMNS)
+
+
 @dataclass(slots=True)
 class _Totals:
     requests: int = 0
@@ -79,6 +94,7 @@ class _Totals:
     estimated: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    latency: list[int] = field(default_factory=_no_latency)
 
     def add(self, record: UsageRecord) -> None:
         self.requests += 1
@@ -89,13 +105,15 @@ class _Totals:
         self.estimated += bool(record.estimated)
         self.cache_read_tokens += record.cache_read_tokens
         self.cache_write_tokens += record.cache_write_tokens
+        if record.status < 400:
+            self.latency[bucket(record.latency_ms)] += 1
 
 
-def rollup(records: Iterable[UsageRecord]) -> dict[tuple[datetime, str, str], _Totals]:
-    """The rollup increments of a batch: per (hour, key id or '', model)."""
-    out: dict[tuple[datetime, str, str], _Totals] = {}
+def rollup(records: Iterable[UsageRecord]) -> dict[tuple[datetime, str, str, str], _Totals]:
+    """The rollup increments of a batch: per (hour, key id or '', model, team id or '')."""
+    out: dict[tuple[datetime, str, str, str], _Totals] = {}
     for record in records:
-        group = (hour_start(record.created_at), record.key_id or NO_KEY, record.model)
+        group = (hour_start(record.created_at), record.key_id or NO_KEY, record.model, record.team_id or NO_KEY)
         totals = out.get(group)
         if totals is None:
             totals = out[group] = _Totals()
@@ -103,30 +121,35 @@ def rollup(records: Iterable[UsageRecord]) -> dict[tuple[datetime, str, str], _T
     return out
 
 
-def _upsert(dialect: str) -> Any:
-    """INSERT into the rollups that adds to the row already there (SQLite 3.24+ and PostgreSQL)."""
+def _upsert(dialect: str, table: sa.Table) -> Any:
+    """INSERT into a rollup table that adds to the row already there (SQLite 3.24+ and PostgreSQL)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql  # the dialect in use is loaded already; not the other
 
-        stmt: Any = postgresql.insert(_r)
+        stmt: Any = postgresql.insert(table)
     elif dialect == "sqlite":
         from sqlalchemy.dialects import sqlite
 
-        stmt = sqlite.insert(_r)
+        stmt = sqlite.insert(table)
     else:
         raise RuntimeError(f"usage rollups need SQLite or PostgreSQL, not {dialect}")
     return stmt.on_conflict_do_update(
-        index_elements=[_r.c.hour_start, _r.c.key_id, _r.c.model],
-        set_={c: _r.c[c] + stmt.excluded[c] for c in _COUNTERS},
+        index_elements=list(table.primary_key.columns),
+        set_={c: table.c[c] + stmt.excluded[c] for c in (*_COUNTERS, *LATENCY_COLUMNS)},
     )
 
 
-def _day_of(dialect: str) -> sa.ColumnElement[str]:
-    """hour_start's UTC date as 'YYYY-MM-DD' text."""
+def _start(span: Span) -> sa.Column[Any]:
+    """The period start column of the table a span reads."""
+    return _d.c.day_start if span.daily else _r.c.hour_start
+
+
+def _day_of(dialect: str, start: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+    """A rollup's UTC date as 'YYYY-MM-DD' text."""
     if dialect == "postgresql":
-        return sa.func.to_char(sa.func.timezone("UTC", _r.c.hour_start), "YYYY-MM-DD")
+        return sa.func.to_char(sa.func.timezone("UTC", start), "YYYY-MM-DD")
     if dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' text, already UTC
-        return sa.func.substr(_r.c.hour_start, 1, 10)
+        return sa.func.substr(start, 1, 10)
     raise RuntimeError(f"usage rollups need SQLite or PostgreSQL, not {dialect}")
 
 
@@ -144,17 +167,18 @@ def _raw_period(dialect: str, unit: str) -> sa.ColumnElement[Any]:
     raise RuntimeError(f"usage reports need SQLite or PostgreSQL, not {dialect}")
 
 
-def _range(stmt: sa.Select[Any], since: datetime | None, until: datetime | None) -> sa.Select[Any]:
-    if since is not None:
-        stmt = stmt.where(_r.c.hour_start >= hour_start(since))
-    if until is not None:
-        stmt = stmt.where(_r.c.hour_start < until)
+def _within(stmt: sa.Select[Any], span: Span) -> sa.Select[Any]:
+    start = _start(span)
+    if span.low is not None:
+        stmt = stmt.where(start >= span.low)
+    if span.high is not None:
+        stmt = stmt.where(start < span.high)
     return stmt
 
 
 def _usage_row(values: Mapping[Any, Any]) -> dict[str, object]:
     counts = {c: int(values[c] or 0) for c in _COUNTERS}
-    return {
+    out: dict[str, object] = {
         "requests": counts["requests"],
         "prompt_tokens": counts["prompt_tokens"],
         "completion_tokens": counts["completion_tokens"],
@@ -166,6 +190,21 @@ def _usage_row(values: Mapping[Any, Any]) -> dict[str, object]:
         "errors": counts["errors"],
         "estimated": counts["estimated"],
     }
+    if LATENCY_COLUMNS[0] in values:
+        latency = tuple(int(values[c] or 0) for c in LATENCY_COLUMNS)
+        out.update(p50_ms=percentile(latency, 0.5), p95_ms=percentile(latency, 0.95), latency_counts=latency)
+    return out
+
+
+def _raw_latency() -> list[sa.ColumnElement[Any]]:
+    """The latency histogram of raw rows that succeeded, one sum per bucket."""
+    ok, ms = _u.c.status < 400, _u.c.latency_ms
+    lows, highs = [None, *BOUNDS_MS], [*BOUNDS_MS, None]  # bucket 0 has no floor, the last no ceiling
+    out: list[sa.ColumnElement[Any]] = []
+    for name, low, high in zip(LATENCY_COLUMNS, lows, highs, strict=True):
+        test = sa.and_(ok, *(() if low is None else (ms >= low,)), *(() if high is None else (ms < high,)))
+        out.append(sa.func.sum(sa.case((test, 1), else_=0)).label(name))
+    return out
 
 
 class SqlUsageStore:
@@ -178,20 +217,21 @@ class SqlUsageStore:
 
     # -- writing ----------------------------------------------------------------------------
     async def write(self, records: Sequence[UsageRecord]) -> None:
-        """Insert a batch of raw rows and add it to the hourly rollups, in one transaction."""
+        """Insert a batch of raw rows and add it to the hourly and daily rollups, in one transaction."""
         if not records:
             return
         increments = rollup(records)
         # one lock order for every writer (PostgreSQL): concurrent batches wait, never deadlock
         rows = [
-            {"hour_start": hour, "key_id": key, "model": model,
-             **{c: getattr(totals, c) for c in _COUNTERS}}
-            for (hour, key, model), totals in sorted(increments.items())
+            {"hour_start": hour, "key_id": key, "model": model, "team_id": team,
+             **{c: getattr(totals, c) for c in _COUNTERS}, **dict(zip(LATENCY_COLUMNS, totals.latency, strict=True))}
+            for (hour, key, model, team), totals in sorted(increments.items())
         ]
         async with self._engine.begin() as conn:
             # a plain field read: dataclasses.asdict deep-copies and costs ~20x more per row
             await conn.execute(sa.insert(_u), [{f: getattr(r, f) for f in _FIELDS} for r in records])
-            await conn.execute(_upsert(self._dialect), rows)
+            await conn.execute(_upsert(self._dialect, _r), rows)
+            await conn.execute(_upsert(self._dialect, _d), daily_rows(rows, (*_COUNTERS, *LATENCY_COLUMNS)))
 
     # -- reading ----------------------------------------------------------------------------
     async def query(
@@ -202,39 +242,41 @@ class SqlUsageStore:
         since: datetime | None = None,
         until: datetime | None = None,
         group_by: str | Sequence[str] = "day",
+        latency: bool = True,
     ) -> list[dict[str, object]]:
         """Totals from the rollups, one row per group, ordered by period, key id, model.
 
-        ``group_by``: one or more of hour, day, key, model, session (``"key,model"``). Rows carry
-        ``period`` (the UTC hour or day start) and/or ``key_id`` (None for keyless requests),
-        ``model`` and ``session_id`` (None for requests without one), then requests,
-        prompt/completion/total tokens, cache read/write tokens (parts of the prompt tokens),
-        cost_usd (and the exact cost_nanousd), errors (status >= 400) and estimated (usage not
-        reported by the provider). ``key_id=""`` selects keyless requests. Grouping by session
-        totals the raw rows still kept (see the module's docstring).
+        ``group_by``: one or more of hour, day, key, team, model, session (``"key,model"``). Rows
+        carry ``period`` (the UTC hour or day start) and/or ``key_id`` (None for keyless requests),
+        ``team_id`` (the key's team when the requests were made; None for none), ``model`` and
+        ``session_id`` (None for requests without one), then requests, prompt/completion/total
+        tokens, cache read/write tokens (parts of the prompt tokens), cost_usd (and the exact
+        cost_nanousd), errors (status >= 400), estimated (usage not reported by the provider),
+        and the latency of the requests that succeeded: ``p50_ms``, ``p95_ms`` (None when none
+        did) and ``latency_counts``, the histogram they come from (``core.latency``; add two to
+        merge them); ``latency=False`` leaves those three out, and their 62 sums (a query over a
+        year of rollups takes about a third of the time). ``key_id=""`` selects keyless requests.
+        Grouping by session totals the raw rows still kept (see the module's docstring).
         """
         dims = parse_group_by(group_by)
         if "session" in dims:
-            stmt = self._by_session(dims, key_id, model, since, until)
+            stmt = self._by_session(dims, key_id, model, since, until, latency)
         else:
-            columns: list[sa.ColumnElement[Any]] = []
-            if "hour" in dims:
-                columns.append(_r.c.hour_start.label("period"))
-            elif "day" in dims:
-                columns.append(_day_of(self._dialect).label("period"))
-            if "key" in dims:
-                columns.append(_r.c.key_id)
-            if "model" in dims:
-                columns.append(_r.c.model)
-            sums = [sa.func.sum(_r.c[c]).label(c) for c in _COUNTERS]
-            stmt = sa.select(*columns, *sums)
-            if columns:
-                stmt = stmt.group_by(*columns).order_by(*columns)
-            if key_id is not None:
-                stmt = stmt.where(_r.c.key_id == key_id)
-            if model is not None:
-                stmt = stmt.where(_r.c.model == model)
-            stmt = _range(stmt, since, until)
+            # hours come from the hourly rows only; days and totals from the daily rows for whole
+            # UTC days and the hourly rows for the part days at the edges (``store.usage_days``)
+            parts = [Span(False, None if since is None else hour_start(since), until)] if "hour" in dims else (
+                spans(since, until))
+            counted = (*_COUNTERS, *(LATENCY_COLUMNS if latency else ()))
+            selects = [self._rollup_totals(dims, span, key_id, model, counted) for span in parts]
+            if len(selects) == 1:
+                stmt, columns = selects[0]
+                stmt = stmt.order_by(*columns)
+            else:
+                both = sa.union_all(*(select for select, _ in selects)).subquery()
+                keys = [both.c[name] for name in ("period", "key_id", "team_id", "model") if name in both.c]
+                stmt = sa.select(*keys, *(sa.func.sum(both.c[c]).label(c) for c in counted))
+                if keys:
+                    stmt = stmt.group_by(*keys).order_by(*keys)
         async with self._engine.connect() as conn:
             result = (await conn.execute(stmt)).mappings().all()
         out: list[dict[str, object]] = []
@@ -248,6 +290,8 @@ class SqlUsageStore:
                     str(period)).replace(tzinfo=UTC)
             if "key_id" in values:
                 row["key_id"] = values["key_id"] or None
+            if "team_id" in values:
+                row["team_id"] = values["team_id"] or None
             if "model" in values:
                 row["model"] = values["model"]
             if "session_id" in values:
@@ -256,14 +300,56 @@ class SqlUsageStore:
             out.append(row)
         return out
 
+    def _rollup_totals(self, dims: Sequence[str], span: Span, key_id: str | None, model: str | None,
+                       counted: Sequence[str]) -> tuple[sa.Select[Any], list[sa.ColumnElement[Any]]]:
+        """The sums of ``counted`` over one span's rollup rows, grouped by the dimensions asked
+        for (the grouping columns come second)."""
+        table, start = (_d if span.daily else _r), _start(span)
+        columns: list[sa.ColumnElement[Any]] = []
+        if "hour" in dims:
+            columns.append(start.label("period"))
+        elif "day" in dims:
+            columns.append(_day_of(self._dialect, start).label("period"))
+        columns += [table.c[c] for d, c in (("key", "key_id"), ("team", "team_id"), ("model", "model")) if d in dims]
+        stmt = sa.select(*columns, *(sa.func.sum(table.c[c]).label(c) for c in counted))
+        if columns:
+            stmt = stmt.group_by(*columns)
+        if key_id is not None:
+            stmt = stmt.where(table.c.key_id == key_id)
+        if model is not None:
+            stmt = stmt.where(table.c.model == model)
+        return _within(stmt, span), columns
+
+    async def _cost(self, since: datetime | None, key_ids: Sequence[str] | None, key_id: str | None,
+                    model: str | None) -> int:
+        """Nano-USD spent since ``since`` (whole hours) by a key, a set of keys or anyone, on a model or any."""
+        nanos = 0
+        async with self._engine.connect() as conn:
+            for span in spans(since, None):
+                table = _d if span.daily else _r
+                chunks = [None] if key_ids is None else [
+                    key_ids[start : start + _IN_CHUNK] for start in range(0, len(key_ids), _IN_CHUNK)]
+                for chunk in chunks:
+                    stmt = sa.select(sa.func.coalesce(sa.func.sum(table.c.cost_nanousd), 0))
+                    if chunk is not None:
+                        stmt = stmt.where(table.c.key_id.in_(chunk))
+                    if key_id is not None:
+                        stmt = stmt.where(table.c.key_id == key_id)
+                    if model is not None:
+                        stmt = stmt.where(table.c.model == model)
+                    nanos += int((await conn.execute(_within(stmt, span))).scalar_one())
+        return nanos
+
     def _by_session(self, dims: Sequence[str], key_id: str | None, model: str | None,
-                    since: datetime | None, until: datetime | None) -> sa.Select[Any]:
+                    since: datetime | None, until: datetime | None, latency: bool) -> sa.Select[Any]:
         """The totals of the raw rows per session (and the other dimensions asked for)."""
         columns: list[sa.ColumnElement[Any]] = []
         if "hour" in dims or "day" in dims:
             columns.append(_raw_period(self._dialect, "hour" if "hour" in dims else "day").label("period"))
         if "key" in dims:
             columns.append(_u.c.key_id)
+        if "team" in dims:
+            columns.append(_u.c.team_id)
         if "model" in dims:
             columns.append(_u.c.model)
         columns.append(_u.c.session_id)
@@ -278,6 +364,7 @@ class SqlUsageStore:
             sa.func.sum(sa.case((_u.c.estimated == sa.true(), 1), else_=0)).label("estimated"),
             sa.func.sum(_u.c.cache_read_tokens).label("cache_read_tokens"),
             sa.func.sum(_u.c.cache_write_tokens).label("cache_write_tokens"),
+            *(_raw_latency() if latency else ()),
         ).group_by(*columns).order_by(*columns)
         if key_id is not None:
             stmt = stmt.where(_u.c.key_id.is_(None) if key_id == NO_KEY else _u.c.key_id == key_id)
@@ -300,29 +387,13 @@ class SqlUsageStore:
         None for everything. Team budgets use :meth:`spent_by_keys`.
         """
         key_id, model = _scope(scope)
-        stmt = sa.select(sa.func.coalesce(sa.func.sum(_r.c.cost_nanousd), 0))
-        if key_id is not None:
-            stmt = stmt.where(_r.c.key_id == key_id)
-        if model is not None:
-            stmt = stmt.where(_r.c.model == model)
-        async with self._engine.connect() as conn:
-            nanos = int((await conn.execute(_range(stmt, since, None))).scalar_one())
-        return nanos / 1e9
+        return await self._cost(since, None, key_id, model) / 1e9
 
     async def spent_by_keys(
         self, key_ids: Iterable[str], since: datetime | None = None, *, model: str | None = None
     ) -> float:
         """USD spent by a set of keys (a team) since ``since``, from the rollups."""
-        ids = sorted(set(key_ids))
-        nanos = 0
-        async with self._engine.connect() as conn:
-            for start in range(0, len(ids), _IN_CHUNK):
-                stmt = sa.select(sa.func.coalesce(sa.func.sum(_r.c.cost_nanousd), 0)).where(
-                    _r.c.key_id.in_(ids[start : start + _IN_CHUNK]))
-                if model is not None:
-                    stmt = stmt.where(_r.c.model == model)
-                nanos += int((await conn.execute(_range(stmt, since, None))).scalar_one())
-        return nanos / 1e9
+        return await self._cost(since, sorted(set(key_ids)), None, model) / 1e9
 
     async def raw_count(self) -> int:
         """Raw rows held (the ring's fill)."""

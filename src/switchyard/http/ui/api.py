@@ -26,19 +26,21 @@ from switchyard.http.auth import SESSION_COOKIE, authenticate
 from switchyard.http.body import read_json
 from switchyard.http.state import services
 from switchyard.http.ui.pages import SECURITY_HEADERS
-from switchyard.http.ui.sessions import SessionStore, SignInLimiter
+from switchyard.http.ui.sessions import SignInLimiter
 from switchyard.http.usage import usage_report
+from switchyard.service.console_sessions import ConsoleSessions
 
 __all__ = ["me", "my_usage", "session_info", "sign_in", "sign_out"]
 
 
-def _stores(request: Request) -> tuple[SessionStore, SignInLimiter]:
+def _stores(request: Request) -> tuple[ConsoleSessions, SignInLimiter]:
     state = request.app.state
-    if getattr(state, "ui_sessions", None) is None:
-        settings = services(request).settings
-        state.ui_sessions = SessionStore(settings.ui_session_ttl)
-        state.ui_sign_ins = SignInLimiter(settings.ui_sign_in_per_minute)
-    return state.ui_sessions, state.ui_sign_ins
+    if getattr(state, "ui_sign_ins", None) is None:
+        state.ui_sign_ins = SignInLimiter(services(request).settings.ui_sign_in_per_minute)
+    sessions = services(request).console_sessions
+    if sessions is None:
+        raise RuntimeError("the console's session store is not configured")
+    return sessions, state.ui_sign_ins
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -68,17 +70,17 @@ async def sign_in(request: Request) -> Response:
         principal = await svc.keys.authenticate_digest(digest or "")
     else:
         digest, principal = None, Principal(key_id=None, name="anonymous", is_admin=True)
-    sessions.drop(request.cookies.get(SESSION_COOKIE, ""))  # a new sign-in ends the session it replaces
-    session = sessions.create(digest)
-    response = _json(_who(principal, session.csrf_token, sessions.ttl))
-    response.set_cookie(SESSION_COOKIE, session.id, max_age=int(sessions.ttl), path="/", httponly=True,
+    await sessions.drop(request.cookies.get(SESSION_COOKIE, ""))  # a new sign-in ends the session it replaces
+    made = await sessions.create(digest)
+    response = _json(_who(principal, made.session.csrf_token, sessions.ttl))
+    response.set_cookie(SESSION_COOKIE, made.id, max_age=int(sessions.ttl), path="/", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
     return response
 
 
 async def session_info(request: Request) -> Response:
     sessions, _ = _stores(request)
-    session = sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+    session = await sessions.get(request.cookies.get(SESSION_COOKIE, ""))
     if session is None:
         raise AuthenticationError()
     principal = await authenticate(request)
@@ -88,9 +90,9 @@ async def session_info(request: Request) -> Response:
 async def sign_out(request: Request) -> Response:
     sessions, _ = _stores(request)
     session_id = request.cookies.get(SESSION_COOKIE, "")
-    if sessions.get(session_id) is not None:
+    if await sessions.get(session_id) is not None:
         await authenticate(request)  # the CSRF token: nobody else signs you out
-        sessions.drop(session_id)
+        await sessions.drop(session_id)
     response = _json({"object": "session", "signed_out": True})
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
                            secure=request.url.scheme == "https")

@@ -18,9 +18,13 @@ _SEED_SPACE = 0xFFFFFFFF  # llama.cpp seeds are uint32, and 0xFFFFFFFF itself me
 
 @dataclass(frozen=True, slots=True)
 class CompiledGrammar:
-    """A GBNF grammar checked by llama.cpp; each job gets a fresh sampler made from it."""
+    """A GBNF grammar checked by llama.cpp; each job gets a fresh sampler made from it.
+    ``free_after_text``: once the first token does not start with ``<``, the grammar allows
+    any text (tool calls under ``auto``): the scheduler then drops it, as checking every token
+    of the vocabulary against it would cost more than half the speed for nothing."""
 
     gbnf: str
+    free_after_text: bool = False
 
 
 def make_sampler(lib: Any, vocab: Any, params: SamplingParams, grammar: CompiledGrammar | None) -> Any:

@@ -15,6 +15,7 @@ the next step, also in the middle of its prompt; what its slot evaluated stays c
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import threading
 import time
@@ -265,10 +266,19 @@ class Scheduler:
         slot.generated += 1
         self.stats.generated += 1
         slot.last_token = token
+        if slot.generated == 1 and job.grammar is not None and job.grammar.free_after_text and not self._opens(token):
+            self._lib.llama_sampler_free(slot.sampler)  # plain text from here on: no grammar to check
+            slot.sampler = make_sampler(self._lib, self._vocab, job.params, None)
         job.on_token(token)
         if slot.generated >= job.params.max_tokens or len(slot.tokens) + 1 > self.slot_context:
             return "length"  # (the context is full when this token has no room to be evaluated)
         return None
+
+    def _opens(self, token: int) -> bool:
+        """Whether the token's text starts with ``<`` (a tool call's first token, under ``auto``)."""
+        buf = ctypes.create_string_buffer(256)
+        n = self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return n < 0 or buf.raw[:1] == b"<"  # (a piece longer than the buffer: keep the grammar, to be safe)
 
     def _finish(self, slot: Slot, reason: str | BaseException) -> None:
         job, slot.job = slot.job, None

@@ -25,9 +25,11 @@ from switchyard.local.engine import ChatEngine, Constraint, OnDone, OnToken, Sam
 from switchyard.local.engines.content import text_content
 from switchyard.local.engines.llama_sampling import CompiledGrammar
 from switchyard.local.engines.llama_sched import LlamaJob, Scheduler, occupancy
+from switchyard.local.engines.llama_tools import tool_calls_gbnf
 from switchyard.local.engines.threads import usable_cpus
 from switchyard.local.kvcache import KV_TYPE_BYTES
 from switchyard.local.spec import LocalModelSpec
+from switchyard.local.tools import takes_tools
 
 __all__ = ["CompiledGrammar", "LlamaCppEngine", "default_threads", "load"]
 
@@ -182,6 +184,7 @@ class LlamaCppEngine:
         self.footprint_bytes = footprint_bytes
         self.kv_cache_bytes = kv_cache_bytes
         self._template = chat_template or _meta(model, "tokenizer.chat_template")
+        self.native_tools = takes_tools(self._template)
         self._formatter: Any = None
         if self._template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -196,7 +199,8 @@ class LlamaCppEngine:
 
     # -- prompts --------------------------------------------------------------------------------
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    def render_chat(self, messages: Sequence[Mapping[str, Any]],
+                    tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
         import jinja2
 
         if self._formatter is None:
@@ -204,7 +208,7 @@ class LlamaCppEngine:
                                   "a chat_template for it.", param="messages")
         plain = [{**m, "content": text_content(m.get("content"))} for m in messages]
         try:
-            prompt: str = self._formatter(messages=plain).prompt
+            prompt: str = self._formatter(messages=plain, tools=list(tools) if tools else None).prompt
         except (jinja2.TemplateError, ValueError, TypeError) as exc:
             raise BadRequestError(f"The model's chat template rejected the messages: {exc}",
                                   param="messages") from exc
@@ -260,6 +264,12 @@ class LlamaCppEngine:
 
         if constraint.kind == "json_object":
             gbnf = JSON_GBNF
+        elif constraint.kind == "tool_calls":
+            try:
+                gbnf = tool_calls_gbnf(constraint.schema or {})
+            except Exception as exc:  # the converter raises AssertionError, KeyError, AttributeError, ...
+                raise _schema_error(f"A tool's parameters cannot be used for constrained decoding: "
+                                    f"{type(exc).__name__}: {exc}", param="tools") from exc
         else:
             if not isinstance(constraint.schema, Mapping):
                 raise _schema_error("response_format.json_schema.schema must be a JSON object")
@@ -273,9 +283,11 @@ class LlamaCppEngine:
         # the reason to stderr) when it cannot: try it here, once, so that submit never meets it.
         sampler = self._lib.llama_sampler_init_grammar(self._vocab, gbnf.encode("utf-8"), b"root")
         if not sampler:
-            raise _schema_error("The JSON schema was converted to a grammar that llama.cpp could not parse.")
+            raise _schema_error("The JSON schema was converted to a grammar that llama.cpp could not parse.",
+                                param="tools" if constraint.kind == "tool_calls" else "response_format")
         self._lib.llama_sampler_free(sampler)
-        return CompiledGrammar(gbnf)
+        return CompiledGrammar(gbnf, free_after_text=constraint.kind == "tool_calls" and bool(
+            (constraint.schema or {}).get("text")))
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -333,5 +345,5 @@ class LlamaCppEngine:
         self._lib.llama_model_free(self._model)
 
 
-def _schema_error(message: str) -> BadRequestError:
-    return BadRequestError(message, param="response_format", code="invalid_json_schema")
+def _schema_error(message: str, param: str = "response_format") -> BadRequestError:
+    return BadRequestError(message, param=param, code="invalid_json_schema")

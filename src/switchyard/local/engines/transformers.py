@@ -89,7 +89,10 @@ def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
 
 
 class TransformersEngine:
-    """A loaded causal LM; implements ``switchyard.local.engine.ChatEngine``."""
+    """A loaded causal LM; implements ``switchyard.local.engine.ChatEngine``. It takes no tools:
+    its grammars (xgrammar) have no ``tool_calls`` constraint yet, and its routes say so."""
+
+    native_tools = False
 
     def __init__(self, slot: ModelSlot, tokenizer: Any, vocab_size: int, footprint_bytes: int) -> None:
         self.context_length = slot.context_length
@@ -101,7 +104,8 @@ class TransformersEngine:
         self._adds_bos = _adds_bos(tokenizer)
         self._close_lock = threading.Lock()
 
-    def render_chat(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    def render_chat(self, messages: Sequence[Mapping[str, Any]],
+                    tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
         from jinja2 import TemplateError
 
         conversation = [{**message, "content": text_content(message.get("content"))} for message in messages]

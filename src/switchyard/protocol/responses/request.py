@@ -41,6 +41,13 @@ _REFUSED = {
     "prompt": "prompt templates are not supported",
     "moderation": "moderation is not supported",
 }
+_KNOWN = _READ | _IGNORED
+_SAMPLING = frozenset({"temperature", "top_p", "top_logprobs"})
+_IDENTITY_ORDER = ("prompt_cache_key", "safety_identifier", "user")
+_IDENTITY = frozenset(_IDENTITY_ORDER)
+_ECHOED_ORDER = ("user", "safety_identifier", "prompt_cache_key", "top_logprobs", "max_tool_calls")
+_ECHOED = frozenset(_ECHOED_ORDER)
+_REFUSED_OR_BACKGROUND = frozenset({*_REFUSED, "background"})
 _INCLUDES = frozenset({
     "message.output_text.logprobs", "reasoning.encrypted_content", "message.input_image.image_url",
     "file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
@@ -79,18 +86,20 @@ def _opt(body: Mapping[str, Any], key: str, kinds: tuple[type, ...], what: str) 
 
 def _check_fields(body: Mapping[str, Any]) -> tuple[str, ...]:
     """Refuse steering fields and platform features; return the unknown fields."""
-    steering = sorted(STEERING_FIELDS.intersection(body))
-    if steering:
+    if not STEERING_FIELDS.isdisjoint(body):
+        steering = sorted(STEERING_FIELDS.intersection(body))
         raise BadRequestError(
             f"Invalid request: {steering[0]}: not accepted; the gateway decides where requests go.",
             param=steering[0], code="field_not_allowed",
         )
-    for key, why in _REFUSED.items():
-        if body.get(key) is not None:
-            raise bad(key, why, code="unsupported_parameter")
-    if body.get("background") is True:
-        raise bad("background", "background responses are not supported", code="unsupported_parameter")
-    return tuple(sorted(key for key in body if key not in _READ and key not in _IGNORED))
+    if not _REFUSED_OR_BACKGROUND.isdisjoint(body):  # on every request: set operations, not a lookup a field
+        for key, why in _REFUSED.items():
+            if body.get(key) is not None:
+                raise bad(key, why, code="unsupported_parameter")
+        if body.get("background") is True:
+            raise bad("background", "background responses are not supported", code="unsupported_parameter")
+    unknown = body.keys() - _KNOWN
+    return tuple(sorted(unknown)) if unknown else ()
 
 
 def _text_format(raw: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -167,21 +176,24 @@ def _sampling(body: Mapping[str, Any], out: dict[str, Any], include: tuple[str, 
         if isinstance(max_out, bool) or not isinstance(max_out, int) or max_out < 1:
             raise bad("max_output_tokens", "must be a positive integer")
         out["max_tokens"] = max_out  # the name every OpenAI-compatible server knows
-    for key in ("temperature", "top_p"):
-        value = _opt(body, key, (int, float), "a number")
-        if value is not None:
-            out[key] = value
-    top = _opt(body, "top_logprobs", (int,), "an integer from 0 to 20")
-    if top is not None and not 0 <= top <= 20:
-        raise bad("top_logprobs", "must be an integer from 0 to 20")
+    top = None
+    if not _SAMPLING.isdisjoint(body):  # most requests set none of these: one set operation
+        for key in ("temperature", "top_p"):
+            value = _opt(body, key, (int, float), "a number")
+            if value is not None:
+                out[key] = value
+        top = _opt(body, "top_logprobs", (int,), "an integer from 0 to 20")
+        if top is not None and not 0 <= top <= 20:
+            raise bad("top_logprobs", "must be an integer from 0 to 20")
     if top or "message.output_text.logprobs" in include:
         out["logprobs"] = True
         if top:
             out["top_logprobs"] = top
-    for key in ("prompt_cache_key", "safety_identifier", "user"):
-        value = _opt(body, key, (str,), "a string")
-        if value is not None:
-            out[key] = value
+    if not _IDENTITY.isdisjoint(body):
+        for key in _IDENTITY_ORDER:
+            value = _opt(body, key, (str,), "a string")
+            if value is not None:
+                out[key] = value
 
 
 def _echo(body: Mapping[str, Any], tools: ToolSet, text: dict[str, Any],
@@ -197,9 +209,10 @@ def _echo(body: Mapping[str, Any], tools: ToolSet, text: dict[str, Any],
         "max_output_tokens": body.get("max_output_tokens"), "previous_response_id": body.get("previous_response_id"),
         "reasoning": reasoning, "text": text, "truncation": truncation,
     }
-    for key in ("user", "safety_identifier", "prompt_cache_key", "top_logprobs", "max_tool_calls"):
-        if body.get(key) is not None:
-            echo[key] = body[key]
+    if not _ECHOED.isdisjoint(body):
+        for key in _ECHOED_ORDER:
+            if body.get(key) is not None:
+                echo[key] = body[key]
     return echo
 
 

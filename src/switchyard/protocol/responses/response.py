@@ -60,11 +60,16 @@ def usage_object(usage: Mapping[str, Any] | Usage | None) -> dict[str, Any] | No
     if isinstance(usage, Usage):
         prompt, completion, reasoning = usage.prompt_tokens, usage.completion_tokens, 0
         cached, written = usage.cache_read_tokens, usage.cache_write_tokens
-    else:
-        prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
-        details = _mapping(usage.get("prompt_tokens_details"))
-        cached, written = _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens"))
-        reasoning = _int(_mapping(usage.get("completion_tokens_details")).get("reasoning_tokens"))
+    else:  # counts are nearly always ints: the others go through _int
+        given, got = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        prompt = given if type(given) is int else _int(given)
+        completion = got if type(got) is int else _int(got)
+        cached = written = reasoning = 0
+        if (details := usage.get("prompt_tokens_details")) is not None:
+            details = _mapping(details)
+            cached, written = _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens"))
+        if (done := usage.get("completion_tokens_details")) is not None:
+            reasoning = _int(_mapping(done).get("reasoning_tokens"))
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},

@@ -1,4 +1,6 @@
 // Upstreams, local models (load, unload), model aliases and vault credentials.
+import { credentials } from "./credentials.js";
+import { modelForm } from "./model_form.js";
 import { api, el, field, showError, table } from "./ui.js";
 
 export async function modelsView(view) {
@@ -24,15 +26,17 @@ export async function modelsView(view) {
         local.models),
         el("h2", { text: "Recent errors" }),
         status.recent_errors.length ? el("pre", { text: JSON.stringify(status.recent_errors.slice(0, 20), null, 2) }) : el("p", { class: "hint", text: "None." }),
-        await storedModels(reload), await credentials(reload));
+        await storedModels(reload, status.upstreams), await credentials(reload));
     } catch (err) { box.replaceChildren(); showError(box, err); }
   }
   await reload();
 }
 
-// Models stored over /admin/models (the file's are listed, read-only): add, disable or enable, remove.
-async function storedModels(reload) {
+// Models stored over /admin/models (the file's are listed, read-only): add, edit, disable or enable, remove.
+async function storedModels(reload, upstreams) {
   const models = (await api("/admin/models")).data;
+  let credentialNames = [];
+  try { credentialNames = (await api("/admin/credentials")).data.map((c) => c.name); } catch { /* no vault */ }
   const alias = el("input", { required: true }), provider = el("input", { required: true }), upstream = el("input");
   const inCost = el("input", { type: "number", min: 0, step: "any" }), outCost = el("input", { type: "number", min: 0, step: "any" });
   const error = el("p", { class: "error", role: "alert" });
@@ -47,46 +51,31 @@ async function storedModels(reload) {
     if (outCost.value !== "") body.output_cost_per_1m = Number(outCost.value);
     try { await api("/admin/models", { method: "POST", body }); await reload(); } catch (err) { error.textContent = err.message; }
   });
-  const action = (m) => m.source !== "database" ? el("span", { class: "hint", text: "from the file" }) : el("span", {},
+  const editor = el("div", { id: "model-editor" });
+  const edit = (m) => {
+    editor.replaceChildren(el("h3", { text: `Edit ${m.alias}` }), modelForm(m, upstreams, credentialNames, reload,
+      () => editor.replaceChildren()));
+    editor.querySelector("input, select")?.focus();
+  };
+  const action = (m) => m.source !== "database" ? el("span", { class: "hint", text: "from the file" }) : el("span", { class: "actions" },
+    el("button", { type: "button", class: "secondary", text: "Edit", "aria-label": `Edit ${m.alias}`, onclick: () => edit(m) }),
     el("button", { type: "button", class: "secondary", text: m.active === false ? "Enable" : "Disable",
       "aria-label": `${m.active === false ? "Enable" : "Disable"} ${m.alias}`,
       onclick: async () => { await api(`/admin/models/${m.id}`, { method: "PATCH", body: { active: m.active === false } }); reload(); } }),
     el("button", { type: "button", class: "secondary", text: "Remove", "aria-label": `Remove ${m.alias}`,
       onclick: async () => { if (confirm(`Remove ${m.alias}?`)) { await api(`/admin/models/${m.id}`, { method: "DELETE" }); reload(); } } }));
+  const settings = (m) => {
+    const ps = m.provider_settings || {};
+    return [ps.max_concurrent ? `max ${ps.max_concurrent} at once` : null, ps.timeout ? `timeout ${ps.timeout}s` : null,
+      ...Object.entries(ps.capabilities || {}).map(([k, v]) => `${k}: ${v ? "yes" : "no"}`)].filter(Boolean).join(", ");
+  };
   return el("section", { id: "stored-models", "aria-labelledby": "stored-models-title" },
     el("h2", { id: "stored-models-title", text: "Model aliases" }),
     table([{ label: "Alias", key: "alias" }, { label: "Provider", key: "provider" }, { label: "Upstream model", key: "model" },
+      { label: "Base URL", render: (m) => m.base_url ?? "" },
       { label: "Source", key: "source" }, { label: "Active", render: (m) => m.active === false ? "no" : "yes" },
       { label: "USD per 1M in / out", render: (m) => m.input_cost_per_1m == null ? "" : `${m.input_cost_per_1m} / ${m.output_cost_per_1m ?? 0}` },
+      { label: "Settings", render: settings },
       { label: "Actions", render: action }], models),
-    el("h3", { text: "Add a model" }), form);
+    editor, el("h3", { text: "Add a model" }), form);
 }
-
-// Vault credentials: only their display form is ever shown; a new one is checked live unless told not to.
-async function credentials(reload) {
-  let creds;
-  try { creds = (await api("/admin/credentials")).data; } catch (err) {
-    return el("section", {}, el("h2", { text: "Credentials" }), el("p", { class: "hint", text: err.message }));
-  }
-  const name = el("input", { required: true }), provider = el("input", { required: true, value: "openai" });
-  const secret = el("input", { type: "password", required: true, autocomplete: "off" }), base = el("input", { type: "url" });
-  const check = el("input", { type: "checkbox", checked: true });
-  const error = el("p", { class: "error", role: "alert" });
-  const form = el("form", { "aria-label": "Add a credential" }, field("Credential name", name), field("Provider kind", provider),
-    field("Provider API key", secret), field("Base URL", base), field("Check it live", check),
-    el("button", { type: "submit", text: "Add credential" }), error);
-  form.addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const body = { name: name.value, provider: provider.value, api_key: secret.value, check: check.checked };
-    if (base.value) body.base_url = base.value;
-    try { await api("/admin/credentials", { method: "POST", body }); secret.value = ""; await reload(); }
-    catch (err) { secret.value = ""; error.textContent = err.message; }
-  });
-  return el("section", { id: "credentials", "aria-labelledby": "credentials-title" },
-    el("h2", { id: "credentials-title", text: "Credentials" }),
-    table([{ label: "Name", key: "name" }, { label: "Provider", key: "provider" }, { label: "Key", key: "display" },
-      { label: "Active", render: (c) => c.active ? "yes" : "no" },
-      { label: "Last check", render: (c) => c.last_check_ok == null ? "never" : (c.last_check_ok ? "ok" : "failed") }], creds),
-    el("h3", { text: "Add a credential" }), form);
-}
-
