@@ -25,6 +25,8 @@ from tests.local.bundled import smollm2_gguf
 QUESTIONS = ["What is the capital of France?", "Name three colours.", "Count from one to five.",
              "What do bees make?", "Say hello in Spanish.", "What is two plus two?",
              "Name a large ocean.", "What colour is the sky?"]
+CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Germany", "Berlin"),
+            ("Portugal", "Lisbon"), ("Austria", "Vienna")]
 STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to cook."}]
 KV_PER_TOKEN = 30 * 3 * (64 + 64) * 2  # SmolLM2-135M: layers x kv heads x (k + v dims) x f16
 STEP = 64  # batch_tokens of "smol8": tokens evaluated per step
@@ -100,7 +102,11 @@ def test_eight_concurrent_streams_complete_in_one_batch_with_exact_usage(server:
 
 
 def test_greedy_output_is_the_same_with_prefix_reuse_on_and_off(server: RunningServer) -> None:
-    first = [{"role": "system", "content": "You are a helpful assistant. " * 20},
+    # llama.cpp is not bit-exact when the batch or the cache's layout changes (ggml-org/llama.cpp
+    # #7052, #6950), so a prompt whose answer the 135M model is unsure of can flip a token with or
+    # without reuse: this one holds its answers, so the model is sure of them
+    facts = "".join(f"The capital of {country} is {city}. " for country, city in CAPITALS) * 3
+    first = [{"role": "system", "content": f"You are a helpful assistant. {facts}Answer in one sentence."},
              {"role": "user", "content": "What is the capital of France?"}]
     with sdk(server) as client:
         answer = client.chat.completions.create(model="smol8", messages=first, temperature=0,  # type: ignore
@@ -108,10 +114,10 @@ def test_greedy_output_is_the_same_with_prefix_reuse_on_and_off(server: RunningS
         second = [*first, {"role": "assistant", "content": answer},
                   {"role": "user", "content": "And what is the capital of Italy?"}]
         before = status_of(server, "smol8")
-        reused = stream(client, "smol8", second, temperature=0, max_tokens=40)
+        reused = stream(client, "smol8", second, temperature=0, max_tokens=12)
         after = status_of(server, "smol8")
-        cold = stream(client, "smol-off", second, temperature=0, max_tokens=40)
-        again = stream(client, "smol-off", second, temperature=0, max_tokens=40)
+        cold = stream(client, "smol-off", second, temperature=0, max_tokens=12)
+        again = stream(client, "smol-off", second, temperature=0, max_tokens=12)
     # the second turn reused the first turn's prompt from the cache ...
     assert after["prompt_tokens_reused"] - before["prompt_tokens_reused"] > 120
     assert after["prompt_tokens_evaluated"] - before["prompt_tokens_evaluated"] < reused["usage"].prompt_tokens / 2
