@@ -117,7 +117,8 @@ def create_app(settings: Settings, share: WorkerShare | None = None, record: Wor
             redis = _open_redis(settings)  # one client: limits, budgets and key-change events
             if redis is not None:
                 stack.push_async_callback(redis.aclose)
-            governance = Governance(*_limit_engines(settings, redis, runtime.spent, pooled))
+            limiter, ledger = _limit_engines(settings, redis, runtime.spent, pooled)
+            governance = Governance(limiter, ledger)
             stack.push_async_callback(governance.aclose)
             key_events = KeyEvents(redis, runtime.keys.refresh) if redis is not None else None
             if key_events is not None:
@@ -167,7 +168,8 @@ def create_app(settings: Settings, share: WorkerShare | None = None, record: Wor
                 spent=runtime.spent,
                 models=local.manager if local is not None else None,
                 responses=responses,
-                console_sessions=ConsoleSessions(runtime.console_sessions, settings.ui_session_ttl),
+                console_sessions=ConsoleSessions(runtime.console_sessions, settings.ui_session_ttl, limiter,
+                                                 settings.ui_sign_in_per_minute),
                 supervision=supervision,
             )
             app.state.started_at = int(time.time())

@@ -1,5 +1,6 @@
 """Two Switchyard processes on the real PostgreSQL and Redis: one global rate limit, one budget
-never exceeded, and a revocation through one refused by the other within a second."""
+never exceeded, a revocation through one refused by the other within a second, and one web
+console sign-in limit per address."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -25,6 +27,7 @@ from tests.fakes import FakeOpenAI
 ADMIN = "sk-replicas-admin-0123456789abcdef"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PRICE = 10_000.0  # USD per 1M tokens: a cent a token
+SIGN_INS = 4  # web console sign-in attempts per address per minute
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[
                "SWITCHYARD_KEY_REFRESH_INTERVAL": "30",
                # exactness across replicas is the point here, not a hung Redis (test_hangs.py): a
                # loaded test machine must not send a replica to its per-process limits at 50 ms
-               "SWITCHYARD_LIMITS_REDIS_TIMEOUT_MS": "2000"}
+               "SWITCHYARD_LIMITS_REDIS_TIMEOUT_MS": "2000",
+               "SWITCHYARD_UI_SIGN_IN_PER_MINUTE": str(SIGN_INS)}
         a = ServeProcess(workdir, workdir / "a", config=config, env=env, name="a")
         b = ServeProcess(workdir, workdir / "b", config=config, env=env, name="b")
         try:
@@ -137,3 +141,36 @@ def test_both_replicas_report_ready(replicas: tuple[ServeProcess, ServeProcess],
     for server in replicas:
         ready = httpx.get(server.url + "/ready", timeout=5).json()
         assert ready["status"] == "ready", ready
+
+
+def _forget_sign_ins() -> None:
+    """Redis keeps a minute's sign-in attempts from 127.0.0.1: a rerun starts from none."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for name in client.scan_iter(match="switchyard:rl:*sign-in:*"):
+            client.delete(name)
+    finally:
+        client.close()
+
+
+def test_sign_in_attempts_through_either_count_against_one_limit(
+    replicas: tuple[ServeProcess, ServeProcess],
+) -> None:
+    _forget_sign_ins()
+    try:
+        wrong = []
+        for i in range(SIGN_INS):  # alternating: each replica alone has seen only half the limit
+            with replicas[i % 2].http() as http:
+                wrong.append(http.post("/ui/api/session", json={"key": f"sk-guess-{i}"}).status_code)
+        with replicas[0].http() as http:
+            right = http.post("/ui/api/session", json={"key": ADMIN})
+        with replicas[1].http() as http:
+            other = http.post("/ui/api/session", json={"key": ADMIN})
+        assert wrong == [401] * SIGN_INS
+        for refused in (right, other):
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["type"] == "rate_limit_error"
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+            assert "set-cookie" not in refused.headers
+    finally:
+        _forget_sign_ins()

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from switchyard.core.console import session_digest
+from switchyard.errors import RateLimitError
+from switchyard.limits.rates import MemoryLimiter
 from switchyard.service.console_sessions import ConsoleSessions
 from switchyard.store import Database
 from switchyard.store.console_sessions import SqlConsoleSessionStore
@@ -30,7 +33,8 @@ def test_a_session_by_its_digest_with_a_fixed_expiry_and_pruning(url: str) -> No
     async def body() -> None:
         async with Database.create(url) as db:
             clock = Clock()
-            sessions = ConsoleSessions(SqlConsoleSessionStore(db.engine), ttl=3600, clock=clock)
+            sessions = ConsoleSessions(SqlConsoleSessionStore(db.engine), ttl=3600, limiter=MemoryLimiter(),
+                                       sign_ins_per_minute=10, clock=clock)
             made = await sessions.create("key-digest-a")
             assert made.session.id_digest == session_digest(made.id) != made.id
             assert made.session.expires_at == T0 + timedelta(hours=1)
@@ -62,5 +66,24 @@ def test_a_session_by_its_digest_with_a_fixed_expiry_and_pruning(url: str) -> No
             async with db.engine.connect() as conn:
                 left = (await conn.execute(sa.select(ui_sessions.c.id_digest))).scalars().all()
             assert left == [fresh.session.id_digest] and stale.session.id_digest not in left
+
+    asyncio.run(body())
+
+
+def test_sign_in_attempts_are_counted_per_address_in_the_limiter(url: str) -> None:
+    async def body() -> None:
+        now = [1_000.0]
+        async with Database.create(url) as db:
+            sessions = ConsoleSessions(SqlConsoleSessionStore(db.engine), ttl=3600,
+                                       limiter=MemoryLimiter(clock=lambda: now[0]), sign_ins_per_minute=3)
+            for _ in range(3):
+                await sessions.count_sign_in("10.0.0.1")
+            with pytest.raises(RateLimitError) as refused:
+                await sessions.count_sign_in("10.0.0.1")
+            assert refused.value.status_code == 429 and "sign-in 10.0.0.1" in refused.value.message
+            assert refused.value.retry_after is not None and 1 <= refused.value.retry_after <= 60
+            await sessions.count_sign_in("10.0.0.2")  # another address has its own count
+            now[0] += 60.5  # a minute on: the window is empty again
+            await sessions.count_sign_in("10.0.0.1")
 
     asyncio.run(body())

@@ -5,6 +5,10 @@ The browser holds an opaque random id (256 bits); the store holds its sha256, th
 HMAC digest (never the key), the CSRF token and a fixed expiry. Nothing is cached in the process:
 each request made with the cookie reads its row (one primary-key lookup), so a session dropped
 anywhere fails everywhere at once. ``last_seen_at`` is written at most once per ``SEEN_EVERY``.
+
+Sign-in attempts are counted per client address in the gateway's rate limiter (``sign-in:<address>``),
+the same engine as the keys' limits: shared by every replica through Redis and by every worker
+through the limits host, so ``per_minute`` holds for the whole deployment, not per process.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from switchyard.core.console import ConsoleSession, session_digest
+from switchyard.core.limits import LimitCheck, Limiter
 from switchyard.core.ports import ConsoleSessionStore
 
 __all__ = ["SEEN_EVERY", "ConsoleSessions", "NewSession"]
@@ -35,10 +40,20 @@ class NewSession:
 
 
 class ConsoleSessions:
-    def __init__(self, store: ConsoleSessionStore, ttl: float, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, store: ConsoleSessionStore, ttl: float, limiter: Limiter, sign_ins_per_minute: int,
+                 clock: Callable[[], datetime] = _now) -> None:
         self.ttl = ttl
         self._store = store
+        self._limiter = limiter
+        self._sign_ins_per_minute = sign_ins_per_minute
         self._clock = clock
+
+    async def count_sign_in(self, address: str) -> None:
+        """Count one sign-in attempt from ``address``; ``RateLimitError`` (429, Retry-After) past
+        the limit, when nothing is counted."""
+        check = LimitCheck(f"sign-in:{address}", "requests", self._sign_ins_per_minute, 60.0)
+        admission = await self._limiter.admit([check], f"sign-in-{secrets.token_hex(8)}", 0)
+        await self._limiter.settle(admission, 0)  # a request window only: nothing is held
 
     async def create(self, key_digest: str | None) -> NewSession:
         now = self._clock()

@@ -21,26 +21,22 @@ from starlette.responses import Response
 
 from switchyard.core.budget_periods import budget_status
 from switchyard.core.keys import Principal
-from switchyard.errors import AuthenticationError, BadRequestError, RateLimitError
+from switchyard.errors import AuthenticationError, BadRequestError
 from switchyard.http.auth import SESSION_COOKIE, authenticate
 from switchyard.http.body import read_json
 from switchyard.http.state import services
 from switchyard.http.ui.pages import SECURITY_HEADERS
-from switchyard.http.ui.sessions import SignInLimiter
 from switchyard.http.usage import usage_report
 from switchyard.service.console_sessions import ConsoleSessions
 
 __all__ = ["me", "my_usage", "session_info", "sign_in", "sign_out"]
 
 
-def _stores(request: Request) -> tuple[ConsoleSessions, SignInLimiter]:
-    state = request.app.state
-    if getattr(state, "ui_sign_ins", None) is None:
-        state.ui_sign_ins = SignInLimiter(services(request).settings.ui_sign_in_per_minute)
+def _sessions(request: Request) -> ConsoleSessions:
     sessions = services(request).console_sessions
     if sessions is None:
         raise RuntimeError("the console's session store is not configured")
-    return sessions, state.ui_sign_ins
+    return sessions
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -54,11 +50,9 @@ def _who(principal: Principal, csrf_token: str, expires_in: float) -> dict[str, 
 
 
 async def sign_in(request: Request) -> Response:
-    sessions, limiter = _stores(request)
+    sessions = _sessions(request)
     svc = services(request)
-    address = request.client.host if request.client else "unknown"
-    if not limiter.allow(address):
-        raise RateLimitError("Too many sign-in attempts from this address; wait a minute.")
+    await sessions.count_sign_in(request.client.host if request.client else "unknown")
     if "application/json" not in request.headers.get("content-type", ""):
         raise BadRequestError("Send the key as JSON: {\"key\": \"sk-...\"}.")
     body = await read_json(request, 64 * 1024)
@@ -79,7 +73,7 @@ async def sign_in(request: Request) -> Response:
 
 
 async def session_info(request: Request) -> Response:
-    sessions, _ = _stores(request)
+    sessions = _sessions(request)
     session = await sessions.get(request.cookies.get(SESSION_COOKIE, ""))
     if session is None:
         raise AuthenticationError()
@@ -88,7 +82,7 @@ async def session_info(request: Request) -> Response:
 
 
 async def sign_out(request: Request) -> Response:
-    sessions, _ = _stores(request)
+    sessions = _sessions(request)
     session_id = request.cookies.get(SESSION_COOKIE, "")
     if await sessions.get(session_id) is not None:
         await authenticate(request)  # the CSRF token: nobody else signs you out
