@@ -138,3 +138,41 @@ def test_a_translated_model_cannot_continue_an_upstream_held_response(stack: Sta
             a.responses.create(model="translated", input="go on st-13", previous_response_id=made.id)
         assert err.value.body["param"] == "previous_response_id"  # type: ignore[index]
         assert len(upstream.requests) == before
+
+
+
+def test_a_chain_stays_on_the_deployment_that_holds_it(tmp_path: Path) -> None:
+    """An alias spread over two upstreams (weighted at random): each turn of a chain goes to the
+    upstream holding its previous response, the only one that knows the id; an alias with no
+    deployment there cannot continue it."""
+    with FakeOpenAI(models=["gpt-up"]) as up_a, FakeOpenAI(models=["gpt-up"]) as up_b, run_server(
+        tmp_path,
+        providers={"a": {"type": "openai", "base_url": up_a.base_url},
+                   "b": {"type": "openai", "base_url": up_b.base_url}},
+        models=[{"alias": "spread", "capabilities": {"responses": "native"},
+                 "deployments": [{"provider": "a", "model": "gpt-up"}, {"provider": "b", "model": "gpt-up"}]},
+                {"alias": "only-b", "provider": "b", "model": "gpt-up", "capabilities": {"responses": "native"}}],
+    ) as server, _client(server, server.admin_key) as client:
+        last: dict[str, str] = {}  # a response id held by each upstream
+        for chain in range(6):  # 12 follow-ups: unpinned, each would go to the wrong upstream half the time
+            made = client.responses.create(model="spread", input=f"pin {chain}-0")
+            holder, other = (up_a, up_b) if _responses_calls(up_a, f"pin {chain}-0") else (up_b, up_a)
+            for turn in (1, 2):
+                if turn == 1:
+                    made = client.responses.create(model="spread", input=f"pin {chain}-1",
+                                                   previous_response_id=made.id)
+                else:  # a stream: its last event carries the response
+                    events = list(client.responses.create(model="spread", input=f"pin {chain}-2",
+                                                          previous_response_id=made.id, stream=True))
+                    assert events[-1].type == "response.completed"
+                    made = events[-1].response
+                calls = _responses_calls(holder, f"pin {chain}-{turn}")
+                assert len(calls) == 1 and calls[0]["previous_response_id"]
+            assert made.output_text == f"echo: pin {chain}-2"
+            assert _responses_calls(other, f"pin {chain}-") == []
+            last["a" if holder is up_a else "b"] = made.id
+        if "a" in last:  # "only-b" has no deployment on the upstream holding it: refused before any call
+            with pytest.raises(openai.NotFoundError) as err:
+                client.responses.create(model="only-b", input="elsewhere pin-x", previous_response_id=last["a"])
+            assert err.value.body["param"] == "previous_response_id"  # type: ignore[index]
+            assert _responses_calls(up_b, "pin-x") == []

@@ -226,8 +226,8 @@ def _removed_tools(request: Request, translation: ChatTranslation) -> dict[str, 
 
 async def create_response(request: Request) -> Response:
     principal, body = await _read(request)
-    if await relayed_natively(request, principal, body):
-        return await create_native(request, principal, body)
+    if (native := await relayed_natively(request, principal, body)) is not None:
+        return await create_native(request, principal, body, native)
     translation, resolve = await _translate(request, principal, body)
     headers = _removed_tools(request, translation)
     if translation.ignored:

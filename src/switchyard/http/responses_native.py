@@ -5,7 +5,8 @@ The upstream keeps the response; the gateway records only its owner (``ResponseL
 the key, the provider and the alias, no content) before the client can see the id: from a whole
 answer's ``id``, or from the first stream event carrying the ``response`` (``response.created``).
 So a ``previous_response_id`` is checked before any upstream call (another key's, or one this
-gateway never recorded, is the unknown-id 404), and ``GET``/``DELETE``/``input_items``/``cancel``
+gateway never recorded, is the unknown-id 404), a chain goes to the provider holding its previous
+response (among the route's deployments), and ``GET``/``DELETE``/``input_items``/``cancel``
 of a recorded id are relayed to the provider that holds it, with its credential.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -27,7 +29,7 @@ from switchyard.protocol.responses import error_event, native_request
 from switchyard.service.call import CallContext
 from switchyard.service.responses import StoredResponse, not_found
 
-__all__ = ["create_native", "relay_held", "relayed_natively"]
+__all__ = ["NativeRelay", "create_native", "relay_held", "relayed_natively"]
 
 log = logging.getLogger("switchyard.responses")
 
@@ -35,26 +37,40 @@ _MAX_SCAN = 1 << 20  # stream bytes read for the response id before giving up (i
 Record = Callable[[str], Awaitable[None]]
 
 
-async def relayed_natively(request: Request, principal: Principal, body: Any) -> bool:
+@dataclass(frozen=True, slots=True)
+class NativeRelay:
+    """A ``POST /v1/responses`` that goes as it is to upstreams that speak the Responses API."""
+
+    pinned: str | None = None  # the configured provider holding its previous response: only it knows the id
+
+
+async def relayed_natively(request: Request, principal: Principal, body: Any) -> NativeRelay | None:
     """Whether this request goes as it is to upstreams that speak the Responses API: its route's
     every deployment does, and its ``previous_response_id`` (if any) is not one of this gateway's
-    stored responses (those chain through the translation). A ``previous_response_id`` this key
-    may not see (another key's, or one this gateway never recorded) is the unknown-id 404 here,
-    before any upstream call."""
+    stored responses (those chain through the translation). A chain is pinned to the provider
+    that holds its previous response. A ``previous_response_id`` this key may not see (another
+    key's, or one this gateway never recorded), or whose provider no longer serves the model, is
+    the unknown-id 404 here, before any upstream call."""
     model = body.get("model") if isinstance(body, dict) else None
     if not isinstance(model, str) or not model:
-        return False
+        return None
     gateway = services(request).gateway
-    if not gateway.responses_native(gateway.route_for(principal, model)):
-        return False
+    route = gateway.route_for(principal, model)
+    if not gateway.responses_native(route):
+        return None
     previous = body.get("previous_response_id")
     responses = services(request).responses
     if not isinstance(previous, str) or not previous or responses is None:
-        return True
+        return NativeRelay()
     found = await responses.find(previous, principal)
     if found is None:
         raise not_found(previous, "previous_response_id")
-    return found.native is not None
+    if found.native is None:
+        return None
+    holder = found.native.provider
+    if not any(target.provider == holder for target in route.deployments):
+        raise not_found(previous, "previous_response_id")
+    return NativeRelay(holder)
 
 
 def _recorder(request: Request, principal: Principal, body: Any, ctx: CallContext) -> Record | None:
@@ -124,12 +140,13 @@ async def _native_events(first: bytes, chunks: AsyncIterator[bytes], record: Rec
         await chunks.aclose()  # type: ignore[attr-defined]
 
 
-async def create_native(request: Request, principal: Principal, body: Any) -> Response:
+async def create_native(request: Request, principal: Principal, body: Any, relay: NativeRelay) -> Response:
     """``POST /v1/responses`` relayed to an upstream that speaks it: its answer, byte for byte."""
     native = native_request(body)
     svc = services(request)
     ctx = call_context(request)
     ctx.endpoint = "responses"
+    ctx.pinned_provider = relay.pinned
     record = _recorder(request, principal, body, ctx)
     if native.stream:
         chunks = svc.gateway.stream(principal, native, ctx)

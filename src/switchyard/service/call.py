@@ -33,6 +33,9 @@ class CallContext:
     headers: dict[str, str] | None = None  # x-ratelimit-* for the response
     endpoint: str | None = None  # the API the client called, for usage rows and metrics (else: the request's kind)
     session_id: str | None = None  # the client's agent session (X-Claude-Code-Session-Id, Codex's session-id)
+    # only deployments of this configured provider may serve it: a Responses API chain relayed
+    # natively goes to the upstream that holds its previous response (no other one knows that id)
+    pinned_provider: str | None = None
 
 
 @dataclass(slots=True)

@@ -36,7 +36,8 @@ def order(route: Route, busy: Mapping[str, int], rng: random.Random) -> list[Tar
 class Plan:
     """The deployments one request may try: the route's own (in its strategy's order), then each
     fallback alias's (not their fallbacks in turn). A prompt too long for the model switches to
-    the route's context-window fallbacks instead. Aliases the key may not use are skipped."""
+    the route's context-window fallbacks instead. Aliases the key may not use are skipped. With
+    ``pinned``, only deployments of that configured provider are tried."""
 
     def __init__(
         self,
@@ -44,8 +45,10 @@ class Plan:
         principal: Principal,
         resolve: Callable[[str], Route],
         arrange: Callable[[Route], list[Target]],
+        pinned: str | None = None,
     ) -> None:
         self.first = route
+        self._pinned = pinned
         self._principal = principal
         self._resolve = resolve
         self._arrange = arrange
@@ -77,7 +80,10 @@ class Plan:
             if not self._routes:
                 raise StopIteration
             route = self._routes.popleft()
-            self._pending.extend((route, t) for t in self._arrange(route))
+            targets = self._arrange(route)
+            if self._pinned is not None:
+                targets = [t for t in targets if t.provider == self._pinned]
+            self._pending.extend((route, t) for t in targets)
         return self._pending.popleft()
 
     def failed(self, route: Route, exc: GatewayError) -> bool:

@@ -154,7 +154,7 @@ class Gateway:
         failed attempt, so a prompt too long for one alias can go to its context fallbacks.
         A failure after the first piece is never retried.
         """
-        plan = Plan(route, principal, self.upstreams.routing.route, self._order)
+        plan = Plan(route, principal, self.upstreams.routing.route, self._order, ctx.pinned_provider)
         fitted: dict[str, _R] = {}
         last: GatewayError | None = None
         cooling: list[tuple[Route, Target]] = []  # skipped as cooling down: the panic candidates
@@ -184,7 +184,8 @@ class Gateway:
                 elif exc.code == "context_length_exceeded":  # that alias cannot take the prompt at all
                     cooling[:] = [(r, t) for r, t in cooling if r.alias != candidate.alias]
                 last = exc
-        assert last is not None  # a route has at least one deployment
+        if last is None:  # pinned to a provider none of the plan's deployments is on (the caller checks first)
+            raise ModelNotFoundError(route.alias)
         raise last
 
     def _order(self, route: Route) -> list[Target]:
