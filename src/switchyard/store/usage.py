@@ -214,6 +214,8 @@ class SqlUsageStore:
         self._engine = engine
         self._dialect = engine.dialect.name
         self._chunk = prune_chunk
+        # the two rollup upserts (70 SET clauses each): built once, as building one costs ~1.6 ms
+        self._upserts: tuple[Any, Any] | None = None
 
     # -- writing ----------------------------------------------------------------------------
     async def write(self, records: Sequence[UsageRecord]) -> None:
@@ -230,8 +232,11 @@ class SqlUsageStore:
         async with self._engine.begin() as conn:
             # a plain field read: dataclasses.asdict deep-copies and costs ~20x more per row
             await conn.execute(sa.insert(_u), [{f: getattr(r, f) for f in _FIELDS} for r in records])
-            await conn.execute(_upsert(self._dialect, _r), rows)
-            await conn.execute(_upsert(self._dialect, _d), daily_rows(rows, (*_COUNTERS, *LATENCY_COLUMNS)))
+            if self._upserts is None:
+                self._upserts = (_upsert(self._dialect, _r), _upsert(self._dialect, _d))
+            hourly, daily = self._upserts
+            await conn.execute(hourly, rows)
+            await conn.execute(daily, daily_rows(rows, (*_COUNTERS, *LATENCY_COLUMNS)))
 
     # -- reading ----------------------------------------------------------------------------
     async def query(
