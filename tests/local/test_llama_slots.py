@@ -49,6 +49,13 @@ def test_with_nothing_to_reuse_an_empty_slot_then_the_one_idle_longest() -> None
         pick_slot(table, [1], "key:b", "owner")
 
 
+def test_of_the_empty_slots_the_lowest_id_so_running_sequences_stay_consecutive() -> None:
+    # llama.cpp evaluates a run of consecutive sequence ids (a KV stream each) in one pass
+    table = slots(([5], "key:a", 1), ([], None, 9), ([6], "key:a", 2), ([], None, 0))
+    table[0].job = table[2].job = object()
+    assert pick_slot(table, [1, 2], "key:b", "owner") == (table[1], 0)  # not slot 3, though empty longer
+
+
 def test_common_prefix() -> None:
     assert common_prefix([], [1]) == 0
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2

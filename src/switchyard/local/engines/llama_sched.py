@@ -183,7 +183,8 @@ class Scheduler:
         lib, batch = self._lib, self._batch
         n = 0
         wanted: list[tuple[Slot, int, list[int]]] = []  # (slot, batch index of its logits or -1, tokens added)
-        decoding = [s for s in self._order if not s.prefilling]
+        # in sequence-id order: llama.cpp takes a ubatch from a run of consecutive ids (one KV stream each)
+        decoding = sorted((s for s in self._order if not s.prefilling), key=_seq)
         for slot in decoding:
             _put(batch, n, slot.last_token, len(slot.tokens), slot.seq, True)
             wanted.append((slot, n, [slot.last_token]))
@@ -298,6 +299,10 @@ class Scheduler:
             self._finish(slot, reason)
         for job in waiting:
             _report(job, reason)
+
+
+def _seq(slot: Slot) -> int:
+    return slot.seq
 
 
 def _put(batch: Any, i: int, token: int, pos: int, seq: int, logits: bool) -> None:

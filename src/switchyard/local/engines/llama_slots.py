@@ -9,8 +9,9 @@ longest prefix with its prompt, so that only the rest is evaluated; but only a s
 - ``shared``: any slot;
 - ``off``: none (every request is evaluated whole).
 
-With no prefix to reuse, a request takes an empty slot, else the one idle longest (its cache is
-the least likely to be asked for again).
+With no prefix to reuse, a request takes the empty slot with the lowest id (so that the running
+sequences stay consecutive ids: llama.cpp evaluates a run of them in one pass), else the one idle
+longest (its cache is the least likely to be asked for again).
 """
 
 from __future__ import annotations
@@ -71,5 +72,5 @@ def pick_slot(slots: Sequence[Slot], prompt: Sequence[int], owner: str | None, s
             if n > reuse:
                 best, reuse = slot, n
     if best is None:
-        best = min(idle, key=lambda s: (bool(s.tokens), s.last_used))
+        best = min(idle, key=lambda s: (True, s.last_used) if s.tokens else (False, s.seq))
     return best, reuse

@@ -91,10 +91,13 @@ def load(spec: LocalModelSpec) -> ChatEngine:
     cparams.n_seq_max = slots
     cparams.n_batch = cparams.n_ubatch = batch_tokens
     cparams.n_threads = cparams.n_threads_batch = threads
-    # One pool of cells for all slots: llama.cpp then evaluates a whole mixed batch (a token per
-    # stream, prompt chunks) as one ubatch. With a cache per sequence it would split the batch
-    # into runs of consecutive sequence ids with equal token counts: a pass over the weights each.
-    cparams.kv_unified = True
+    # A KV cache stream per slot: each token attends over its own sequence's cells only. With one
+    # unified pool it attends over every cell up to the highest in use, so the prefixes that idle
+    # slots keep were paid for by every running stream (20-25% more CPU per token with long
+    # agent contexts; bench/RESULTS-anchor.md). llama.cpp evaluates such a batch in ubatches of
+    # consecutive sequence ids: the scheduler lays the batch out in id order and gives a new
+    # request the lowest free slot, so that the running sequences stay one run.
+    cparams.kv_unified = False
     cparams.no_perf = True
     ctx = lib.llama_init_from_model(model, cparams)
     if not ctx:
