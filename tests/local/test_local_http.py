@@ -42,12 +42,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=server.v1, api_key=server.admin_key, max_retries=0, timeout=120) as sdk:
-        yield sdk
-
-
 def _events(server: RunningServer, body: dict[str, Any]) -> list[Any]:
     out: list[Any] = []
     with server.http(server.admin_key) as http, http.stream("POST", "/v1/chat/completions", json=body,

@@ -31,12 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=server.v1, api_key=server.admin_key, max_retries=0, timeout=120) as sdk:
-        yield sdk
-
-
 def test_a_whole_answer(server: RunningServer, client: openai.OpenAI) -> None:
     raw = client.responses.with_raw_response.create(model="smol", input=CAPITAL, instructions="Answer briefly.",
                                                     temperature=0)

@@ -54,12 +54,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def client(server: RunningServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=server.v1, api_key=server.admin_key, max_retries=0, timeout=120) as sdk:
-        yield sdk
-
-
 def _create(client: openai.OpenAI, **kwargs: Any) -> dict[str, Any]:
     """A whole answer, checked strictly against the SDK's ChatCompletion type."""
     kwargs.setdefault("messages", ASK)

@@ -205,9 +205,9 @@ class Scheduler:
             self.stats.prefill_chunks += 1
         batch.n_tokens = n
         began = time.perf_counter()
+        # each slot has a KV stream of its own, never overfilled (a request ends at slot_context):
+        # no other slot's cache could make room, so any failure fails the step's requests
         code = lib.llama_decode(self._ctx, batch)
-        while code == 1 and self._drop_idle_cache():  # no room in the cache: idle slots' prefixes go first
-            code = lib.llama_decode(self._ctx, batch)
         if code != 0:
             error = RuntimeError(f"llama_decode failed ({code})")
             for slot, _, _ in wanted:
@@ -241,16 +241,6 @@ class Scheduler:
         stats.decode_seconds += seconds
         stats.step_sequences += len(wanted)
         stats.recent.append((len(wanted), sampled, seconds))
-
-    def _drop_idle_cache(self) -> bool:
-        """Free the cells of the idle slot used longest ago; False when no idle slot holds any."""
-        idle = [s for s in self.slots if not s.busy and s.tokens]
-        if not idle:
-            return False
-        slot = min(idle, key=lambda s: s.last_used)
-        self._lib.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
-        slot.tokens.clear()
-        return True
 
     def _take(self, slot: Slot, token: int) -> str | None:
         """A sampled token: report it, or say why the request is finished."""
