@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from switchyard.core.latency import BUCKETS, bucket, percentile
 from switchyard.core.usage import UsageRecord
 from switchyard.store import Database, SqlUsageStore, upgrade
+from switchyard.store.tables import usage_records
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
@@ -129,3 +130,43 @@ def test_a_sqlite_batch_is_one_insert_not_a_row_by_row_executemany(tmp_path: Pat
     assert summary == [row("key_a", "gpt-4o", 1000)]
     (statement,) = seen  # one statement, holding every row
     assert statement.split(" VALUES ", 1)[1].count("(") == 1000
+
+
+def test_a_batch_larger_than_one_statement_is_written_whole_and_exact(url: str) -> None:
+    """A batch is written with SQL compiled once and values bound a column at a time
+    (``store/bulk.py``). 2,500 rows over 301 hours and 2 keys (602 hourly rows): on SQLite more rows than one
+    statement holds, raw (1,000 a statement) and hourly (233 a statement, 143 columns each). Times
+    in another zone are stored as the same instants in UTC; every value reads back as written."""
+    plus5 = timezone(timedelta(hours=5))
+    records = [
+        replace(record(f"key_{i % 2}", "gpt-4o", at=(T0 + timedelta(hours=i % 301, seconds=i)).astimezone(plus5),
+                       status=500 if i % 10 == 0 else 200, estimated=i % 3 == 0),
+                request_id=f"req-{i}", prompt_tokens=i, cache_read_tokens=i % 7, session_id=f"s{i % 4}",
+                team_id=None if i % 2 else "team_a", latency_ms=float(i))
+        for i in range(2500)
+    ]
+
+    async def body() -> None:
+        async with Database.create(url) as db:
+            store = SqlUsageStore(db.engine)
+            await store.write(records)
+            async with db.engine.connect() as conn:
+                stored = (await conn.execute(sa.select(usage_records).order_by(usage_records.c.id))).all()
+            assert len(stored) == len(records)
+            for got, want in zip(stored, records, strict=True):
+                assert got.created_at == want.created_at and got.created_at.tzinfo == UTC
+                assert (got.request_id, got.key_id, got.prompt_tokens, got.cache_read_tokens, got.session_id,
+                        got.team_id, got.latency_ms, got.status, got.estimated, got.streamed) == (
+                    want.request_id, want.key_id, want.prompt_tokens, want.cache_read_tokens, want.session_id,
+                    want.team_id, want.latency_ms, want.status, want.estimated, want.streamed)
+            by_hour = await store.query(group_by=["hour", "key"])
+            assert len(by_hour) == 602
+            assert sum(r["requests"] for r in by_hour) == 2500  # type: ignore[misc]
+            assert sum(r["prompt_tokens"] for r in by_hour) == sum(range(2500))  # type: ignore[misc]
+            assert sum(r["errors"] for r in by_hour) == 250  # type: ignore[misc]
+            assert sum(sum(r["latency_counts"]) for r in by_hour) == 2250  # type: ignore[arg-type, misc]
+            (total,) = await store.query(group_by="model")
+            assert (total["requests"], total["estimated"], total["cache_read_tokens"]) == (
+                2500, len(range(0, 2500, 3)), sum(i % 7 for i in range(2500)))
+
+    asyncio.run(body())

@@ -42,9 +42,11 @@ class Usage:
         return max(0, self.prompt_tokens - self.cache_read_tokens - self.cache_write_tokens)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageRecord:
-    """One row per request, written in batches off the request path."""
+    """One row per request, written in batches off the request path. Not changed once made
+    (not ``frozen``: a frozen dataclass sets each of its 17 fields through ``object.__setattr__``,
+    and one is made on every request)."""
 
     created_at: datetime
     request_id: str

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from switchyard.core.latency import BOUNDS_MS, bucket, percentile
 from switchyard.core.usage import GROUP_BY, UsageRecord, parse_group_by
+from switchyard.store.bulk import BulkInsert
 from switchyard.store.engine import AsyncEngine
 from switchyard.store.tables import LATENCY_COLUMNS, usage_daily, usage_records, usage_rollups
 from switchyard.store.usage_days import Span, daily_rows, spans
@@ -214,8 +215,8 @@ class SqlUsageStore:
         self._engine = engine
         self._dialect = engine.dialect.name
         self._chunk = prune_chunk
-        # the two rollup upserts (70 SET clauses each): built once, as building one costs ~1.6 ms
-        self._upserts: tuple[Any, Any] | None = None
+        # the raw insert and the two rollup upserts (70 SET clauses each), compiled on first use
+        self._inserts: tuple[BulkInsert, BulkInsert, BulkInsert] | None = None
 
     # -- writing ----------------------------------------------------------------------------
     async def write(self, records: Sequence[UsageRecord]) -> None:
@@ -229,14 +230,20 @@ class SqlUsageStore:
              **{c: getattr(totals, c) for c in _COUNTERS}, **dict(zip(LATENCY_COLUMNS, totals.latency, strict=True))}
             for (hour, key, model, team), totals in sorted(increments.items())
         ]
+        raw, hourly, daily = self._inserts or self._compile()
         async with self._engine.begin() as conn:
-            # a plain field read: dataclasses.asdict deep-copies and costs ~20x more per row
-            await conn.execute(sa.insert(_u), [{f: getattr(r, f) for f in _FIELDS} for r in records])
-            if self._upserts is None:
-                self._upserts = (_upsert(self._dialect, _r), _upsert(self._dialect, _d))
-            hourly, daily = self._upserts
-            await conn.execute(hourly, rows)
-            await conn.execute(daily, daily_rows(rows, (*_COUNTERS, *LATENCY_COLUMNS)))
+            await raw.run(conn, records)
+            await hourly.run(conn, rows)
+            await daily.run(conn, daily_rows(rows, (*_COUNTERS, *LATENCY_COLUMNS)))
+
+    def _compile(self) -> tuple[BulkInsert, BulkInsert, BulkInsert]:
+        dialect = self._engine.dialect
+        self._inserts = (
+            BulkInsert(sa.insert(_u), _u, _FIELDS, dialect, read="attributes"),
+            BulkInsert(_upsert(self._dialect, _r), _r, [c.name for c in _r.columns], dialect, read="items"),
+            BulkInsert(_upsert(self._dialect, _d), _d, [c.name for c in _d.columns], dialect, read="items"),
+        )
+        return self._inserts
 
     # -- reading ----------------------------------------------------------------------------
     async def query(
