@@ -45,7 +45,7 @@ class BulkInsert:
             operator.attrgetter(*order) if read == "attributes" else operator.itemgetter(*order))
         self._converters = [  # what execute() would call for each column, where anything
             (position, process) for position, name in enumerate(order)
-            if (process := table.c[name].type._cached_bind_processor(dialect)) is not None
+            if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
         ]
         self._per_statement = 0  # rows per multi-VALUES statement; 0: the driver's executemany
         if dialect.use_insertmanyvalues_wo_returning and dialect.paramstyle == "qmark":  # SQLite (store/database.py)
