@@ -135,7 +135,7 @@ def test_a_sqlite_batch_is_one_insert_not_a_row_by_row_executemany(tmp_path: Pat
 def test_a_batch_larger_than_one_statement_is_written_whole_and_exact(url: str) -> None:
     """A batch is written with SQL compiled once and values bound a column at a time
     (``store/bulk.py``). 2,500 rows over 301 hours and 2 keys (602 hourly rows): on SQLite more rows than one
-    statement holds, raw (1,000 a statement) and hourly (233 a statement, 143 columns each). Times
+    statement holds, raw (1,000 a statement) and hourly (441 a statement, 74 columns each). Times
     in another zone are stored as the same instants in UTC; every value reads back as written."""
     plus5 = timezone(timedelta(hours=5))
     records = [
